@@ -1,0 +1,551 @@
+//! The `MultiTaskTrainingJob` API (`multitask.dev/v1alpha1`).
+//!
+//! One type serves three readers: the CRD schema that `kubectl apply` validates against,
+//! the operator that reconciles it, and `mtl-trainer`, which reads the same manifest (or
+//! just its `spec`) for a local run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Toleration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+mod status;
+pub use status::*;
+
+pub const GROUP: &str = "multitask.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const KIND: &str = "MultiTaskTrainingJob";
+
+/// Errors reading a job manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: invalid job: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// A multi-task fine-tuning job: one shared encoder, one head per task.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "multitask.dev",
+    version = "v1alpha1",
+    kind = "MultiTaskTrainingJob",
+    namespaced,
+    status = "MultiTaskTrainingJobStatus",
+    shortname = "mttj",
+    category = "ml",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Step", type_ = "integer", json_path = ".status.step"),
+    printcolumn(
+        name = "Latest checkpoint",
+        type_ = "string",
+        json_path = ".status.latestCheckpoint"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.tasks.all(t, self.tasks.exists_one(u, u.name == t.name))").message("task names must be unique"),
+    validation = Rule::new("self.backend != 'vertexAI' || has(self.vertexAI)").message("backend vertexAI needs spec.vertexAI (project, region)")
+)]
+pub struct MultiTaskTrainingJobSpec {
+    /// Where the trainer runs: a pod in this cluster, or a Vertex AI custom job.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Trainer image (the image built from Dockerfile.trainer). Required on a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub model: ModelSpec,
+    /// The tasks trained jointly; each gets its own head on the shared encoder.
+    #[schemars(length(min = 1, max = 32))]
+    pub tasks: Vec<TaskSpec>,
+    #[serde(default)]
+    pub sampling: SamplingSpec,
+    #[serde(default)]
+    pub training: TrainingSpec,
+    pub checkpoints: CheckpointSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+    #[serde(
+        default,
+        rename = "vertexAI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vertex_ai: Option<VertexAiSpec>,
+    #[serde(default)]
+    pub run_policy: RunPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Backend {
+    #[default]
+    #[serde(rename = "kubernetes")]
+    Kubernetes,
+    #[serde(rename = "vertexAI")]
+    VertexAi,
+}
+
+/// The pretrained encoder every task shares.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Directory or gs:// prefix holding config.json, model.safetensors and tokenizer.json.
+    #[schemars(length(min = 1))]
+    pub pretrained: String,
+    /// Sequences (or sentence pairs) are truncated longest-first to this many tokens.
+    #[serde(default = "default_max_length")]
+    #[schemars(range(min = 8, max = 4096))]
+    pub max_length: u32,
+}
+
+fn default_max_length() -> u32 {
+    128
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskType {
+    /// One real-valued output, MSE loss (STS-B).
+    Regression,
+    /// `numLabels`-way classification, cross-entropy loss (RTE).
+    Classification,
+    /// One of `numChoices` answers, cross-entropy over choices (CommonsenseQA).
+    MultipleChoice,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DataFormat {
+    /// Tab-separated with a header row, as GLUE distributes STS-B and RTE.
+    GlueTsv,
+    /// The official CommonsenseQA JSON lines (`question.stem`, `question.choices`, `answerKey`).
+    CommonsenseQaJsonl,
+    /// One JSON object per line, read through the task's field mapping.
+    Jsonl,
+}
+
+/// One task: its head, its data and how to read it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.type != 'classification' || (has(self.numLabels) && self.numLabels >= 2) || (has(self.labelNames) && size(self.labelNames) >= 2)").message("a classification task needs numLabels >= 2 or at least two labelNames"),
+    validation = Rule::new("self.type != 'multipleChoice' || has(self.numChoices)").message("a multipleChoice task needs numChoices")
+)]
+pub struct TaskSpec {
+    /// Task name: names the head, the metrics and the exported model.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"))]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub task_type: TaskType,
+    /// Classes of a classification task (defaults to the number of labelNames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 10000))]
+    pub num_labels: Option<u32>,
+    /// Choices per question of a multipleChoice task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 64))]
+    pub num_choices: Option<u32>,
+    /// Training file: local path or gs:// URI.
+    #[schemars(length(min = 1))]
+    pub train: String,
+    /// Validation file: local path or gs:// URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
+    pub format: DataFormat,
+    /// Columns or fields holding the text: one for single sentences, two for pairs.
+    /// For multipleChoice, the question field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub text_fields: Vec<String>,
+    /// Column or field holding the label (score, class name or index, answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_field: Option<String>,
+    /// Class names in label order (classification) or choice labels (multipleChoice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_names: Option<Vec<String>>,
+    /// For jsonl multipleChoice: the field with the list of choices (strings or objects with `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices_field: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SamplingStrategy {
+    /// Each task's share of steps equals its share of batches (the original's sampler).
+    #[default]
+    Proportional,
+    /// Every task equally often.
+    Uniform,
+    /// Probability proportional to size^(1/T).
+    Temperature,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.strategy != 'temperature' || has(self.temperature)").message("strategy temperature needs temperature"))]
+pub struct SamplingSpec {
+    #[serde(default)]
+    pub strategy: SamplingStrategy,
+    /// T for the temperature strategy (1 = proportional, large = uniform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 1000.0))]
+    pub temperature: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// bf16 autocast on CUDA; fp32 on CPU.
+    Bf16,
+}
+
+/// Optimisation settings (defaults are the original project's).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingSpec {
+    #[serde(default = "default_epochs")]
+    #[schemars(range(min = 0.0, max = 10000.0))]
+    pub epochs: f64,
+    /// Stop after this many optimizer steps (overrides epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_steps: Option<u64>,
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub batch_size: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub eval_batch_size: Option<u32>,
+    #[serde(default = "default_learning_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub learning_rate: f64,
+    /// Linear warmup steps (overrides warmupRatio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub warmup_ratio: f64,
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub weight_decay: f64,
+    #[serde(default = "default_max_grad_norm")]
+    #[schemars(range(min = 0.0))]
+    pub max_grad_norm: f64,
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub gradient_accumulation_steps: u32,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub precision: Precision,
+    /// Evaluate every N optimizer steps (0: only at the end).
+    #[serde(default)]
+    pub eval_every_steps: u64,
+    #[serde(default = "default_log_every")]
+    #[schemars(range(min = 1))]
+    pub log_every_steps: u64,
+}
+
+impl Default for TrainingSpec {
+    fn default() -> Self {
+        Self {
+            epochs: default_epochs(),
+            max_steps: None,
+            batch_size: default_batch_size(),
+            eval_batch_size: None,
+            learning_rate: default_learning_rate(),
+            warmup_steps: None,
+            warmup_ratio: 0.0,
+            weight_decay: 0.0,
+            max_grad_norm: default_max_grad_norm(),
+            gradient_accumulation_steps: 1,
+            seed: default_seed(),
+            precision: Precision::Fp32,
+            eval_every_steps: 0,
+            log_every_steps: default_log_every(),
+        }
+    }
+}
+
+fn default_epochs() -> f64 {
+    3.0
+}
+fn default_batch_size() -> u32 {
+    8
+}
+fn default_learning_rate() -> f64 {
+    1e-5
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_log_every() -> u64 {
+    50
+}
+
+/// Where checkpoints go and how many stay.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointSpec {
+    /// gs://bucket/prefix, or a local directory for local runs.
+    #[schemars(length(min = 1))]
+    pub uri: String,
+    #[serde(default = "default_every_steps")]
+    #[schemars(range(min = 1))]
+    pub every_steps: u64,
+    /// Keep the newest N checkpoints (all when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep: Option<u32>,
+}
+
+fn default_every_steps() -> u64 {
+    3000
+}
+
+/// Pod resources for `backend: kubernetes`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 16))]
+    pub gpus: u32,
+    /// GKE accelerator, e.g. nvidia-tesla-t4, nvidia-l4 (node selector cloud.google.com/gke-accelerator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Kubernetes service account bound to a Google service account (Workload Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+}
+
+/// Vertex AI custom job settings for `backend: vertexAI`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VertexAiSpec {
+    #[schemars(length(min = 1))]
+    pub project: String,
+    #[schemars(length(min = 1))]
+    pub region: String,
+    #[serde(default = "default_machine_type")]
+    pub machine_type: String,
+    /// e.g. NVIDIA_TESLA_T4, NVIDIA_L4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerator_type: Option<String>,
+    #[serde(default)]
+    pub accelerator_count: u32,
+    /// Google service account the job runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+fn default_machine_type() -> String {
+    "n1-standard-8".into()
+}
+
+/// Retries, deadlines and clean-up (Kubeflow's runPolicy).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPolicy {
+    /// Failed attempts replaced before the job fails. Preemptions do not count.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub backoff_limit: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl Default for RunPolicy {
+    fn default() -> Self {
+        Self {
+            backoff_limit: default_backoff_limit(),
+            active_deadline_seconds: None,
+            ttl_seconds_after_finished: None,
+            suspend: false,
+        }
+    }
+}
+
+fn default_backoff_limit() -> u32 {
+    3
+}
+
+impl TaskSpec {
+    /// Outputs of the task's head: 1 for regression and multiple choice (one score per choice).
+    pub fn num_outputs(&self) -> u32 {
+        match self.task_type {
+            TaskType::Regression | TaskType::MultipleChoice => 1,
+            TaskType::Classification => self
+                .num_labels
+                .or_else(|| self.label_names.as_ref().map(|n| n.len() as u32))
+                .unwrap_or(2),
+        }
+    }
+}
+
+impl MultiTaskTrainingJobSpec {
+    /// Checks that serde and the schema cannot express (the API server runs the CEL rules;
+    /// local runs have no API server, so the trainer calls this).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tasks.is_empty() {
+            return Err("spec.tasks: at least one task is required".into());
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if self.tasks[..i].iter().any(|u| u.name == t.name) {
+                return Err(format!("spec.tasks[{i}].name: duplicate task name {:?}", t.name));
+            }
+            let at = |f: &str| format!("spec.tasks[{i}] ({}).{f}", t.name);
+            match t.task_type {
+                TaskType::Classification => {
+                    let n = t.num_outputs();
+                    if n < 2 {
+                        return Err(format!("{}: needs at least 2 classes", at("numLabels")));
+                    }
+                    if let Some(names) = &t.label_names
+                        && names.len() as u32 != n
+                    {
+                        return Err(format!(
+                            "{}: {} names for {n} labels",
+                            at("labelNames"),
+                            names.len()
+                        ));
+                    }
+                }
+                TaskType::MultipleChoice => match t.num_choices {
+                    None => return Err(format!("{}: required for multipleChoice", at("numChoices"))),
+                    Some(n) if n < 2 => return Err(format!("{}: must be at least 2", at("numChoices"))),
+                    _ => {}
+                },
+                TaskType::Regression => {}
+            }
+            if t.format != DataFormat::CommonsenseQaJsonl && t.text_fields.is_empty() {
+                return Err(format!("{}: name one or two text fields", at("textFields")));
+            }
+            if t.format == DataFormat::Jsonl
+                && t.task_type == TaskType::MultipleChoice
+                && t.choices_field.is_none()
+            {
+                return Err(format!("{}: required for jsonl multipleChoice", at("choicesField")));
+            }
+        }
+        if self.sampling.strategy == SamplingStrategy::Temperature
+            && self.sampling.temperature.is_none_or(|t| t <= 0.0)
+        {
+            return Err("spec.sampling.temperature: required and > 0 for strategy temperature".into());
+        }
+        if self.training.batch_size == 0 {
+            return Err("spec.training.batchSize: must be at least 1".into());
+        }
+        if self.checkpoints.every_steps == 0 {
+            return Err("spec.checkpoints.everySteps: must be at least 1".into());
+        }
+        if self.backend == Backend::VertexAi && self.vertex_ai.is_none() {
+            return Err("spec.vertexAI: required for backend vertexAI".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads a job file: a whole `MultiTaskTrainingJob` manifest, or just its spec.
+/// Errors name the file, the field path and the line.
+pub fn parse_job(path: &str, text: &str) -> Result<MultiTaskTrainingJobSpec, Error> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| Error::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let is_manifest = value.get("kind").is_some() || value.get("spec").is_some();
+    let spec_value = if is_manifest {
+        if let Some(kind) = value.get("kind").and_then(|k| k.as_str())
+            && kind != KIND
+        {
+            return Err(Error::Parse {
+                path: path.into(),
+                message: format!("kind is {kind:?}, expected {KIND}"),
+            });
+        }
+        value.get("spec").cloned().ok_or_else(|| Error::Parse {
+            path: path.into(),
+            message: "manifest has no spec".into(),
+        })?
+    } else {
+        value
+    };
+    let prefix = if is_manifest { "spec." } else { "" };
+    let spec: MultiTaskTrainingJobSpec =
+        serde_path_to_error::deserialize(spec_value).map_err(|e| {
+            let field = e.path().to_string();
+            let line = line_of(text, &field);
+            Error::Parse {
+                path: match line {
+                    Some(l) => format!("{path}:{l}"),
+                    None => path.into(),
+                },
+                message: format!("{prefix}{field}: {}", e.inner()),
+            }
+        })?;
+    spec.validate().map_err(|message| Error::Invalid {
+        path: path.into(),
+        message,
+    })?;
+    Ok(spec)
+}
+
+/// Best-effort line of the last key of a dotted field path, for error messages.
+fn line_of(text: &str, field: &str) -> Option<usize> {
+    let key = field.rsplit('.').next()?.split('[').next()?;
+    if key.is_empty() || key == "?" {
+        return None;
+    }
+    let needle = format!("{key}:");
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start().trim_start_matches("- ");
+            l.starts_with(&needle)
+        })
+        .map(|i| i + 1)
+}
+
+/// Reads and parses a job file from disk.
+pub fn read_job(path: &Path) -> Result<MultiTaskTrainingJobSpec, Error> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    parse_job(&shown, &text)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+use kube::CustomResourceExt;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+apiVersion: multitask.dev/v1alpha1
+kind: MultiTaskTrainingJob
+metadata:
+  name: demo
+spec:
+  model:
+    pretrained: /models/minilm
+  tasks:
+    - name: stsb
+      type: regression
+      train: data/stsb/train.tsv
+      format: glueTsv
+      textFields: [sentence1, sentence2]
+      labelField: score
+    - name: rte
+      type: classification
+      train: data/rte/train.tsv
+      format: glueTsv
+      textFields: [sentence1, sentence2]
+      labelField: label
+      labelNames: [entailment, not_entailment]
+  checkpoints:
+    uri: gs://bucket/run1
+"#;
+
+#[test]
+fn generated_crd_yaml_is_current() {
+    let generated = serde_yaml::to_string(&MultiTaskTrainingJob::crd()).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/multitasktrainingjobs.yaml");
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        generated == checked_in,
+        "crds/multitasktrainingjobs.yaml is stale: run `make crds`"
+    );
+}
+
+#[test]
+fn crd_has_short_name_status_and_columns() {
+    let crd = MultiTaskTrainingJob::crd();
+    assert_eq!(crd.spec.names.short_names, Some(vec!["mttj".to_string()]));
+    let v = &crd.spec.versions[0];
+    assert!(v.subresources.as_ref().unwrap().status.is_some());
+    let cols: Vec<_> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(cols, ["Phase", "Step", "Latest checkpoint", "Age"]);
+}
+
+#[test]
+fn manifest_and_bare_spec_parse_with_defaults() {
+    let spec = parse_job("job.yaml", MINIMAL).unwrap();
+    assert_eq!(spec.backend, Backend::Kubernetes);
+    assert_eq!(spec.model.max_length, 128);
+    assert_eq!(spec.training.batch_size, 8);
+    assert_eq!(spec.training.learning_rate, 1e-5);
+    assert_eq!(spec.training.epochs, 3.0);
+    assert_eq!(spec.checkpoints.every_steps, 3000);
+    assert_eq!(spec.tasks[1].num_outputs(), 2);
+    let bare = serde_yaml::to_string(&spec).unwrap();
+    assert_eq!(parse_job("spec.yaml", &bare).unwrap(), spec);
+}
+
+#[test]
+fn bad_field_error_names_file_line_and_field() {
+    let bad = MINIMAL.replace("type: regression", "type: regresion");
+    let err = parse_job("job.yaml", &bad).unwrap_err().to_string();
+    assert!(err.contains("job.yaml:11"), "{err}");
+    assert!(err.contains("spec.tasks[0].type"), "{err}");
+    assert!(err.contains("regresion"), "{err}");
+}
+
+#[test]
+fn wrong_kind_and_duplicate_names_are_rejected() {
+    let err = parse_job("j.yaml", &MINIMAL.replace("kind: MultiTaskTrainingJob", "kind: Pod"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Pod"), "{err}");
+    let dup = MINIMAL.replace("name: rte", "name: stsb");
+    let err = parse_job("j.yaml", &dup).unwrap_err().to_string();
+    assert!(err.contains("duplicate task name \"stsb\""), "{err}");
+}
+
+#[test]
+fn multiple_choice_needs_num_choices() {
+    let mc = MINIMAL.replace("type: classification", "type: multipleChoice");
+    let err = parse_job("j.yaml", &mc).unwrap_err().to_string();
+    assert!(err.contains("numChoices"), "{err}");
+}
+
+fn spec_json() -> serde_json::Value {
+    let spec = parse_job("job.yaml", MINIMAL).unwrap();
+    serde_json::to_value(spec).unwrap()
+}
+
+#[test]
+fn cel_rules_accept_a_valid_spec() {
+    MultiTaskTrainingJobSpec::validate_cel(&spec_json(), None).unwrap();
+}
+
+#[test]
+fn cel_rules_reject_duplicate_task_names() {
+    let mut v = spec_json();
+    v["tasks"][1]["name"] = "stsb".into();
+    let err = format!("{:?}", MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err());
+    assert!(err.contains("task names must be unique"), "{err}");
+}
+
+#[test]
+fn cel_rules_reject_vertex_backend_without_settings() {
+    let mut v = spec_json();
+    v["backend"] = "vertexAI".into();
+    let err = format!("{:?}", MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err());
+    assert!(err.contains("vertexAI"), "{err}");
+}
+
+#[test]
+fn cel_rules_reject_classification_without_labels() {
+    let mut v = spec_json();
+    v["tasks"][1].as_object_mut().unwrap().remove("labelNames");
+    let err = format!("{:?}", TaskSpec::validate_cel(&v["tasks"][1], None).unwrap_err());
+    assert!(err.contains("numLabels"), "{err}");
+}

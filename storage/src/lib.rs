@@ -1,0 +1,205 @@
+//! Storage for everything a job reads and writes: local paths and `gs://bucket/prefix` URIs
+//! behind one small interface, plus the checkpoint manifest protocol that the trainer writes
+//! and the operator reads.
+//!
+//! Every call takes a URI. A URI that starts with `gs://` goes to Google Cloud Storage; anything
+//! else is a local path.
+
+mod local;
+pub mod manifest;
+
+use std::path::Path;
+
+pub use manifest::{MANIFEST_NAME, Manifest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{uri}: not found")]
+    NotFound { uri: String },
+    #[error("{uri}: {source}")]
+    Io {
+        uri: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{uri}: {message}")]
+    Remote { uri: String, message: String },
+    #[error("{uri}: {message}")]
+    Corrupt { uri: String, message: String },
+    #[error("{uri}: not a valid gs:// URI (expected gs://bucket/path)")]
+    BadUri { uri: String },
+}
+
+impl Error {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// True when `uri` names an object in Google Cloud Storage.
+pub fn is_gcs(uri: &str) -> bool {
+    uri.starts_with("gs://")
+}
+
+/// Joins a child name onto a directory URI or path with exactly one `/`.
+pub fn join(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        return name.to_string();
+    }
+    format!("{}/{}", base.trim_end_matches('/'), name.trim_start_matches('/'))
+}
+
+/// Reads and writes local paths and gs:// URIs.
+#[derive(Clone, Default)]
+pub struct Storage {
+    gcs: std::sync::Arc<tokio::sync::OnceCell<gcs::Gcs>>,
+}
+
+mod gcs;
+
+impl Storage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn gcs(&self) -> Result<&gcs::Gcs> {
+        self.gcs.get_or_try_init(gcs::Gcs::from_env).await
+    }
+
+    /// Reads a whole object into memory (for small files: JSON, configs).
+    pub async fn read(&self, uri: &str) -> Result<Vec<u8>> {
+        if is_gcs(uri) {
+            self.gcs().await?.read(uri).await
+        } else {
+            local::read(uri).await
+        }
+    }
+
+    /// Writes a whole object. On a local path the write is atomic (temp file, then rename).
+    pub async fn write(&self, uri: &str, data: Vec<u8>) -> Result<()> {
+        if is_gcs(uri) {
+            self.gcs().await?.write(uri, data).await
+        } else {
+            local::write(uri, &data).await
+        }
+    }
+
+    /// Copies a local file to `uri`, streaming it (resumable upload on GCS).
+    pub async fn upload(&self, file: &Path, uri: &str) -> Result<()> {
+        if is_gcs(uri) {
+            self.gcs().await?.upload(file, uri).await
+        } else {
+            local::copy(file, Path::new(uri)).await
+        }
+    }
+
+    /// Copies `uri` to a local file, streaming it.
+    pub async fn download(&self, uri: &str, file: &Path) -> Result<()> {
+        if is_gcs(uri) {
+            self.gcs().await?.download(uri, file).await
+        } else {
+            local::copy(Path::new(uri), file).await
+        }
+    }
+
+    /// URIs of every object under `prefix` (recursively), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        if is_gcs(prefix) {
+            self.gcs().await?.list(prefix).await
+        } else {
+            local::list(prefix).await
+        }
+    }
+
+    /// Deletes one object. Deleting what does not exist is not an error.
+    pub async fn delete(&self, uri: &str) -> Result<()> {
+        if is_gcs(uri) {
+            self.gcs().await?.delete(uri).await
+        } else {
+            local::delete(uri).await
+        }
+    }
+
+    /// Deletes every object under `prefix`.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let dir = format!("{}/", prefix.trim_end_matches('/'));
+        for uri in self.list(&dir).await? {
+            self.delete(&uri).await?;
+        }
+        if !is_gcs(prefix) {
+            local::remove_empty_dirs(prefix).await;
+        }
+        Ok(())
+    }
+
+    /// Makes `uri` available as a local file: the path itself when local, otherwise a copy
+    /// downloaded once into `cache_dir` (keyed by the URI) and reused afterwards.
+    pub async fn fetch(&self, uri: &str, cache_dir: &Path) -> Result<std::path::PathBuf> {
+        if !is_gcs(uri) {
+            return Ok(Path::new(uri).to_path_buf());
+        }
+        let rel = uri.trim_start_matches("gs://");
+        let path = cache_dir.join(rel);
+        if tokio::fs::metadata(&path).await.is_ok() {
+            return Ok(path);
+        }
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| Error::Io {
+                    uri: dir.display().to_string(),
+                    source,
+                })?;
+        }
+        let partial = path.with_extension("partial");
+        self.download(uri, &partial).await?;
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(|source| Error::Io {
+                uri: path.display().to_string(),
+                source,
+            })?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_puts_one_slash() {
+        assert_eq!(join("gs://b/p/", "/x"), "gs://b/p/x");
+        assert_eq!(join("/tmp/a", "b"), "/tmp/a/b");
+        assert_eq!(join("", "b"), "b");
+    }
+
+    #[tokio::test]
+    async fn local_round_trip_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        let s = Storage::new();
+        s.write(&join(&base, "a/x.txt"), b"hello".to_vec())
+            .await
+            .unwrap();
+        s.write(&join(&base, "a/b/y.txt"), b"world".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(s.read(&join(&base, "a/x.txt")).await.unwrap(), b"hello");
+        let listed = s.list(&join(&base, "a")).await.unwrap();
+        assert_eq!(
+            listed,
+            vec![join(&base, "a/b/y.txt"), join(&base, "a/x.txt")]
+        );
+        s.delete_prefix(&join(&base, "a/b")).await.unwrap();
+        assert_eq!(
+            s.list(&join(&base, "a")).await.unwrap(),
+            vec![join(&base, "a/x.txt")]
+        );
+        let missing = s.read(&join(&base, "nope")).await.unwrap_err();
+        assert!(missing.is_not_found(), "{missing}");
+        s.delete(&join(&base, "nope")).await.unwrap();
+    }
+}
