@@ -34,6 +34,8 @@ pub enum Error {
 }
 
 /// A multi-task fine-tuning job: one shared encoder, one head per task.
+// clippy reads the repeated `type_ = "string"` of two printcolumns as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "multitask.dev",

@@ -5,12 +5,18 @@
 //! Every call takes a URI. A URI that starts with `gs://` goes to Google Cloud Storage; anything
 //! else is a local path.
 
+mod gcs;
 mod local;
 pub mod manifest;
+mod retry;
+#[cfg(feature = "emulator")]
+pub mod testing;
 
 use std::path::Path;
 
+pub use gcs::{CHUNK_ALIGN, DEFAULT_CHUNK_SIZE, EMULATOR_HOST_ENV};
 pub use manifest::{MANIFEST_NAME, Manifest};
+pub use retry::RetryPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,24 +54,75 @@ pub fn join(base: &str, name: &str) -> String {
     if base.is_empty() {
         return name.to_string();
     }
-    format!("{}/{}", base.trim_end_matches('/'), name.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        name.trim_start_matches('/')
+    )
+}
+
+/// Installs aws-lc-rs as the process-wide rustls crypto provider, unless one is installed.
+///
+/// The GCS client (reqwest) picks aws-lc-rs by itself. A binary that also links another rustls
+/// user with the `ring` feature (kube) has two providers compiled in, and rustls then refuses
+/// to choose: call this first thing in `main` of such a binary. Calling it twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Reads and writes local paths and gs:// URIs.
+///
+/// `Storage::new()` is what binaries use: gs:// goes to Google Cloud Storage with Application
+/// Default Credentials, or to `STORAGE_EMULATOR_HOST` without credentials when that is set.
+/// Tests pass an emulator endpoint explicitly with [`Storage::with_gcs_endpoint`]. The GCS
+/// client is created on first use and shared by clones.
 #[derive(Clone, Default)]
 pub struct Storage {
     gcs: std::sync::Arc<tokio::sync::OnceCell<gcs::Gcs>>,
+    settings: gcs::Settings,
 }
 
-mod gcs;
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("gcs_endpoint", &self.settings.endpoint)
+            .field("retry", &self.settings.retry)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Storage {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// gs:// URIs go to `endpoint` (an emulator such as `http://127.0.0.1:9023`) without
+    /// credentials, whatever the environment says.
+    pub fn with_gcs_endpoint(endpoint: impl Into<String>) -> Self {
+        let mut s = Self::default();
+        s.settings.endpoint = Some(endpoint.into());
+        s
+    }
+
+    /// Replaces the retry policy for transient GCS failures.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.settings.retry = policy;
+        self.gcs = Default::default();
+        self
+    }
+
+    /// Sets the resumable upload chunk size, rounded up to a multiple of 256 KiB
+    /// (default [`DEFAULT_CHUNK_SIZE`], 8 MiB). Each upload holds one chunk in memory.
+    pub fn with_upload_chunk_size(mut self, bytes: usize) -> Self {
+        self.settings.chunk_size = gcs::aligned_chunk_size(bytes);
+        self.gcs = Default::default();
+        self
+    }
+
     async fn gcs(&self) -> Result<&gcs::Gcs> {
-        self.gcs.get_or_try_init(gcs::Gcs::from_env).await
+        self.gcs
+            .get_or_try_init(|| gcs::Gcs::connect(&self.settings))
+            .await
     }
 
     /// Reads a whole object into memory (for small files: JSON, configs).
@@ -86,25 +143,55 @@ impl Storage {
         }
     }
 
-    /// Copies a local file to `uri`, streaming it (resumable upload on GCS).
+    /// Copies a local file to `uri`, streaming it (resumable upload on GCS, in chunks).
     pub async fn upload(&self, file: &Path, uri: &str) -> Result<()> {
+        self.upload_with_progress(file, uri, |_| {}).await
+    }
+
+    /// Like [`Storage::upload`]; `progress` is told how many bytes are stored each time that
+    /// changes (on GCS after each chunk, and back to 0 if a lost session makes the upload start
+    /// over).
+    pub async fn upload_with_progress(
+        &self,
+        file: &Path,
+        uri: &str,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> Result<()> {
         if is_gcs(uri) {
-            self.gcs().await?.upload(file, uri).await
+            self.gcs().await?.upload(file, uri, &mut progress).await
         } else {
-            local::copy(file, Path::new(uri)).await
+            local::copy(file, Path::new(uri)).await?;
+            let len = tokio::fs::metadata(uri).await.map(|m| m.len());
+            progress(len.unwrap_or_default());
+            Ok(())
         }
     }
 
-    /// Copies `uri` to a local file, streaming it.
+    /// Copies `uri` to a local file, streaming it. The file appears whole or not at all.
     pub async fn download(&self, uri: &str, file: &Path) -> Result<()> {
-        if is_gcs(uri) {
-            self.gcs().await?.download(uri, file).await
-        } else {
-            local::copy(Path::new(uri), file).await
+        if !is_gcs(uri) {
+            return local::copy(Path::new(uri), file).await;
         }
+        let gcs = self.gcs().await?;
+        local::ensure_parent(file).await?;
+        let tmp = local::temp_name(file);
+        let result = match gcs.download(uri, &tmp).await {
+            Ok(()) => tokio::fs::rename(&tmp, file)
+                .await
+                .map_err(|source| Error::Io {
+                    uri: file.display().to_string(),
+                    source,
+                }),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
     }
 
-    /// URIs of every object under `prefix` (recursively), sorted.
+    /// URIs of every object under `prefix` (recursively), sorted. `prefix` is read as a
+    /// directory on GCS as on a local disk: `…/checkpoint-1` does not list `…/checkpoint-10`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         if is_gcs(prefix) {
             self.gcs().await?.list(prefix).await
@@ -168,6 +255,13 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crypto_provider_installs_once_and_twice_is_harmless() {
+        install_crypto_provider();
+        install_crypto_provider();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
 
     #[test]
     fn join_puts_one_slash() {

@@ -19,7 +19,7 @@ pub async fn read(path: &str) -> Result<Vec<u8>> {
     tokio::fs::read(path).await.map_err(io(path))
 }
 
-async fn ensure_parent(path: &Path) -> Result<()> {
+pub(crate) async fn ensure_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(dir)
             .await
@@ -28,7 +28,7 @@ async fn ensure_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn temp_name(path: &Path) -> PathBuf {
+pub(crate) fn temp_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)

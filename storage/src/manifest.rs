@@ -47,6 +47,15 @@ impl Manifest {
         }
     }
 
+    /// Reads the manifest under `base`, which must exist (resuming from a given checkpoint
+    /// directory): a missing one is [`Error::NotFound`] naming the manifest's URI.
+    pub async fn load_required(storage: &Storage, base: &str) -> Result<Self> {
+        let uri = join(base, MANIFEST_NAME);
+        Self::load(storage, base)
+            .await?
+            .ok_or(Error::NotFound { uri })
+    }
+
     pub fn latest(&self) -> Option<&CheckpointRef> {
         self.checkpoints.last()
     }
@@ -66,7 +75,10 @@ impl Manifest {
         if let Some(keep) = keep.map(|k| k.max(1) as usize)
             && self.checkpoints.len() > keep
         {
-            dropped = self.checkpoints.drain(..self.checkpoints.len() - keep).collect();
+            dropped = self
+                .checkpoints
+                .drain(..self.checkpoints.len() - keep)
+                .collect();
         }
         let uri = join(base, MANIFEST_NAME);
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Corrupt {
@@ -106,10 +118,15 @@ mod tests {
         assert_eq!(Manifest::load(&s, &base).await.unwrap(), None);
         let mut m = Manifest::default();
         for step in [10, 20, 30] {
-            s.write(&join(&checkpoint_uri(&base, step), "model.safetensors"), vec![1])
+            s.write(
+                &join(&checkpoint_uri(&base, step), "model.safetensors"),
+                vec![1],
+            )
+            .await
+            .unwrap();
+            m.commit(&s, &base, entry(&base, step), Some(2))
                 .await
                 .unwrap();
-            m.commit(&s, &base, entry(&base, step), Some(2)).await.unwrap();
         }
         let loaded = Manifest::load(&s, &base).await.unwrap().unwrap();
         let steps: Vec<_> = loaded.checkpoints.iter().map(|c| c.step).collect();
@@ -124,9 +141,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().display().to_string();
         let s = Storage::new();
-        s.write(&join(&base, MANIFEST_NAME), b"  \n".to_vec()).await.unwrap();
+        s.write(&join(&base, MANIFEST_NAME), b"  \n".to_vec())
+            .await
+            .unwrap();
         let err = Manifest::load(&s, &base).await.unwrap_err().to_string();
-        assert!(err.contains("checkpoints.json") && err.contains("empty"), "{err}");
+        assert!(
+            err.contains("checkpoints.json") && err.contains("empty"),
+            "{err}"
+        );
         s.write(&join(&base, MANIFEST_NAME), b"{\"checkpoints\": [".to_vec())
             .await
             .unwrap();

@@ -1,0 +1,233 @@
+//! Pod-specific server behaviour: defaulting, the initial status, QoS class, the spec
+//! fields an update may change, and the graceful deletion period.
+
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::resources::ResourceType;
+
+fn set_default(obj: &mut Value, key: &str, value: Value) {
+    if let Some(m) = obj.as_object_mut() {
+        m.entry(key.to_string()).or_insert(value);
+    }
+}
+
+fn default_container(c: &mut Value) {
+    set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(c, "terminationMessagePolicy", json!("File"));
+    let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+    let last = image.rsplit('/').next().unwrap_or_default();
+    let tag = if last.contains('@') {
+        Some("digest")
+    } else {
+        last.split_once(':').map(|(_, t)| t)
+    };
+    let policy = match tag {
+        None | Some("latest") => "Always",
+        Some(_) => "IfNotPresent",
+    };
+    set_default(c, "imagePullPolicy", json!(policy));
+    set_default(c, "resources", json!({}));
+    // Requests default to limits.
+    if let Some(limits) = c.pointer("/resources/limits").cloned()
+        && let (Some(limits), Some(res)) = (limits.as_object(), c["resources"].as_object_mut())
+    {
+        let requests = res.entry("requests").or_insert_with(|| json!({}));
+        for (k, v) in limits {
+            set_default(requests, k, v.clone());
+        }
+    }
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            set_default(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// The scheme defaults the real server applies on every write of a pod spec.
+pub(crate) fn scheme_defaults(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    set_default(spec, "priority", json!(0));
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            cs.iter_mut().for_each(default_container);
+        }
+    }
+}
+
+/// Admission defaults applied on create only (service account, default toleration seconds).
+pub(crate) fn admission_defaults(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    spec["serviceAccountName"] = json!(sa);
+    spec["serviceAccount"] = json!(sa);
+    let tolerations = spec
+        .as_object_mut()
+        .map(|m| m.entry("tolerations").or_insert_with(|| json!([])));
+    if let Some(Value::Array(ts)) = tolerations {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            if !ts.iter().any(|t| t["key"] == key) {
+                ts.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+}
+
+/// `status.qosClass` as the real server computes it (quantities compared textually).
+pub(crate) fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        for r in ["cpu", "memory"] {
+            let req = c.pointer(&format!("/resources/requests/{r}"));
+            let lim = c.pointer(&format!("/resources/limits/{r}"));
+            any |= req.is_some() || lim.is_some();
+            guaranteed &= lim.is_some() && (req.is_none() || req == lim);
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+/// Defaults a new pod and resets its status, like the real server's create strategy.
+pub(crate) fn prepare_create(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec") {
+        scheme_defaults(spec);
+        admission_defaults(spec);
+    }
+    let qos = qos_class(&obj["spec"]);
+    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+const FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// Rejects changes to immutable pod spec fields (422, like the real server).
+pub(crate) fn validate_update(
+    rt: &ResourceType,
+    name: &str,
+    old: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
+    if let Some(spec) = new.get_mut("spec") {
+        scheme_defaults(spec);
+    }
+    let (Some(old_spec), Some(new_spec)) = (old.get("spec"), new.get("spec")) else {
+        return Err(ApiError::invalid(rt, name, "spec", "Required value"));
+    };
+    let mut normalized = new_spec.clone();
+    for list in ["containers", "initContainers"] {
+        if let (Some(o), Some(n)) = (
+            old_spec.get(list).and_then(Value::as_array),
+            normalized.get_mut(list).and_then(Value::as_array_mut),
+        ) && o.len() == n.len()
+        {
+            for (oc, nc) in o.iter().zip(n.iter_mut()) {
+                nc["image"] = oc["image"].clone();
+            }
+        }
+    }
+    for key in ["activeDeadlineSeconds", "tolerations", "schedulingGates"] {
+        match old_spec.get(key) {
+            Some(v) => normalized[key] = v.clone(),
+            None => {
+                if let Some(m) = normalized.as_object_mut() {
+                    m.remove(key);
+                }
+            }
+        }
+    }
+    if normalized != *old_spec {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            "spec",
+            &format!("Forbidden: {FORBIDDEN}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds of graceful deletion: zero for unscheduled or finished pods.
+pub(crate) fn grace_period(obj: &Value, requested: Option<i64>) -> i64 {
+    let scheduled = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = obj.pointer("/status/phase").and_then(Value::as_str);
+    if !scheduled || matches!(phase, Some("Succeeded" | "Failed")) {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos() {
+        assert_eq!(qos_class(&json!({"containers": [{}]})), "BestEffort");
+        assert_eq!(
+            qos_class(
+                &json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]})
+            ),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]})),
+            "Burstable"
+        );
+    }
+
+    #[test]
+    fn image_may_change_but_args_may_not() {
+        let rt = crate::resources::Registry::default()
+            .find("", "v1", "pods")
+            .cloned()
+            .unwrap();
+        let mut old =
+            json!({"spec": {"containers": [{"name": "c", "image": "a:1", "args": ["x"]}]}});
+        scheme_defaults(&mut old["spec"]);
+        let mut new =
+            json!({"spec": {"containers": [{"name": "c", "image": "a:2", "args": ["x"]}]}});
+        assert!(validate_update(&rt, "p", &old, &mut new).is_ok());
+        let mut new =
+            json!({"spec": {"containers": [{"name": "c", "image": "a:1", "args": ["y"]}]}});
+        assert_eq!(
+            validate_update(&rt, "p", &old, &mut new).unwrap_err().code,
+            422
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Where an attempt runs. The decision layer ([`crate::decide`]) sees only the
+//! backend-neutral [`ObservedAttempt`]; each backend turns its own objects (a pod, a Vertex AI
+//! custom job) into one, and carries out [`crate::decide::Action`]s through [`AttemptBackend`].
+
+pub mod pods;
+
+use std::future::Future;
+
+use mtl_crds::{MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
+
+use crate::Result;
+
+/// One attempt (pod, Vertex AI job) as the backend reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedAttempt {
+    /// Attempt number (1-based), the same as `status.attempt` when it is current.
+    pub attempt: u32,
+    /// Backend name of the attempt: the pod name, the Vertex AI job resource name.
+    pub name: String,
+    pub state: AttemptState,
+    /// Teardown has begun (deletion requested, or the platform marked it for disruption) and
+    /// the trainer may still be writing a checkpoint: start no other attempt until it is over.
+    pub terminating: bool,
+}
+
+/// Lifecycle of one attempt, reduced to what the job's phase depends on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttemptState {
+    /// Accepted but not yet running (scheduling, pulling the image, queued).
+    Pending,
+    Running,
+    Succeeded,
+    /// The trainer failed: counts against `runPolicy.backoffLimit`.
+    Failed {
+        reason: String,
+        message: String,
+    },
+    /// Lost to the platform (preemption, eviction, node loss): replaced without spending
+    /// `backoffLimit`.
+    Disrupted {
+        reason: String,
+        message: String,
+    },
+}
+
+impl AttemptState {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            AttemptState::Succeeded | AttemptState::Failed { .. } | AttemptState::Disrupted { .. }
+        )
+    }
+}
+
+/// What a backend does for the reconciler. Implemented by [`pods::Pods`]; the Vertex AI
+/// backend implements the same trait.
+pub trait AttemptBackend {
+    /// Human name of attempt `attempt` for events, e.g. `pod train-3`.
+    fn describe(&self, job: &MultiTaskTrainingJob, attempt: u32) -> String;
+
+    /// Checks that `job` can run on this backend at all ([`crate::Error::InvalidSpec`] if not).
+    fn validate(&self, job: &MultiTaskTrainingJob) -> Result<()>;
+
+    /// Looks up attempt `attempt` of `job`. `Ok(None)` when it does not exist (never created, or
+    /// deleted and gone).
+    fn observe(
+        &self,
+        job: &MultiTaskTrainingJob,
+        attempt: u32,
+    ) -> impl Future<Output = Result<Option<ObservedAttempt>>> + Send;
+
+    /// Starts attempt `attempt`. Idempotent: starting an attempt that already exists is a no-op.
+    /// Records the attempt's backend name in `status`.
+    fn start(
+        &self,
+        job: &MultiTaskTrainingJob,
+        attempt: u32,
+        status: &mut MultiTaskTrainingJobStatus,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Asks a running attempt to stop (the trainer gets SIGTERM, checkpoints, exits).
+    /// Stopping what is already gone is not an error.
+    fn stop(
+        &self,
+        job: &MultiTaskTrainingJob,
+        attempt: u32,
+        name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stops and removes every attempt of `job` (the job is being deleted).
+    fn cleanup(&self, job: &MultiTaskTrainingJob) -> impl Future<Output = Result<()>> + Send;
+}

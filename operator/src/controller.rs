@@ -1,0 +1,386 @@
+//! The kube-runtime controller: gathers what [`crate::decide`] needs, carries out its actions,
+//! writes status with server-side apply and records Events.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use mtl_crds::{Backend, JobPhase, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
+use mtl_storage::{Manifest, Storage};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::backend::AttemptBackend;
+use crate::backend::pods::{LABEL_JOB, PodOptions, Pods};
+use crate::decide::{self, Decision, ManifestRead, Note, Observation};
+use crate::metrics::Metrics;
+use crate::status::{self, cond};
+use crate::{Error, Result};
+
+/// Finalizer that lets the operator stop a job's pods (and let them checkpoint) before the job
+/// goes away.
+pub const FINALIZER: &str = "multitask.dev/cleanup";
+/// The one server-side apply field manager for pods and status.
+pub const FIELD_MANAGER: &str = "mtl-operator";
+
+/// Tunables of the reconciler.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub pod: PodOptions,
+    /// How often a live job is looked at (manifest polling).
+    pub poll_interval: Duration,
+    /// Upper bound on one manifest read.
+    pub manifest_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            pod: PodOptions::default(),
+            poll_interval: Duration::from_secs(30),
+            manifest_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub storage: Storage,
+    pub metrics: Arc<Metrics>,
+    pub config: Config,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        storage: Storage,
+        metrics: Arc<Metrics>,
+        config: Config,
+    ) -> Self {
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self {
+            client,
+            recorder,
+            storage,
+            metrics,
+            config,
+        }
+    }
+}
+
+fn job_key(job: &MultiTaskTrainingJob) -> String {
+    format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
+}
+
+/// Entry point for kube-runtime: the finalizer splits into apply and cleanup.
+pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!("reconcile", job = %job_key(&job), generation = job.metadata.generation);
+    async move {
+        let started = Instant::now();
+        ctx.metrics.reconciles.inc();
+        let ns = job.namespace().ok_or(Error::MissingField {
+            kind: mtl_crds::KIND,
+            field: "metadata.namespace",
+        })?;
+        let api: Api<MultiTaskTrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
+        let result = finalizer(&api, FINALIZER, job, |event| async {
+            match event {
+                Finalizer::Apply(job) => apply(&job, &ctx).await,
+                Finalizer::Cleanup(job) => cleanup(&job, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer {
+            finalizer: FINALIZER,
+            source: Box::new(e),
+        });
+        ctx.metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Requeue delay by error kind; counts the error.
+pub fn error_policy(job: Arc<MultiTaskTrainingJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    let kind = error.kind();
+    ctx.metrics.error(kind);
+    warn!(job = %job_key(&job), error = %error, kind = kind.as_str(), "reconcile failed");
+    Action::requeue(kind.requeue_after())
+}
+
+/// Reconciles a live job on its backend.
+async fn apply(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
+    match job.spec.backend {
+        Backend::Kubernetes => {
+            let pods = Pods {
+                client: ctx.client.clone(),
+                opts: ctx.config.pod.clone(),
+            };
+            reconcile_with(&pods, job, ctx).await
+        }
+        // ─── DISPATCH POINT: backend: vertexAI ────────────────────────────────────────────
+        // The Vertex AI backend (crate::vertex) implements `backend::AttemptBackend`; once it
+        // lands, build it here and call `reconcile_with(&vertex, job, ctx).await`. Everything
+        // else (decisions, status, events, metrics) is shared with the pods backend.
+        Backend::VertexAi => Err(Error::BackendUnavailable {
+            backend: "vertexAI",
+        }),
+    }
+}
+
+/// Cleans up a job being deleted: stops its attempts (the trainer checkpoints on SIGTERM).
+async fn cleanup(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
+    match job.spec.backend {
+        Backend::Kubernetes => {
+            let pods = Pods {
+                client: ctx.client.clone(),
+                opts: ctx.config.pod.clone(),
+            };
+            pods.cleanup(job).await?;
+        }
+        // ─── DISPATCH POINT: backend: vertexAI (cleanup) ─────────────────────────────────
+        // Cancel the Vertex AI custom job here. Until that backend lands there is nothing this
+        // build could have started, so deletion must not be blocked.
+        Backend::VertexAi => {
+            warn!(job = %job_key(job), "no Vertex AI backend in this build; nothing to clean up");
+        }
+    }
+    publish(
+        ctx,
+        job,
+        &Note {
+            warning: false,
+            reason: "Deleting",
+            message: "job deleted; stopped its attempts".into(),
+        },
+    )
+    .await;
+    ctx.metrics.forget_job(&job_key(job));
+    Ok(Action::await_change())
+}
+
+async fn read_manifest(storage: &Storage, uri: &str, timeout: Duration) -> ManifestRead {
+    match tokio::time::timeout(timeout, Manifest::load(storage, uri)).await {
+        Ok(Ok(Some(m))) => ManifestRead::Found(m),
+        Ok(Ok(None)) => ManifestRead::Missing,
+        Ok(Err(e)) => ManifestRead::Failed(e.to_string()),
+        Err(_) => ManifestRead::Failed(format!(
+            "{}: reading the checkpoint manifest took longer than {}s",
+            mtl_storage::join(uri, mtl_storage::MANIFEST_NAME),
+            timeout.as_secs()
+        )),
+    }
+}
+
+/// One reconcile of a live job on backend `backend`: observe, decide, act, write status, tell.
+pub async fn reconcile_with<B: AttemptBackend>(
+    backend: &B,
+    job: &MultiTaskTrainingJob,
+    ctx: &Context,
+) -> Result<Action> {
+    let old = job.status.clone().unwrap_or_default();
+    if !old.phase.is_finished()
+        && let Err(Error::InvalidSpec { message, .. }) = backend.validate(job)
+    {
+        // Retrying will not fix the job: fail it with the reason instead of looping.
+        let mut new = old.clone();
+        new.observed_generation = job.metadata.generation;
+        mark_invalid(&mut new, &message, Timestamp::now());
+        patch_status(ctx, job, &new).await?;
+        publish(
+            ctx,
+            job,
+            &Note {
+                warning: true,
+                reason: "InvalidSpec",
+                message,
+            },
+        )
+        .await;
+        ctx.metrics.set_job_phase(&job_key(job), new.phase);
+        return Ok(Action::await_change());
+    }
+    let observed = if old.attempt > 0 {
+        backend.observe(job, old.attempt).await?
+    } else {
+        None
+    };
+    let manifest = if decide::needs_manifest(&old) {
+        read_manifest(
+            &ctx.storage,
+            &job.spec.checkpoints.uri,
+            ctx.config.manifest_timeout,
+        )
+        .await
+    } else {
+        ManifestRead::NotRead
+    };
+    let now = Timestamp::now();
+    let describe = |n: u32| backend.describe(job, n);
+    let Decision {
+        actions,
+        status: mut new,
+        mut notes,
+        requeue_after,
+    } = decide::decide(&Observation {
+        spec: &job.spec,
+        generation: job.metadata.generation,
+        status: &old,
+        attempt: observed.as_ref(),
+        manifest: &manifest,
+        now,
+        describe: &describe,
+        poll_interval: ctx.config.poll_interval,
+    });
+    debug!(?actions, phase = new.phase.as_str(), "decided");
+
+    for action in actions {
+        match action {
+            decide::Action::StartAttempt(n) => {
+                backend.start(job, n, &mut new).await?;
+                info!(attempt = n, "started attempt");
+            }
+            decide::Action::StopAttempt { attempt, name } => {
+                backend.stop(job, attempt, &name).await?;
+                info!(attempt, pod = %name, "stopped attempt");
+                notes.push(Note {
+                    warning: false,
+                    reason: "Stopping",
+                    message: format!("stopping {}", backend.describe(job, attempt)),
+                });
+            }
+            decide::Action::DeleteJob => {
+                let api: Api<MultiTaskTrainingJob> =
+                    Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+                match api
+                    .delete(&job.name_any(), &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => info!("ttlSecondsAfterFinished elapsed; deleted job"),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+
+    if new != old {
+        patch_status(ctx, job, &new).await?;
+    }
+    for note in &notes {
+        publish(ctx, job, note).await;
+    }
+    ctx.metrics.set_job_phase(&job_key(job), new.phase);
+    Ok(match requeue_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// A job that cannot run as written fails at once, with the reason in its Failed condition.
+fn mark_invalid(st: &mut MultiTaskTrainingJobStatus, message: &str, now: Timestamp) {
+    st.phase = JobPhase::Failed;
+    st.completion_time = Some(status::format_time(now));
+    status::set(st, cond::FAILED, true, "InvalidSpec", message, now);
+    status::clear(st, cond::CREATED, "InvalidSpec", "", now);
+}
+
+/// Writes `.status` with server-side apply under [`FIELD_MANAGER`].
+pub async fn patch_status(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+    status: &MultiTaskTrainingJobStatus,
+) -> Result<()> {
+    let api: Api<MultiTaskTrainingJob> =
+        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": MultiTaskTrainingJob::api_version(&()),
+        "kind": MultiTaskTrainingJob::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &job.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records a Kubernetes Event on the job. Events are best effort: a failure is logged, not fatal.
+async fn publish(ctx: &Context, job: &MultiTaskTrainingJob, note: &Note) {
+    if note.warning {
+        warn!(reason = note.reason, message = %note.message, "event");
+    } else {
+        info!(reason = note.reason, message = %note.message, "event");
+    }
+    let event = Event {
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason.into(),
+        note: Some(truncate(&note.message, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
+        warn!(error = %e, reason = note.reason, "could not record event");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Runs the controller until `shutdown` resolves. Watches jobs (in `namespace`, or all) and the
+/// pods they own.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (jobs, pods): (Api<MultiTaskTrainingJob>, Api<Pod>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    Controller::new(jobs, watcher::Config::default())
+        .owns(pods, watcher::Config::default().labels(LABEL_JOB))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(job = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "controller"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests;

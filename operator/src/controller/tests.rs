@@ -1,0 +1,399 @@
+//! The exact API calls of a reconcile, against a mock API server (controller-rs style).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Method;
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
+};
+use kube::Resource;
+use mtl_crds::{CheckpointRef, JobPhase, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
+use mtl_storage::{Manifest, Storage};
+
+use super::*;
+use crate::backend::pods::build_pod;
+use crate::fixtures::*;
+
+/// What the API server should see, request by request.
+enum Scenario {
+    /// A new job gets the finalizer and nothing else (the patch triggers the next reconcile).
+    FinalizerCreation(MultiTaskTrainingJob),
+    /// A finalized job without status: pod `train-1` is applied, status patched, event recorded.
+    CreateFirstPod(MultiTaskTrainingJob),
+    /// The pod runs and a checkpoint was committed: status carries phase and checkpoints.
+    PodRunningWithCheckpoint(MultiTaskTrainingJob),
+    /// The pod failed and backoffLimit is spent: Failed with the termination message.
+    FailedPastBackoffLimit(MultiTaskTrainingJob),
+    /// Suspend: the pod is deleted and status says Suspended.
+    Suspend(MultiTaskTrainingJob),
+    /// Deleting the job: pods deleted, event recorded, finalizer removed.
+    Cleanup(MultiTaskTrainingJob),
+    /// A job the pods backend cannot run: failed at once, no pod.
+    InvalidSpec(MultiTaskTrainingJob),
+    /// Nothing changed: one GET of the pod, no writes.
+    Quiet(MultiTaskTrainingJob),
+}
+
+fn owned_pod(job: &MultiTaskTrainingJob, attempt: u32, status: PodStatus) -> Pod {
+    let mut pod = build_pod(job, attempt, &Default::default()).unwrap();
+    pod.status = Some(status);
+    pod
+}
+
+fn phase(p: &str) -> PodStatus {
+    PodStatus {
+        phase: Some(p.into()),
+        ..Default::default()
+    }
+}
+
+async fn expect_event(v: &mut ApiServerVerifier, reason: &str) {
+    let (req, send) = v.expect(Method::POST, EVENTS).await;
+    assert_eq!(req.body["reason"], reason, "event body: {}", req.body);
+    assert_eq!(req.body["regarding"]["kind"], "MultiTaskTrainingJob");
+    assert_eq!(req.body["regarding"]["name"], "train");
+    assert_eq!(req.body["reportingController"], "mtl-operator");
+    respond(send, &req.body);
+}
+
+async fn expect_status_patch(
+    v: &mut ApiServerVerifier,
+    job: &MultiTaskTrainingJob,
+) -> MultiTaskTrainingJobStatus {
+    let (req, send) = v
+        .expect(Method::PATCH, &format!("{JOBS}/train/status"))
+        .await;
+    assert_eq!(req.content_type, "application/apply-patch+yaml");
+    assert!(
+        req.query.contains("fieldManager=mtl-operator"),
+        "{}",
+        req.query
+    );
+    assert!(req.query.contains("force=true"), "{}", req.query);
+    assert_eq!(req.body["apiVersion"], "multitask.dev/v1alpha1");
+    assert_eq!(req.body["kind"], "MultiTaskTrainingJob");
+    assert!(
+        req.body.get("spec").is_none(),
+        "a status patch carries only status"
+    );
+    let status: MultiTaskTrainingJobStatus =
+        serde_json::from_value(req.body["status"].clone()).unwrap();
+    respond(send, &job.clone().with_status(status.clone()));
+    status
+}
+
+impl ApiServerVerifier {
+    fn run(self, scenario: Scenario) -> tokio::task::JoinHandle<()> {
+        spawn(self, |mut v| async move {
+            match scenario {
+                Scenario::FinalizerCreation(job) => {
+                    let (req, send) = v.expect(Method::PATCH, &format!("{JOBS}/train")).await;
+                    assert_eq!(req.content_type, "application/json-patch+json");
+                    assert_eq!(
+                        req.body,
+                        serde_json::json!([
+                            {"op": "test", "path": "/metadata/finalizers", "value": null},
+                            {"op": "add", "path": "/metadata/finalizers", "value": [crate::FINALIZER]},
+                        ])
+                    );
+                    respond(send, &job.finalized());
+                }
+                Scenario::CreateFirstPod(job) => {
+                    let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
+                    respond_status(send, 404, "NotFound");
+                    let (req, send) = v.expect(Method::PATCH, &format!("{PODS}/train-1")).await;
+                    assert_eq!(req.content_type, "application/apply-patch+yaml");
+                    assert!(
+                        req.query.contains("fieldManager=mtl-operator"),
+                        "{}",
+                        req.query
+                    );
+                    let pod = &req.body;
+                    assert_eq!(pod["metadata"]["labels"]["multitask.dev/job"], "train");
+                    assert_eq!(pod["metadata"]["labels"]["multitask.dev/attempt"], "1");
+                    assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "uid-train");
+                    assert_eq!(pod["spec"]["containers"][0]["image"], "trainer:1");
+                    assert_eq!(pod["spec"]["containers"][0]["args"][1], "--job-json");
+                    respond(send, pod);
+                    let status = expect_status_patch(&mut v, &job).await;
+                    assert_eq!(status.phase, JobPhase::Pending);
+                    assert_eq!(status.attempt, 1);
+                    assert_eq!(status.pod_name.as_deref(), Some("train-1"));
+                    assert_eq!(status.observed_generation, Some(1));
+                    assert!(status.start_time.is_some());
+                    assert!(crate::status::is_true(&status, cond::CREATED));
+                    expect_event(&mut v, "Created").await;
+                }
+                Scenario::PodRunningWithCheckpoint(job) => {
+                    let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
+                    respond(send, &owned_pod(&job, 1, phase("Running")));
+                    let status = expect_status_patch(&mut v, &job).await;
+                    assert_eq!(status.phase, JobPhase::Running);
+                    assert_eq!(status.step, Some(500));
+                    assert_eq!(status.checkpoints.len(), 1);
+                    assert!(
+                        status
+                            .latest_checkpoint
+                            .as_deref()
+                            .unwrap()
+                            .ends_with("checkpoint-500")
+                    );
+                    assert_eq!(status.metrics["mean"], 0.5);
+                    expect_event(&mut v, "CheckpointCommitted").await;
+                    expect_event(&mut v, "Running").await;
+                }
+                Scenario::FailedPastBackoffLimit(job) => {
+                    let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-2")).await;
+                    let mut st = phase("Failed");
+                    st.container_statuses = Some(vec![ContainerStatus {
+                        name: "trainer".into(),
+                        state: Some(ContainerState {
+                            terminated: Some(ContainerStateTerminated {
+                                exit_code: 1,
+                                reason: Some("Error".into()),
+                                message: Some(
+                                    "tasks[0] (stsb): gs://d/stsb.tsv: 403 Forbidden".into(),
+                                ),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]);
+                    respond(send, &owned_pod(&job, 2, st));
+                    let status = expect_status_patch(&mut v, &job).await;
+                    assert_eq!(status.phase, JobPhase::Failed);
+                    let failed = crate::status::find(&status, cond::FAILED).unwrap();
+                    assert_eq!(failed.reason, "BackoffLimitExceeded");
+                    assert_eq!(
+                        failed.message,
+                        "tasks[0] (stsb): gs://d/stsb.tsv: 403 Forbidden"
+                    );
+                    expect_event(&mut v, "BackoffLimitExceeded").await;
+                }
+                Scenario::Suspend(job) => {
+                    let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
+                    respond(send, &owned_pod(&job, 1, phase("Running")));
+                    let (req, send) = v.expect(Method::DELETE, &format!("{PODS}/train-1")).await;
+                    assert_eq!(req.body["propagationPolicy"], "Background");
+                    respond(send, &owned_pod(&job, 1, phase("Running")));
+                    let status = expect_status_patch(&mut v, &job).await;
+                    assert_eq!(status.phase, JobPhase::Suspended);
+                    assert_eq!(status.attempt, 1, "suspend keeps status");
+                    expect_event(&mut v, "Suspended").await;
+                    expect_event(&mut v, "Stopping").await;
+                }
+                Scenario::Cleanup(job) => {
+                    let (req, send) = v.expect(Method::GET, PODS).await;
+                    assert!(
+                        req.query
+                            .contains("labelSelector=multitask.dev%2Fjob%3Dtrain"),
+                        "{}",
+                        req.query
+                    );
+                    let list = serde_json::json!({
+                        "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
+                        "items": [owned_pod(&job, 1, phase("Running"))],
+                    });
+                    respond(send, &list);
+                    let (_, send) = v.expect(Method::DELETE, &format!("{PODS}/train-1")).await;
+                    respond(send, &owned_pod(&job, 1, phase("Running")));
+                    expect_event(&mut v, "Deleting").await;
+                    let (req, send) = v.expect(Method::PATCH, &format!("{JOBS}/train")).await;
+                    assert_eq!(
+                        req.body,
+                        serde_json::json!([
+                            {"op": "test", "path": "/metadata/finalizers/0", "value": crate::FINALIZER},
+                            {"op": "remove", "path": "/metadata/finalizers/0"},
+                        ])
+                    );
+                    respond(send, &job);
+                }
+                Scenario::InvalidSpec(job) => {
+                    let status = expect_status_patch(&mut v, &job).await;
+                    assert_eq!(status.phase, JobPhase::Failed);
+                    let failed = crate::status::find(&status, cond::FAILED).unwrap();
+                    assert_eq!(failed.reason, "InvalidSpec");
+                    assert!(failed.message.contains("spec.image"), "{}", failed.message);
+                    expect_event(&mut v, "InvalidSpec").await;
+                }
+                Scenario::Quiet(job) => {
+                    let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
+                    respond(send, &owned_pod(&job, 1, phase("Running")));
+                }
+            }
+            // Nothing more may be asked of the API server.
+            let extra =
+                tokio::time::timeout(std::time::Duration::from_millis(100), v.0.next_request())
+                    .await;
+            if let Ok(Some((req, _))) = extra {
+                panic!("unexpected extra request: {} {}", req.method(), req.uri());
+            }
+        })
+    }
+}
+
+fn status(phase: JobPhase, attempt: u32) -> MultiTaskTrainingJobStatus {
+    MultiTaskTrainingJobStatus {
+        phase,
+        attempt,
+        pod_name: Some(format!("train-{attempt}")),
+        start_time: Some("2026-01-01T00:00:00Z".into()),
+        observed_generation: Some(1),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn new_job_gets_the_finalizer() {
+    let (ctx, server) = Context::test();
+    let job = test_job();
+    let mock = server.run(Scenario::FinalizerCreation(job.clone()));
+    let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    finish(mock).await;
+}
+
+#[tokio::test]
+async fn finalized_job_creates_its_first_pod() {
+    let (ctx, server) = Context::test();
+    let job = test_job().finalized();
+    let mock = server.run(Scenario::CreateFirstPod(job.clone()));
+    let action = reconcile(Arc::new(job), ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(action, Action::requeue(ctx.config.poll_interval));
+    finish(mock).await;
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("mtl_operator_jobs{phase=\"Pending\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn running_pod_and_manifest_fill_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().display().to_string();
+    let mut manifest = Manifest::default();
+    manifest
+        .commit(
+            &Storage::new(),
+            &base,
+            CheckpointRef {
+                step: 500,
+                uri: mtl_storage::manifest::checkpoint_uri(&base, 500),
+                time: "2026-01-01T00:10:00Z".into(),
+                metrics: BTreeMap::from([("mean".to_string(), 0.5)]),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let (ctx, server) = Context::test();
+    let job = test_job()
+        .finalized()
+        .checkpoints_at(&base)
+        .with_status(status(JobPhase::Pending, 1));
+    let mock = server.run(Scenario::PodRunningWithCheckpoint(job.clone()));
+    reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    finish(mock).await;
+}
+
+#[tokio::test]
+async fn failure_past_backoff_limit_fails_with_termination_message() {
+    let (ctx, server) = Context::test();
+    let mut st = status(JobPhase::Running, 2);
+    st.restarts = 1; // backoffLimit is 1 in test_job
+    let job = test_job().finalized().with_status(st);
+    let mock = server.run(Scenario::FailedPastBackoffLimit(job.clone()));
+    let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    finish(mock).await;
+}
+
+#[tokio::test]
+async fn suspend_deletes_the_pod() {
+    let (ctx, server) = Context::test();
+    let mut job = test_job()
+        .finalized()
+        .with_status(status(JobPhase::Running, 1));
+    job.spec.run_policy.suspend = true;
+    let mock = server.run(Scenario::Suspend(job.clone()));
+    reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    finish(mock).await;
+}
+
+#[tokio::test]
+async fn deleted_job_stops_pods_then_drops_finalizer() {
+    let (ctx, server) = Context::test();
+    let job = test_job()
+        .finalized()
+        .deleting()
+        .with_status(status(JobPhase::Running, 1));
+    let mock = server.run(Scenario::Cleanup(job.clone()));
+    reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    finish(mock).await;
+}
+
+#[tokio::test]
+async fn job_without_image_fails_once_instead_of_looping() {
+    let (ctx, server) = Context::test();
+    let mut job = test_job().finalized();
+    job.spec.image = None;
+    let mock = server.run(Scenario::InvalidSpec(job.clone()));
+    let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    finish(mock).await;
+}
+
+#[tokio::test]
+async fn quiet_poll_writes_nothing() {
+    let (ctx, server) = Context::test();
+    let mut st = status(JobPhase::Running, 1);
+    crate::status::set(
+        &mut st,
+        cond::RUNNING,
+        true,
+        "AttemptRunning",
+        "pod train-1 is running",
+        "2026-01-01T00:01:00Z".parse().unwrap(),
+    );
+    let job = test_job().finalized().with_status(st);
+    let mock = server.run(Scenario::Quiet(job.clone()));
+    reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    finish(mock).await;
+}
+
+#[tokio::test]
+async fn api_errors_count_and_requeue_by_kind() {
+    let (ctx, server) = Context::test();
+    let job = Arc::new(
+        test_job()
+            .finalized()
+            .with_status(status(JobPhase::Running, 1)),
+    );
+    let mock = spawn(server, |mut v| async move {
+        let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
+        respond_status(send, 409, "Conflict");
+    });
+    let err = reconcile(job.clone(), ctx.clone()).await.unwrap_err();
+    finish(mock).await;
+    assert_eq!(err.kind(), crate::ErrorKind::Conflict);
+    let action = error_policy(job, &err, ctx.clone());
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(1)));
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("mtl_operator_reconcile_errors_total{kind=\"conflict\"} 1")
+    );
+}
+
+#[test]
+fn owner_reference_points_at_the_job() {
+    let job = test_job();
+    let owner = job.controller_owner_ref(&()).unwrap();
+    assert_eq!(owner.controller, Some(true));
+    assert_eq!(owner.kind, "MultiTaskTrainingJob");
+}

@@ -1,0 +1,453 @@
+//! Where a job's phase is decided: a pure function from what was observed (spec, status, the
+//! current attempt, the checkpoint manifest, the time) to what to do and the new status.
+//!
+//! No I/O happens here, so every rule is tested table by table below; the controller only
+//! gathers the inputs and carries out the [`Action`]s.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use mtl_crds::{JobPhase, MultiTaskTrainingJobSpec, MultiTaskTrainingJobStatus};
+use mtl_storage::Manifest;
+
+use crate::backend::{AttemptState, ObservedAttempt};
+use crate::status::{self, cond};
+
+/// What reading `<checkpoints.uri>/checkpoints.json` gave.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ManifestRead {
+    /// Not read this time (the job is finished, or has not started).
+    NotRead,
+    /// No manifest yet: the trainer has not committed a checkpoint.
+    Missing,
+    Found(Manifest),
+    /// Reading or parsing failed; the message says where and why.
+    Failed(String),
+}
+
+/// Everything one decision looks at.
+pub struct Observation<'a> {
+    pub spec: &'a MultiTaskTrainingJobSpec,
+    /// `metadata.generation` of the job.
+    pub generation: Option<i64>,
+    pub status: &'a MultiTaskTrainingJobStatus,
+    /// The attempt numbered `status.attempt`, if it exists.
+    pub attempt: Option<&'a ObservedAttempt>,
+    pub manifest: &'a ManifestRead,
+    pub now: Timestamp,
+    /// Names attempt N for events, e.g. `pod train-3`.
+    pub describe: &'a dyn Fn(u32) -> String,
+    /// How often a live job is looked at again (manifest polling, pending pods).
+    pub poll_interval: Duration,
+}
+
+/// Something the controller must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start attempt N (create pod `<job>-N`).
+    StartAttempt(u32),
+    /// Stop attempt N (delete its pod, giving the trainer its grace period to checkpoint).
+    StopAttempt { attempt: u32, name: String },
+    /// `ttlSecondsAfterFinished` has passed: delete the job itself.
+    DeleteJob,
+}
+
+/// A transition worth a Kubernetes Event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    pub warning: bool,
+    /// PascalCase reason, shown by `kubectl describe`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub status: MultiTaskTrainingJobStatus,
+    pub notes: Vec<Note>,
+    /// Look again after this long even if nothing changes; `None`: wait for a change.
+    pub requeue_after: Option<Duration>,
+}
+
+/// While waiting for a terminating attempt to go away.
+pub const TERMINATING_POLL: Duration = Duration::from_secs(5);
+
+/// Whether the controller should read the manifest before deciding: while the job can still
+/// change, which includes the reconcile that sees it finish (the final read).
+pub fn needs_manifest(status: &MultiTaskTrainingJobStatus) -> bool {
+    !status.phase.is_finished() && status.attempt > 0
+}
+
+struct Builder<'a> {
+    o: &'a Observation<'a>,
+    d: Decision,
+}
+
+impl Builder<'_> {
+    fn note(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.d.notes.push(Note {
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    fn st(&mut self) -> &mut MultiTaskTrainingJobStatus {
+        &mut self.d.status
+    }
+
+    fn requeue(&mut self, after: Duration) {
+        self.d.requeue_after = Some(match self.d.requeue_after {
+            Some(cur) => cur.min(after),
+            None => after,
+        });
+    }
+
+    fn start_attempt(&mut self, attempt: u32) {
+        let now = self.o.now;
+        self.d.actions.push(Action::StartAttempt(attempt));
+        let st = self.st();
+        st.attempt = attempt;
+        if st.start_time.is_none() {
+            st.start_time = Some(status::format_time(now));
+        }
+        let what = (self.o.describe)(attempt);
+        status::set(
+            self.st(),
+            cond::CREATED,
+            true,
+            "AttemptCreated",
+            format!("created {what}"),
+            now,
+        );
+        status::clear(self.st(), cond::RUNNING, "AttemptEnded", "", now);
+        self.requeue(self.o.poll_interval);
+    }
+
+    fn stop_if_live(&mut self) {
+        if let Some(a) = self.o.attempt
+            && !a.state.is_terminal()
+            && !a.terminating
+        {
+            self.d.actions.push(Action::StopAttempt {
+                attempt: a.attempt,
+                name: a.name.clone(),
+            });
+        }
+    }
+
+    fn finish(&mut self, phase: JobPhase, reason: &'static str, message: String) {
+        let now = self.o.now;
+        let st = self.st();
+        st.phase = phase;
+        st.completion_time = Some(status::format_time(now));
+        let type_ = if phase == JobPhase::Succeeded {
+            cond::SUCCEEDED
+        } else {
+            cond::FAILED
+        };
+        status::set(st, type_, true, reason, message.clone(), now);
+        status::clear(st, cond::RUNNING, reason, "", now);
+        status::clear(st, cond::RESTARTING, reason, "", now);
+        self.note(phase == JobPhase::Failed, reason, message);
+        self.ttl();
+    }
+
+    /// Requeue for (or carry out) `ttlSecondsAfterFinished`.
+    fn ttl(&mut self) {
+        let Some(ttl) = self.o.spec.run_policy.ttl_seconds_after_finished else {
+            return;
+        };
+        let done =
+            status::parse_time(self.d.status.completion_time.as_deref()).unwrap_or(self.o.now);
+        let expires = status::add_seconds(done, ttl);
+        let left = self.o.now.duration_until(expires);
+        if left <= SignedDuration::ZERO {
+            self.d.actions.push(Action::DeleteJob);
+            self.note(
+                false,
+                "TTLExpired",
+                format!("finished more than ttlSecondsAfterFinished={ttl}s ago; deleting the job"),
+            );
+        } else {
+            self.requeue(Duration::from_secs(left.as_secs().max(1) as u64));
+        }
+    }
+
+    fn fold_manifest(&mut self) {
+        let now = self.o.now;
+        match self.o.manifest {
+            ManifestRead::Found(m) => {
+                if let Some(step) = status::apply_manifest(self.st(), m) {
+                    let uri = self.d.status.latest_checkpoint.clone().unwrap_or_default();
+                    self.note(
+                        false,
+                        "CheckpointCommitted",
+                        format!("checkpoint at step {step}: {uri}"),
+                    );
+                }
+                if status::find(&self.d.status, cond::CHECKPOINTS_READABLE).is_some() {
+                    status::set(
+                        self.st(),
+                        cond::CHECKPOINTS_READABLE,
+                        true,
+                        "ManifestRead",
+                        "",
+                        now,
+                    );
+                }
+            }
+            ManifestRead::Failed(msg) => {
+                if status::set(
+                    self.st(),
+                    cond::CHECKPOINTS_READABLE,
+                    false,
+                    "ManifestReadFailed",
+                    msg.clone(),
+                    now,
+                ) {
+                    self.note(true, "ManifestReadFailed", msg.clone());
+                }
+            }
+            ManifestRead::Missing | ManifestRead::NotRead => {}
+        }
+    }
+}
+
+/// Decides what to do about one job. See the module docs and the tests for the rules.
+pub fn decide(o: &Observation<'_>) -> Decision {
+    let mut b = Builder {
+        o,
+        d: Decision {
+            actions: Vec::new(),
+            status: o.status.clone(),
+            notes: Vec::new(),
+            requeue_after: None,
+        },
+    };
+    b.d.status.observed_generation = o.generation;
+    let now = o.now;
+    let policy = &o.spec.run_policy;
+
+    // Finished jobs stay finished: stop a straggling attempt, honour the TTL.
+    if b.d.status.phase.is_finished() {
+        b.stop_if_live();
+        b.ttl();
+        return b.d;
+    }
+
+    b.fold_manifest();
+    let attempt = o.attempt;
+    let current = b.d.status.attempt;
+
+    // A finished trainer wins over everything (a suspend or deadline racing with success).
+    if let Some(a) = attempt
+        && a.state == AttemptState::Succeeded
+    {
+        b.finish(
+            JobPhase::Succeeded,
+            "Succeeded",
+            format!("{} completed", (o.describe)(a.attempt)),
+        );
+        return b.d;
+    }
+
+    // activeDeadlineSeconds counts from the first start; a suspended job is not judged.
+    if !policy.suspend
+        && let Some(deadline) = policy.active_deadline_seconds
+        && let Some(started) = status::parse_time(b.d.status.start_time.as_deref())
+    {
+        let ends = status::add_seconds(started, deadline);
+        let left = now.duration_until(ends);
+        if left <= SignedDuration::ZERO {
+            b.stop_if_live();
+            b.finish(
+                JobPhase::Failed,
+                "DeadlineExceeded",
+                format!("job ran longer than activeDeadlineSeconds={deadline}"),
+            );
+            return b.d;
+        }
+        b.requeue(Duration::from_secs(left.as_secs().max(1) as u64));
+    }
+
+    if policy.suspend {
+        if b.d.status.phase != JobPhase::Suspended {
+            let live = attempt.filter(|a| !a.state.is_terminal());
+            let message = match live {
+                Some(a) => format!(
+                    "runPolicy.suspend is set; stopping {}",
+                    (o.describe)(a.attempt)
+                ),
+                None => "runPolicy.suspend is set".to_string(),
+            };
+            b.st().phase = JobPhase::Suspended;
+            status::set(
+                b.st(),
+                cond::SUSPENDED,
+                true,
+                "JobSuspended",
+                message.clone(),
+                now,
+            );
+            status::clear(b.st(), cond::RUNNING, "JobSuspended", "", now);
+            status::clear(b.st(), cond::RESTARTING, "JobSuspended", "", now);
+            b.note(false, "Suspended", message);
+        }
+        b.stop_if_live();
+        if attempt.is_some_and(|a| a.terminating && !a.state.is_terminal()) {
+            b.requeue(TERMINATING_POLL);
+        }
+        return b.d;
+    }
+
+    // Wait for a terminating attempt to finish before anything else runs beside it.
+    if let Some(a) = attempt
+        && a.terminating
+        && !a.state.is_terminal()
+    {
+        b.requeue(TERMINATING_POLL);
+        return b.d;
+    }
+
+    if b.d.status.phase == JobPhase::Suspended {
+        let next = current + 1;
+        b.st().phase = if current == 0 {
+            JobPhase::Pending
+        } else {
+            JobPhase::Restarting
+        };
+        let message = format!(
+            "runPolicy.suspend cleared; starting {} (resumes from the newest checkpoint)",
+            (o.describe)(next)
+        );
+        status::set(
+            b.st(),
+            cond::SUSPENDED,
+            false,
+            "JobResumed",
+            message.clone(),
+            now,
+        );
+        b.note(false, "Resumed", message);
+        b.start_attempt(next);
+        return b.d;
+    }
+
+    let Some(a) = attempt else {
+        if current == 0 {
+            b.st().phase = JobPhase::Pending;
+            b.start_attempt(1);
+            let message = format!("created {}", (o.describe)(1));
+            b.note(false, "Created", message);
+        } else {
+            // Gone without a trace: deleted by the cluster (node lost, pod GC) or by a person.
+            let message = format!(
+                "{} disappeared while the job was running",
+                (o.describe)(current)
+            );
+            replace_disrupted(&mut b, current, &message);
+        }
+        return b.d;
+    };
+
+    match &a.state {
+        AttemptState::Pending => {
+            if b.d.status.phase != JobPhase::Restarting {
+                b.st().phase = JobPhase::Pending;
+            }
+            b.requeue(o.poll_interval);
+        }
+        AttemptState::Running => {
+            let was_running = b.d.status.phase == JobPhase::Running;
+            b.st().phase = JobPhase::Running;
+            let message = format!("{} is running", (o.describe)(a.attempt));
+            status::set(
+                b.st(),
+                cond::RUNNING,
+                true,
+                "AttemptRunning",
+                message.clone(),
+                now,
+            );
+            status::clear(b.st(), cond::RESTARTING, "AttemptRunning", "", now);
+            if !was_running {
+                b.note(false, "Running", message);
+            }
+            b.requeue(o.poll_interval);
+        }
+        // Handled before the deadline and suspend checks.
+        AttemptState::Succeeded => {}
+        AttemptState::Failed { reason, message } => {
+            let what = (o.describe)(a.attempt);
+            let detail = if message.is_empty() {
+                reason.clone()
+            } else {
+                format!("{reason}: {message}")
+            };
+            let limit = policy.backoff_limit;
+            if b.d.status.restarts < limit {
+                let restarts = b.d.status.restarts + 1;
+                b.st().restarts = restarts;
+                b.st().phase = JobPhase::Restarting;
+                let text = format!(
+                    "{what} failed ({detail}); starting {} (restart {restarts} of backoffLimit {limit})",
+                    (o.describe)(current + 1)
+                );
+                status::set(
+                    b.st(),
+                    cond::RESTARTING,
+                    true,
+                    "AttemptFailed",
+                    text.clone(),
+                    now,
+                );
+                b.note(true, "Restarting", text);
+                b.start_attempt(current + 1);
+            } else {
+                // The trainer's own words go into the Failed condition's message.
+                let text = if message.is_empty() {
+                    format!("{what} failed ({reason}) and backoffLimit {limit} is spent")
+                } else {
+                    message.clone()
+                };
+                b.finish(JobPhase::Failed, "BackoffLimitExceeded", text);
+            }
+        }
+        AttemptState::Disrupted { reason, message } => {
+            let sep = if message.is_empty() { "" } else { ": " };
+            let message = format!(
+                "{} was disrupted ({reason}{sep}{message})",
+                (o.describe)(a.attempt)
+            );
+            replace_disrupted(&mut b, current, &message);
+        }
+    }
+    b.d
+}
+
+/// Replaces an attempt lost to the platform without spending backoffLimit.
+fn replace_disrupted(b: &mut Builder<'_>, current: u32, message: &str) {
+    let now = b.o.now;
+    let preemptions = b.d.status.preemptions + 1;
+    b.st().preemptions = preemptions;
+    b.st().phase = JobPhase::Restarting;
+    let text = format!(
+        "{message}; starting {} (preemption {preemptions}, not counted against backoffLimit)",
+        (b.o.describe)(current + 1)
+    );
+    status::set(
+        b.st(),
+        cond::RESTARTING,
+        true,
+        "AttemptDisrupted",
+        text.clone(),
+        now,
+    );
+    b.note(true, "Preempted", text);
+    b.start_attempt(current + 1);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,792 @@
+//! The decision rules, table by table.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use mtl_crds::{CheckpointRef, JobPhase, MultiTaskTrainingJobSpec, MultiTaskTrainingJobStatus};
+use mtl_storage::Manifest;
+
+use super::*;
+use crate::backend::{AttemptState, ObservedAttempt};
+use crate::status::{cond, find};
+
+const T0: &str = "2026-01-01T00:00:00Z";
+const POLL: Duration = Duration::from_secs(30);
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn spec() -> MultiTaskTrainingJobSpec {
+    mtl_crds::parse_job(
+        "job.yaml",
+        r#"
+image: trainer:1
+model: { pretrained: gs://m/roberta }
+tasks:
+  - { name: stsb, type: regression, train: gs://d/stsb.tsv, format: glueTsv, textFields: [s1, s2], labelField: score }
+checkpoints: { uri: gs://b/out }
+runPolicy: { backoffLimit: 2 }
+"#,
+    )
+    .unwrap()
+}
+
+fn status(phase: JobPhase, attempt: u32) -> MultiTaskTrainingJobStatus {
+    MultiTaskTrainingJobStatus {
+        phase,
+        attempt,
+        start_time: (attempt > 0).then(|| T0.to_string()),
+        pod_name: (attempt > 0).then(|| format!("train-{attempt}")),
+        ..Default::default()
+    }
+}
+
+fn pod(attempt: u32, state: AttemptState) -> ObservedAttempt {
+    ObservedAttempt {
+        attempt,
+        name: format!("train-{attempt}"),
+        state,
+        terminating: false,
+    }
+}
+
+fn terminating(mut a: ObservedAttempt) -> ObservedAttempt {
+    a.terminating = true;
+    a
+}
+
+fn failed(msg: &str) -> AttemptState {
+    AttemptState::Failed {
+        reason: "Error".into(),
+        message: msg.into(),
+    }
+}
+
+fn preempted() -> AttemptState {
+    AttemptState::Disrupted {
+        reason: "PreemptionByScheduler".into(),
+        message: "".into(),
+    }
+}
+
+fn manifest(steps: &[u64]) -> Manifest {
+    Manifest {
+        checkpoints: steps
+            .iter()
+            .map(|&step| CheckpointRef {
+                step,
+                uri: format!("gs://b/out/checkpoint-{step}"),
+                time: T0.into(),
+                metrics: BTreeMap::from([("stsb/pearson".to_string(), step as f64 / 1000.0)]),
+            })
+            .collect(),
+    }
+}
+
+fn run(
+    spec: &MultiTaskTrainingJobSpec,
+    status: &MultiTaskTrainingJobStatus,
+    attempt: Option<ObservedAttempt>,
+    manifest: ManifestRead,
+    now: &str,
+) -> Decision {
+    let describe = |n: u32| format!("pod train-{n}");
+    decide(&Observation {
+        spec,
+        generation: Some(7),
+        status,
+        attempt: attempt.as_ref(),
+        manifest: &manifest,
+        now: t(now),
+        describe: &describe,
+        poll_interval: POLL,
+    })
+}
+
+fn reasons(d: &Decision) -> Vec<&'static str> {
+    d.notes.iter().map(|n| n.reason).collect()
+}
+
+struct Row {
+    name: &'static str,
+    status: MultiTaskTrainingJobStatus,
+    attempt: Option<ObservedAttempt>,
+    // expectations
+    actions: Vec<Action>,
+    phase: JobPhase,
+    attempt_no: u32,
+    restarts: u32,
+    preemptions: u32,
+    notes: Vec<&'static str>,
+}
+
+fn check(spec: &MultiTaskTrainingJobSpec, rows: Vec<Row>, now: &str) {
+    for row in rows {
+        let d = run(
+            spec,
+            &row.status,
+            row.attempt.clone(),
+            ManifestRead::Missing,
+            now,
+        );
+        let s = &d.status;
+        assert_eq!(d.actions, row.actions, "{}: actions", row.name);
+        assert_eq!(s.phase, row.phase, "{}: phase", row.name);
+        assert_eq!(s.attempt, row.attempt_no, "{}: attempt", row.name);
+        assert_eq!(s.restarts, row.restarts, "{}: restarts", row.name);
+        assert_eq!(s.preemptions, row.preemptions, "{}: preemptions", row.name);
+        assert_eq!(reasons(&d), row.notes, "{}: notes", row.name);
+        assert_eq!(
+            s.observed_generation,
+            Some(7),
+            "{}: observedGeneration",
+            row.name
+        );
+    }
+}
+
+#[test]
+fn attempt_lifecycle_table() {
+    use Action::*;
+    use AttemptState::*;
+    let spec = spec();
+    let with = |mut s: MultiTaskTrainingJobStatus, restarts, preemptions| {
+        s.restarts = restarts;
+        s.preemptions = preemptions;
+        s
+    };
+    let rows = vec![
+        Row {
+            name: "new job starts attempt 1",
+            status: MultiTaskTrainingJobStatus::default(),
+            attempt: None,
+            actions: vec![StartAttempt(1)],
+            phase: JobPhase::Pending,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Created"],
+        },
+        Row {
+            name: "pending pod: nothing to do",
+            status: status(JobPhase::Pending, 1),
+            attempt: Some(pod(1, Pending)),
+            actions: vec![],
+            phase: JobPhase::Pending,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "pod starts running",
+            status: status(JobPhase::Pending, 1),
+            attempt: Some(pod(1, Running)),
+            actions: vec![],
+            phase: JobPhase::Running,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Running"],
+        },
+        Row {
+            name: "still running: no event",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(pod(1, Running)),
+            actions: vec![],
+            phase: JobPhase::Running,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "pod succeeded",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(pod(1, Succeeded)),
+            actions: vec![],
+            phase: JobPhase::Succeeded,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Succeeded"],
+        },
+        Row {
+            name: "failed pod replaced, restarts counted",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(pod(1, failed("CUDA out of memory"))),
+            actions: vec![StartAttempt(2)],
+            phase: JobPhase::Restarting,
+            attempt_no: 2,
+            restarts: 1,
+            preemptions: 0,
+            notes: vec!["Restarting"],
+        },
+        Row {
+            name: "last allowed restart",
+            status: with(status(JobPhase::Running, 2), 1, 0),
+            attempt: Some(pod(2, failed("boom"))),
+            actions: vec![StartAttempt(3)],
+            phase: JobPhase::Restarting,
+            attempt_no: 3,
+            restarts: 2,
+            preemptions: 0,
+            notes: vec!["Restarting"],
+        },
+        Row {
+            name: "failure past backoffLimit fails the job",
+            status: with(status(JobPhase::Running, 3), 2, 0),
+            attempt: Some(pod(3, failed("boom"))),
+            actions: vec![],
+            phase: JobPhase::Failed,
+            attempt_no: 3,
+            restarts: 2,
+            preemptions: 0,
+            notes: vec!["BackoffLimitExceeded"],
+        },
+        Row {
+            name: "preempted pod replaced without spending backoffLimit",
+            status: with(status(JobPhase::Running, 3), 2, 0),
+            attempt: Some(pod(3, preempted())),
+            actions: vec![StartAttempt(4)],
+            phase: JobPhase::Restarting,
+            attempt_no: 4,
+            restarts: 2,
+            preemptions: 1,
+            notes: vec!["Preempted"],
+        },
+        Row {
+            name: "pod gone while running counts as preemption",
+            status: status(JobPhase::Running, 1),
+            attempt: None,
+            actions: vec![StartAttempt(2)],
+            phase: JobPhase::Restarting,
+            attempt_no: 2,
+            restarts: 0,
+            preemptions: 1,
+            notes: vec!["Preempted"],
+        },
+        Row {
+            name: "terminating pod: wait before replacing",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(terminating(pod(1, Running))),
+            actions: vec![],
+            phase: JobPhase::Running,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "replacement pending stays Restarting",
+            status: with(status(JobPhase::Restarting, 2), 0, 1),
+            attempt: Some(pod(2, Pending)),
+            actions: vec![],
+            phase: JobPhase::Restarting,
+            attempt_no: 2,
+            restarts: 0,
+            preemptions: 1,
+            notes: vec![],
+        },
+        Row {
+            name: "replacement running",
+            status: with(status(JobPhase::Restarting, 2), 0, 1),
+            attempt: Some(pod(2, Running)),
+            actions: vec![],
+            phase: JobPhase::Running,
+            attempt_no: 2,
+            restarts: 0,
+            preemptions: 1,
+            notes: vec!["Running"],
+        },
+        Row {
+            name: "finished job: nothing more",
+            status: status(JobPhase::Succeeded, 1),
+            attempt: Some(pod(1, Succeeded)),
+            actions: vec![],
+            phase: JobPhase::Succeeded,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "failed job with a pod still running stops it",
+            status: status(JobPhase::Failed, 1),
+            attempt: Some(pod(1, Running)),
+            actions: vec![StopAttempt {
+                attempt: 1,
+                name: "train-1".into(),
+            }],
+            phase: JobPhase::Failed,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+    ];
+    check(&spec, rows, "2026-01-01T01:00:00Z");
+}
+
+#[test]
+fn suspend_and_resume_table() {
+    use Action::*;
+    use AttemptState::*;
+    let mut suspended = spec();
+    suspended.run_policy.suspend = true;
+    let rows = vec![
+        Row {
+            name: "suspend a running job: stop the pod, keep status",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(pod(1, Running)),
+            actions: vec![StopAttempt {
+                attempt: 1,
+                name: "train-1".into(),
+            }],
+            phase: JobPhase::Suspended,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Suspended"],
+        },
+        Row {
+            name: "suspended, pod terminating: no second delete",
+            status: status(JobPhase::Suspended, 1),
+            attempt: Some(terminating(pod(1, Running))),
+            actions: vec![],
+            phase: JobPhase::Suspended,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "suspended, pod gone",
+            status: status(JobPhase::Suspended, 1),
+            attempt: None,
+            actions: vec![],
+            phase: JobPhase::Suspended,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "created suspended: no pod at all",
+            status: MultiTaskTrainingJobStatus::default(),
+            attempt: None,
+            actions: vec![],
+            phase: JobPhase::Suspended,
+            attempt_no: 0,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Suspended"],
+        },
+        Row {
+            name: "success racing with suspend wins",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(pod(1, Succeeded)),
+            actions: vec![],
+            phase: JobPhase::Succeeded,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Succeeded"],
+        },
+    ];
+    check(&suspended, rows, "2026-01-01T01:00:00Z");
+
+    let resumed = spec();
+    let rows = vec![
+        Row {
+            name: "resume starts a new attempt, counters untouched",
+            status: status(JobPhase::Suspended, 1),
+            attempt: None,
+            actions: vec![StartAttempt(2)],
+            phase: JobPhase::Restarting,
+            attempt_no: 2,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Resumed"],
+        },
+        Row {
+            name: "resume waits for the old pod to finish terminating",
+            status: status(JobPhase::Suspended, 1),
+            attempt: Some(terminating(pod(1, Running))),
+            actions: vec![],
+            phase: JobPhase::Suspended,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "resume a job created suspended starts attempt 1",
+            status: MultiTaskTrainingJobStatus {
+                phase: JobPhase::Suspended,
+                ..Default::default()
+            },
+            attempt: None,
+            actions: vec![StartAttempt(1)],
+            phase: JobPhase::Pending,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Resumed"],
+        },
+    ];
+    check(&resumed, rows, "2026-01-01T01:00:00Z");
+}
+
+#[test]
+fn suspended_status_keeps_checkpoints_and_conditions() {
+    let mut spec = spec();
+    spec.run_policy.suspend = true;
+    let mut st = status(JobPhase::Running, 1);
+    st.step = Some(300);
+    let d = run(
+        &spec,
+        &st,
+        Some(pod(1, AttemptState::Running)),
+        ManifestRead::Found(manifest(&[300])),
+        T0,
+    );
+    assert_eq!(d.status.step, Some(300));
+    assert!(crate::status::is_true(&d.status, cond::SUSPENDED));
+    let spec = super::tests::spec();
+    let d2 = run(&spec, &d.status, None, ManifestRead::Missing, T0);
+    let c = find(&d2.status, cond::SUSPENDED).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "JobResumed")
+    );
+}
+
+#[test]
+fn deadline_and_ttl_table() {
+    use Action::*;
+    let mut spec = spec();
+    spec.run_policy.active_deadline_seconds = Some(3600);
+    spec.run_policy.ttl_seconds_after_finished = Some(600);
+
+    // Within the deadline: requeued no later than the deadline.
+    let d = run(
+        &spec,
+        &status(JobPhase::Running, 1),
+        Some(pod(1, AttemptState::Running)),
+        ManifestRead::Missing,
+        "2026-01-01T00:59:50Z",
+    );
+    assert_eq!(d.actions, vec![]);
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(10)));
+
+    // Past it: Failed with DeadlineExceeded and the pod stopped.
+    let d = run(
+        &spec,
+        &status(JobPhase::Running, 1),
+        Some(pod(1, AttemptState::Running)),
+        ManifestRead::Missing,
+        "2026-01-01T01:00:00Z",
+    );
+    assert_eq!(
+        d.actions,
+        vec![StopAttempt {
+            attempt: 1,
+            name: "train-1".into()
+        }]
+    );
+    assert_eq!(d.status.phase, JobPhase::Failed);
+    let failed = find(&d.status, cond::FAILED).unwrap();
+    assert_eq!(failed.reason, "DeadlineExceeded");
+    assert_eq!(
+        d.status.completion_time.as_deref(),
+        Some("2026-01-01T01:00:00Z")
+    );
+    // ... and the TTL clock starts.
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(600)));
+
+    // A suspended job is not judged by the deadline.
+    let mut suspended = spec.clone();
+    suspended.run_policy.suspend = true;
+    let d = run(
+        &suspended,
+        &status(JobPhase::Suspended, 1),
+        None,
+        ManifestRead::Missing,
+        "2026-01-02T00:00:00Z",
+    );
+    assert_eq!(d.status.phase, JobPhase::Suspended);
+
+    // TTL: before expiry requeue for the rest; after expiry delete the job.
+    let mut done = status(JobPhase::Succeeded, 1);
+    done.completion_time = Some("2026-01-01T00:30:00Z".into());
+    let d = run(
+        &spec,
+        &done,
+        Some(pod(1, AttemptState::Succeeded)),
+        ManifestRead::NotRead,
+        "2026-01-01T00:35:00Z",
+    );
+    assert_eq!(
+        (d.actions.clone(), d.requeue_after),
+        (vec![], Some(Duration::from_secs(300)))
+    );
+    let d = run(
+        &spec,
+        &done,
+        None,
+        ManifestRead::NotRead,
+        "2026-01-01T00:40:00Z",
+    );
+    assert_eq!(d.actions, vec![DeleteJob]);
+    assert_eq!(reasons(&d), ["TTLExpired"]);
+
+    // No TTL: a finished job waits for changes only.
+    let d = run(
+        &super::tests::spec(),
+        &done,
+        None,
+        ManifestRead::NotRead,
+        "2026-01-09T00:00:00Z",
+    );
+    assert_eq!((d.actions, d.requeue_after), (vec![], None));
+}
+
+#[test]
+fn termination_message_goes_into_failed_condition() {
+    let mut st = status(JobPhase::Running, 3);
+    st.restarts = 2;
+    let d = run(
+        &spec(),
+        &st,
+        Some(pod(3, failed("tasks[0]: cannot read gs://d/stsb.tsv: 403"))),
+        ManifestRead::Missing,
+        T0,
+    );
+    let c = find(&d.status, cond::FAILED).unwrap();
+    assert_eq!(c.status, "True");
+    assert_eq!(c.reason, "BackoffLimitExceeded");
+    assert_eq!(c.message, "tasks[0]: cannot read gs://d/stsb.tsv: 403");
+    assert!(d.notes[0].warning);
+    assert!(d.status.completion_time.is_some());
+    // Restart messages name the pod, the cause and the budget.
+    let d = run(
+        &spec(),
+        &status(JobPhase::Running, 1),
+        Some(pod(1, failed("OOM"))),
+        ManifestRead::Missing,
+        T0,
+    );
+    let c = find(&d.status, cond::RESTARTING).unwrap();
+    assert!(
+        c.message.contains("pod train-1 failed (Error: OOM)"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("restart 1 of backoffLimit 2"),
+        "{}",
+        c.message
+    );
+}
+
+#[test]
+fn conditions_track_the_lifecycle() {
+    let spec = spec();
+    let d1 = run(
+        &spec,
+        &MultiTaskTrainingJobStatus::default(),
+        None,
+        ManifestRead::NotRead,
+        T0,
+    );
+    assert!(crate::status::is_true(&d1.status, cond::CREATED));
+    assert_eq!(d1.status.start_time.as_deref(), Some(T0));
+    let d2 = run(
+        &spec,
+        &d1.status,
+        Some(pod(1, AttemptState::Running)),
+        ManifestRead::Missing,
+        "2026-01-01T00:05:00Z",
+    );
+    let running = find(&d2.status, cond::RUNNING).unwrap();
+    assert_eq!(
+        (
+            running.status.as_str(),
+            running.last_transition_time.as_str()
+        ),
+        ("True", "2026-01-01T00:05:00Z")
+    );
+    // A later poll leaves lastTransitionTime alone.
+    let d3 = run(
+        &spec,
+        &d2.status,
+        Some(pod(1, AttemptState::Running)),
+        ManifestRead::Missing,
+        "2026-01-01T00:06:00Z",
+    );
+    assert_eq!(
+        find(&d3.status, cond::RUNNING)
+            .unwrap()
+            .last_transition_time,
+        "2026-01-01T00:05:00Z"
+    );
+    assert_eq!(
+        d3.status, d2.status,
+        "a quiet poll changes nothing, so no status write"
+    );
+    // Preempted: Running flips to False, Restarting to True.
+    let d4 = run(
+        &spec,
+        &d3.status,
+        Some(pod(1, preempted())),
+        ManifestRead::Missing,
+        "2026-01-01T00:07:00Z",
+    );
+    assert_eq!(find(&d4.status, cond::RUNNING).unwrap().status, "False");
+    assert!(crate::status::is_true(&d4.status, cond::RESTARTING));
+    let d5 = run(
+        &spec,
+        &d4.status,
+        Some(pod(2, AttemptState::Running)),
+        ManifestRead::Missing,
+        "2026-01-01T00:08:00Z",
+    );
+    assert_eq!(find(&d5.status, cond::RESTARTING).unwrap().status, "False");
+    assert_eq!(d5.status.phase, JobPhase::Running);
+    let d6 = run(
+        &spec,
+        &d5.status,
+        Some(pod(2, AttemptState::Succeeded)),
+        ManifestRead::Missing,
+        "2026-01-01T00:09:00Z",
+    );
+    assert!(crate::status::is_true(&d6.status, cond::SUCCEEDED));
+    assert_eq!(find(&d6.status, cond::RUNNING).unwrap().status, "False");
+    assert_eq!(
+        d6.status.completion_time.as_deref(),
+        Some("2026-01-01T00:09:00Z")
+    );
+}
+
+#[test]
+fn manifest_table() {
+    let spec = spec();
+    let running = status(JobPhase::Running, 1);
+    let live = Some(pod(1, AttemptState::Running));
+
+    // New checkpoint: status fills and an event says so.
+    let d = run(
+        &spec,
+        &running,
+        live.clone(),
+        ManifestRead::Found(manifest(&[100, 200])),
+        T0,
+    );
+    assert_eq!(d.status.step, Some(200));
+    assert_eq!(d.status.checkpoints.len(), 2);
+    assert_eq!(
+        d.status.latest_checkpoint.as_deref(),
+        Some("gs://b/out/checkpoint-200")
+    );
+    assert_eq!(d.status.metrics["stsb/pearson"], 0.2);
+    assert_eq!(reasons(&d), ["CheckpointCommitted"]);
+
+    // Same manifest again: no event.
+    let d2 = run(
+        &spec,
+        &d.status,
+        live.clone(),
+        ManifestRead::Found(manifest(&[100, 200])),
+        T0,
+    );
+    assert!(d2.notes.is_empty());
+
+    // Read error: a condition and one warning event, status otherwise kept; no crash.
+    let d3 = run(
+        &spec,
+        &d2.status,
+        live.clone(),
+        ManifestRead::Failed("gs://b/out/checkpoints.json: 403".into()),
+        T0,
+    );
+    let c = find(&d3.status, cond::CHECKPOINTS_READABLE).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ManifestReadFailed")
+    );
+    assert_eq!(d3.status.step, Some(200));
+    assert_eq!(reasons(&d3), ["ManifestReadFailed"]);
+    let d4 = run(
+        &spec,
+        &d3.status,
+        live.clone(),
+        ManifestRead::Failed("again".into()),
+        T0,
+    );
+    assert!(
+        d4.notes.is_empty(),
+        "the warning is not repeated every poll"
+    );
+    let d5 = run(
+        &spec,
+        &d4.status,
+        live,
+        ManifestRead::Found(manifest(&[100, 200, 300])),
+        T0,
+    );
+    assert_eq!(
+        find(&d5.status, cond::CHECKPOINTS_READABLE).unwrap().status,
+        "True"
+    );
+
+    // Final read at the end: the reconcile that sees success also takes the last checkpoint.
+    let d6 = run(
+        &spec,
+        &d5.status,
+        Some(pod(1, AttemptState::Succeeded)),
+        ManifestRead::Found(manifest(&[100, 200, 300, 400])),
+        T0,
+    );
+    assert_eq!(
+        (d6.status.phase, d6.status.step),
+        (JobPhase::Succeeded, Some(400))
+    );
+    assert_eq!(reasons(&d6), ["CheckpointCommitted", "Succeeded"]);
+    assert!(!needs_manifest(&d6.status));
+    assert!(needs_manifest(&d5.status));
+    assert!(!needs_manifest(&MultiTaskTrainingJobStatus::default()));
+}
+
+#[test]
+fn requeue_table() {
+    let spec = spec();
+    let cases: Vec<(
+        MultiTaskTrainingJobStatus,
+        Option<ObservedAttempt>,
+        Option<Duration>,
+    )> = vec![
+        (
+            status(JobPhase::Pending, 1),
+            Some(pod(1, AttemptState::Pending)),
+            Some(POLL),
+        ),
+        (
+            status(JobPhase::Running, 1),
+            Some(pod(1, AttemptState::Running)),
+            Some(POLL),
+        ),
+        (
+            status(JobPhase::Running, 1),
+            Some(terminating(pod(1, AttemptState::Running))),
+            Some(TERMINATING_POLL),
+        ),
+        (status(JobPhase::Succeeded, 1), None, None),
+    ];
+    for (st, a, want) in cases {
+        let d = run(&spec, &st, a.clone(), ManifestRead::Missing, T0);
+        assert_eq!(d.requeue_after, want, "{st:?} {a:?}");
+    }
+}

@@ -1,0 +1,106 @@
+//! `mtl-operator`: thin CLI over the library.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+use mtl_operator::controller::Config;
+use mtl_operator::leader::LeaseConfig;
+use mtl_operator::manager::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "mtl-operator",
+    version,
+    about = "Runs MultiTaskTrainingJobs on Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (with leader election).
+    Run(RunArgs),
+    /// Print the MultiTaskTrainingJob CRD as YAML.
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch this namespace only (default: all namespaces).
+    #[arg(long, env = "MTL_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MTL_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "MTL_LEASE_NAME", default_value = "mtl-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (in a pod: its own namespace via the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (in a pod: its name via the downward API).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// terminationGracePeriodSeconds of trainer pods: time to write a checkpoint on SIGTERM.
+    #[arg(long, default_value_t = 300)]
+    pod_grace_seconds: i64,
+    /// Seconds between looks at a live job (checkpoint manifest polling).
+    #[arg(long, default_value_t = 30)]
+    poll_seconds: u64,
+    /// Log as text instead of JSON.
+    #[arg(long)]
+    text_logs: bool,
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "mtl-operator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            let yaml = serde_yaml::to_string(&mtl_crds::MultiTaskTrainingJob::crd())
+                .context("serialising the CRD")?;
+            print!("{yaml}");
+            Ok(())
+        }
+        Command::Run(args) => {
+            manager::init_tracing(!args.text_logs);
+            manager::install_crypto_provider()?;
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+            let duration = Duration::from_secs(args.lease_duration_seconds.max(2));
+            let mut lease = LeaseConfig::new(
+                args.lease_name,
+                args.identity.unwrap_or_else(default_identity),
+            );
+            lease.lease_duration = duration;
+            lease.renew_interval = duration / 3;
+            lease.retry_interval = (duration / 5).max(Duration::from_millis(500));
+            let mut config = Config::default();
+            config.pod.grace_period_seconds = args.pod_grace_seconds;
+            config.poll_interval = Duration::from_secs(args.poll_seconds.max(1));
+            let opts = RunOptions {
+                namespace: args.namespace,
+                metrics_addr: args.metrics_addr,
+                lease,
+                lease_namespace: args.lease_namespace,
+                config,
+            };
+            manager::run(client, opts, manager::shutdown_signal()).await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! [`VertexBackend`]: the controller's [`AttemptBackend`] for `spec.backend: vertexAI`.
+//!
+//! One attempt is one CustomJob. `start` adopts-or-creates it (so an operator restart between
+//! the create and the status write leaves one CustomJob), `observe` reads it back as an
+//! [`ObservedAttempt`], `stop` cancels it, and `cleanup` (the finalizer) cancels every CustomJob
+//! of the object and succeeds only once Vertex AI has accepted each cancellation or reports the
+//! job finished or gone; until then the finalizer stays.
+
+use std::sync::Arc;
+
+use mtl_crds::{MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
+use tracing::info;
+
+use super::client::{StopState, VertexClients};
+use super::custom_job::{attempt_label, display_name, validate_for_vertex};
+use super::error::{Error as VertexError, ErrorKind};
+use super::observe::observe;
+use crate::backend::{AttemptBackend, AttemptState, ObservedAttempt};
+use google_cloud_aiplatform_v1::model::{CustomJob, JobState};
+
+/// The Vertex AI backend, sharing one client per region across reconciles.
+#[derive(Clone, Debug)]
+pub struct VertexBackend {
+    pub clients: Arc<VertexClients>,
+}
+
+impl VertexBackend {
+    pub fn new(clients: Arc<VertexClients>) -> Self {
+        Self { clients }
+    }
+}
+
+fn job_key(job: &MultiTaskTrainingJob) -> String {
+    format!(
+        "{}/{}",
+        job.metadata.namespace.as_deref().unwrap_or("default"),
+        job.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Maps a Vertex error onto the operator's error so `error_policy` picks the requeue delay:
+/// spec, permission and credential problems are `InvalidSpec` (slow requeue, no retry storm; the
+/// message says what to fix), the rest are transient.
+// When crate::Error grows a `Vertex(vertex::Error)` variant, only this function changes.
+pub fn into_operator_error(job: &MultiTaskTrainingJob, e: VertexError) -> crate::Error {
+    match e.kind() {
+        ErrorKind::InvalidSpec | ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => {
+            crate::Error::InvalidSpec {
+                job: job_key(job),
+                message: format!("[{}] {e}", e.reason()),
+            }
+        }
+        ErrorKind::Transient | ErrorKind::NotFound | ErrorKind::Other => crate::Error::Io {
+            what: format!("Vertex AI ({})", e.reason()),
+            source: std::io::Error::other(e),
+        },
+    }
+}
+
+/// A CustomJob as the decision layer sees an attempt.
+///
+/// QUEUED/PENDING/PAUSED → Pending; RUNNING/UPDATING → Running; SUCCEEDED → Succeeded;
+/// FAILED/EXPIRED/PARTIALLY_SUCCEEDED → Failed (counts against backoffLimit, with Vertex's error
+/// message); CANCELLING → terminating; CANCELLED → Disrupted (cancelled by the operator for a
+/// suspend, which the decision layer handles first, or by someone in the console: replaced
+/// without spending backoffLimit, as for a pod deleted by hand).
+pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt {
+    let seen = observe(custom_job);
+    let state = match custom_job.state {
+        JobState::Running | JobState::Updating => AttemptState::Running,
+        JobState::Succeeded => AttemptState::Succeeded,
+        JobState::Failed | JobState::Expired | JobState::PartiallySucceeded => {
+            AttemptState::Failed {
+                reason: seen.reason.to_string(),
+                message: seen.message,
+            }
+        }
+        JobState::Cancelling => AttemptState::Running,
+        JobState::Cancelled => AttemptState::Disrupted {
+            reason: seen.reason.to_string(),
+            message: seen.message,
+        },
+        _ => AttemptState::Pending,
+    };
+    ObservedAttempt {
+        attempt,
+        name: custom_job.name.clone(),
+        state,
+        terminating: custom_job.state == JobState::Cancelling,
+    }
+}
+
+impl AttemptBackend for VertexBackend {
+    fn describe(&self, job: &MultiTaskTrainingJob, attempt: u32) -> String {
+        format!("Vertex AI CustomJob {}", display_name(job, attempt))
+    }
+
+    fn validate(&self, job: &MultiTaskTrainingJob) -> crate::Result<()> {
+        validate_for_vertex(job).map(|_| ()).map_err(|e| match e {
+            VertexError::InvalidSpec { job, message } => crate::Error::InvalidSpec { job, message },
+            other => into_operator_error(job, other),
+        })
+    }
+
+    async fn observe(
+        &self,
+        job: &MultiTaskTrainingJob,
+        attempt: u32,
+    ) -> crate::Result<Option<ObservedAttempt>> {
+        let client = self
+            .clients
+            .for_job(job)
+            .await
+            .map_err(|e| into_operator_error(job, e))?;
+        let status = job.status.as_ref();
+        let saved = status
+            .filter(|s| s.attempt == attempt)
+            .and_then(|s| s.vertex_job_name.as_deref());
+        // The saved name is the cheap path; the label search covers a name that never reached
+        // the status (or a status from an older attempt).
+        let found = match saved {
+            Some(name) => match client.get(name).await {
+                Ok(Some(cj)) if attempt_label(&cj).is_none_or(|a| a == attempt) => Some(cj),
+                Ok(_) => client
+                    .find(job, attempt)
+                    .await
+                    .map_err(|e| into_operator_error(job, e))?,
+                Err(e) => return Err(into_operator_error(job, e)),
+            },
+            None => client
+                .find(job, attempt)
+                .await
+                .map_err(|e| into_operator_error(job, e))?,
+        };
+        Ok(found.map(|cj| observed_attempt(&cj, attempt)))
+    }
+
+    async fn start(
+        &self,
+        job: &MultiTaskTrainingJob,
+        attempt: u32,
+        status: &mut MultiTaskTrainingJobStatus,
+    ) -> crate::Result<()> {
+        let client = self
+            .clients
+            .for_job(job)
+            .await
+            .map_err(|e| into_operator_error(job, e))?;
+        let submitted = client
+            .ensure_created(job, attempt)
+            .await
+            .map_err(|e| into_operator_error(job, e))?;
+        let seen = observe(&submitted.custom_job);
+        status.vertex_job_name = Some(submitted.custom_job.name.clone());
+        status.vertex_job_console_url = seen.console_url;
+        Ok(())
+    }
+
+    async fn stop(
+        &self,
+        job: &MultiTaskTrainingJob,
+        attempt: u32,
+        name: &str,
+    ) -> crate::Result<()> {
+        let client = self
+            .clients
+            .for_job(job)
+            .await
+            .map_err(|e| into_operator_error(job, e))?;
+        let outcome = client
+            .cancel(name)
+            .await
+            .map_err(|e| into_operator_error(job, e))?;
+        info!(job = %job_key(job), attempt, %name, ?outcome, "stopping Vertex AI CustomJob");
+        Ok(())
+    }
+
+    async fn cleanup(&self, job: &MultiTaskTrainingJob) -> crate::Result<()> {
+        if validate_for_vertex(job).is_err() {
+            // Without project and region nothing can have been created.
+            return Ok(());
+        }
+        let client = self
+            .clients
+            .for_job(job)
+            .await
+            .map_err(|e| into_operator_error(job, e))?;
+        match client
+            .stop(job)
+            .await
+            .map_err(|e| into_operator_error(job, e))?
+        {
+            StopState::Stopped => info!(job = %job_key(job), "no Vertex AI CustomJob left running"),
+            StopState::Stopping { names } => {
+                info!(job = %job_key(job), ?names, "Vertex AI accepted the cancellation")
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_states() {
+        let cj = |state: JobState| {
+            CustomJob::new()
+                .set_name("projects/p/locations/l/customJobs/1")
+                .set_state(state)
+        };
+        let table = [
+            (JobState::Queued, AttemptState::Pending, false),
+            (JobState::Pending, AttemptState::Pending, false),
+            (JobState::Paused, AttemptState::Pending, false),
+            (JobState::Running, AttemptState::Running, false),
+            (JobState::Updating, AttemptState::Running, false),
+            (JobState::Cancelling, AttemptState::Running, true),
+            (JobState::Succeeded, AttemptState::Succeeded, false),
+        ];
+        for (state, want, terminating) in table {
+            let got = observed_attempt(&cj(state.clone()), 2);
+            assert_eq!(got.state, want, "{state:?}");
+            assert_eq!(got.terminating, terminating, "{state:?}");
+            assert_eq!(got.attempt, 2);
+        }
+        assert!(matches!(
+            observed_attempt(&cj(JobState::Failed), 1).state,
+            AttemptState::Failed { reason, .. } if reason == "VertexJobFailed"
+        ));
+        assert!(matches!(
+            observed_attempt(&cj(JobState::Expired), 1).state,
+            AttemptState::Failed { reason, .. } if reason == "VertexJobExpired"
+        ));
+        assert!(matches!(
+            observed_attempt(&cj(JobState::Cancelled), 1).state,
+            AttemptState::Disrupted { reason, .. } if reason == "VertexJobCancelled"
+        ));
+    }
+}

@@ -1,0 +1,55 @@
+//! Vertex AI backend: runs a `MultiTaskTrainingJob` as a Vertex AI CustomJob.
+//!
+//! The pieces, each in its own file:
+//! - [`custom_job`]: the pure builder `MultiTaskTrainingJob` → `CustomJob` (display name,
+//!   worker pool, container args, labels that tie the CustomJob back to the Kubernetes object).
+//! - [`observe`]: the pure mapping of a CustomJob's `JobState` to the job's phase, a condition
+//!   reason and message, and the console URL.
+//! - [`client`]: [`VertexClient`], a thin layer over `google-cloud-aiplatform-v1`'s `JobService`
+//!   (REST transport): exactly one CustomJob per attempt (`ensure_created` adopts before it
+//!   creates), cancel/stop, bounded retries of 429/503.
+//! - [`error`]: [`Error`] and [`ErrorKind`], which the controller maps to conditions and
+//!   requeue delays.
+//! - [`backend`]: [`VertexBackend`], the controller's `AttemptBackend` for `backend: vertexAI`.
+//! - [`cli`]: `mtl-operator vertex submit|status|cancel job.yaml`, no cluster needed.
+//!
+//! Endpoints: `https://{region}-aiplatform.googleapis.com` with Application Default Credentials;
+//! `MTL_VERTEX_ENDPOINT` (or [`VertexClient::with_endpoint`]) points at a local stand-in with
+//! anonymous credentials.
+
+pub mod backend;
+pub mod cli;
+pub mod client;
+pub mod custom_job;
+pub mod error;
+pub mod observe;
+
+pub use backend::{VertexBackend, into_operator_error, observed_attempt};
+pub use cli::{CliSummary, VertexCli, cli_cancel, cli_status, cli_submit, load_job};
+pub use client::{
+    CancelOutcome, DeleteOutcome, ENDPOINT_ENV, RetryPolicy, StopState, Submitted, VertexClient,
+    VertexClients, regional_endpoint,
+};
+pub use custom_job::{
+    LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED_BY, LABEL_NAMESPACE, LABEL_UID, TRAINER_CACHE_DIR,
+    build_custom_job, display_name, job_labels, parent, sanitize_label_value, validate_for_vertex,
+};
+pub use error::{Error, ErrorKind, Operation, Result};
+pub use observe::{VertexObservation, console_url, observe, observe_with_suspend};
+
+/// The Vertex AI API types (CustomJob, JobState, …) this module speaks, re-exported so callers
+/// need no direct dependency on the Google crate.
+pub use google_cloud_aiplatform_v1::model::{CustomJob, JobState};
+
+/// Installs aws-lc-rs as the process-wide rustls crypto provider.
+///
+/// kube (ring) and the Google crates (aws-lc-rs) link two rustls providers into one binary, so
+/// rustls cannot pick one by itself and the Google HTTP client refuses to build without a
+/// process default. `main` should call this first thing; the Vertex client constructors call it
+/// too. Calling it again, or after another provider was installed, is harmless.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err means another thread installed one first: that provider serves just as well.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}

@@ -1,0 +1,749 @@
+//! The Vertex AI backend against a local JobService stand-in (`vertex_standin`): the create
+//! request field by field, state transitions, retries, non-retryable errors, exactly one
+//! CustomJob per attempt across a restart, cancel/delete, and the CLI.
+
+mod vertex_standin;
+
+use std::time::Duration;
+
+use mtl_crds::{JobPhase, MultiTaskTrainingJob};
+use mtl_operator::vertex::{
+    self, CancelOutcome, DeleteOutcome, ErrorKind, JobState, RetryPolicy, StopState, VertexCli,
+    VertexClient, VertexClients, build_custom_job, observe,
+};
+use serde_json::{Value, json};
+use vertex_standin::{Fault, Route, VertexStandIn};
+
+const MANIFEST: &str = r#"
+apiVersion: multitask.dev/v1alpha1
+kind: MultiTaskTrainingJob
+metadata:
+  name: stsb-rte
+  namespace: research
+  uid: 1f0c6a7e-3b1d-4a8e-9c3f-0d2b7e9a4c11
+spec:
+  backend: vertexAI
+  image: us-docker.pkg.dev/my-proj/mtl/trainer:0.1.0
+  model:
+    pretrained: gs://my-bucket/models/roberta-base
+  tasks:
+    - name: stsb
+      type: regression
+      train: gs://my-bucket/glue/STS-B/train.tsv
+      validation: gs://my-bucket/glue/STS-B/dev.tsv
+      format: glueTsv
+      textFields: [sentence1, sentence2]
+      labelField: score
+    - name: rte
+      type: classification
+      train: gs://my-bucket/glue/RTE/train.tsv
+      format: glueTsv
+      textFields: [sentence1, sentence2]
+      labelField: label
+      labelNames: [entailment, not_entailment]
+  checkpoints:
+    uri: gs://my-bucket/runs/stsb-rte
+    everySteps: 500
+  vertexAI:
+    project: my-proj
+    region: us-central1
+    machineType: n1-standard-8
+    acceleratorType: NVIDIA_TESLA_T4
+    acceleratorCount: 1
+    serviceAccount: trainer@my-proj.iam.gserviceaccount.com
+  runPolicy:
+    activeDeadlineSeconds: 86400
+"#;
+
+const PARENT: &str = "projects/my-proj/locations/us-central1";
+
+fn job() -> MultiTaskTrainingJob {
+    serde_yaml::from_str(MANIFEST).expect("test manifest")
+}
+
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+    }
+}
+
+async fn client(standin: &VertexStandIn) -> VertexClient {
+    VertexClient::with_endpoint(standin.url())
+        .await
+        .expect("client for the stand-in")
+        .with_retry(fast())
+}
+
+/// Every field the spec decides, in the JSON the crate actually sends.
+#[tokio::test]
+async fn create_request_carries_the_spec() {
+    let standin = VertexStandIn::start().await;
+    let job = job();
+    let submitted = client(&standin)
+        .await
+        .ensure_created(&job, 1)
+        .await
+        .unwrap();
+    assert!(!submitted.adopted);
+    assert!(
+        submitted
+            .custom_job
+            .name
+            .starts_with(&format!("{PARENT}/customJobs/"))
+    );
+
+    let creates = standin.requests_to(Route::Create);
+    assert_eq!(creates.len(), 1);
+    assert_eq!(creates[0].path, format!("/v1/{PARENT}/customJobs"));
+    assert!(
+        creates[0].authorization.is_none(),
+        "anonymous credentials send no Authorization header"
+    );
+    let body = creates[0].body.clone().unwrap();
+
+    assert_eq!(body["displayName"], "research-stsb-rte-1");
+    assert_eq!(
+        body["labels"],
+        json!({
+            "mtl-namespace": "research",
+            "mtl-job": "stsb-rte",
+            "mtl-uid": "1f0c6a7e-3b1d-4a8e-9c3f-0d2b7e9a4c11",
+            "mtl-attempt": "1",
+            "managed-by": "mtl-operator"
+        })
+    );
+    let spec = &body["jobSpec"];
+    let pools = spec["workerPoolSpecs"].as_array().unwrap();
+    assert_eq!(pools.len(), 1);
+    let pool = &pools[0];
+    assert_eq!(pool["replicaCount"], "1", "int64 goes out as a string");
+    assert_eq!(pool["machineSpec"]["machineType"], "n1-standard-8");
+    assert_eq!(
+        pool["machineSpec"]["acceleratorType"], 5,
+        "enums go out as integers: NVIDIA_TESLA_T4 = 5"
+    );
+    assert_eq!(pool["machineSpec"]["acceleratorCount"], 1);
+    let container = &pool["containerSpec"];
+    assert_eq!(
+        container["imageUri"],
+        "us-docker.pkg.dev/my-proj/mtl/trainer:0.1.0"
+    );
+    let args = container["args"].as_array().unwrap();
+    assert_eq!(args.len(), 3);
+    assert_eq!(args[0], "train");
+    assert_eq!(args[1], "--job-json");
+    let sent_spec: Value = serde_json::from_str(args[2].as_str().unwrap()).unwrap();
+    assert_eq!(sent_spec, serde_json::to_value(&job.spec).unwrap());
+    let round_trip: mtl_crds::MultiTaskTrainingJobSpec = serde_json::from_value(sent_spec).unwrap();
+    assert_eq!(round_trip, job.spec, "the trainer reads back the same spec");
+    assert!(
+        container.get("command").is_none(),
+        "the image's ENTRYPOINT (mtl-trainer) runs"
+    );
+    assert_eq!(
+        container["env"],
+        json!([{"name": "MTL_CACHE_DIR", "value": "/tmp/cache"}])
+    );
+    assert_eq!(
+        spec["baseOutputDirectory"],
+        json!({"outputUriPrefix": "gs://my-bucket/runs/stsb-rte"})
+    );
+    assert_eq!(spec["scheduling"]["timeout"], "86400s");
+    assert_eq!(
+        spec["serviceAccount"],
+        "trainer@my-proj.iam.gserviceaccount.com"
+    );
+}
+
+/// The pure builder, through the crate's types.
+#[test]
+fn builder_fields() {
+    let mut job = job();
+    let cj = build_custom_job(&job, 3);
+    assert_eq!(cj.display_name, "research-stsb-rte-3");
+    assert_eq!(cj.labels["mtl-attempt"], "3");
+    let spec = cj.job_spec.as_ref().unwrap();
+    assert_eq!(spec.worker_pool_specs.len(), 1);
+    let pool = &spec.worker_pool_specs[0];
+    assert_eq!(pool.replica_count, 1);
+    let machine = pool.machine_spec.as_ref().unwrap();
+    assert_eq!(machine.machine_type, "n1-standard-8");
+    assert_eq!(
+        machine.accelerator_type,
+        google_cloud_aiplatform_v1::model::AcceleratorType::NvidiaTeslaT4
+    );
+    assert_eq!(machine.accelerator_count, 1);
+    let container = pool.container_spec().unwrap();
+    assert_eq!(
+        container.image_uri,
+        "us-docker.pkg.dev/my-proj/mtl/trainer:0.1.0"
+    );
+    assert_eq!(container.env[0].name, "MTL_CACHE_DIR");
+    assert_eq!(container.env[0].value, "/tmp/cache");
+    assert_eq!(
+        spec.base_output_directory
+            .as_ref()
+            .unwrap()
+            .output_uri_prefix,
+        "gs://my-bucket/runs/stsb-rte"
+    );
+    assert_eq!(
+        spec.scheduling
+            .as_ref()
+            .unwrap()
+            .timeout
+            .as_ref()
+            .unwrap()
+            .seconds(),
+        86400
+    );
+    assert_eq!(
+        spec.service_account,
+        "trainer@my-proj.iam.gserviceaccount.com"
+    );
+
+    // No deadline, no accelerator, no service account: those fields stay unset.
+    job.spec.run_policy.active_deadline_seconds = None;
+    let vertex = job.spec.vertex_ai.as_mut().unwrap();
+    vertex.accelerator_type = None;
+    vertex.accelerator_count = 0;
+    vertex.service_account = None;
+    let cj = build_custom_job(&job, 1);
+    let spec = cj.job_spec.as_ref().unwrap();
+    assert!(spec.scheduling.is_none());
+    assert!(spec.service_account.is_empty());
+    let machine = spec.worker_pool_specs[0].machine_spec.as_ref().unwrap();
+    assert_eq!(
+        machine.accelerator_type,
+        google_cloud_aiplatform_v1::model::AcceleratorType::Unspecified
+    );
+
+    // Names and label values are made to fit Vertex's rules.
+    job.metadata.name = Some("My.Job".into());
+    job.metadata.namespace = Some("Team_A".into());
+    let cj = build_custom_job(&job, 1);
+    assert_eq!(cj.labels["mtl-job"], "my-job");
+    assert_eq!(cj.labels["mtl-namespace"], "team_a");
+    assert_eq!(cj.display_name, "Team_A-My.Job-1");
+}
+
+#[tokio::test]
+async fn follows_state_transitions() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    let name = client
+        .ensure_created(&job(), 1)
+        .await
+        .unwrap()
+        .custom_job
+        .name;
+    let id = name.rsplit('/').next().unwrap().to_string();
+
+    let seen = observe(&client.get(&name).await.unwrap().unwrap());
+    assert_eq!(
+        (seen.phase, seen.reason),
+        (JobPhase::Pending, "VertexJobPending")
+    );
+    assert_eq!(
+        seen.console_url.as_deref(),
+        Some(format!("https://console.cloud.google.com/vertex-ai/locations/us-central1/training/{id}?project=my-proj").as_str())
+    );
+
+    for (state, phase, reason) in [
+        ("JOB_STATE_QUEUED", JobPhase::Pending, "VertexJobQueued"),
+        ("JOB_STATE_RUNNING", JobPhase::Running, "VertexJobRunning"),
+        (
+            "JOB_STATE_SUCCEEDED",
+            JobPhase::Succeeded,
+            "VertexJobSucceeded",
+        ),
+    ] {
+        standin.set_state(&name, state);
+        let cj = client.get(&name).await.unwrap().unwrap();
+        let seen = observe(&cj);
+        assert_eq!((seen.phase, seen.reason), (phase, reason), "{state}");
+        assert_eq!(seen.state, state);
+    }
+    let seen = observe(&client.get(&name).await.unwrap().unwrap());
+    assert!(seen.terminal);
+    assert!(seen.start_time.is_some() && seen.end_time.is_some());
+
+    // A failure carries Vertex's error message.
+    let failed = client
+        .ensure_created(&job(), 2)
+        .await
+        .unwrap()
+        .custom_job
+        .name;
+    standin.fail_job(
+        &failed,
+        "The replica workerpool0-0 exited with a non-zero status of 1.",
+    );
+    let seen = observe(&client.get(&failed).await.unwrap().unwrap());
+    assert_eq!(seen.phase, JobPhase::Failed);
+    assert_eq!(seen.reason, "VertexJobFailed");
+    assert!(
+        seen.message
+            .ends_with("The replica workerpool0-0 exited with a non-zero status of 1."),
+        "{}",
+        seen.message
+    );
+}
+
+#[tokio::test]
+async fn retries_429_and_503_then_succeeds() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    standin.fail_next(Route::Create, 429, 1);
+    standin.fail_next(Route::Create, 503, 1);
+    let submitted = client.ensure_created(&job(), 1).await.unwrap();
+    assert!(!submitted.adopted);
+    assert_eq!(standin.requests_to(Route::Create).len(), 3);
+    assert_eq!(
+        standin.requests_to(Route::List).len(),
+        3,
+        "each create is preceded by a look for an existing CustomJob"
+    );
+    assert_eq!(standin.jobs().len(), 1);
+
+    standin.fail_next(Route::Get, 503, 2);
+    standin.fail_next(Route::List, 429, 1);
+    assert!(
+        client
+            .get(&submitted.custom_job.name)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(client.find(&job(), 1).await.unwrap().is_some());
+    assert_eq!(standin.pending_faults(), 0);
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    standin.fail_next(Route::Get, 503, 10);
+    let err = client
+        .get(&format!("{PARENT}/customJobs/1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(err.is_retryable());
+    assert_eq!(err.requeue_after(), Some(Duration::from_secs(30)));
+    assert!(
+        matches!(err, vertex::Error::Transient { attempts: 4, .. }),
+        "{err:?}"
+    );
+    assert_eq!(standin.requests_to(Route::Get).len(), 4);
+}
+
+#[tokio::test]
+async fn permission_denied_is_not_retried_and_names_the_permission() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    standin.inject(Fault::permission_denied(
+        Route::Create,
+        "aiplatform.customJobs.create",
+        PARENT,
+    ));
+    let err = client.ensure_created(&job(), 1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    assert!(!err.is_retryable());
+    assert_eq!(err.reason(), "VertexPermissionDenied");
+    let msg = err.to_string();
+    assert!(msg.contains("Grant aiplatform.customJobs.create"), "{msg}");
+    assert!(msg.contains("project my-proj"), "{msg}");
+    assert!(
+        msg.contains("trainer@my-proj.iam.gserviceaccount.com"),
+        "{msg}"
+    );
+    assert!(msg.contains("iam.serviceAccounts.actAs"), "{msg}");
+    assert_eq!(
+        standin.requests_to(Route::Create).len(),
+        1,
+        "no retry storm"
+    );
+
+    // A 403 on listing names the list permission.
+    standin.fail_next(Route::List, 403, 1);
+    let msg = client.find(&job(), 1).await.unwrap_err().to_string();
+    assert!(msg.contains("aiplatform.customJobs.list"), "{msg}");
+}
+
+#[tokio::test]
+async fn bad_machine_or_accelerator_is_a_spec_error() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+
+    let mut bad_machine = job();
+    bad_machine.spec.vertex_ai.as_mut().unwrap().machine_type = "n1-standard-7".into();
+    let err = client.ensure_created(&bad_machine, 1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidSpec);
+    assert_eq!(err.requeue_after(), None);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Machine type \"n1-standard-7\" is not supported."),
+        "{msg}"
+    );
+    assert!(msg.contains("spec.vertexAI"), "{msg}");
+
+    let mut bad_accel = job();
+    bad_accel.spec.vertex_ai.as_mut().unwrap().accelerator_type = Some("NVIDIA_TESLA_T5".into());
+    let err = client.ensure_created(&bad_accel, 1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidSpec);
+    assert!(err.to_string().contains("NVIDIA_TESLA_T5"), "{err}");
+
+    assert_eq!(
+        standin.requests_to(Route::Create).len(),
+        2,
+        "each tried once"
+    );
+    assert!(standin.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_spec_fails_before_any_request() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    type Breakage = fn(&mut MultiTaskTrainingJob);
+    let cases: [(Breakage, &str); 4] = [
+        (|j| j.spec.vertex_ai = None, "spec.vertexAI"),
+        (
+            |j| j.spec.checkpoints.uri = "/tmp/ckpt".into(),
+            "spec.checkpoints.uri",
+        ),
+        (|j| j.spec.image = None, "spec.image"),
+        (
+            |j| j.spec.vertex_ai.as_mut().unwrap().accelerator_type = None,
+            "spec.vertexAI.acceleratorType",
+        ),
+    ];
+    for (break_it, field) in cases {
+        let mut j = job();
+        break_it(&mut j);
+        let err = client.ensure_created(&j, 1).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSpec, "{field}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    assert!(standin.requests().is_empty());
+}
+
+/// The operator creates the CustomJob, restarts before writing `.status.vertexJobName`, and
+/// reconciles again with no saved name: the same CustomJob is adopted.
+#[tokio::test]
+async fn restart_between_create_and_status_write_leaves_one_job() {
+    let standin = VertexStandIn::start().await;
+    let first = client(&standin)
+        .await
+        .ensure_created(&job(), 1)
+        .await
+        .unwrap();
+    assert!(!first.adopted);
+
+    let restarted = client(&standin).await;
+    let again = restarted.ensure_created(&job(), 1).await.unwrap();
+    assert!(again.adopted);
+    assert_eq!(again.custom_job.name, first.custom_job.name);
+    assert_eq!(standin.jobs().len(), 1);
+    assert_eq!(standin.requests_to(Route::Create).len(), 1);
+
+    let filter = &standin.requests_to(Route::List)[1].query["filter"];
+    assert_eq!(
+        filter,
+        r#"labels.mtl-uid="1f0c6a7e-3b1d-4a8e-9c3f-0d2b7e9a4c11" AND labels.mtl-attempt="1""#
+    );
+
+    // The next attempt is a new CustomJob; another object's attempt 1 is not adopted.
+    let second = restarted.ensure_created(&job(), 2).await.unwrap();
+    assert!(!second.adopted);
+    let mut other = job();
+    other.metadata.uid = Some("0000-other".into());
+    assert!(!restarted.ensure_created(&other, 1).await.unwrap().adopted);
+    assert_eq!(standin.jobs().len(), 3);
+}
+
+/// A create that Vertex committed but whose response was lost (503): the retry finds it.
+#[tokio::test]
+async fn lost_create_response_is_adopted() {
+    let standin = VertexStandIn::start().await;
+    standin.inject(Fault::http(Route::Create, 503).after_commit());
+    let submitted = client(&standin)
+        .await
+        .ensure_created(&job(), 1)
+        .await
+        .unwrap();
+    assert!(submitted.adopted);
+    assert_eq!(standin.jobs().len(), 1);
+    assert_eq!(standin.requests_to(Route::Create).len(), 1);
+}
+
+#[tokio::test]
+async fn cancel_and_stop() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    let job = job();
+    let name = client
+        .ensure_created(&job, 1)
+        .await
+        .unwrap()
+        .custom_job
+        .name;
+    standin.set_state(&name, "JOB_STATE_RUNNING");
+
+    assert_eq!(
+        client.cancel(&name).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        standin.requests_to(Route::Cancel)[0].path,
+        format!("/v1/{name}:cancel")
+    );
+    let seen = observe(&client.get(&name).await.unwrap().unwrap());
+    assert_eq!(
+        (seen.phase, seen.reason),
+        (JobPhase::Suspended, "VertexJobCancelling")
+    );
+
+    // stop: still cancelling, so not stopped yet; no second cancel request.
+    assert_eq!(
+        client.stop(&job).await.unwrap(),
+        StopState::Stopping {
+            names: vec![name.clone()]
+        }
+    );
+    assert_eq!(standin.requests_to(Route::Cancel).len(), 1);
+    standin.set_state(&name, "JOB_STATE_CANCELLED");
+    assert_eq!(client.stop(&job).await.unwrap(), StopState::Stopped);
+    assert_eq!(
+        client.cancel(&name).await.unwrap(),
+        CancelOutcome::AlreadyFinished
+    );
+
+    // stop finds a running CustomJob whose name never reached the status.
+    let unsaved = client
+        .ensure_created(&job, 2)
+        .await
+        .unwrap()
+        .custom_job
+        .name;
+    standin.set_state(&unsaved, "JOB_STATE_RUNNING");
+    assert_eq!(
+        client.stop(&job).await.unwrap(),
+        StopState::Stopping {
+            names: vec![unsaved.clone()]
+        }
+    );
+    assert_eq!(
+        standin.job(&unsaved).unwrap()["state"],
+        "JOB_STATE_CANCELLING"
+    );
+
+    // Delete: refused while cancelling, done once cancelled.
+    let err = client.delete(&unsaved).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Other);
+    standin.set_state(&unsaved, "JOB_STATE_CANCELLED");
+    assert!(matches!(
+        client.delete(&unsaved).await.unwrap(),
+        DeleteOutcome::Deleting { operation } if operation.starts_with(&unsaved)
+    ));
+    assert!(standin.job(&unsaved).is_none());
+}
+
+#[tokio::test]
+async fn cancel_or_delete_of_missing_job_is_ok() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    let gone = format!("{PARENT}/customJobs/424242");
+    assert_eq!(client.cancel(&gone).await.unwrap(), CancelOutcome::NotFound);
+    assert_eq!(client.delete(&gone).await.unwrap(), DeleteOutcome::NotFound);
+    assert!(client.get(&gone).await.unwrap().is_none());
+    assert_eq!(client.stop(&job()).await.unwrap(), StopState::Stopped);
+
+    // An injected 404 on an existing job reads the same way.
+    let name = client
+        .ensure_created(&job(), 1)
+        .await
+        .unwrap()
+        .custom_job
+        .name;
+    standin.fail_next(Route::Cancel, 404, 1);
+    assert_eq!(client.cancel(&name).await.unwrap(), CancelOutcome::NotFound);
+}
+
+#[tokio::test]
+async fn clients_are_shared_per_region() {
+    let standin = VertexStandIn::start().await;
+    let clients = VertexClients::with_endpoint(standin.url()).with_retry(fast());
+    let a = clients.for_job(&job()).await.unwrap();
+    let b = clients.for_region("us-central1").await.unwrap();
+    assert_eq!(a.endpoint(), b.endpoint());
+    a.ensure_created(&job(), 1).await.unwrap();
+    assert!(b.ensure_created(&job(), 1).await.unwrap().adopted);
+}
+
+#[tokio::test]
+async fn cli_submit_status_cancel() {
+    let standin = VertexStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A bare spec, as `mtl-trainer --job` also reads it: named after the file, namespace default.
+    let manifest: Value = serde_yaml::from_str(MANIFEST).unwrap();
+    let path = dir.path().join("glue-pair.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&manifest["spec"]).unwrap()).unwrap();
+    let cli = VertexCli::with_endpoint(standin.url()).with_retry(fast());
+
+    let out = cli.submit(&path).await.unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].action, "submitted");
+    assert_eq!(out[0].display_name, "default-glue-pair-1");
+    assert_eq!(out[0].attempt, Some(1));
+    let name = out[0].name.clone();
+    assert!(out[0].to_string().contains("console.cloud.google.com"));
+    let labels = &standin.create_bodies()[0]["labels"];
+    assert_eq!(labels["mtl-job"], "glue-pair");
+    assert_eq!(labels["mtl-namespace"], "default");
+    assert!(labels["mtl-uid"].as_str().unwrap().starts_with("local-"));
+
+    // A second submit while the first runs does not start another.
+    standin.set_state(&name, "JOB_STATE_RUNNING");
+    let out = cli.submit(&path).await.unwrap();
+    assert_eq!(out[0].name, name);
+    assert!(out[0].action.starts_with("already active"));
+    assert_eq!(standin.jobs().len(), 1);
+
+    let by_file = cli.status(path.to_str().unwrap()).await.unwrap();
+    assert_eq!(by_file[0].state, "JOB_STATE_RUNNING");
+    let by_name = cli.status(&name).await.unwrap();
+    assert_eq!(by_name[0].phase, JobPhase::Running);
+
+    let out = cli.cancel(path.to_str().unwrap()).await.unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].action, "cancel requested");
+    assert_eq!(out[0].state, "JOB_STATE_CANCELLING");
+    standin.set_state(&name, "JOB_STATE_CANCELLED");
+    let out = cli.cancel(&name).await.unwrap();
+    assert_eq!(out[0].action, "already finished, nothing to cancel");
+
+    // After it finished, submit starts attempt 2.
+    let out = cli.submit(&path).await.unwrap();
+    assert_eq!(out[0].attempt, Some(2));
+    assert_eq!(out[0].display_name, "default-glue-pair-2");
+
+    // A manifest keeps its own name and namespace.
+    let full = dir.path().join("whatever.yaml");
+    std::fs::write(&full, MANIFEST).unwrap();
+    let out = cli.submit(&full).await.unwrap();
+    assert_eq!(out[0].display_name, "research-stsb-rte-1");
+
+    let missing = cli
+        .status(dir.path().join("nope.yaml").to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("nope.yaml"), "{missing}");
+}
+
+#[test]
+fn job_state_names_match_the_api() {
+    assert_eq!(
+        JobState::PartiallySucceeded.name(),
+        Some("JOB_STATE_PARTIALLY_SUCCEEDED")
+    );
+}
+
+/// The controller's view: `AttemptBackend` over the stand-in.
+#[tokio::test]
+async fn attempt_backend_round_trip() {
+    use mtl_operator::backend::{AttemptBackend, AttemptState};
+    use mtl_operator::vertex::VertexBackend;
+    use std::sync::Arc;
+
+    let standin = VertexStandIn::start().await;
+    let backend = VertexBackend::new(Arc::new(
+        VertexClients::with_endpoint(standin.url()).with_retry(fast()),
+    ));
+    let mut job = job();
+    backend.validate(&job).unwrap();
+    assert_eq!(
+        backend.describe(&job, 2),
+        "Vertex AI CustomJob research-stsb-rte-2"
+    );
+    assert!(backend.observe(&job, 1).await.unwrap().is_none());
+
+    let mut status = mtl_crds::MultiTaskTrainingJobStatus {
+        attempt: 1,
+        ..Default::default()
+    };
+    backend.start(&job, 1, &mut status).await.unwrap();
+    let name = status.vertex_job_name.clone().unwrap();
+    assert!(
+        status
+            .vertex_job_console_url
+            .as_deref()
+            .unwrap()
+            .contains("training/")
+    );
+
+    // Found by label before the status is written, by name after.
+    let seen = backend.observe(&job, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (seen.name.as_str(), seen.state.clone()),
+        (name.as_str(), AttemptState::Pending)
+    );
+    job.status = Some(status.clone());
+    standin.set_state(&name, "JOB_STATE_RUNNING");
+    assert_eq!(
+        backend.observe(&job, 1).await.unwrap().unwrap().state,
+        AttemptState::Running
+    );
+
+    // start again (a lost status write) adopts.
+    backend.start(&job, 1, &mut status).await.unwrap();
+    assert_eq!(standin.jobs().len(), 1);
+
+    backend.stop(&job, 1, &name).await.unwrap();
+    let seen = backend.observe(&job, 1).await.unwrap().unwrap();
+    assert!(seen.terminating);
+    standin.set_state(&name, "JOB_STATE_CANCELLED");
+    assert!(matches!(
+        backend.observe(&job, 1).await.unwrap().unwrap().state,
+        AttemptState::Disrupted { .. }
+    ));
+
+    // Finalizer: cancels what still runs; a cancelled or missing job does not block it.
+    let second = client(&standin)
+        .await
+        .ensure_created(&job, 2)
+        .await
+        .unwrap()
+        .custom_job
+        .name;
+    standin.set_state(&second, "JOB_STATE_RUNNING");
+    backend.cleanup(&job).await.unwrap();
+    assert_eq!(
+        standin.job(&second).unwrap()["state"],
+        "JOB_STATE_CANCELLING"
+    );
+    backend
+        .stop(&job, 1, &format!("{PARENT}/customJobs/999999"))
+        .await
+        .unwrap();
+
+    // A 403 surfaces as a spec-class error (slow requeue) with the message intact.
+    standin.inject(Fault::permission_denied(
+        Route::Create,
+        "aiplatform.customJobs.create",
+        PARENT,
+    ));
+    let err = backend.start(&job, 3, &mut status).await.unwrap_err();
+    assert_eq!(err.kind(), mtl_operator::ErrorKind::BadSpec);
+    assert!(
+        err.to_string().contains("aiplatform.customJobs.create"),
+        "{err}"
+    );
+    // A 503 storm surfaces as transient.
+    standin.fail_next(Route::List, 503, 4);
+    let err = backend.observe(&job, 3).await.unwrap_err();
+    assert_eq!(err.kind(), mtl_operator::ErrorKind::Transient);
+}

@@ -1,0 +1,222 @@
+//! Checkpoint layout and commit protocol (DESIGN.md, "Checkpoints"):
+//!
+//! ```text
+//! <uri>/checkpoint-<step>/model.safetensors      encoder + all heads
+//! <uri>/checkpoint-<step>/optimizer.safetensors  AdamW moments
+//! <uri>/checkpoint-<step>/trainer_state.json     step, schedule, sampler position, metrics
+//! <uri>/checkpoint-<step>/config.json, tokenizer.json, tasks.json
+//! <uri>/checkpoints.json                          the manifest, newest last
+//! ```
+//! Files are uploaded first; the manifest is rewritten last, so readers never see a partial
+//! checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mtl_crds::{CheckpointRef, TaskSpec};
+use mtl_storage::manifest::checkpoint_uri;
+use mtl_storage::{Manifest, Storage, is_gcs, join};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TASKS_FILE: &str = "tasks.json";
+
+/// Files every checkpoint holds, uploaded in this order.
+pub const FILES: [&str; 6] = [
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    TASKS_FILE,
+    STATE_FILE,
+    OPTIMIZER_FILE,
+    MODEL_FILE,
+];
+
+/// Tokenizer side files copied along when the pretrained model has them, so an exported
+/// model loads with `AutoTokenizer` too.
+pub const TOKENIZER_EXTRAS: [&str; 5] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// One line of the training log kept in `trainer_state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogEntry {
+    pub step: u64,
+    pub epoch: f64,
+    pub loss: f64,
+    pub learning_rate: f64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_losses: BTreeMap<String, f64>,
+}
+
+/// `trainer_state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub global_step: u64,
+    /// Micro-batches consumed: the sampler's whole state (it is a pure function of this).
+    pub micro_step: u64,
+    pub epoch: f64,
+    pub total_steps: u64,
+    pub warmup_steps: u64,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// spec.model.maxLength the model was trained with (predict and eval reuse it).
+    #[serde(default)]
+    pub max_length: Option<u32>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub log_history: Vec<LogEntry>,
+    #[serde(default)]
+    pub eval_history: Vec<BTreeMap<String, f64>>,
+}
+
+/// Sync facade over the async storage layer, for the (synchronous) training loop.
+pub struct Store {
+    rt: tokio::runtime::Runtime,
+    pub storage: Storage,
+}
+
+impl Store {
+    pub fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::io("tokio runtime"))?;
+        Ok(Self {
+            rt,
+            storage: Storage::new(),
+        })
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// A local path for `uri`, downloading it into `cache` once if it is remote.
+    pub fn fetch(&self, uri: &str, cache: &Path) -> Result<PathBuf> {
+        Ok(self.block_on(self.storage.fetch(uri, cache))?)
+    }
+
+    pub fn manifest(&self, base: &str) -> Result<Option<Manifest>> {
+        Ok(self.block_on(Manifest::load(&self.storage, base))?)
+    }
+}
+
+/// A checkpoint's files in a local directory, ready to be uploaded.
+pub struct Staged {
+    pub dir: PathBuf,
+    pub step: u64,
+}
+
+/// Where to write the files of checkpoint `step` before they are committed: the final
+/// directory itself for local URIs, a staging directory in the cache for gs://.
+pub fn staging_dir(base: &str, step: u64, cache: &Path) -> PathBuf {
+    if is_gcs(base) {
+        cache.join("staging").join(format!("checkpoint-{step}"))
+    } else {
+        PathBuf::from(checkpoint_uri(base, step))
+    }
+}
+
+/// Uploads a staged checkpoint and then commits it to the manifest.
+pub fn commit(
+    store: &Store,
+    base: &str,
+    staged: &Staged,
+    metrics: BTreeMap<String, f64>,
+    keep: Option<u32>,
+) -> Result<CheckpointRef> {
+    let uri = checkpoint_uri(base, staged.step);
+    if is_gcs(base) {
+        for name in FILES
+            .iter()
+            .copied()
+            .chain(TOKENIZER_EXTRAS.iter().copied())
+        {
+            let file = staged.dir.join(name);
+            if file.exists() {
+                store.block_on(store.storage.upload(&file, &join(&uri, name)))?;
+            }
+        }
+    }
+    let entry = CheckpointRef {
+        step: staged.step,
+        uri: uri.clone(),
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        metrics,
+    };
+    let mut manifest = store.manifest(base)?.unwrap_or_default();
+    store.block_on(manifest.commit(&store.storage, base, entry.clone(), keep))?;
+    if is_gcs(base) {
+        let _ = std::fs::remove_dir_all(&staged.dir);
+    }
+    Ok(entry)
+}
+
+/// Makes checkpoint `entry`'s files available locally (downloading from gs:// into `cache`).
+pub fn localize(store: &Store, entry: &CheckpointRef, cache: &Path) -> Result<PathBuf> {
+    if !is_gcs(&entry.uri) {
+        return Ok(PathBuf::from(&entry.uri));
+    }
+    let mut dir = None;
+    for name in FILES {
+        let path = store.fetch(&join(&entry.uri, name), cache)?;
+        dir = path.parent().map(Path::to_path_buf);
+    }
+    for name in TOKENIZER_EXTRAS {
+        match store.block_on(store.storage.fetch(&join(&entry.uri, name), cache)) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    dir.ok_or_else(|| Error::file(&entry.uri, "checkpoint has no files"))
+}
+
+/// The newest committed checkpoint under `base`, or an explicit checkpoint URI.
+pub fn resolve(store: &Store, base: &str, explicit: Option<&str>) -> Result<CheckpointRef> {
+    if let Some(uri) = explicit {
+        return Ok(CheckpointRef {
+            step: 0,
+            uri: uri.to_string(),
+            time: String::new(),
+            metrics: BTreeMap::new(),
+        });
+    }
+    store
+        .manifest(base)?
+        .and_then(|m| m.latest().cloned())
+        .ok_or_else(|| {
+            Error::file(
+                join(base, mtl_storage::MANIFEST_NAME),
+                "no committed checkpoint (train first, or pass --checkpoint)",
+            )
+        })
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path.display(), e.to_string()))
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::file(path.display(), e.to_string()))?;
+    std::fs::write(path, text).map_err(Error::io(path))
+}
+
+/// The tasks a checkpoint was trained on (`tasks.json`).
+pub fn read_tasks(dir: &Path) -> Result<Vec<TaskSpec>> {
+    read_json(&dir.join(TASKS_FILE))
+}

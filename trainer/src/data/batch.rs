@@ -1,0 +1,84 @@
+//! Batches padded to the longest sequence in the batch (not to maxLength).
+
+use tch::{Device, Kind, Tensor};
+
+use super::TokenizedExample;
+
+/// Model inputs for `examples` examples of `choices` sequences each, flattened to
+/// (examples * choices, seq).
+#[derive(Debug)]
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub token_type_ids: Tensor,
+    pub attention_mask: Tensor,
+    pub labels: Option<Tensor>,
+    pub examples: usize,
+    pub choices: usize,
+    /// Non-padding tokens in the batch.
+    pub real_tokens: usize,
+    /// Tokens including padding.
+    pub padded_tokens: usize,
+}
+
+/// Builds batches with the model's padding id.
+#[derive(Debug, Clone, Copy)]
+pub struct Batcher {
+    pub pad_id: i64,
+    pub regression: bool,
+    pub device: Device,
+    /// Pad every batch to this length instead of its longest sequence (benchmarks of the
+    /// original's fixed padding).
+    pub pad_to: Option<usize>,
+}
+
+impl Batcher {
+    pub fn collate(&self, items: &[&TokenizedExample]) -> Batch {
+        let choices = items.first().map_or(1, |e| e.seqs.len());
+        let longest = items
+            .iter()
+            .flat_map(|e| e.seqs.iter())
+            .map(|s| s.ids.len())
+            .max()
+            .unwrap_or(1);
+        let len = self.pad_to.map_or(longest, |p| p.max(longest));
+        let rows = items.len() * choices;
+        let mut ids = vec![self.pad_id; rows * len];
+        let mut types = vec![0i64; rows * len];
+        let mut mask = vec![0i64; rows * len];
+        let mut real = 0;
+        for (r, seq) in items.iter().flat_map(|e| e.seqs.iter()).enumerate() {
+            let row = r * len;
+            for (j, (&id, &ty)) in seq.ids.iter().zip(&seq.type_ids).enumerate() {
+                ids[row + j] = i64::from(id);
+                types[row + j] = i64::from(ty);
+                mask[row + j] = 1;
+            }
+            real += seq.ids.len();
+        }
+        let shape = [rows as i64, len as i64];
+        let to = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(self.device);
+        let labels = items
+            .iter()
+            .map(|e| e.label)
+            .collect::<Option<Vec<f64>>>()
+            .map(|l| {
+                let t = Tensor::from_slice(&l);
+                let t = if self.regression {
+                    t.to_kind(Kind::Float)
+                } else {
+                    t.to_kind(Kind::Int64)
+                };
+                t.to_device(self.device)
+            });
+        Batch {
+            input_ids: to(&ids),
+            token_type_ids: to(&types),
+            attention_mask: to(&mask),
+            labels,
+            examples: items.len(),
+            choices,
+            real_tokens: real,
+            padded_tokens: rows * len,
+        }
+    }
+}

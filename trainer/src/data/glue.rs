@@ -1,0 +1,90 @@
+//! GLUE TSV: tab-separated, a header row, no quoting (GLUE's STS-B and RTE files contain
+//! bare quote characters).
+
+use mtl_crds::TaskSpec;
+
+use super::{Example, RawLabel, parse_label};
+use crate::{Error, Result};
+
+pub fn read(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Result<Vec<Example>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .quoting(false)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
+        .clone();
+    let column = |name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| {
+            Error::Line {
+                path: path.into(),
+                line: 1,
+                message: format!(
+                    "missing column {name:?} (columns: {})",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ),
+            }
+        })
+    };
+    let text_cols = task
+        .text_fields
+        .iter()
+        .map(|f| column(f))
+        .collect::<Result<Vec<_>>>()?;
+    if text_cols.is_empty() || text_cols.len() > 2 {
+        return Err(Error::file(path, "textFields must name one or two columns"));
+    }
+    let label_col = match &task.label_field {
+        Some(f) => Some(column(f)),
+        None if require_labels => {
+            return Err(Error::file(
+                path,
+                format!("task {}: labelField is required for training data", task.name),
+            ));
+        }
+        None => None,
+    }
+    .transpose()?;
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| Error::file(path, e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let err = |message: String| Error::Line {
+            path: path.into(),
+            line,
+            message,
+        };
+        if record.len() == 1 && record.get(0).is_some_and(|s| s.trim().is_empty()) {
+            continue;
+        }
+        let field = |i: usize| {
+            record.get(i).ok_or_else(|| {
+                err(format!(
+                    "row has {} fields, expected column {:?}",
+                    record.len(),
+                    &headers[i]
+                ))
+            })
+        };
+        let a = field(text_cols[0])?.to_string();
+        let b = text_cols.get(1).map(|&i| field(i)).transpose()?.map(str::to_string);
+        let label = match label_col {
+            Some(i) => match record.get(i).map(str::trim) {
+                Some(raw) if !raw.is_empty() => {
+                    Some(parse_label(task, RawLabel::Text(raw)).map_err(&err)?)
+                }
+                _ if require_labels => return Err(err(format!("missing label {:?}", &headers[i]))),
+                _ => None,
+            },
+            None => None,
+        };
+        out.push(Example {
+            seqs: vec![(a, b)],
+            label,
+        });
+    }
+    Ok(out)
+}

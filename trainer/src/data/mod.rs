@@ -1,0 +1,96 @@
+//! Task data: readers for the supported file formats, tokenization and batching.
+//!
+//! Every task becomes a list of [`Example`]s: one or more sequences (a sentence or a sentence
+//! pair; one per choice for multiple choice) and an optional label (a score, a class index or
+//! a choice index). Readers report the file and line of anything they cannot use.
+
+mod batch;
+mod glue;
+mod jsonl;
+mod tokenize;
+
+use std::path::Path;
+
+use mtl_crds::{DataFormat, TaskSpec, TaskType};
+
+pub use batch::{Batch, Batcher};
+pub use tokenize::{Encoded, TextEncoder, TokenizedExample};
+
+use crate::{Error, Result};
+
+/// One example before tokenization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// (text, optional pair text): one entry, or one per choice for multiple choice.
+    pub seqs: Vec<(String, Option<String>)>,
+    /// Regression score, class index or choice index.
+    pub label: Option<f64>,
+}
+
+/// Reads a task's file. `require_labels`: every record must have a valid label.
+pub fn read_examples(
+    task: &TaskSpec,
+    path: &Path,
+    shown: &str,
+    require_labels: bool,
+) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let examples = match task.format {
+        DataFormat::GlueTsv => glue::read(task, shown, &text, require_labels)?,
+        DataFormat::CommonsenseQaJsonl => jsonl::read_csqa(task, shown, &text, require_labels)?,
+        DataFormat::Jsonl => jsonl::read_generic(task, shown, &text, require_labels)?,
+    };
+    if examples.is_empty() {
+        return Err(Error::file(shown, "no examples in file"));
+    }
+    Ok(examples)
+}
+
+/// A raw label value as it appears in a file.
+pub(crate) enum RawLabel<'a> {
+    Text(&'a str),
+    Number(f64),
+}
+
+/// Turns a raw label into the number the loss needs, or says what is wrong with it.
+pub(crate) fn parse_label(task: &TaskSpec, raw: RawLabel<'_>) -> std::result::Result<f64, String> {
+    match (task.task_type, raw) {
+        (TaskType::Regression, RawLabel::Number(x)) => Ok(x),
+        (TaskType::Regression, RawLabel::Text(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("label {s:?} is not a number")),
+        (_, raw) => {
+            let limit = match task.task_type {
+                TaskType::MultipleChoice => task.num_choices.unwrap_or(0) as usize,
+                _ => task.num_outputs() as usize,
+            };
+            let index = match raw {
+                RawLabel::Text(s) => {
+                    let s = s.trim();
+                    match &task.label_names {
+                        Some(names) => names.iter().position(|n| n == s).or_else(|| {
+                            s.parse::<usize>().ok().filter(|_| names.iter().all(|n| n.parse::<usize>().is_err()))
+                        }),
+                        None => s.parse::<usize>().ok(),
+                    }
+                    .ok_or_else(|| match &task.label_names {
+                        Some(names) => format!("label {s:?} is not one of {names:?}"),
+                        None => format!("label {s:?} is not a class index"),
+                    })?
+                }
+                RawLabel::Number(x) if x >= 0.0 && x.fract() == 0.0 => x as usize,
+                RawLabel::Number(x) => return Err(format!("label {x} is not a class index")),
+            };
+            if index >= limit {
+                return Err(format!("label index {index} is out of range (0..{limit})"));
+            }
+            Ok(index as f64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,45 @@
+//! The trainer's error type: every variant says which file, field or value is at fault.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Job(#[from] mtl_crds::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{path}:{line}: {message}")]
+    Line {
+        path: String,
+        line: u64,
+        message: String,
+    },
+    #[error(transparent)]
+    Storage(#[from] mtl_storage::Error),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer { path: String, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn file(path: impl std::fmt::Display, message: impl Into<String>) -> Self {
+        Error::File {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.as_ref().display().to_string();
+        move |source| Error::Io { path, source }
+    }
+}

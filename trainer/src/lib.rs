@@ -1,0 +1,23 @@
+//! `mtl-trainer`: one shared HuggingFace encoder (BERT or RoBERTa) fine-tuned jointly on
+//! several tasks, each with its own head, on libtorch through tch.
+//!
+//! Where things live: `model/` (encoder, heads, the multi-task model and HF weight names),
+//! `data/` (file readers, tokenization, batching), `sampling` (which task each step trains),
+//! `optim` (AdamW and the LR schedule), `metrics`, `checkpoint` (layout and manifest),
+//! `train` (the loop), `predict` and `export` (a standalone HF model per task).
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod export;
+pub mod job;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod predict;
+pub mod progress;
+pub mod sampling;
+pub mod train;
+
+pub use error::{Error, Result};

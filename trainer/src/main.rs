@@ -1,0 +1,251 @@
+//! `mtl-trainer`: train, evaluate, predict with and export multi-task models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use mtl_crds::MultiTaskTrainingJobSpec;
+use mtl_trainer::checkpoint::{self, Store};
+use mtl_trainer::job::{self, Overrides};
+use mtl_trainer::predict::{self, Loaded};
+use mtl_trainer::train::{self, RunOptions};
+use tch::Device;
+
+#[derive(Parser)]
+#[command(name = "mtl-trainer", version, about = "Multi-task fine-tuning of a shared encoder")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// cpu, cuda, cuda:N, or auto (CUDA when available).
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
+    /// Intra-op CPU threads (libtorch's default when unset).
+    #[arg(long, global = true)]
+    threads: Option<i32>,
+    /// Cache for gs:// models, data and checkpoint staging.
+    #[arg(long, global = true, env = "MTL_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct JobArgs {
+    /// A MultiTaskTrainingJob manifest or bare spec (YAML or JSON).
+    #[arg(long, conflicts_with = "job_json")]
+    job: Option<PathBuf>,
+    /// The spec as JSON (how the operator starts the trainer).
+    #[arg(long)]
+    job_json: Option<String>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+impl JobArgs {
+    fn spec(&self) -> Result<MultiTaskTrainingJobSpec> {
+        let mut spec = match (&self.job, &self.job_json) {
+            (Some(path), _) => job::load_file(path)?,
+            (None, Some(json)) => job::from_json(json)?,
+            (None, None) => bail!("give --job FILE or --job-json JSON"),
+        };
+        self.overrides.apply(&mut spec);
+        Ok(spec)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train (resuming from the newest checkpoint under spec.checkpoints.uri).
+    Train {
+        #[command(flatten)]
+        job: JobArgs,
+        /// Checkpoint and stop after this many steps, as on SIGTERM.
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// Evaluate a checkpoint (default: the newest) on the job's validation sets.
+    Eval {
+        #[command(flatten)]
+        job: JobArgs,
+        #[arg(long)]
+        checkpoint: Option<String>,
+    },
+    /// Predict one task for a JSONL file; writes JSONL.
+    Predict {
+        #[command(flatten)]
+        job: JobArgs,
+        #[arg(long)]
+        checkpoint: Option<String>,
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file (stdout when unset).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
+    /// Write one task as a standalone HuggingFace model directory.
+    Export {
+        #[command(flatten)]
+        job: JobArgs,
+        #[arg(long)]
+        checkpoint: Option<String>,
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List the committed checkpoints under a location, newest last.
+    Checkpoints {
+        /// Checkpoint location (gs://bucket/prefix or a directory).
+        uri: String,
+    },
+}
+
+fn device(name: &str) -> Result<Device> {
+    Ok(match name {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Device::Cuda(n),
+            None => bail!("--device {other:?}: expected cpu, cuda, cuda:N or auto"),
+        },
+    })
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.compact().init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+/// Exit code after a checkpoint on SIGTERM (128 + 15, as a shell reports it).
+const EXIT_STOPPED: u8 = 143;
+
+fn main() -> ExitCode {
+    init_logging();
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::error!(error = %message, "mtl-trainer failed");
+            eprintln!("error: {message}");
+            // Kubernetes shows this file as the container's termination message.
+            let log = std::env::var("MTL_TERMINATION_LOG").unwrap_or_else(|_| "/dev/termination-log".into());
+            if std::path::Path::new(&log).exists() {
+                let _ = std::fs::write(&log, &message);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n);
+    }
+    let device = device(&cli.device)?;
+    let cache = cli
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("mtl-cache"));
+    match cli.command {
+        Command::Train { job, stop_after } => {
+            let spec = job.spec()?;
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+            }
+            let opts = RunOptions {
+                device,
+                cache_dir: cache,
+                progress: true,
+                stop,
+                stop_after,
+            };
+            let outcome = train::train(&spec, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                "step": outcome.step,
+                "total_steps": outcome.total_steps,
+                "interrupted": outcome.interrupted,
+                "resumed_from": outcome.resumed_from,
+                "checkpoint": outcome.checkpoint.as_ref().map(|c| &c.uri),
+                "metrics": outcome.metrics,
+            }))?);
+            Ok(if outcome.interrupted {
+                ExitCode::from(EXIT_STOPPED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Eval { job, checkpoint } => {
+            let spec = job.spec()?;
+            let store = Store::new()?;
+            let entry = checkpoint::resolve(&store, &spec.checkpoints.uri, checkpoint.as_deref())?;
+            let loaded = Loaded::load(&store, entry, &cache, device)?;
+            let tasks = train::load_tasks(&store, &spec, &loaded.encoder, &cache, false)?;
+            let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;
+            let metrics = train::evaluate(&loaded.model, &tasks, bs, spec.training.precision);
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                "checkpoint": loaded.entry.uri,
+                "metrics": metrics,
+            }))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict { job, checkpoint, task, input, output, batch_size } => {
+            let store = Store::new()?;
+            let entry = checkpoint_for(&store, &job, checkpoint.as_deref())?;
+            let loaded = Loaded::load(&store, entry, &cache, device)?;
+            let preds = predict::predict(&loaded, &task, &input, batch_size)?;
+            let mut text = String::new();
+            for p in preds {
+                text.push_str(&serde_json::to_string(&p)?);
+                text.push('\n');
+            }
+            match output {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { job, checkpoint, task, out } => {
+            let store = Store::new()?;
+            let entry = checkpoint_for(&store, &job, checkpoint.as_deref())?;
+            let loaded = Loaded::load(&store, entry, &cache, device)?;
+            mtl_trainer::export::export(&loaded, &task, &out)?;
+            eprintln!("exported task {task} from {} to {}", loaded.entry.uri, out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoints { uri } => {
+            let store = Store::new()?;
+            let manifest = store.manifest(&uri)?.unwrap_or_default();
+            if manifest.checkpoints.is_empty() {
+                eprintln!("no committed checkpoints under {uri}");
+            }
+            for c in &manifest.checkpoints {
+                println!("{}", serde_json::to_string(c)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `--checkpoint` when given, else the newest checkpoint of the job's checkpoint location.
+fn checkpoint_for(store: &Store, job: &JobArgs, explicit: Option<&str>) -> Result<mtl_crds::CheckpointRef> {
+    if let Some(uri) = explicit {
+        return Ok(checkpoint::resolve(store, "", Some(uri))?);
+    }
+    let spec = job.spec().context("--checkpoint not given, so the job's checkpoint location is needed")?;
+    Ok(checkpoint::resolve(store, &spec.checkpoints.uri, None)?)
+}
