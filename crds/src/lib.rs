@@ -52,7 +52,11 @@ pub enum Error {
         type_ = "string",
         json_path = ".status.latestCheckpoint"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -78,11 +82,7 @@ pub struct MultiTaskTrainingJobSpec {
     pub checkpoints: CheckpointSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
-    #[serde(
-        default,
-        rename = "vertexAI",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "vertexAI", skip_serializing_if = "Option::is_none")]
     pub vertex_ai: Option<VertexAiSpec>,
     #[serde(default)]
     pub run_policy: RunPolicy,
@@ -146,7 +146,10 @@ pub enum DataFormat {
 )]
 pub struct TaskSpec {
     /// Task name: names the head, the metrics and the exported model.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
+    )]
     pub name: String,
     #[serde(rename = "type")]
     pub task_type: TaskType,
@@ -426,7 +429,10 @@ impl MultiTaskTrainingJobSpec {
         }
         for (i, t) in self.tasks.iter().enumerate() {
             if self.tasks[..i].iter().any(|u| u.name == t.name) {
-                return Err(format!("spec.tasks[{i}].name: duplicate task name {:?}", t.name));
+                return Err(format!(
+                    "spec.tasks[{i}].name: duplicate task name {:?}",
+                    t.name
+                ));
             }
             let at = |f: &str| format!("spec.tasks[{i}] ({}).{f}", t.name);
             match t.task_type {
@@ -446,8 +452,12 @@ impl MultiTaskTrainingJobSpec {
                     }
                 }
                 TaskType::MultipleChoice => match t.num_choices {
-                    None => return Err(format!("{}: required for multipleChoice", at("numChoices"))),
-                    Some(n) if n < 2 => return Err(format!("{}: must be at least 2", at("numChoices"))),
+                    None => {
+                        return Err(format!("{}: required for multipleChoice", at("numChoices")));
+                    }
+                    Some(n) if n < 2 => {
+                        return Err(format!("{}: must be at least 2", at("numChoices")));
+                    }
                     _ => {}
                 },
                 TaskType::Regression => {}
@@ -459,13 +469,18 @@ impl MultiTaskTrainingJobSpec {
                 && t.task_type == TaskType::MultipleChoice
                 && t.choices_field.is_none()
             {
-                return Err(format!("{}: required for jsonl multipleChoice", at("choicesField")));
+                return Err(format!(
+                    "{}: required for jsonl multipleChoice",
+                    at("choicesField")
+                ));
             }
         }
         if self.sampling.strategy == SamplingStrategy::Temperature
             && self.sampling.temperature.is_none_or(|t| t <= 0.0)
         {
-            return Err("spec.sampling.temperature: required and > 0 for strategy temperature".into());
+            return Err(
+                "spec.sampling.temperature: required and > 0 for strategy temperature".into(),
+            );
         }
         if self.training.batch_size == 0 {
             return Err("spec.training.batchSize: must be at least 1".into());

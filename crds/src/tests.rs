@@ -80,9 +80,12 @@ fn bad_field_error_names_file_line_and_field() {
 
 #[test]
 fn wrong_kind_and_duplicate_names_are_rejected() {
-    let err = parse_job("j.yaml", &MINIMAL.replace("kind: MultiTaskTrainingJob", "kind: Pod"))
-        .unwrap_err()
-        .to_string();
+    let err = parse_job(
+        "j.yaml",
+        &MINIMAL.replace("kind: MultiTaskTrainingJob", "kind: Pod"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("Pod"), "{err}");
     let dup = MINIMAL.replace("name: rte", "name: stsb");
     let err = parse_job("j.yaml", &dup).unwrap_err().to_string();
@@ -110,7 +113,10 @@ fn cel_rules_accept_a_valid_spec() {
 fn cel_rules_reject_duplicate_task_names() {
     let mut v = spec_json();
     v["tasks"][1]["name"] = "stsb".into();
-    let err = format!("{:?}", MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err());
+    let err = format!(
+        "{:?}",
+        MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err()
+    );
     assert!(err.contains("task names must be unique"), "{err}");
 }
 
@@ -118,7 +124,10 @@ fn cel_rules_reject_duplicate_task_names() {
 fn cel_rules_reject_vertex_backend_without_settings() {
     let mut v = spec_json();
     v["backend"] = "vertexAI".into();
-    let err = format!("{:?}", MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err());
+    let err = format!(
+        "{:?}",
+        MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err()
+    );
     assert!(err.contains("vertexAI"), "{err}");
 }
 
@@ -126,6 +135,9 @@ fn cel_rules_reject_vertex_backend_without_settings() {
 fn cel_rules_reject_classification_without_labels() {
     let mut v = spec_json();
     v["tasks"][1].as_object_mut().unwrap().remove("labelNames");
-    let err = format!("{:?}", TaskSpec::validate_cel(&v["tasks"][1], None).unwrap_err());
+    let err = format!(
+        "{:?}",
+        TaskSpec::validate_cel(&v["tasks"][1], None).unwrap_err()
+    );
     assert!(err.contains("numLabels"), "{err}");
 }

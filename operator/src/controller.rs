@@ -23,6 +23,7 @@ use crate::backend::pods::{LABEL_JOB, PodOptions, Pods};
 use crate::decide::{self, Decision, ManifestRead, Note, Observation};
 use crate::metrics::Metrics;
 use crate::status::{self, cond};
+use crate::vertex::{VertexBackend, VertexClients};
 use crate::{Error, Result};
 
 /// Finalizer that lets the operator stop a job's pods (and let them checkpoint) before the job
@@ -58,6 +59,9 @@ pub struct Context {
     pub storage: Storage,
     pub metrics: Arc<Metrics>,
     pub config: Config,
+    /// Vertex AI clients, one per region (regional endpoints with ADC, or
+    /// `MTL_VERTEX_ENDPOINT` for a stand-in).
+    pub vertex: Arc<VertexClients>,
 }
 
 impl Context {
@@ -75,6 +79,7 @@ impl Context {
             storage,
             metrics,
             config,
+            vertex: Arc::new(VertexClients::from_env()),
         }
     }
 }
@@ -132,13 +137,10 @@ async fn apply(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
             };
             reconcile_with(&pods, job, ctx).await
         }
-        // ─── DISPATCH POINT: backend: vertexAI ────────────────────────────────────────────
-        // The Vertex AI backend (crate::vertex) implements `backend::AttemptBackend`; once it
-        // lands, build it here and call `reconcile_with(&vertex, job, ctx).await`. Everything
-        // else (decisions, status, events, metrics) is shared with the pods backend.
-        Backend::VertexAi => Err(Error::BackendUnavailable {
-            backend: "vertexAI",
-        }),
+        // Decisions, status, events and metrics are shared with the pods backend.
+        Backend::VertexAi => {
+            reconcile_with(&VertexBackend::new(ctx.vertex.clone()), job, ctx).await
+        }
     }
 }
 
@@ -152,11 +154,9 @@ async fn cleanup(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
             };
             pods.cleanup(job).await?;
         }
-        // ─── DISPATCH POINT: backend: vertexAI (cleanup) ─────────────────────────────────
-        // Cancel the Vertex AI custom job here. Until that backend lands there is nothing this
-        // build could have started, so deletion must not be blocked.
+        // Cancels every attempt's CustomJob; the finalizer stays until Vertex AI accepted.
         Backend::VertexAi => {
-            warn!(job = %job_key(job), "no Vertex AI backend in this build; nothing to clean up");
+            VertexBackend::new(ctx.vertex.clone()).cleanup(job).await?;
         }
     }
     publish(

@@ -33,9 +33,6 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    #[error("backend {backend} is not available in this build of mtl-operator")]
-    BackendUnavailable { backend: &'static str },
-
     #[error("lease {lease}: {message}")]
     Lease { lease: String, message: String },
 
@@ -120,7 +117,7 @@ impl Error {
             }
             Error::InvalidSpec { .. } => ErrorKind::BadSpec,
             Error::MissingField { .. } => ErrorKind::BadSpec,
-            Error::Serialize { .. } | Error::BackendUnavailable { .. } => ErrorKind::Internal,
+            Error::Serialize { .. } => ErrorKind::Internal,
             Error::Lease { .. } | Error::Io { .. } => ErrorKind::Transient,
         }
     }

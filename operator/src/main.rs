@@ -27,6 +27,19 @@ enum Command {
     Run(RunArgs),
     /// Print the MultiTaskTrainingJob CRD as YAML.
     Crd,
+    /// Run a job on Vertex AI without a cluster (Application Default Credentials).
+    #[command(subcommand)]
+    Vertex(VertexCommand),
+}
+
+#[derive(Subcommand)]
+enum VertexCommand {
+    /// Submit job.yaml as a Vertex AI CustomJob (one per attempt; a repeat reports the live one).
+    Submit { job: std::path::PathBuf },
+    /// Show the CustomJob(s) of job.yaml, or of projects/…/customJobs/ID.
+    Status { target: String },
+    /// Cancel the CustomJob(s) of job.yaml, or projects/…/customJobs/ID.
+    Cancel { target: String },
 }
 
 #[derive(clap::Args)]
@@ -73,6 +86,22 @@ async fn main() -> anyhow::Result<()> {
             let yaml = serde_yaml::to_string(&mtl_crds::MultiTaskTrainingJob::crd())
                 .context("serialising the CRD")?;
             print!("{yaml}");
+            Ok(())
+        }
+        Command::Vertex(cmd) => {
+            mtl_operator::vertex::install_crypto_provider();
+            let out = match cmd {
+                VertexCommand::Submit { job } => mtl_operator::vertex::cli_submit(&job).await?,
+                VertexCommand::Status { target } => {
+                    mtl_operator::vertex::cli_status(&target).await?
+                }
+                VertexCommand::Cancel { target } => {
+                    mtl_operator::vertex::cli_cancel(&target).await?
+                }
+            };
+            for s in out {
+                print!("{s}");
+            }
             Ok(())
         }
         Command::Run(args) => {

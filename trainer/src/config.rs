@@ -191,7 +191,10 @@ mod tests {
         let err = ModelConfig::from_json("m/config.json", r#"{"model_type":"gpt2"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("m/config.json") && err.contains("gpt2"), "{err}");
+        assert!(
+            err.contains("m/config.json") && err.contains("gpt2"),
+            "{err}"
+        );
         let err = ModelConfig::from_json(
             "c.json",
             r#"{"model_type":"bert","vocab_size":10,"hidden_size":10,"num_hidden_layers":1,

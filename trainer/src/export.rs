@@ -28,14 +28,23 @@ pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(Error::io(out))?;
 
     let mut cfg: Value = read_json(&loaded.dir.join(checkpoint::CONFIG_FILE))?;
-    let obj = cfg
-        .as_object_mut()
-        .ok_or_else(|| Error::file(loaded.dir.join(checkpoint::CONFIG_FILE).display(), "not a JSON object"))?;
+    let obj = cfg.as_object_mut().ok_or_else(|| {
+        Error::file(
+            loaded.dir.join(checkpoint::CONFIG_FILE).display(),
+            "not a JSON object",
+        )
+    })?;
     obj.insert(
         "architectures".into(),
         json!([architecture(config.model_type.class_stem(), spec.task_type)]),
     );
-    for k in ["id2label", "label2id", "problem_type", "num_labels", "_name_or_path"] {
+    for k in [
+        "id2label",
+        "label2id",
+        "problem_type",
+        "num_labels",
+        "_name_or_path",
+    ] {
         obj.remove(k);
     }
     match spec.task_type {
@@ -50,8 +59,11 @@ pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
                 .label_names
                 .clone()
                 .unwrap_or_else(|| (0..n).map(|i| format!("LABEL_{i}")).collect());
-            let id2label: BTreeMap<String, &String> =
-                names.iter().enumerate().map(|(i, l)| (i.to_string(), l)).collect();
+            let id2label: BTreeMap<String, &String> = names
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l))
+                .collect();
             let label2id: BTreeMap<&String, usize> =
                 names.iter().enumerate().map(|(i, l)| (l, i)).collect();
             obj.insert("id2label".into(), json!(id2label));
@@ -84,7 +96,8 @@ pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
         })
         .collect();
     let path = out.join(checkpoint::MODEL_FILE);
-    Tensor::write_safetensors(&tensors, &path).map_err(|e| Error::file(path.display(), e.to_string()))?;
+    Tensor::write_safetensors(&tensors, &path)
+        .map_err(|e| Error::file(path.display(), e.to_string()))?;
 
     ModelAssets {
         dir: loaded.dir.clone(),

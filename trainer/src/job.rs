@@ -18,8 +18,8 @@ pub fn load_file(path: &Path) -> Result<MultiTaskTrainingJobSpec> {
 
 /// Reads the spec passed as JSON (`--job-json`). Paths are used as given.
 pub fn from_json(json: &str) -> Result<MultiTaskTrainingJobSpec> {
-    let spec: MultiTaskTrainingJobSpec = serde_json::from_str(json)
-        .map_err(|e| Error::Invalid(format!("--job-json: {e}")))?;
+    let spec: MultiTaskTrainingJobSpec =
+        serde_json::from_str(json).map_err(|e| Error::Invalid(format!("--job-json: {e}")))?;
     spec.validate()
         .map_err(|m| Error::Invalid(format!("--job-json: invalid job: {m}")))?;
     Ok(spec)

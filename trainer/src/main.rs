@@ -15,7 +15,11 @@ use mtl_trainer::train::{self, RunOptions};
 use tch::Device;
 
 #[derive(Parser)]
-#[command(name = "mtl-trainer", version, about = "Multi-task fine-tuning of a shared encoder")]
+#[command(
+    name = "mtl-trainer",
+    version,
+    about = "Multi-task fine-tuning of a shared encoder"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,10 +86,10 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
         /// Output file (stdout when unset).
-        #[arg(long)]
-        output: Option<PathBuf>,
+        #[arg(long = "out")]
+        out: Option<PathBuf>,
         #[arg(long, default_value_t = 32)]
-        batch_size: usize,
+        predict_batch_size: usize,
     },
     /// Write one task as a standalone HuggingFace model directory.
     Export {
@@ -121,7 +125,9 @@ fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.compact().init();
     } else {
@@ -141,7 +147,8 @@ fn main() -> ExitCode {
             tracing::error!(error = %message, "mtl-trainer failed");
             eprintln!("error: {message}");
             // Kubernetes shows this file as the container's termination message.
-            let log = std::env::var("MTL_TERMINATION_LOG").unwrap_or_else(|_| "/dev/termination-log".into());
+            let log = std::env::var("MTL_TERMINATION_LOG")
+                .unwrap_or_else(|_| "/dev/termination-log".into());
             if std::path::Path::new(&log).exists() {
                 let _ = std::fs::write(&log, &message);
             }
@@ -165,7 +172,8 @@ fn run() -> Result<ExitCode> {
             let spec = job.spec()?;
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+                signal_hook::flag::register(sig, stop.clone())
+                    .context("installing signal handlers")?;
             }
             let opts = RunOptions {
                 device,
@@ -175,14 +183,17 @@ fn run() -> Result<ExitCode> {
                 stop_after,
             };
             let outcome = train::train(&spec, &opts)?;
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                "step": outcome.step,
-                "total_steps": outcome.total_steps,
-                "interrupted": outcome.interrupted,
-                "resumed_from": outcome.resumed_from,
-                "checkpoint": outcome.checkpoint.as_ref().map(|c| &c.uri),
-                "metrics": outcome.metrics,
-            }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "step": outcome.step,
+                    "total_steps": outcome.total_steps,
+                    "interrupted": outcome.interrupted,
+                    "resumed_from": outcome.resumed_from,
+                    "checkpoint": outcome.checkpoint.as_ref().map(|c| &c.uri),
+                    "metrics": outcome.metrics,
+                }))?
+            );
             Ok(if outcome.interrupted {
                 ExitCode::from(EXIT_STOPPED)
             } else {
@@ -197,34 +208,54 @@ fn run() -> Result<ExitCode> {
             let tasks = train::load_tasks(&store, &spec, &loaded.encoder, &cache, false)?;
             let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;
             let metrics = train::evaluate(&loaded.model, &tasks, bs, spec.training.precision);
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                "checkpoint": loaded.entry.uri,
-                "metrics": metrics,
-            }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "checkpoint": loaded.entry.uri,
+                    "metrics": metrics,
+                }))?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Predict { job, checkpoint, task, input, output, batch_size } => {
+        Command::Predict {
+            job,
+            checkpoint,
+            task,
+            input,
+            out,
+            predict_batch_size,
+        } => {
             let store = Store::new()?;
             let entry = checkpoint_for(&store, &job, checkpoint.as_deref())?;
             let loaded = Loaded::load(&store, entry, &cache, device)?;
-            let preds = predict::predict(&loaded, &task, &input, batch_size)?;
+            let preds = predict::predict(&loaded, &task, &input, predict_batch_size)?;
             let mut text = String::new();
             for p in preds {
                 text.push_str(&serde_json::to_string(&p)?);
                 text.push('\n');
             }
-            match output {
-                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{text}"),
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { job, checkpoint, task, out } => {
+        Command::Export {
+            job,
+            checkpoint,
+            task,
+            out,
+        } => {
             let store = Store::new()?;
             let entry = checkpoint_for(&store, &job, checkpoint.as_deref())?;
             let loaded = Loaded::load(&store, entry, &cache, device)?;
             mtl_trainer::export::export(&loaded, &task, &out)?;
-            eprintln!("exported task {task} from {} to {}", loaded.entry.uri, out.display());
+            eprintln!(
+                "exported task {task} from {} to {}",
+                loaded.entry.uri,
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoints { uri } => {
@@ -242,10 +273,16 @@ fn run() -> Result<ExitCode> {
 }
 
 /// `--checkpoint` when given, else the newest checkpoint of the job's checkpoint location.
-fn checkpoint_for(store: &Store, job: &JobArgs, explicit: Option<&str>) -> Result<mtl_crds::CheckpointRef> {
+fn checkpoint_for(
+    store: &Store,
+    job: &JobArgs,
+    explicit: Option<&str>,
+) -> Result<mtl_crds::CheckpointRef> {
     if let Some(uri) = explicit {
         return Ok(checkpoint::resolve(store, "", Some(uri))?);
     }
-    let spec = job.spec().context("--checkpoint not given, so the job's checkpoint location is needed")?;
+    let spec = job
+        .spec()
+        .context("--checkpoint not given, so the job's checkpoint location is needed")?;
     Ok(checkpoint::resolve(store, &spec.checkpoints.uri, None)?)
 }

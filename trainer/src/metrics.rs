@@ -59,9 +59,21 @@ pub fn accuracy(pred: &[usize], gold: &[usize]) -> f64 {
 /// F1 of class 1 for two classes; macro-averaged F1 for more.
 pub fn f1(pred: &[usize], gold: &[usize], classes: usize) -> f64 {
     let f1_of = |c: usize| {
-        let tp = pred.iter().zip(gold).filter(|&(&p, &g)| p == c && g == c).count() as f64;
-        let fp = pred.iter().zip(gold).filter(|&(&p, &g)| p == c && g != c).count() as f64;
-        let fneg = pred.iter().zip(gold).filter(|&(&p, &g)| p != c && g == c).count() as f64;
+        let tp = pred
+            .iter()
+            .zip(gold)
+            .filter(|&(&p, &g)| p == c && g == c)
+            .count() as f64;
+        let fp = pred
+            .iter()
+            .zip(gold)
+            .filter(|&(&p, &g)| p == c && g != c)
+            .count() as f64;
+        let fneg = pred
+            .iter()
+            .zip(gold)
+            .filter(|&(&p, &g)| p != c && g == c)
+            .count() as f64;
         if tp == 0.0 {
             0.0
         } else {
@@ -77,12 +89,23 @@ pub fn f1(pred: &[usize], gold: &[usize], classes: usize) -> f64 {
 
 /// Predictions of one task over its validation set.
 pub enum Predictions {
-    Scores { pred: Vec<f64>, gold: Vec<f64> },
-    Classes { pred: Vec<usize>, gold: Vec<usize>, classes: usize },
+    Scores {
+        pred: Vec<f64>,
+        gold: Vec<f64>,
+    },
+    Classes {
+        pred: Vec<usize>,
+        gold: Vec<usize>,
+        classes: usize,
+    },
 }
 
 /// Metrics of one task, keyed `<task>/<metric>`, plus its headline score.
-pub fn task_metrics(task: &str, task_type: TaskType, p: &Predictions) -> (BTreeMap<String, f64>, f64) {
+pub fn task_metrics(
+    task: &str,
+    task_type: TaskType,
+    p: &Predictions,
+) -> (BTreeMap<String, f64>, f64) {
     let mut m = BTreeMap::new();
     let key = |k: &str| format!("{task}/{k}");
     let headline = match p {
@@ -92,7 +115,11 @@ pub fn task_metrics(task: &str, task_type: TaskType, p: &Predictions) -> (BTreeM
             m.insert(key("spearman"), rho);
             (r + rho) / 2.0
         }
-        Predictions::Classes { pred, gold, classes } => {
+        Predictions::Classes {
+            pred,
+            gold,
+            classes,
+        } => {
             let acc = accuracy(pred, gold);
             m.insert(key("accuracy"), acc);
             if task_type == TaskType::Classification {

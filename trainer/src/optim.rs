@@ -70,15 +70,22 @@ impl AdamW {
 
     /// One update at learning rate `lr`, from the gradients already accumulated.
     pub fn step(&mut self, lr: f64) {
+        self.step_where(lr, |_| true);
+    }
+
+    /// One update of the parameters for which `active(name)` holds. The others are left
+    /// alone, as torch leaves parameters whose gradient is None (HF Trainer zeroes gradients
+    /// to None, so a task head that took no part in a step is not moved by it).
+    pub fn step_where(&mut self, lr: f64, active: impl Fn(&str) -> bool) {
         self.step += 1;
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2_sqrt = (1.0 - c.beta2.powi(self.step as i32)).sqrt();
         let step_size = lr / bias1;
         tch::no_grad(|| {
-            for s in self.params.values_mut() {
+            for (name, s) in self.params.iter_mut() {
                 let grad = s.param.grad();
-                if !grad.defined() {
+                if !grad.defined() || !active(name) {
                     continue;
                 }
                 if s.decay && c.weight_decay != 0.0 {
@@ -151,7 +158,11 @@ impl AdamW {
 
     /// Restores moments saved by [`AdamW::state_tensors`]; returns the name of the first
     /// missing or mis-shaped tensor as an error.
-    pub fn load_state(&mut self, saved: &BTreeMap<String, Tensor>, step: u64) -> Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        saved: &BTreeMap<String, Tensor>,
+        step: u64,
+    ) -> Result<(), String> {
         for (n, s) in self.params.iter_mut() {
             for (key, dst) in [
                 (format!("exp_avg.{n}"), &mut s.exp_avg),
@@ -159,7 +170,11 @@ impl AdamW {
             ] {
                 let src = saved.get(&key).ok_or_else(|| format!("missing {key}"))?;
                 if src.size() != dst.size() {
-                    return Err(format!("{key} has shape {:?}, expected {:?}", src.size(), dst.size()));
+                    return Err(format!(
+                        "{key} has shape {:?}, expected {:?}",
+                        src.size(),
+                        dst.size()
+                    ));
                 }
                 tch::no_grad(|| dst.copy_(&src.to_device(dst.device())));
             }

@@ -68,7 +68,12 @@ pub struct Prediction {
 
 /// Predictions of `task` for every record of `input` (JSONL read through the task's field
 /// mapping; CommonsenseQA JSONL for such tasks). Labels in the input are ignored.
-pub fn predict(loaded: &Loaded, task: &str, input: &Path, batch_size: usize) -> Result<Vec<Prediction>> {
+pub fn predict(
+    loaded: &Loaded,
+    task: &str,
+    input: &Path,
+    batch_size: usize,
+) -> Result<Vec<Prediction>> {
     let (index, spec) = loaded.task(task)?;
     let mut reader = spec.clone();
     if reader.format == DataFormat::GlueTsv {
@@ -77,7 +82,14 @@ pub fn predict(loaded: &Loaded, task: &str, input: &Path, batch_size: usize) -> 
     reader.label_field = None;
     let examples = data::read_examples(&reader, input, &input.display().to_string(), false)?;
     let tokenized = loaded.encoder.encode(&examples)?;
-    let logits = infer(&loaded.model, index, &tokenized, batch_size, Precision::Fp32).to_kind(Kind::Double);
+    let logits = infer(
+        &loaded.model,
+        index,
+        &tokenized,
+        batch_size,
+        Precision::Fp32,
+    )
+    .to_kind(Kind::Double);
     let rows: Vec<Vec<f64>> = (0..logits.size()[0])
         .map(|i| Vec::<f64>::try_from(logits.get(i)).unwrap_or_default())
         .collect();

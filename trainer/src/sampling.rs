@@ -38,7 +38,10 @@ fn rng(parts: &[u64]) -> ChaCha8Rng {
     // independent streams.
     let mut h = 0x9E37_79B9_7F4A_7C15u64;
     for &p in parts {
-        h ^= p.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_add(h << 6).wrapping_add(h >> 2);
+        h ^= p
+            .wrapping_add(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(h << 6)
+            .wrapping_add(h >> 2);
         h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         h ^= h >> 31;
@@ -75,8 +78,12 @@ impl Sampler {
             .collect();
         let w: Vec<f64> = match self.strategy {
             SamplingStrategy::Proportional => n,
-            SamplingStrategy::Uniform => n.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect(),
-            SamplingStrategy::Temperature => n.iter().map(|x| x.powf(1.0 / self.temperature)).collect(),
+            SamplingStrategy::Uniform => {
+                n.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect()
+            }
+            SamplingStrategy::Temperature => {
+                n.iter().map(|x| x.powf(1.0 / self.temperature)).collect()
+            }
         };
         let total: f64 = w.iter().sum();
         w.iter().map(|x| x / total).collect()
@@ -153,7 +160,12 @@ mod tests {
     #[test]
     fn proportional_epoch_visits_every_example_once() {
         let sizes = vec![50, 20, 7];
-        let mut s = Sampler::new(&spec(SamplingStrategy::Proportional, None), 7, 4, sizes.clone());
+        let mut s = Sampler::new(
+            &spec(SamplingStrategy::Proportional, None),
+            7,
+            4,
+            sizes.clone(),
+        );
         assert_eq!(s.batches_per_epoch(), 13 + 5 + 2);
         let mut seen: Vec<Vec<usize>> = sizes.iter().map(|_| Vec::new()).collect();
         for m in 0..20 {
@@ -168,7 +180,12 @@ mod tests {
 
     #[test]
     fn proportional_shares_equal_batch_shares() {
-        let mut s = Sampler::new(&spec(SamplingStrategy::Proportional, None), 1, 8, vec![800, 200]);
+        let mut s = Sampler::new(
+            &spec(SamplingStrategy::Proportional, None),
+            1,
+            8,
+            vec![800, 200],
+        );
         let counts = (0..125).fold([0usize; 2], |mut c, m| {
             c[s.plan(m).task] += 1;
             c
@@ -192,7 +209,12 @@ mod tests {
 
     #[test]
     fn temperature_and_uniform_probabilities() {
-        let s = Sampler::new(&spec(SamplingStrategy::Temperature, Some(2.0)), 0, 1, vec![100, 25]);
+        let s = Sampler::new(
+            &spec(SamplingStrategy::Temperature, Some(2.0)),
+            0,
+            1,
+            vec![100, 25],
+        );
         let p = s.probabilities();
         assert!((p[0] - 10.0 / 15.0).abs() < 1e-12, "{p:?}");
         let s = Sampler::new(&spec(SamplingStrategy::Uniform, None), 0, 1, vec![100, 25]);

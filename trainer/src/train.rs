@@ -202,9 +202,11 @@ pub fn infer(
             .map(|chunk| {
                 let items: Vec<&TokenizedExample> = chunk.iter().collect();
                 let batch = b.collate(&items);
-                autocast(precision, model.device(), || model.forward(task, &batch, false))
-                    .to_kind(Kind::Float)
-                    .to_device(Device::Cpu)
+                autocast(precision, model.device(), || {
+                    model.forward(task, &batch, false)
+                })
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu)
             })
             .collect()
     });
@@ -389,32 +391,36 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
     let mut interval = Interval::new();
     let mut last_entry = None;
     let eval_bs = tr.eval_batch_size.unwrap_or(tr.batch_size.max(32)) as usize;
-    let save = |model: &MultiTaskModel,
-                optim: &AdamW,
-                state: &TrainerState|
-     -> Result<CheckpointRef> {
-        let dir = checkpoint::staging_dir(base, state.global_step, cache);
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        model.save(&dir.join(checkpoint::MODEL_FILE))?;
-        let moments: Vec<(String, Tensor)> = optim
-            .state_tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous()))
-            .collect();
-        let optim_path = dir.join(checkpoint::OPTIMIZER_FILE);
-        Tensor::write_safetensors(&moments, &optim_path)
-            .map_err(|e| Error::file(optim_path.display(), e.to_string()))?;
-        checkpoint::write_json(&dir.join(checkpoint::STATE_FILE), state)?;
-        checkpoint::write_json(&dir.join(checkpoint::TASKS_FILE), &spec.tasks)?;
-        assets.copy_to(&dir)?;
-        let staged = Staged {
-            dir,
-            step: state.global_step,
+    let save =
+        |model: &MultiTaskModel, optim: &AdamW, state: &TrainerState| -> Result<CheckpointRef> {
+            let dir = checkpoint::staging_dir(base, state.global_step, cache);
+            std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+            model.save(&dir.join(checkpoint::MODEL_FILE))?;
+            let moments: Vec<(String, Tensor)> = optim
+                .state_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous()))
+                .collect();
+            let optim_path = dir.join(checkpoint::OPTIMIZER_FILE);
+            Tensor::write_safetensors(&moments, &optim_path)
+                .map_err(|e| Error::file(optim_path.display(), e.to_string()))?;
+            checkpoint::write_json(&dir.join(checkpoint::STATE_FILE), state)?;
+            checkpoint::write_json(&dir.join(checkpoint::TASKS_FILE), &spec.tasks)?;
+            assets.copy_to(&dir)?;
+            let staged = Staged {
+                dir,
+                step: state.global_step,
+            };
+            let entry = checkpoint::commit(
+                &store,
+                base,
+                &staged,
+                state.metrics.clone(),
+                spec.checkpoints.keep,
+            )?;
+            progress.suspend(|| info!(step = entry.step, uri = %entry.uri, "checkpoint committed"));
+            Ok(entry)
         };
-        let entry = checkpoint::commit(&store, base, &staged, state.metrics.clone(), spec.checkpoints.keep)?;
-        progress.suspend(|| info!(step = entry.step, uri = %entry.uri, "checkpoint committed"));
-        Ok(entry)
-    };
 
     let mut interrupted = false;
     while state.global_step < total {
@@ -426,19 +432,37 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
         }
         // Dropout randomness is a function of the step, so a resumed run draws the same masks.
         tch::manual_seed((tr.seed ^ state.global_step.wrapping_mul(0x9E37_79B9)) as i64);
+        let mut stepped = Vec::with_capacity(accum as usize);
         for _ in 0..accum {
             let plan = sampler.plan(state.micro_step);
+            stepped.push(format!(
+                "{}.{}.",
+                crate::model::HEADS_PREFIX,
+                tasks[plan.task].spec.name
+            ));
             let t = &tasks[plan.task];
-            let items: Vec<&TokenizedExample> = plan.examples.iter().map(|&i| &t.train[i]).collect();
+            let items: Vec<&TokenizedExample> =
+                plan.examples.iter().map(|&i| &t.train[i]).collect();
             let batch = batcher(&model, plan.task).collate(&items);
-            let (loss, _) = autocast(tr.precision, opts.device, || model.loss(plan.task, &batch, true))?;
+            let (loss, _) = autocast(tr.precision, opts.device, || {
+                model.loss(plan.task, &batch, true)
+            })?;
             (&loss / accum as f64).backward();
-            interval.add(&t.spec.name, loss.double_value(&[]), batch.examples, batch.real_tokens);
+            interval.add(
+                &t.spec.name,
+                loss.double_value(&[]),
+                batch.examples,
+                batch.real_tokens,
+            );
             state.micro_step += 1;
         }
         optim.clip_grad_norm(tr.max_grad_norm);
         let lr = schedule.at(state.global_step);
-        optim.step(lr);
+        // Heads of tasks that took no part in this step are not updated.
+        optim.step_where(lr, |name| {
+            !name.starts_with(crate::model::HEADS_PREFIX)
+                || stepped.iter().any(|p| name.starts_with(p.as_str()))
+        });
         optim.zero_grad();
         state.global_step += 1;
         state.learning_rate = lr;
@@ -464,12 +488,16 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
         let final_step = state.global_step == total;
         if tr.eval_every_steps > 0 && state.global_step % tr.eval_every_steps == 0 && !final_step {
             state.metrics = evaluate(&model, &tasks, eval_bs, tr.precision);
-            state.eval_history.push(with_step(&state.metrics, state.global_step));
+            state
+                .eval_history
+                .push(with_step(&state.metrics, state.global_step));
             progress.suspend(|| info!(step = state.global_step, metrics = ?state.metrics, "eval"));
         }
         if final_step {
             state.metrics = evaluate(&model, &tasks, eval_bs, tr.precision);
-            state.eval_history.push(with_step(&state.metrics, state.global_step));
+            state
+                .eval_history
+                .push(with_step(&state.metrics, state.global_step));
         }
         if state.global_step % spec.checkpoints.every_steps == 0 || final_step {
             last_entry = Some(save(&model, &optim, &state)?);
@@ -479,7 +507,10 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
     progress.finish();
 
     if interrupted && last_saved != Some(state.global_step) {
-        warn!(step = state.global_step, "stop requested: checkpointing before exit");
+        warn!(
+            step = state.global_step,
+            "stop requested: checkpointing before exit"
+        );
         last_entry = Some(save(&model, &optim, &state)?);
     }
     if !interrupted && state.metrics.is_empty() {

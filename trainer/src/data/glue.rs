@@ -18,16 +18,17 @@ pub fn read(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Re
         .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
         .clone();
     let column = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            Error::Line {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| Error::Line {
                 path: path.into(),
                 line: 1,
                 message: format!(
                     "missing column {name:?} (columns: {})",
                     headers.iter().collect::<Vec<_>>().join(", ")
                 ),
-            }
-        })
+            })
     };
     let text_cols = task
         .text_fields
@@ -42,7 +43,10 @@ pub fn read(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Re
         None if require_labels => {
             return Err(Error::file(
                 path,
-                format!("task {}: labelField is required for training data", task.name),
+                format!(
+                    "task {}: labelField is required for training data",
+                    task.name
+                ),
             ));
         }
         None => None,
@@ -70,7 +74,11 @@ pub fn read(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Re
             })
         };
         let a = field(text_cols[0])?.to_string();
-        let b = text_cols.get(1).map(|&i| field(i)).transpose()?.map(str::to_string);
+        let b = text_cols
+            .get(1)
+            .map(|&i| field(i))
+            .transpose()?
+            .map(str::to_string);
         let label = match label_col {
             Some(i) => match record.get(i).map(str::trim) {
                 Some(raw) if !raw.is_empty() => {

@@ -8,22 +8,25 @@ use crate::{Error, Result};
 
 /// Non-empty lines of a JSONL file parsed as objects, with their 1-based line numbers.
 fn objects<'a>(path: &'a str, text: &'a str) -> impl Iterator<Item = Result<(u64, Value)>> + 'a {
-    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(move |(i, l)| {
-        let line = i as u64 + 1;
-        match serde_json::from_str::<Value>(l) {
-            Ok(v @ Value::Object(_)) => Ok((line, v)),
-            Ok(_) => Err(Error::Line {
-                path: path.into(),
-                line,
-                message: "expected a JSON object".into(),
-            }),
-            Err(e) => Err(Error::Line {
-                path: path.into(),
-                line,
-                message: format!("malformed JSON: {e}"),
-            }),
-        }
-    })
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(move |(i, l)| {
+            let line = i as u64 + 1;
+            match serde_json::from_str::<Value>(l) {
+                Ok(v @ Value::Object(_)) => Ok((line, v)),
+                Ok(_) => Err(Error::Line {
+                    path: path.into(),
+                    line,
+                    message: "expected a JSON object".into(),
+                }),
+                Err(e) => Err(Error::Line {
+                    path: path.into(),
+                    line,
+                    message: format!("malformed JSON: {e}"),
+                }),
+            }
+        })
 }
 
 /// Looks up a dotted field path (`question.stem`).
@@ -50,7 +53,12 @@ fn raw_label(v: &Value) -> Option<RawLabel<'_>> {
 }
 
 /// CommonsenseQA: `{"answerKey": "A", "question": {"stem": ..., "choices": [{"label", "text"}]}}`.
-pub fn read_csqa(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Result<Vec<Example>> {
+pub fn read_csqa(
+    task: &TaskSpec,
+    path: &str,
+    text: &str,
+    require_labels: bool,
+) -> Result<Vec<Example>> {
     let want = task.num_choices.unwrap_or(5) as usize;
     let mut out = Vec::new();
     for item in objects(path, text) {
@@ -67,7 +75,10 @@ pub fn read_csqa(task: &TaskSpec, path: &str, text: &str, require_labels: bool) 
             .and_then(Value::as_array)
             .ok_or_else(|| err("missing field question.choices".into()))?;
         if choices.len() != want {
-            return Err(err(format!("{} choices, the task has numChoices {want}", choices.len())));
+            return Err(err(format!(
+                "{} choices, the task has numChoices {want}",
+                choices.len()
+            )));
         }
         let mut labels = Vec::with_capacity(want);
         let mut seqs = Vec::with_capacity(want);
@@ -80,13 +91,11 @@ pub fn read_csqa(task: &TaskSpec, path: &str, text: &str, require_labels: bool) 
             seqs.push((stem.to_string(), Some(t.to_string())));
         }
         let label = match v.get("answerKey").and_then(Value::as_str) {
-            Some(key) => Some(
-                labels
-                    .iter()
-                    .position(|l| *l == key)
-                    .ok_or_else(|| err(format!("answerKey {key:?} is not one of the choice labels {labels:?}")))?
-                    as f64,
-            ),
+            Some(key) => Some(labels.iter().position(|l| *l == key).ok_or_else(|| {
+                err(format!(
+                    "answerKey {key:?} is not one of the choice labels {labels:?}"
+                ))
+            })? as f64),
             None if require_labels => return Err(err("missing field answerKey".into())),
             None => None,
         };
@@ -96,7 +105,12 @@ pub fn read_csqa(task: &TaskSpec, path: &str, text: &str, require_labels: bool) 
 }
 
 /// Generic JSONL read through `textFields`, `labelField` and (multiple choice) `choicesField`.
-pub fn read_generic(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Result<Vec<Example>> {
+pub fn read_generic(
+    task: &TaskSpec,
+    path: &str,
+    text: &str,
+    require_labels: bool,
+) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for item in objects(path, text) {
         let (line, v) = item?;
@@ -122,7 +136,10 @@ pub fn read_generic(task: &TaskSpec, path: &str, text: &str, require_labels: boo
                 .ok_or_else(|| err(format!("missing list field {field:?}")))?;
             let want = task.num_choices.unwrap_or(0) as usize;
             if choices.len() != want {
-                return Err(err(format!("{} choices, the task has numChoices {want}", choices.len())));
+                return Err(err(format!(
+                    "{} choices, the task has numChoices {want}",
+                    choices.len()
+                )));
             }
             let question = texts.join(" ");
             choices
@@ -143,12 +160,15 @@ pub fn read_generic(task: &TaskSpec, path: &str, text: &str, require_labels: boo
             Some(Value::Null) | None if require_labels => {
                 return Err(err(format!(
                     "missing label field {:?}",
-                    task.label_field.as_deref().unwrap_or("<labelField not set>")
+                    task.label_field
+                        .as_deref()
+                        .unwrap_or("<labelField not set>")
                 )));
             }
             Some(Value::Null) | None => None,
             Some(raw) => {
-                let raw = raw_label(raw).ok_or_else(|| err(format!("label {raw} is not a string or number")))?;
+                let raw = raw_label(raw)
+                    .ok_or_else(|| err(format!("label {raw} is not a string or number")))?;
                 Some(parse_label(task, raw).map_err(&err)?)
             }
         };

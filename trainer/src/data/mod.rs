@@ -72,7 +72,9 @@ pub(crate) fn parse_label(task: &TaskSpec, raw: RawLabel<'_>) -> std::result::Re
                     let s = s.trim();
                     match &task.label_names {
                         Some(names) => names.iter().position(|n| n == s).or_else(|| {
-                            s.parse::<usize>().ok().filter(|_| names.iter().all(|n| n.parse::<usize>().is_err()))
+                            s.parse::<usize>()
+                                .ok()
+                                .filter(|_| names.iter().all(|n| n.parse::<usize>().is_err()))
                         }),
                         None => s.parse::<usize>().ok(),
                     }

@@ -45,8 +45,13 @@ fn glue_stsb_reads_float_scores() {
     let text = "index\tgenre\tsentence1\tsentence2\tscore\n0\tmain\ta\tb\t3.800\n";
     let ex = read_str(&t, text).unwrap();
     assert_eq!(ex[0].label, Some(3.8));
-    let err = read_str(&t, &text.replace("3.800", "high")).unwrap_err().to_string();
-    assert!(err.contains("data.txt:2") && err.contains("\"high\""), "{err}");
+    let err = read_str(&t, &text.replace("3.800", "high"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("data.txt:2") && err.contains("\"high\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -54,7 +59,10 @@ fn glue_missing_column_names_it() {
     let mut t = task(TaskType::Classification, DataFormat::GlueTsv);
     t.text_fields = vec!["premise".into()];
     let err = read_str(&t, RTE).unwrap_err().to_string();
-    assert!(err.contains("data.txt:1") && err.contains("missing column \"premise\""), "{err}");
+    assert!(
+        err.contains("data.txt:1") && err.contains("missing column \"premise\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,20 +71,27 @@ fn bad_label_names_file_and_line() {
     let err = read_str(&t, &RTE.replace("\tnot_entailment", "\tcontradiction"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("data.txt:3") && err.contains("contradiction"), "{err}");
+    assert!(
+        err.contains("data.txt:3") && err.contains("contradiction"),
+        "{err}"
+    );
 }
 
 #[test]
 fn short_row_is_reported() {
     let t = task(TaskType::Classification, DataFormat::GlueTsv);
-    let err = read_str(&t, "index\tsentence1\tsentence2\tlabel\n0\tonly one\n").unwrap_err().to_string();
+    let err = read_str(&t, "index\tsentence1\tsentence2\tlabel\n0\tonly one\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("data.txt:2"), "{err}");
 }
 
 #[test]
 fn empty_file_is_an_error() {
     let t = task(TaskType::Classification, DataFormat::GlueTsv);
-    let err = read_str(&t, "index\tsentence1\tsentence2\tlabel\n").unwrap_err().to_string();
+    let err = read_str(&t, "index\tsentence1\tsentence2\tlabel\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no examples"), "{err}");
     let t = task(TaskType::Regression, DataFormat::Jsonl);
     let err = read_str(&t, "\n\n").unwrap_err().to_string();
@@ -90,38 +105,77 @@ fn csqa_reads_question_choice_pairs() {
     let t = task(TaskType::MultipleChoice, DataFormat::CommonsenseQaJsonl);
     let ex = read_str(&t, &format!("{CSQA}\n")).unwrap();
     assert_eq!(ex[0].seqs.len(), 3);
-    assert_eq!(ex[0].seqs[1], ("Where do fish live?".into(), Some("ocean".into())));
+    assert_eq!(
+        ex[0].seqs[1],
+        ("Where do fish live?".into(), Some("ocean".into()))
+    );
     assert_eq!(ex[0].label, Some(1.0));
 }
 
 #[test]
 fn malformed_json_line_names_the_line() {
     let t = task(TaskType::MultipleChoice, DataFormat::CommonsenseQaJsonl);
-    let err = read_str(&t, &format!("{CSQA}\n{{\"answerKey\": \n")).unwrap_err().to_string();
-    assert!(err.contains("data.txt:2") && err.contains("malformed JSON"), "{err}");
-    let err = read_str(&t, &CSQA.replace("\"B\", \"id\"", "\"Z\", \"id\"")).unwrap_err().to_string();
-    assert!(err.contains("data.txt:1") && err.contains("answerKey \"Z\""), "{err}");
-    let err = read_str(&t, &CSQA.replace("\"stem\"", "\"prompt\"")).unwrap_err().to_string();
+    let err = read_str(&t, &format!("{CSQA}\n{{\"answerKey\": \n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("data.txt:2") && err.contains("malformed JSON"),
+        "{err}"
+    );
+    let err = read_str(&t, &CSQA.replace("\"B\", \"id\"", "\"Z\", \"id\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("data.txt:1") && err.contains("answerKey \"Z\""),
+        "{err}"
+    );
+    let err = read_str(&t, &CSQA.replace("\"stem\"", "\"prompt\""))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("question.stem"), "{err}");
 }
 
 #[test]
 fn generic_jsonl_maps_fields_for_every_task_type() {
     let t = task(TaskType::Classification, DataFormat::Jsonl);
-    let ex = read_str(&t, "{\"sentence1\": \"a\", \"sentence2\": \"b\", \"label\": 1}\n").unwrap();
+    let ex = read_str(
+        &t,
+        "{\"sentence1\": \"a\", \"sentence2\": \"b\", \"label\": 1}\n",
+    )
+    .unwrap();
     assert_eq!(ex[0].label, Some(1.0));
-    let ex = read_str(&t, "{\"sentence1\": \"a\", \"sentence2\": \"b\", \"label\": \"not_entailment\"}\n").unwrap();
+    let ex = read_str(
+        &t,
+        "{\"sentence1\": \"a\", \"sentence2\": \"b\", \"label\": \"not_entailment\"}\n",
+    )
+    .unwrap();
     assert_eq!(ex[0].label, Some(1.0));
-    let err = read_str(&t, "{\"sentence1\": \"a\", \"sentence2\": \"b\", \"label\": 7}\n").unwrap_err().to_string();
+    let err = read_str(
+        &t,
+        "{\"sentence1\": \"a\", \"sentence2\": \"b\", \"label\": 7}\n",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("out of range"), "{err}");
-    let err = read_str(&t, "{\"sentence1\": \"a\", \"label\": 1}\n").unwrap_err().to_string();
+    let err = read_str(&t, "{\"sentence1\": \"a\", \"label\": 1}\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"sentence2\""), "{err}");
 
     let mut mc = task(TaskType::MultipleChoice, DataFormat::Jsonl);
     mc.text_fields = vec!["q".into()];
-    let ex = read_str(&mc, "{\"q\": \"pick\", \"choices\": [\"x\", {\"text\": \"y\"}, \"z\"], \"label\": 2}\n").unwrap();
+    let ex = read_str(
+        &mc,
+        "{\"q\": \"pick\", \"choices\": [\"x\", {\"text\": \"y\"}, \"z\"], \"label\": 2}\n",
+    )
+    .unwrap();
     assert_eq!(ex[0].seqs[1], ("pick".into(), Some("y".into())));
     assert_eq!(ex[0].label, Some(2.0));
-    let err = read_str(&mc, "{\"q\": \"pick\", \"choices\": [\"x\"], \"label\": 0}\n").unwrap_err().to_string();
+    let err = read_str(
+        &mc,
+        "{\"q\": \"pick\", \"choices\": [\"x\"], \"label\": 0}\n",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("numChoices 3"), "{err}");
 }

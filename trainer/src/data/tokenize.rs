@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use tokenizers::{EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use super::Example;
 use crate::{Error, Result};
@@ -61,13 +63,13 @@ impl TextEncoder {
                 None => EncodeInput::Single(a.as_str().into()),
             })
             .collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let encodings =
+            self.tokenizer
+                .encode_batch(inputs, true)
+                .map_err(|e| Error::Tokenizer {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?;
         let mut it = encodings.into_iter();
         Ok(examples
             .iter()

@@ -147,10 +147,11 @@ impl Layer {
         let k = split(self.key.forward(x));
         let v = split(self.value.forward(x));
         let p = if train { self.attn_dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
-            .transpose(1, 2)
-            .contiguous()
-            .view([b, s, h]);
+        let ctx =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
+                .transpose(1, 2)
+                .contiguous()
+                .view([b, s, h]);
         let a = self
             .attn_norm
             .forward(&(self.attn_out.forward(&ctx).dropout(self.dropout, train) + x));

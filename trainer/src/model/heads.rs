@@ -82,8 +82,6 @@ pub fn loss(logits: &Tensor, labels: &Tensor, regression: bool) -> Tensor {
             .to_kind(Kind::Float)
             .mse_loss(&labels.to_kind(Kind::Float), tch::Reduction::Mean)
     } else {
-        logits
-            .to_kind(Kind::Float)
-            .cross_entropy_for_logits(labels)
+        logits.to_kind(Kind::Float).cross_entropy_for_logits(labels)
     }
 }

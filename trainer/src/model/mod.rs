@@ -180,9 +180,9 @@ impl MultiTaskModel {
             .into_iter()
             .collect();
         for (name, var) in self.named_tensors() {
-            let src = file.get(&name).ok_or_else(|| {
-                Error::file(&shown, format!("checkpoint has no tensor {name}"))
-            })?;
+            let src = file
+                .get(&name)
+                .ok_or_else(|| Error::file(&shown, format!("checkpoint has no tensor {name}")))?;
             copy_into(&var, src, &name, &shown)?;
         }
         Ok(())
@@ -200,7 +200,9 @@ impl MultiTaskModel {
 }
 
 fn other_prefixes(bare: &str) -> impl Iterator<Item = String> + '_ {
-    ["bert.", "roberta."].into_iter().map(move |p| format!("{p}{bare}"))
+    ["bert.", "roberta."]
+        .into_iter()
+        .map(move |p| format!("{p}{bare}"))
 }
 
 fn copy_into(var: &Tensor, src: &Tensor, name: &str, file: &str) -> Result<()> {

