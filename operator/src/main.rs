@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             manager::init_tracing(!args.text_logs);
-            manager::install_crypto_provider()?;
+            mtl_operator::vertex::install_crypto_provider();
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;

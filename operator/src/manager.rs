@@ -15,11 +15,11 @@ use mtl_crds::MultiTaskTrainingJob;
 use mtl_storage::Storage;
 use tracing::{error, info};
 
+use crate::Result;
 use crate::controller::{self, Config, Context};
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
-use crate::{Error, Result};
 
 /// Settings of `mtl-operator run`.
 #[derive(Clone, Debug)]
@@ -132,20 +132,6 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Installs the process-wide rustls crypto provider. kube (ring) and the Google client crates
-/// (aws-lc-rs) both bring one, and rustls refuses to pick between them on its own.
-pub fn install_crypto_provider() -> Result<()> {
-    if rustls::crypto::CryptoProvider::get_default().is_some() {
-        return Ok(());
-    }
-    rustls::crypto::aws_lc_rs::default_provider()
-        .install_default()
-        .map_err(|_| Error::Io {
-            what: "installing the rustls crypto provider".into(),
-            source: std::io::Error::other("another provider was installed concurrently"),
-        })
 }
 
 /// JSON logs (one object per line) filtered by `RUST_LOG` (default `info`).

@@ -99,7 +99,7 @@ fn free_port() -> u16 {
 
 impl Env {
     async fn start() -> Env {
-        mtl_operator::manager::install_crypto_provider().expect("rustls provider");
+        mtl_operator::vertex::install_crypto_provider();
         let standin = StandIn::builder()
             .bookmark_interval(Duration::from_millis(500))
             .start()

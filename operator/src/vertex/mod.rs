@@ -41,15 +41,6 @@ pub use observe::{VertexObservation, console_url, observe, observe_with_suspend}
 /// need no direct dependency on the Google crate.
 pub use google_cloud_aiplatform_v1::model::{CustomJob, JobState};
 
-/// Installs aws-lc-rs as the process-wide rustls crypto provider.
-///
-/// kube (ring) and the Google crates (aws-lc-rs) link two rustls providers into one binary, so
-/// rustls cannot pick one by itself and the Google HTTP client refuses to build without a
-/// process default. `main` should call this first thing; the Vertex client constructors call it
-/// too. Calling it again, or after another provider was installed, is harmless.
-pub fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Err means another thread installed one first: that provider serves just as well.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
-}
+/// kube (ring) and the Google clients (aws-lc-rs) share one binary: rustls needs its
+/// provider chosen once, at start-up.
+pub use mtl_storage::install_crypto_provider;
