@@ -63,8 +63,22 @@ fn strip_directives(v: &mut Value) {
 }
 
 /// RFC 6902 JSON patch; a failed `test` or a bad path is a 422 like the real server.
+/// As in the API server's JSON-patch library, `test` of an absent path against `null`
+/// succeeds (kube-runtime's finalizer helper relies on it).
 pub fn json(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+    let mut patch = patch.clone();
+    if let Value::Array(ops) = &mut patch {
+        ops.retain(|op| {
+            let absent_null_test = op.get("op").and_then(Value::as_str) == Some("test")
+                && op.get("value").is_some_and(Value::is_null)
+                && op
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| target.pointer(p).is_none());
+            !absent_null_test
+        });
+    }
+    let ops: json_patch::Patch = serde_json::from_value(patch)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
     json_patch::patch(target, &ops).map_err(|e| ApiError::unprocessable(e.to_string()))
 }
@@ -160,6 +174,26 @@ mod tests {
         let err = json(
             &mut obj,
             &json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "b"}]),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 422);
+    }
+
+    #[test]
+    fn json_patch_test_of_absent_path_against_null_passes() {
+        let mut obj = json!({"metadata": {"name": "a"}});
+        json(
+            &mut obj,
+            &json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}
+            ]),
+        )
+        .unwrap();
+        assert_eq!(obj["metadata"]["finalizers"], json!(["f"]));
+        let err = json(
+            &mut obj,
+            &json!([{"op": "test", "path": "/metadata/finalizers", "value": null}]),
         )
         .unwrap_err();
         assert_eq!(err.code, 422);

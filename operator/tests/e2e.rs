@@ -203,11 +203,9 @@ impl Env {
 
     /// `kubectl apply --server-side -f job.yaml`.
     ///
-    /// The job arrives already carrying the operator's finalizer: kube-runtime adds it with a
-    /// JSON patch whose first op is `test /metadata/finalizers == null` on an absent field, which
-    /// the API server accepts and kube-standin (json-patch crate) rejects with 422. The finalizer
-    /// add itself is checked request by request in the controller's mock tests, and end to end by
-    /// the ignored `operator_adds_its_finalizer` below.
+    /// The job arrives already carrying the operator's finalizer, so the scenarios start at the
+    /// first pod; adding the finalizer is checked by `operator_adds_its_finalizer` below and
+    /// request by request in the controller's mock tests.
     async fn apply(&self, name: &str, extra: serde_json::Value) {
         self.apply_with_meta(
             name,
@@ -726,7 +724,6 @@ async fn finished_job_is_deleted_after_its_ttl() {
 }
 
 #[tokio::test]
-#[ignore = "kube-standin rejects JSON patch `test` of an absent path with value null (the API server accepts it)"]
 async fn operator_adds_its_finalizer() {
     let mut env = Env::start().await;
     env.operator("op-a");
