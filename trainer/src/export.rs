@@ -85,9 +85,9 @@ pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
         .filter_map(|(name, t)| {
             let renamed = if let Some(rest) = name.strip_prefix(&head_prefix) {
                 rest.to_string()
-            } else if name.starts_with(&format!("{HEADS_PREFIX}.")) {
-                return None;
-            } else if skip_pooler && name.contains(".pooler.") {
+            } else if name.starts_with(&format!("{HEADS_PREFIX}."))
+                || (skip_pooler && name.contains(".pooler."))
+            {
                 return None;
             } else {
                 name

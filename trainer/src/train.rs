@@ -469,7 +469,8 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
         state.epoch = state.micro_step as f64 / per_epoch.max(1) as f64;
         progress.inc(|| format!("loss {:.4} lr {:.2e}", interval.mean_loss(), lr));
 
-        if state.global_step % tr.log_every_steps.max(1) == 0 || state.global_step == total {
+        if state.global_step.is_multiple_of(tr.log_every_steps.max(1)) || state.global_step == total
+        {
             let entry = interval.flush(state.global_step, state.epoch, lr);
             progress.suspend(|| {
                 info!(
@@ -486,7 +487,10 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
             state.log_history.push(entry);
         }
         let final_step = state.global_step == total;
-        if tr.eval_every_steps > 0 && state.global_step % tr.eval_every_steps == 0 && !final_step {
+        if tr.eval_every_steps > 0
+            && state.global_step.is_multiple_of(tr.eval_every_steps)
+            && !final_step
+        {
             state.metrics = evaluate(&model, &tasks, eval_bs, tr.precision);
             state
                 .eval_history
@@ -499,7 +503,11 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
                 .eval_history
                 .push(with_step(&state.metrics, state.global_step));
         }
-        if state.global_step % spec.checkpoints.every_steps == 0 || final_step {
+        if state
+            .global_step
+            .is_multiple_of(spec.checkpoints.every_steps)
+            || final_step
+        {
             last_entry = Some(save(&model, &optim, &state)?);
             last_saved = Some(state.global_step);
         }
