@@ -108,6 +108,17 @@ impl Store {
         Ok(self.block_on(self.storage.fetch(uri, cache))?)
     }
 
+    /// Fetches the tokenizer side files that exist under `dir_uri` (none is required).
+    pub fn fetch_tokenizer_extras(&self, dir_uri: &str, cache: &Path) -> Result<()> {
+        for name in TOKENIZER_EXTRAS {
+            match self.block_on(self.storage.fetch(&join(dir_uri, name), cache)) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     pub fn manifest(&self, base: &str) -> Result<Option<Manifest>> {
         Ok(self.block_on(Manifest::load(&self.storage, base))?)
     }
@@ -174,13 +185,7 @@ pub fn localize(store: &Store, entry: &CheckpointRef, cache: &Path) -> Result<Pa
         let path = store.fetch(&join(&entry.uri, name), cache)?;
         dir = path.parent().map(Path::to_path_buf);
     }
-    for name in TOKENIZER_EXTRAS {
-        match store.block_on(store.storage.fetch(&join(&entry.uri, name), cache)) {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    store.fetch_tokenizer_extras(&entry.uri, cache)?;
     dir.ok_or_else(|| Error::file(&entry.uri, "checkpoint has no files"))
 }
 

@@ -83,13 +83,7 @@ impl ModelAssets {
             })?;
             dir = path.parent().map(Path::to_path_buf);
         }
-        for name in checkpoint::TOKENIZER_EXTRAS {
-            match store.block_on(store.storage.fetch(&join(uri, name), cache)) {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        store.fetch_tokenizer_extras(uri, cache)?;
         let dir = dir.ok_or_else(|| Error::file(uri, "empty model location"))?;
         Ok(Self { dir })
     }
