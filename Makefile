@@ -92,8 +92,14 @@ cloud-train: docker-push
 	  cargo run --release -p mtl-operator -- vertex submit $(JOB); \
 	fi
 
+# Benchmarks, never part of `make test`: mtl-trainer against the transformers reference and
+# the operator at 100 and 1000 jobs; results in bench/results/. A quick run:
+#   make bench BENCH_ARGS="--config small --jobs 100"
+BENCH_ARGS ?=
 bench: setup
-	@echo "no benchmarks yet: see the README's Performance section"
+	cargo build --release -p mtl-trainer --bin mtl-bench
+	cargo build --release -p mtl-operator --bin mtl-operator --example scale
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf out target/release/mtl-trainer

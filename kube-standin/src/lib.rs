@@ -290,7 +290,9 @@ impl StandIn {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        for t in &self.tasks[1..] {
+        // The first task is the server, which the signal stops gracefully; after `shutdown`
+        // (then `drop`) there are none left.
+        for t in self.tasks.iter().skip(1) {
             t.abort();
         }
     }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
@@ -40,6 +40,9 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Upper bound on one manifest read.
     pub manifest_timeout: Duration,
+    /// Reconciles in flight at once (0: unbounded). A burst of new jobs then queues instead
+    /// of holding every job's requests and buffers in memory at the same time.
+    pub concurrency: u16,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             pod: PodOptions::default(),
             poll_interval: Duration::from_secs(30),
             manifest_timeout: Duration::from_secs(20),
+            concurrency: 16,
         }
     }
 }
@@ -371,6 +375,7 @@ pub async fn run(
     };
     Controller::new(jobs, watcher::Config::default())
         .owns(pods, watcher::Config::default().labels(LABEL_JOB))
+        .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -6,6 +6,7 @@
 //! `optim` (AdamW and the LR schedule), `metrics`, `checkpoint` (layout and manifest),
 //! `train` (the loop), `predict` and `export` (a standalone HF model per task).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

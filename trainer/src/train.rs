@@ -426,38 +426,35 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
         }
         // Dropout randomness is a function of the step, so a resumed run draws the same masks.
         tch::manual_seed((tr.seed ^ state.global_step.wrapping_mul(0x9E37_79B9)) as i64);
-        let mut stepped = Vec::with_capacity(accum as usize);
+        let mut micro = Vec::with_capacity(accum as usize);
         for _ in 0..accum {
             let plan = sampler.plan(state.micro_step);
-            stepped.push(format!(
-                "{}.{}.",
-                crate::model::HEADS_PREFIX,
-                tasks[plan.task].spec.name
-            ));
-            let t = &tasks[plan.task];
-            let items: Vec<&TokenizedExample> =
-                plan.examples.iter().map(|&i| &t.train[i]).collect();
-            let batch = batcher(&model, plan.task).collate(&items);
-            let (loss, _) = autocast(tr.precision, opts.device, || {
-                model.loss(plan.task, &batch, true)
-            })?;
-            (&loss / accum as f64).backward();
+            let items: Vec<&TokenizedExample> = plan
+                .examples
+                .iter()
+                .map(|&i| &tasks[plan.task].train[i])
+                .collect();
+            micro.push((plan.task, batcher(&model, plan.task).collate(&items)));
+            state.micro_step += 1;
+        }
+        let lr = schedule.at(state.global_step);
+        let losses = train_step(
+            &model,
+            &mut optim,
+            &micro,
+            lr,
+            tr.max_grad_norm,
+            tr.precision,
+            true,
+        )?;
+        for ((task, batch), loss) in micro.iter().zip(losses) {
             interval.add(
-                &t.spec.name,
-                loss.double_value(&[]),
+                &tasks[*task].spec.name,
+                loss,
                 batch.examples,
                 batch.real_tokens,
             );
-            state.micro_step += 1;
         }
-        optim.clip_grad_norm(tr.max_grad_norm);
-        let lr = schedule.at(state.global_step);
-        // Heads of tasks that took no part in this step are not updated.
-        optim.step_where(lr, |name| {
-            !name.starts_with(crate::model::HEADS_PREFIX)
-                || stepped.iter().any(|p| name.starts_with(p.as_str()))
-        });
-        optim.zero_grad();
         state.global_step += 1;
         state.learning_rate = lr;
         state.epoch = state.micro_step as f64 / per_epoch.max(1) as f64;
@@ -527,6 +524,48 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
         resumed_from,
         checkpoint: last_entry,
     })
+}
+
+/// One optimizer step over the micro-batches `(task, batch)` of a gradient-accumulation
+/// group: forward and backward of each (dropout when `dropout`), gradient clipping, AdamW on
+/// the encoder and on the heads of the tasks that took part, gradients zeroed. Returns each
+/// micro-batch's loss.
+pub fn train_step(
+    model: &MultiTaskModel,
+    optim: &mut AdamW,
+    micro: &[(usize, data::Batch)],
+    lr: f64,
+    max_grad_norm: f64,
+    precision: Precision,
+    dropout: bool,
+) -> Result<Vec<f64>> {
+    let scale = micro.len().max(1) as f64;
+    let mut losses = Vec::with_capacity(micro.len());
+    for (task, batch) in micro {
+        let (loss, _) = autocast(precision, model.device(), || {
+            model.loss(*task, batch, dropout)
+        })?;
+        (&loss / scale).backward();
+        losses.push(loss.double_value(&[]));
+    }
+    optim.clip_grad_norm(max_grad_norm);
+    let stepped: Vec<String> = micro
+        .iter()
+        .map(|(t, _)| {
+            format!(
+                "{}.{}.",
+                crate::model::HEADS_PREFIX,
+                model.heads_spec[*t].name
+            )
+        })
+        .collect();
+    // Heads of tasks that took no part in this step are not updated.
+    optim.step_where(lr, |name| {
+        !name.starts_with(crate::model::HEADS_PREFIX)
+            || stepped.iter().any(|p| name.starts_with(p.as_str()))
+    })?;
+    optim.zero_grad();
+    Ok(losses)
 }
 
 fn with_step(m: &BTreeMap<String, f64>, step: u64) -> BTreeMap<String, f64> {

@@ -93,14 +93,33 @@ fn check(dir: &Path) {
             "{dir:?} {task}: loss {got_loss} vs {want_loss}"
         );
         let prefix = format!("{task}.grad.");
-        let mut compared = 0;
-        for (name, want) in expected
+        let grads: Vec<(&str, &Tensor)> = expected
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|n| (n, v)))
-        {
+            .collect();
+        // The attention key bias has a zero gradient in exact arithmetic (softmax ignores a
+        // constant added to every score of a query): both sides hold rounding noise there, so
+        // it is checked to be negligible rather than equal.
+        let largest = grads
+            .iter()
+            .map(|(_, g)| g.to_kind(Kind::Double).norm().double_value(&[]))
+            .fold(0.0, f64::max);
+        let mut compared = 0;
+        for (name, want) in grads {
             let p = params
                 .get(name)
                 .unwrap_or_else(|| panic!("no parameter {name}"));
+            if name.ends_with("attention.self.key.bias") {
+                for (side, g) in [("mtl", &p.grad()), ("transformers", want)] {
+                    let n = g.to_kind(Kind::Double).norm().double_value(&[]);
+                    assert!(
+                        n < 1e-5 * largest,
+                        "{dir:?} {task}: {side} gradient of {name} is {n}, not negligible"
+                    );
+                }
+                compared += 1;
+                continue;
+            }
             let err = rel_err(&p.grad(), want);
             assert!(
                 err < 1e-4,
@@ -139,10 +158,16 @@ fn check(dir: &Path) {
             ..Default::default()
         },
     );
-    opt.step(1e-3);
-    opt.step(1e-3);
+    opt.step(1e-3).unwrap();
+    opt.step(1e-3).unwrap();
     for (name, p) in &named {
         let want = &expected[&format!("cls.adamw.{name}")];
+        if name.ends_with("attention.self.key.bias") {
+            // Adam turns its noise gradient (see above) into steps of about ±lr from zero.
+            let moved = p.abs().max().double_value(&[]);
+            assert!(moved <= 2.0 * 1e-3 * 1.001, "{dir:?}: {name} moved {moved}");
+            continue;
+        }
         let err = rel_err(p, want);
         assert!(
             err < 1e-5,

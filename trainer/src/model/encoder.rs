@@ -137,27 +137,112 @@ impl Layer {
         }
     }
 
-    /// `mask`: bool (batch, 1, 1, seq), true where a token may be attended to.
-    fn forward(&self, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        let size = x.size();
-        let (b, s, h) = (size[0], size[1], size[2]);
-        let d = h / self.heads;
-        let split = |t: Tensor| t.view([b, s, self.heads, d]).transpose(1, 2);
-        let q = split(self.query.forward(x));
-        let k = split(self.key.forward(x));
-        let v = split(self.value.forward(x));
+    /// `x`: the hidden states of the real tokens, one row each (see [`Packing`]).
+    fn forward(&self, x: &Tensor, pack: &Packing, train: bool) -> Tensor {
+        let h = x.size()[1];
+        let (b, s, heads) = (pack.batch, pack.seq, self.heads);
+        // One matmul for query, key and value; HF keeps three weights, so they are joined here.
+        let w = Tensor::cat(&[&self.query.ws, &self.key.ws, &self.value.ws], 0);
+        let bias = [&self.query.bs, &self.key.bs, &self.value.bs]
+            .into_iter()
+            .map(|b| b.as_ref().map(Tensor::shallow_clone))
+            .collect::<Option<Vec<_>>>()
+            .map(|bs| Tensor::cat(&bs, 0));
+        let qkv = pack
+            .pad(&x.linear(&w, bias.as_ref()))
+            .view([b, s, 3, heads, h / heads])
+            .permute([2, 0, 3, 1, 4]);
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let p = if train { self.attn_dropout } else { 0.0 };
-        let ctx =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
-                .transpose(1, 2)
-                .contiguous()
-                .view([b, s, h]);
-        let a = self
-            .attn_norm
-            .forward(&(self.attn_out.forward(&ctx).dropout(self.dropout, train) + x));
+        let ctx = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(&pack.attention),
+            p,
+            false,
+            None,
+            false,
+        )
+        .transpose(1, 2)
+        .reshape([b * s, h]);
+        let a = self.attn_norm.forward(
+            &(self
+                .attn_out
+                .forward(&pack.pack(&ctx))
+                .dropout(self.dropout, train)
+                + x),
+        );
         let i = self.act.apply(&self.intermediate.forward(&a));
         self.out_norm
             .forward(&(self.out.forward(&i).dropout(self.dropout, train) + a))
+    }
+}
+
+/// Padding-free layers: every per-token operation (the linear layers, LayerNorm, dropout, the
+/// FFN) runs on the real tokens only, one row each; only attention sees the padded
+/// (batch, seq) layout. A batch whose sequences differ in length wastes no FLOPs on padding
+/// outside attention, where HF's padded layout computes every position.
+struct Packing {
+    batch: i64,
+    seq: i64,
+    /// Flat (batch * seq) positions of the real tokens, when there is padding.
+    index: Option<Tensor>,
+    /// For each flat position, its row among the real tokens, or `real` (a zero row) for
+    /// padding.
+    inverse: Option<Tensor>,
+    /// bool (batch, 1, 1, seq), true where a token may be attended to.
+    attention: Tensor,
+}
+
+impl Packing {
+    fn new(attention_mask: &Tensor) -> Self {
+        let size = attention_mask.size();
+        let (batch, seq) = (size[0], size[1]);
+        let real = attention_mask.ne(0);
+        let attention = real.unsqueeze(1).unsqueeze(1);
+        let flat = real.reshape([-1]);
+        let count = flat.sum(Kind::Int64).int64_value(&[]);
+        let (index, inverse) = if count == batch * seq {
+            (None, None)
+        } else {
+            let index = flat.nonzero().squeeze_dim(1);
+            // Real tokens count 0.. in order; padding points one past the last real row.
+            let order = flat.to_kind(Kind::Int64).cumsum(0, Kind::Int64) - 1;
+            let inverse = order.where_self(&flat, &Tensor::from(count).to_device(flat.device()));
+            (Some(index), Some(inverse))
+        };
+        Self {
+            batch,
+            seq,
+            index,
+            inverse,
+            attention,
+        }
+    }
+
+    /// (batch * seq, h) → (real, h).
+    fn pack(&self, x: &Tensor) -> Tensor {
+        match &self.index {
+            Some(i) => x.index_select(0, i),
+            None => x.shallow_clone(),
+        }
+    }
+
+    /// (real, h) → (batch * seq, h), zeros at padding.
+    fn pad(&self, x: &Tensor) -> Tensor {
+        match &self.inverse {
+            Some(inv) => {
+                let zero = x.new_zeros([1, x.size()[1]], (x.kind(), x.device()));
+                Tensor::cat(&[x, &zero], 0).index_select(0, inv)
+            }
+            None => x.shallow_clone(),
+        }
+    }
+
+    /// The first token of every sequence, from (real, h): (batch, h).
+    fn first(&self, x: &Tensor) -> Tensor {
+        self.pad(x).view([self.batch, self.seq, -1]).select(1, 0)
     }
 }
 
@@ -169,9 +254,10 @@ pub struct Encoder {
     pooler: nn::Linear,
 }
 
-/// Encoder outputs: every token's hidden state, and the pooled first token.
+/// Encoder outputs: the first token's hidden state (what the heads read), and its pooled form.
 pub struct EncoderOutput {
-    pub hidden: Tensor,
+    /// (n, hidden).
+    pub first: Tensor,
     pub pooled: Option<Tensor>,
 }
 
@@ -202,12 +288,15 @@ impl Encoder {
         pool: bool,
         train: bool,
     ) -> EncoderOutput {
-        let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
-        let mut x = self.embeddings.forward(input_ids, token_type_ids, train);
+        let pack = Packing::new(attention_mask);
+        let x = self.embeddings.forward(input_ids, token_type_ids, train);
+        let h = x.size()[2];
+        let mut x = pack.pack(&x.view([-1, h]));
         for layer in &self.layers {
-            x = layer.forward(&x, &mask, train);
+            x = layer.forward(&x, &pack, train);
         }
-        let pooled = pool.then(|| self.pooler.forward(&x.select(1, 0)).tanh());
-        EncoderOutput { hidden: x, pooled }
+        let first = pack.first(&x);
+        let pooled = pool.then(|| self.pooler.forward(&first).tanh());
+        EncoderOutput { first, pooled }
     }
 }

@@ -60,16 +60,14 @@ impl Head {
     pub fn forward(&self, enc: &EncoderOutput, train: bool) -> Tensor {
         match (&self.dense, &enc.pooled) {
             (Some(dense), _) => {
-                let x = enc.hidden.select(1, 0).dropout(self.dropout, train);
+                let x = enc.first.dropout(self.dropout, train);
                 let x = dense.forward(&x).tanh().dropout(self.dropout, train);
                 self.out.forward(&x)
             }
             (None, Some(pooled)) => self.out.forward(&pooled.dropout(self.dropout, train)),
             // The model always pools for pooled heads; an unpooled call is a programming
             // error, answered with the first token rather than a panic.
-            (None, None) => self
-                .out
-                .forward(&enc.hidden.select(1, 0).dropout(self.dropout, train)),
+            (None, None) => self.out.forward(&enc.first.dropout(self.dropout, train)),
         }
     }
 }

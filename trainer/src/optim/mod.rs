@@ -2,11 +2,14 @@
 //! and the linear warmup/decay schedule of HF's `get_linear_schedule_with_warmup`.
 //!
 //! The optimizer keeps its moments as named tensors so a checkpoint can store and restore
-//! them exactly.
+//! them exactly. The update itself is ATen's fused AdamW kernel (`fused`), the one
+//! `torch.optim.AdamW(fused=True)` and HF Trainer's default `adamw_torch_fused` run.
+
+mod fused;
 
 use std::collections::BTreeMap;
 
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 /// AdamW hyper-parameters (torch defaults).
 #[derive(Debug, Clone, Copy)]
@@ -69,37 +72,53 @@ impl AdamW {
     }
 
     /// One update at learning rate `lr`, from the gradients already accumulated.
-    pub fn step(&mut self, lr: f64) {
-        self.step_where(lr, |_| true);
+    pub fn step(&mut self, lr: f64) -> Result<(), TchError> {
+        self.step_where(lr, |_| true)
     }
 
     /// One update of the parameters for which `active(name)` holds. The others are left
     /// alone, as torch leaves parameters whose gradient is None (HF Trainer zeroes gradients
     /// to None, so a task head that took no part in a step is not moved by it).
-    pub fn step_where(&mut self, lr: f64, active: impl Fn(&str) -> bool) {
+    pub fn step_where(&mut self, lr: f64, active: impl Fn(&str) -> bool) -> Result<(), TchError> {
         self.step += 1;
         let c = self.config;
-        let bias1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bias2_sqrt = (1.0 - c.beta2.powi(self.step as i32)).sqrt();
-        let step_size = lr / bias1;
-        tch::no_grad(|| {
-            for (name, s) in self.params.iter_mut() {
-                let grad = s.param.grad();
-                if !grad.defined() || !active(name) {
-                    continue;
-                }
-                if s.decay && c.weight_decay != 0.0 {
-                    let _ = s.param.g_mul_scalar_(1.0 - lr * c.weight_decay);
-                }
-                let _ = s.exp_avg.lerp_(&grad, 1.0 - c.beta1);
-                let _ = s
-                    .exp_avg_sq
-                    .g_mul_scalar_(c.beta2)
-                    .addcmul_(&grad, &grad.g_mul_scalar(1.0 - c.beta2));
-                let denom = (s.exp_avg_sq.sqrt() / bias2_sqrt).g_add_scalar(c.eps);
-                let _ = s.param.addcdiv_(&(&s.exp_avg * -step_size), &denom);
+        // Two groups, as HF Trainer builds them: with and without weight decay.
+        let (mut decay, mut no_decay) = (fused::Group::default(), fused::Group::default());
+        for (name, s) in &self.params {
+            let grad = s.param.grad();
+            if !grad.defined() || !active(name) {
+                continue;
             }
-        });
+            let g = if s.decay && c.weight_decay != 0.0 {
+                &mut decay
+            } else {
+                &mut no_decay
+            };
+            g.params.push(&s.param);
+            g.grads.push(grad);
+            g.exp_avgs.push(&s.exp_avg);
+            g.exp_avg_sqs.push(&s.exp_avg_sq);
+        }
+        let Some(first) = self.params.values().next() else {
+            return Ok(());
+        };
+        let step = Tensor::from(self.step as f32).to_device(first.param.device());
+        tch::no_grad(|| {
+            for (group, weight_decay) in [(&decay, c.weight_decay), (&no_decay, 0.0)] {
+                fused::adamw(
+                    group,
+                    &step,
+                    &fused::Update {
+                        lr,
+                        beta1: c.beta1,
+                        beta2: c.beta2,
+                        weight_decay,
+                        eps: c.eps,
+                    },
+                )?;
+            }
+            Ok(())
+        })
     }
 
     pub fn zero_grad(&mut self) {
@@ -185,7 +204,7 @@ impl AdamW {
 }
 
 /// Linear warmup from 0 to `lr` over `warmup` steps, then linear decay to 0 at `total`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct LinearSchedule {
     pub lr: f64,
     pub warmup: u64,
@@ -243,7 +262,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        opt.step(0.01);
+        opt.step(0.01).unwrap();
         // First step: m̂ = g, v̂ = g², so the update is lr * g / (|g| + eps) after decay.
         let got: Vec<f32> = Vec::try_from(&p.detach()).unwrap();
         let want = |w: f32, g: f32| w * (1.0 - 0.01 * 0.1) - 0.01 * g / (g.abs() + 1e-8);

@@ -1,0 +1,383 @@
+"""`make bench`: mtl-trainer against the Python HuggingFace reference, and the operator at scale.
+
+Everything is measured in this one run on this machine, and reported as ratios:
+
+  1. the rate of a plain libtorch matmul at the model's FFN shape (the MFU denominator);
+  2. loss agreement: mtl-trainer and the reference train the same initial weights on the same
+     batches with dropout off, and their per-step losses are compared;
+  3. throughput: mtl-trainer (per-batch padding, as it trains), mtl-trainer padded to maxLength,
+     the reference in `best` mode (dynamic padding, fused AdamW) and in `original` mode
+     (padding to maxLength), each in its own process with the same threads, model, batches;
+  4. the operator against the Kubernetes API stand-in with 100 and 1000 jobs (mtl-operator's
+     `scale` example).
+
+Writes bench/results/<UTC time>-<config>.{json,md} and bench/results/latest.md.
+
+Usage: python bench/run.py [--config base|small] [--warmup 2] [--steps 10] [--agree-steps 4]
+                           [--threads N] [--jobs 100,1000] [--skip-train] [--skip-operator]
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "bench", "work")
+RESULTS = os.path.join(ROOT, "bench", "results")
+MTL_BENCH = os.path.join(ROOT, "target", "release", "mtl-bench")
+SCALE = os.path.join(ROOT, "target", "release", "examples", "scale")
+OPERATOR = os.path.join(ROOT, "target", "release", "mtl-operator")
+MINILM = os.path.join(ROOT, ".cache", "minilm")
+
+# roberta-base dimensions, and a small encoder for a quick run.
+CONFIGS = {
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+}
+# The original's task mix at a tenth of its size (STS-B 5749, RTE 2490, CommonsenseQA 9741
+# training examples), so proportional sampling picks tasks in the original's proportions.
+SIZES = {"stsb": 575, "rte": 249, "csqa": 974}
+LOSS_TOLERANCE = 1e-3  # relative, per step
+
+
+def sh(cmd, **kw):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kw)
+
+
+def make_data(out):
+    """Benchmark data from the bundled examples, at GLUE-like lengths: RTE premises are several
+    sentences long (RTE's average pair is ~70 tokens), STS-B and CommonsenseQA as bundled."""
+    rng = random.Random(7)
+    src = os.path.join(ROOT, "examples", "data")
+    for task in ("stsb", "rte"):
+        with open(os.path.join(src, task, "train.tsv"), newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        pool = [r["sentence1"] for r in rows]
+        os.makedirs(os.path.join(out, task), exist_ok=True)
+        with open(os.path.join(out, task, "train.tsv"), "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
+            w.writerow(["index", "sentence1", "sentence2", "label" if task == "rte" else "score"])
+            for i in range(SIZES[task]):
+                r = rows[i % len(rows)]
+                s1 = r["sentence1"]
+                if task == "rte":
+                    s1 = " ".join([s1] + rng.sample(pool, 4))
+                w.writerow([i, s1, r["sentence2"], r["label" if task == "rte" else "score"]])
+    os.makedirs(os.path.join(out, "csqa"), exist_ok=True)
+    with open(os.path.join(src, "csqa", "train.jsonl")) as f:
+        lines = [l for l in f if l.strip()]
+    with open(os.path.join(out, "csqa", "train.jsonl"), "w") as f:
+        for i in range(SIZES["csqa"]):
+            f.write(lines[i % len(lines)].rstrip("\n") + "\n")
+
+
+def make_model(out, config):
+    """A randomly initialised RoBERTa of the chosen dimensions, with MiniLM's tokenizer."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    os.makedirs(out, exist_ok=True)
+    cfg = RobertaConfig(
+        vocab_size=50265,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=0,  # the tokenizer's [PAD]
+        layer_norm_eps=1e-5,
+        **CONFIGS[config],
+    )
+    torch.manual_seed(0)
+    RobertaModel(cfg).save_pretrained(out)
+    shutil.copy(os.path.join(MINILM, "tokenizer.json"), out)
+    return cfg
+
+
+def write_job(path, model_dir, data_dir, batch_size):
+    job = {
+        "apiVersion": "multitask.dev/v1alpha1",
+        "kind": "MultiTaskTrainingJob",
+        "metadata": {"name": "bench"},
+        "spec": {
+            "model": {"pretrained": model_dir, "maxLength": 128},
+            "tasks": [
+                {"name": "stsb", "type": "regression", "format": "glueTsv",
+                 "train": f"{data_dir}/stsb/train.tsv", "textFields": ["sentence1", "sentence2"],
+                 "labelField": "score"},
+                {"name": "rte", "type": "classification", "format": "glueTsv",
+                 "train": f"{data_dir}/rte/train.tsv", "textFields": ["sentence1", "sentence2"],
+                 "labelField": "label", "labelNames": ["entailment", "not_entailment"]},
+                {"name": "csqa", "type": "multipleChoice", "numChoices": 5, "format": "commonsenseQaJsonl",
+                 "train": f"{data_dir}/csqa/train.jsonl", "labelNames": ["A", "B", "C", "D", "E"]},
+            ],
+            "sampling": {"strategy": "proportional"},
+            "training": {"batchSize": batch_size, "learningRate": 1e-5, "warmupRatio": 0.1,
+                         "weightDecay": 0.01, "seed": 42},
+            "checkpoints": {"uri": os.path.join(WORK, "checkpoints")},
+        },
+    }
+    with open(path, "w") as f:
+        json.dump(job, f, indent=1)
+
+
+def train_flops(step, cfg, num_labels):
+    """Useful model FLOPs of one training step (forward + backward = 3x forward): every matmul
+    of the encoder and head over the real tokens, attention over each sequence's real length.
+    Padding is not counted, whether or not an implementation computes it; embeddings, norms
+    and softmax are not counted either."""
+    d, L, dff = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    layer = 2 * step["real_tokens"] * (4 * d * d + 2 * d * dff) + 2 * 2 * step["sum_sq_len"] * d
+    head = 2 * step["rows"] * (d * d + d * num_labels[step["task"]])
+    return 3 * (L * layer + head)
+
+
+def summarize(report, cfg, num_labels, matmul):
+    window = [s for s in report["steps"] if s["step"] >= report["warmup"]]
+    secs = sum(s["data_s"] + s["compute_s"] for s in window)
+    data_s = sum(s["data_s"] for s in window)
+    rows = sum(s["rows"] for s in window)
+    # Tokenization happens once per dataset: charge the window its share.
+    tok_s = report["tokenize_s"] * rows / max(report["tokenized_sequences"], 1)
+    flops = sum(train_flops(s, cfg, num_labels) for s in window)
+    real = sum(s["real_tokens"] for s in window)
+    padded = sum(s["rows"] * s["seq_len"] for s in window)
+    return {
+        "implementation": report["implementation"],
+        "padding": f"to {report['pad_to']}" if report["pad_to"] else "per batch",
+        "steps": len(window),
+        "seconds": secs,
+        "step_s": secs / len(window),
+        "examples_per_s": sum(s["examples"] for s in window) / secs,
+        "real_tokens_per_s": real / secs,
+        "padding_share": 1 - real / padded,
+        "model_tflops_per_s": flops / secs / 1e12,  # useful FLOPs (no padding)
+        "mfu": flops / secs / matmul["flops_per_s"],
+        "data_share": (data_s + tok_s) / (secs + tok_s),
+        "tokenize_sequences_per_s": report["tokenized_sequences"] / max(report["tokenize_s"], 1e-9),
+        "collate_ms_per_step": 1e3 * data_s / len(window),
+    }
+
+
+def loss_agreement(rust, ref):
+    rows = []
+    for a, b in zip(rust["steps"], ref["steps"]):
+        rows.append({
+            "step": a["step"], "task": a["task"], "mtl_trainer": a["loss"], "reference": b["loss"],
+            "rel_diff": abs(a["loss"] - b["loss"]) / max(abs(b["loss"]), 1e-6),
+            "same_tokens": a["real_tokens"] == b["real_tokens"] and a["seq_len"] == b["seq_len"],
+        })
+    worst = max(r["rel_diff"] for r in rows)
+    return {"steps": rows, "max_rel_diff": worst, "tolerance": LOSS_TOLERANCE,
+            "ok": worst <= LOSS_TOLERANCE and all(r["same_tokens"] for r in rows)}
+
+
+def bench_train(args, out):
+    from transformers import RobertaConfig  # noqa: F401  (fails early without the venv)
+
+    data_dir, model_dir = os.path.join(WORK, "data"), os.path.join(WORK, f"model-{args.config}")
+    make_data(data_dir)
+    cfg = make_model(model_dir, args.config)
+    job = os.path.join(WORK, "job.json")
+    write_job(job, model_dir, data_dir, args.batch_size)
+    num_labels = {"stsb": 1, "rte": 2, "csqa": 1}
+    threads = ["--threads", str(args.threads)]
+    py = sys.executable
+    ref = os.path.join(ROOT, "bench", "reference.py")
+    p = lambda name: os.path.join(WORK, name)  # noqa: E731
+
+    d, dff = cfg.hidden_size, cfg.intermediate_size
+    sh([MTL_BENCH, "matmul", *threads, "--m", str(args.batch_size * 128), "--k", str(d), "--n", str(dff),
+        "--out", p("matmul.json")])
+    matmul = json.load(open(p("matmul.json")))
+
+    # Loss agreement: same initial weights, same batches, no dropout.
+    k = args.agree_steps
+    sh([MTL_BENCH, "train", *threads, "--job", job, "--warmup", "0", "--steps", str(k), "--no-dropout",
+        "--save-init", p("init.safetensors"), "--out", p("agree-rust.json")])
+    sh([py, ref, *threads, "--job", job, "--plan", p("agree-rust.json"), "--init", p("init.safetensors"),
+        "--mode", "best", "--warmup", "0", "--steps", str(k), "--no-dropout", "--out", p("agree-ref.json")])
+    agreement = loss_agreement(json.load(open(p("agree-rust.json"))), json.load(open(p("agree-ref.json"))))
+
+    # Throughput, dropout on, each in its own process.
+    w, n = str(args.warmup), str(args.steps)
+    runs = {}
+    sh([MTL_BENCH, "train", *threads, "--job", job, "--warmup", w, "--steps", n, "--out", p("rust.json")])
+    runs["mtl-trainer"] = json.load(open(p("rust.json")))
+    sh([MTL_BENCH, "train", *threads, "--job", job, "--warmup", w, "--steps", n, "--pad-to", "128",
+        "--out", p("rust-pad128.json")])
+    runs["mtl-trainer (padded to 128)"] = json.load(open(p("rust-pad128.json")))
+    for mode in ("best", "original"):
+        sh([py, ref, *threads, "--job", job, "--plan", p("rust.json"), "--init", p("init.safetensors"),
+            "--mode", mode, "--warmup", w, "--steps", n, "--out", p(f"ref-{mode}.json")])
+        runs[f"reference {mode}"] = json.load(open(p(f"ref-{mode}.json")))
+    summary = {name: summarize(r, cfg, num_labels, matmul) for name, r in runs.items()}
+    ours = summary["mtl-trainer"]["examples_per_s"]
+    ratios = {
+        "vs_best": ours / summary["reference best"]["examples_per_s"],
+        "vs_original": ours / summary["reference original"]["examples_per_s"],
+    }
+    out["train"] = {
+        "config": {"name": args.config, **CONFIGS[args.config], "vocab_size": cfg.vocab_size,
+                   "batch_size": args.batch_size, "max_length": 128, "warmup_steps": args.warmup,
+                   "measured_steps": args.steps, "threads": args.threads,
+                   "task_sizes": SIZES},
+        "matmul": matmul,
+        "loss_agreement": agreement,
+        "runs": summary,
+        "ratios": ratios,
+    }
+
+
+def bench_operator(args, out):
+    results = []
+    for jobs in args.jobs:
+        path = os.path.join(WORK, f"operator-{jobs}.json")
+        sh([SCALE, "--operator", OPERATOR, "--jobs", str(jobs), "--out", path])
+        results.append(json.load(open(path)))
+    out["operator"] = results
+
+
+def fmt(x, digits=2):
+    return f"{x:.{digits}f}"
+
+
+def markdown(out):
+    lines = [f"# Benchmark {out['started']}", "", f"Machine: {out['machine']}", ""]
+    if "train" in out:
+        t = out["train"]
+        c = t["config"]
+        m = t["matmul"]
+        lines += [
+            f"## Training step, {c['name']} encoder ({c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+            f"FFN {c['intermediate_size']}, vocab {c['vocab_size']}), batch {c['batch_size']}, maxLength 128, "
+            f"fp32 CPU, {c['threads']} threads",
+            "",
+            f"{c['measured_steps']} measured steps after {c['warmup_steps']} warm-up steps, the same batches "
+            f"(proportional sampling over STS-B/RTE/CSQA sized {c['task_sizes']}) for every row. "
+            f"libtorch matmul ({m['m']}x{m['k']} @ {m['k']}x{m['n']}, fp32): "
+            f"{fmt(m['flops_per_s'] / 1e9, 1)} GFLOP/s. Useful GFLOP/s counts the matmuls of the real tokens "
+            f"only (forward + backward); MFU is that divided by the matmul rate.",
+            "",
+            "| implementation | padding | examples/s | real tokens/s | padding share | step (s) | useful GFLOP/s | MFU | data pipeline share |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, s in t["runs"].items():
+            lines.append(
+                f"| {name} | {s['padding']} | {fmt(s['examples_per_s'])} | {fmt(s['real_tokens_per_s'], 0)} | "
+                f"{fmt(100 * s['padding_share'], 0)}% | {fmt(s['step_s'], 3)} | {fmt(s['model_tflops_per_s'] * 1e3, 1)} | "
+                f"{fmt(s['mfu'])} | {fmt(100 * s['data_share'], 2)}% |"
+            )
+        lines += [
+            "",
+            "Data pipeline (tokenization once per dataset, then sampling and collation every step):",
+            "",
+            "| implementation | tokenization (sequences/s) | collation (ms/step) | share of step time |",
+            "|---|---|---|---|",
+        ]
+        for name, s in t["runs"].items():
+            lines.append(
+                f"| {name} | {fmt(s['tokenize_sequences_per_s'], 0)} | {fmt(s['collate_ms_per_step'], 2)} | "
+                f"{fmt(100 * s['data_share'], 2)}% |"
+            )
+        r = t["ratios"]
+        a = t["loss_agreement"]
+        lines += [
+            "",
+            f"mtl-trainer / reference best: **{fmt(r['vs_best'])}x** examples/s; "
+            f"mtl-trainer / reference original: **{fmt(r['vs_original'])}x**.",
+            "",
+            f"Loss agreement over the first {len(a['steps'])} steps (dropout off, same initial weights and "
+            f"batches): max relative difference {a['max_rel_diff']:.2e} (tolerance {a['tolerance']:.0e}), "
+            f"token counts {'identical' if all(s['same_tokens'] for s in a['steps']) else 'DIFFERENT'}: "
+            f"**{'ok' if a['ok'] else 'FAILED'}**.",
+            "",
+            "| step | task | mtl-trainer loss | reference loss | relative difference |",
+            "|---|---|---|---|---|",
+        ]
+        for s in a["steps"]:
+            lines.append(f"| {s['step']} | {s['task']} | {s['mtl_trainer']:.6f} | {s['reference']:.6f} | {s['rel_diff']:.1e} |")
+        lines.append("")
+    if "operator" in out:
+        lines += [
+            "## Operator against the Kubernetes API stand-in",
+            "",
+            "| jobs | time to every pod (s) | time to every status (s) | peak RSS (MiB) | API requests / job | reconciles / job |",
+            "|---|---|---|---|---|---|",
+        ]
+        for o in out["operator"]:
+            lines.append(
+                f"| {o['jobs']} | {fmt(o['seconds_to_pods'])} | {fmt(o['seconds_to_status'])} | "
+                f"{fmt(o['peak_rss_bytes'] / 2**20, 1)} | {fmt(o['requests_per_job'], 1)} | {fmt(o['reconciles_per_job'], 1)} |"
+            )
+        ops = out["operator"]
+        if len(ops) >= 2:
+            a, b = ops[0], ops[-1]
+            grow = b["jobs"] / a["jobs"]
+            lines += [
+                "",
+                f"From {a['jobs']} to {b['jobs']} jobs ({grow:.0f}x): time to pods x{b['seconds_to_pods'] / a['seconds_to_pods']:.1f}, "
+                f"time to status x{b['seconds_to_status'] / a['seconds_to_status']:.1f}, "
+                f"peak RSS x{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f}, "
+                f"requests per job x{b['requests_per_job'] / a['requests_per_job']:.2f}.",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="base")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--agree-steps", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--jobs", default="100,1000", help="operator scale points, comma-separated")
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-operator", action="store_true")
+    args = ap.parse_args()
+    args.jobs = [int(j) for j in args.jobs.split(",") if j]
+
+    os.makedirs(WORK, exist_ok=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+    out = {"started": started, "machine": machine()}
+    if not args.skip_train:
+        bench_train(args, out)
+    if not args.skip_operator:
+        bench_operator(args, out)
+    name = f"{started}-{args.config if not args.skip_train else 'operator'}"
+    with open(os.path.join(RESULTS, name + ".json"), "w") as f:
+        json.dump(out, f, indent=1)
+    md = markdown(out)
+    for path in (os.path.join(RESULTS, name + ".md"), os.path.join(RESULTS, "latest.md")):
+        with open(path, "w") as f:
+            f.write(md)
+    print(md)
+    agreement = out.get("train", {}).get("loss_agreement")
+    if agreement and not agreement["ok"]:
+        sys.exit("loss agreement failed: the speed comparison is not of the same computation")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+//! Measurements behind `make bench` (the `mtl-bench` binary): the product's own data path,
+//! model and optimizer step, timed step by step, and the rate of a plain libtorch matmul on
+//! the same device. `bench/run.py` runs the Python reference on the same plan and compares.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use mtl_crds::MultiTaskTrainingJobSpec;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::Result;
+use crate::checkpoint::Store;
+use crate::data::{self, TokenizedExample};
+use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
+use crate::sampling::Sampler;
+use crate::train::{self, ModelAssets};
+
+/// What to run.
+pub struct TrainBench {
+    pub spec: MultiTaskTrainingJobSpec,
+    /// Steps run before the measured window (allocator, caches, lazy init).
+    pub warmup: usize,
+    /// Steps in the measured window.
+    pub steps: usize,
+    /// Pad every batch to this length (the original's fixed padding) instead of per batch.
+    pub pad_to: Option<usize>,
+    /// Dropout on (training mode); off makes losses comparable with another implementation.
+    pub dropout: bool,
+    pub device: Device,
+    pub cache_dir: PathBuf,
+    /// Write the complete initial state (encoder and heads) here, for the reference to load.
+    pub save_init: Option<PathBuf>,
+}
+
+/// The batch of one step: a task and the indices of its training examples.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedBatch {
+    pub task: String,
+    pub examples: Vec<usize>,
+}
+
+/// One timed step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub step: usize,
+    pub task: String,
+    pub examples: usize,
+    /// Sequences (examples × choices) and their padded length.
+    pub rows: usize,
+    pub seq_len: usize,
+    pub real_tokens: usize,
+    /// Sum over sequences of their real length squared (attention's useful work).
+    pub sum_sq_len: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// Sampling and collation (host to device included).
+    pub data_s: f64,
+    /// Forward, backward, clipping, optimizer step.
+    pub compute_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub implementation: &'static str,
+    pub device: String,
+    pub threads: i32,
+    pub pad_to: Option<usize>,
+    pub dropout: bool,
+    pub warmup: usize,
+    /// Reading the training files.
+    pub read_s: f64,
+    /// Tokenizing every training example.
+    pub tokenize_s: f64,
+    pub tokenized_sequences: usize,
+    pub schedule: LinearSchedule,
+    pub plan: Vec<PlannedBatch>,
+    pub steps: Vec<StepRecord>,
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Runs `warmup + steps` training steps of `b.spec` exactly as `train` does them and times each.
+pub fn train(b: &TrainBench) -> Result<TrainReport> {
+    let spec = &b.spec;
+    let store = Store::new()?;
+    let assets = ModelAssets::fetch(&store, &spec.model.pretrained, &b.cache_dir)?;
+    let config = assets.config()?;
+    let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
+
+    let (mut read_s, mut tokenize_s, mut sequences) = (0.0, 0.0, 0);
+    let mut tasks = Vec::new();
+    for t in &spec.tasks {
+        let started = Instant::now();
+        let path = store.fetch(&t.train, &b.cache_dir)?;
+        let examples = data::read_examples(t, &path, &t.train, true)?;
+        read_s += started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let encoded: Vec<TokenizedExample> = encoder.encode(&examples)?;
+        tokenize_s += started.elapsed().as_secs_f64();
+        sequences += encoded.iter().map(|e| e.seqs.len()).sum::<usize>();
+        tasks.push((t, encoded));
+    }
+
+    let tr = &spec.training;
+    let mut model = train::build_model(config, &spec.tasks, b.device, tr.seed);
+    model.load_pretrained(&assets.dir.join(crate::checkpoint::MODEL_FILE))?;
+    if let Some(path) = &b.save_init {
+        model.save(path)?;
+    }
+    let mut optim = AdamW::new(
+        model.named_tensors(),
+        AdamWConfig {
+            weight_decay: tr.weight_decay,
+            ..Default::default()
+        },
+    );
+    let mut sampler = Sampler::new(
+        &spec.sampling,
+        tr.seed,
+        tr.batch_size as usize,
+        tasks.iter().map(|(_, e)| e.len()).collect(),
+    );
+    let total = (b.warmup + b.steps) as u64;
+    let schedule = LinearSchedule {
+        lr: tr.learning_rate,
+        warmup: tr
+            .warmup_steps
+            .unwrap_or_else(|| (tr.warmup_ratio * total as f64).ceil() as u64),
+        total,
+    };
+
+    let mut plan = Vec::new();
+    let mut steps = Vec::new();
+    for step in 0..total as usize {
+        tch::manual_seed((tr.seed ^ (step as u64).wrapping_mul(0x9E37_79B9)) as i64);
+        sync(b.device);
+        let started = Instant::now();
+        let planned = sampler.plan(step as u64);
+        let (task, examples) = &tasks[planned.task];
+        let items: Vec<&TokenizedExample> =
+            planned.examples.iter().map(|&i| &examples[i]).collect();
+        let mut batcher = train::batcher(&model, planned.task);
+        batcher.pad_to = b.pad_to;
+        let batch = batcher.collate(&items);
+        sync(b.device);
+        let data_s = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let lr = schedule.at(step as u64);
+        let shape = batch.input_ids.size();
+        let record = StepRecord {
+            step,
+            task: task.name.clone(),
+            examples: batch.examples,
+            rows: shape.first().copied().unwrap_or(0) as usize,
+            seq_len: shape.get(1).copied().unwrap_or(0) as usize,
+            real_tokens: batch.real_tokens,
+            sum_sq_len: items
+                .iter()
+                .flat_map(|e| e.seqs.iter())
+                .map(|s| s.ids.len().pow(2))
+                .sum(),
+            loss: 0.0,
+            lr,
+            data_s,
+            compute_s: 0.0,
+        };
+        let micro = [(planned.task, batch)];
+        let losses = train::train_step(
+            &model,
+            &mut optim,
+            &micro,
+            lr,
+            tr.max_grad_norm,
+            tr.precision,
+            b.dropout,
+        )?;
+        sync(b.device);
+        steps.push(StepRecord {
+            loss: losses[0],
+            compute_s: started.elapsed().as_secs_f64(),
+            ..record
+        });
+        plan.push(PlannedBatch {
+            task: task.name.clone(),
+            examples: planned.examples,
+        });
+    }
+    Ok(TrainReport {
+        implementation: "mtl-trainer",
+        device: format!("{:?}", b.device),
+        threads: tch::get_num_threads(),
+        pad_to: b.pad_to,
+        dropout: b.dropout,
+        warmup: b.warmup,
+        read_s,
+        tokenize_s,
+        tokenized_sequences: sequences,
+        schedule,
+        plan,
+        steps,
+    })
+}
+
+/// The rate of one matmul shape on `device`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatmulRate {
+    pub m: i64,
+    pub k: i64,
+    pub n: i64,
+    pub kind: String,
+    pub iterations: u64,
+    pub seconds: f64,
+    pub flops_per_s: f64,
+}
+
+/// FLOP/s of `(m×k) @ (k×n)` in `kind`, run for at least `min_seconds` after warm-up.
+pub fn matmul_rate(
+    m: i64,
+    k: i64,
+    n: i64,
+    kind: Kind,
+    device: Device,
+    min_seconds: f64,
+) -> MatmulRate {
+    let a = Tensor::randn([m, k], (kind, device));
+    let b = Tensor::randn([k, n], (kind, device));
+    for _ in 0..3 {
+        let _ = a.matmul(&b);
+    }
+    sync(device);
+    let started = Instant::now();
+    let mut iterations = 0u64;
+    while iterations < 5 || started.elapsed().as_secs_f64() < min_seconds {
+        let _ = a.matmul(&b);
+        iterations += 1;
+        if iterations.is_multiple_of(8) {
+            sync(device);
+        }
+    }
+    sync(device);
+    let seconds = started.elapsed().as_secs_f64();
+    MatmulRate {
+        m,
+        k,
+        n,
+        kind: format!("{kind:?}"),
+        iterations,
+        seconds,
+        flops_per_s: 2.0 * (m * k * n) as f64 * iterations as f64 / seconds,
+    }
+}
