@@ -261,8 +261,11 @@ def markdown(out):
             f"{c['measured_steps']} measured steps after {c['warmup_steps']} warm-up steps, the same batches "
             f"(proportional sampling over STS-B/RTE/CSQA sized {c['task_sizes']}) for every row. "
             f"libtorch matmul ({m['m']}x{m['k']} @ {m['k']}x{m['n']}, fp32): "
-            f"{fmt(m['flops_per_s'] / 1e9, 1)} GFLOP/s. Useful GFLOP/s counts the matmuls of the real tokens "
-            f"only (forward + backward); MFU is that divided by the matmul rate.",
+            f"{fmt(m['flops_per_s'] / 1e9, 1)} GFLOP/s. Useful GFLOP/s counts the model's matmuls over the real "
+            f"tokens only (forward + backward, the full encoder as HF defines it); MFU is that divided by the "
+            f"matmul rate. mtl-trainer skips the padding and, in the last layer, every token but the first past "
+            f"keys and values (the heads read the first token only), so it does less work than it is credited with "
+            f"(about 7% less at 12 layers).",
             "",
             "| implementation | padding | examples/s | real tokens/s | padding share | step (s) | useful GFLOP/s | MFU | data pipeline share |",
             "|---|---|---|---|---|---|---|---|---|",

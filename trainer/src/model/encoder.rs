@@ -137,52 +137,76 @@ impl Layer {
         }
     }
 
-    /// `x`: the hidden states of the real tokens, one row each (see [`Packing`]).
-    fn forward(&self, x: &Tensor, pack: &Packing, train: bool) -> Tensor {
+    /// `x`: the hidden states of the real tokens, one row each (see [`Packing`]). With
+    /// `first_only` (the last layer) only the first token of each sequence, the one the heads
+    /// read, is computed past the keys and values: (batch, h) instead of (real, h).
+    fn forward(&self, x: &Tensor, pack: &Packing, train: bool, first_only: bool) -> Tensor {
         let h = x.size()[1];
         let (b, s, heads) = (pack.batch, pack.seq, self.heads);
-        // One matmul for query, key and value; HF keeps three weights, so they are joined here.
-        let w = Tensor::cat(&[&self.query.ws, &self.key.ws, &self.value.ws], 0);
-        let bias = [&self.query.bs, &self.key.bs, &self.value.bs]
-            .into_iter()
-            .map(|b| b.as_ref().map(Tensor::shallow_clone))
-            .collect::<Option<Vec<_>>>()
-            .map(|bs| Tensor::cat(&bs, 0));
-        let qkv = pack
-            .pad(&x.linear(&w, bias.as_ref()))
-            .view([b, s, 3, heads, h / heads])
-            .permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let d = h / heads;
         let p = if train { self.attn_dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(&pack.attention),
-            p,
-            false,
-            None,
-            false,
-        )
-        .transpose(1, 2)
-        .reshape([b * s, h]);
-        let a = self.attn_norm.forward(
-            &(self
-                .attn_out
-                .forward(&pack.pack(&ctx))
-                .dropout(self.dropout, train)
-                + x),
-        );
+        let attend = |q: &Tensor, k: &Tensor, v: &Tensor, rows: i64| {
+            Tensor::scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                Some(&pack.attention),
+                p,
+                false,
+                None,
+                false,
+            )
+            .transpose(1, 2)
+            .reshape([rows, h])
+        };
+        let (ctx, residual) = if first_only {
+            // One matmul for key and value of every real token; the query of first tokens only.
+            let kv = pack
+                .pad(&joined(x, &[&self.key, &self.value]))
+                .view([b, s, 2, heads, d])
+                .permute([2, 0, 3, 1, 4]);
+            let first = pack.first(x);
+            let q = self
+                .query
+                .forward(&first)
+                .view([b, 1, heads, d])
+                .transpose(1, 2);
+            (attend(&q, &kv.get(0), &kv.get(1), b), first)
+        } else {
+            // One matmul for query, key and value.
+            let qkv = pack
+                .pad(&joined(x, &[&self.query, &self.key, &self.value]))
+                .view([b, s, 3, heads, d])
+                .permute([2, 0, 3, 1, 4]);
+            let ctx = attend(&qkv.get(0), &qkv.get(1), &qkv.get(2), b * s);
+            (pack.pack(&ctx), x.shallow_clone())
+        };
+        let a = self
+            .attn_norm
+            .forward(&(self.attn_out.forward(&ctx).dropout(self.dropout, train) + residual));
         let i = self.act.apply(&self.intermediate.forward(&a));
         self.out_norm
             .forward(&(self.out.forward(&i).dropout(self.dropout, train) + a))
     }
 }
 
+/// `x` through several linear layers of the same input size at once (HF keeps query, key and
+/// value as separate weights; one matmul over their concatenation is faster).
+fn joined(x: &Tensor, layers: &[&nn::Linear]) -> Tensor {
+    let w = Tensor::cat(&layers.iter().map(|l| &l.ws).collect::<Vec<_>>(), 0);
+    let bias = layers
+        .iter()
+        .map(|l| l.bs.as_ref().map(Tensor::shallow_clone))
+        .collect::<Option<Vec<_>>>()
+        .map(|bs| Tensor::cat(&bs, 0));
+    x.linear(&w, bias.as_ref())
+}
+
 /// Padding-free layers: every per-token operation (the linear layers, LayerNorm, dropout, the
 /// FFN) runs on the real tokens only, one row each; only attention sees the padded
 /// (batch, seq) layout. A batch whose sequences differ in length wastes no FLOPs on padding
-/// outside attention, where HF's padded layout computes every position.
+/// outside attention, where HF's padded layout computes every position. The last layer goes
+/// further: past its keys and values it computes the first token of each sequence only.
 struct Packing {
     batch: i64,
     seq: i64,
@@ -193,6 +217,8 @@ struct Packing {
     inverse: Option<Tensor>,
     /// bool (batch, 1, 1, seq), true where a token may be attended to.
     attention: Tensor,
+    /// Row of each sequence's first token among the real tokens: (batch,).
+    first_rows: Tensor,
 }
 
 impl Packing {
@@ -212,12 +238,17 @@ impl Packing {
             let inverse = order.where_self(&flat, &Tensor::from(count).to_device(flat.device()));
             (Some(index), Some(inverse))
         };
+        let first_rows = match &inverse {
+            Some(inv) => inv.view([batch, seq]).select(1, 0),
+            None => Tensor::arange_start_step(0, batch * seq, seq, (Kind::Int64, flat.device())),
+        };
         Self {
             batch,
             seq,
             index,
             inverse,
             attention,
+            first_rows,
         }
     }
 
@@ -242,7 +273,7 @@ impl Packing {
 
     /// The first token of every sequence, from (real, h): (batch, h).
     fn first(&self, x: &Tensor) -> Tensor {
-        self.pad(x).view([self.batch, self.seq, -1]).select(1, 0)
+        x.index_select(0, &self.first_rows)
     }
 }
 
@@ -292,10 +323,12 @@ impl Encoder {
         let x = self.embeddings.forward(input_ids, token_type_ids, train);
         let h = x.size()[2];
         let mut x = pack.pack(&x.view([-1, h]));
-        for layer in &self.layers {
-            x = layer.forward(&x, &pack, train);
+        let last = self.layers.len().checked_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &pack, train, Some(i) == last);
         }
-        let first = pack.first(&x);
+        // The last layer already returned first tokens only.
+        let first = if last.is_some() { x } else { pack.first(&x) };
         let pooled = pool.then(|| self.pooler.forward(&first).tanh());
         EncoderOutput { first, pooled }
     }
