@@ -46,6 +46,7 @@ test: setup
 	set -e; for c in $(TEST_CRATES); do cargo test -p $$c --all-targets $$( [ $$c = mtl-storage ] && echo --all-features ); done
 	$(PY) charts/check_chart.py
 	$(PY) -m unittest discover -s charts -p 'test_*.py'
+	$(PY) -m unittest discover -s bench -p 'test_*.py'
 
 lint: setup
 	cargo fmt --all --check

@@ -147,6 +147,49 @@ fn resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one() {
     assert!(err.contains("checkpoint was trained on tasks"), "{err}");
 }
 
+/// The encoder computes real tokens only, so padding a batch to 128 instead of its longest
+/// sequence changes no loss and no update: the benchmark's two padding modes train alike.
+#[test]
+fn padding_changes_neither_losses_nor_updates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |pad_to| {
+        mtl_trainer::bench::train(&mtl_trainer::bench::TrainBench {
+            spec: job(&model, &tmp.path().join("unused")),
+            warmup: 1,
+            steps: 5,
+            pad_to,
+            dropout: false,
+            device: Device::Cpu,
+            cache_dir: tmp.path().join("cache"),
+            save_init: None,
+        })
+        .unwrap()
+    };
+    let (tight, padded) = (run(None), run(Some(128)));
+    assert_eq!(tight.steps.len(), 6);
+    let mut tasks = std::collections::BTreeSet::new();
+    for (a, b) in tight.steps.iter().zip(&padded.steps) {
+        assert_eq!(
+            (&a.task, a.rows, a.real_tokens),
+            (&b.task, b.rows, b.real_tokens)
+        );
+        assert!(
+            a.seq_len < 128 && b.seq_len == 128,
+            "{} {}",
+            a.seq_len,
+            b.seq_len
+        );
+        assert!(a.real_tokens <= a.rows * a.seq_len);
+        let rel = (a.loss - b.loss).abs() / b.loss.abs().max(1e-6);
+        assert!(rel < 1e-5, "step {}: loss {} vs {}", a.step, a.loss, b.loss);
+        tasks.insert(a.task.clone());
+    }
+    assert!(tasks.len() >= 2, "only {tasks:?} sampled");
+    assert_eq!(tight.plan.len(), 6);
+}
+
 fn trainer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mtl-trainer"))
 }

@@ -1,0 +1,64 @@
+"""Unit tests of bench/run.py's arithmetic (run by `make test`; no benchmark is run)."""
+
+import os
+import sys
+import types
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+
+CFG = types.SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
+LABELS = {"a": 1, "b": 2}
+
+
+def step(i, task="a", rows=2, seq_len=3, real=5, sq=13, loss=1.0, data=0.1, compute=0.9, examples=2):
+    return {"step": i, "task": task, "rows": rows, "seq_len": seq_len, "real_tokens": real,
+            "sum_sq_len": sq, "loss": loss, "data_s": data, "compute_s": compute, "examples": examples}
+
+
+class TrainFlops(unittest.TestCase):
+    def test_counts_real_tokens_and_is_three_forwards(self):
+        # layer: 2*5*(4*16 + 2*4*8) + 4*13*4 = 1488; head: 2*2*(16 + 4) = 80
+        self.assertEqual(run.train_flops(step(0), CFG, LABELS), 3 * (2 * 1488 + 80))
+
+    def test_padding_costs_nothing(self):
+        self.assertEqual(run.train_flops(step(0, seq_len=3), CFG, LABELS),
+                         run.train_flops(step(0, seq_len=128), CFG, LABELS))
+
+
+class Summarize(unittest.TestCase):
+    def report(self):
+        return {"implementation": "x", "pad_to": None, "warmup": 1, "tokenize_s": 1.0,
+                "tokenized_sequences": 100, "steps": [step(0, data=5.0), step(1), step(2)]}
+
+    def test_window_skips_warmup(self):
+        s = run.summarize(self.report(), CFG, LABELS, {"flops_per_s": 1e4})
+        self.assertEqual(s["steps"], 2)
+        self.assertAlmostEqual(s["seconds"], 2.0)
+        self.assertAlmostEqual(s["examples_per_s"], 2.0)
+        self.assertAlmostEqual(s["padding_share"], 1 - 10 / 12)
+        # collation 0.2 s plus tokenization's share for 4 of 100 sequences (0.04 s)
+        self.assertAlmostEqual(s["data_share"], 0.24 / 2.04)
+        self.assertAlmostEqual(s["mfu"], 2 * run.train_flops(step(1), CFG, LABELS) / 2.0 / 1e4)
+
+
+class LossAgreement(unittest.TestCase):
+    def test_within_tolerance(self):
+        a = {"steps": [step(0, loss=2.0), step(1, loss=1.0)]}
+        b = {"steps": [step(0, loss=2.0 * (1 + 1e-6)), step(1, loss=1.0)]}
+        self.assertTrue(run.loss_agreement(a, b)["ok"])
+
+    def test_a_diverging_loss_fails(self):
+        a = {"steps": [step(0, loss=2.0), step(1, loss=1.0)]}
+        b = {"steps": [step(0, loss=2.0), step(1, loss=1.1)]}
+        self.assertFalse(run.loss_agreement(a, b)["ok"])
+
+    def test_different_batches_fail(self):
+        a = {"steps": [step(0, real=5)]}
+        b = {"steps": [step(0, real=6)]}
+        self.assertFalse(run.loss_agreement(a, b)["ok"])
+
+
+if __name__ == "__main__":
+    unittest.main()
