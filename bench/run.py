@@ -310,13 +310,14 @@ def markdown(out):
         lines += [
             "## Operator against the Kubernetes API stand-in",
             "",
-            "| jobs | time to every pod (s) | time to every status (s) | peak RSS (MiB) | API requests / job | reconciles / job |",
-            "|---|---|---|---|---|---|",
+            "| jobs | time to every pod (s) | time to every status (s) | peak RSS (MiB) | operator CPU (ms/job) | API requests / job | reconciles / job |",
+            "|---|---|---|---|---|---|---|",
         ]
         for o in out["operator"]:
             lines.append(
                 f"| {o['jobs']} | {fmt(o['seconds_to_pods'])} | {fmt(o['seconds_to_status'])} | "
-                f"{fmt(o['peak_rss_bytes'] / 2**20, 1)} | {fmt(o['requests_per_job'], 1)} | {fmt(o['reconciles_per_job'], 1)} |"
+                f"{fmt(o['peak_rss_bytes'] / 2**20, 1)} | {fmt(o['operator_cpu_ms_per_job'], 2)} | "
+                f"{fmt(o['requests_per_job'], 1)} | {fmt(o['reconciles_per_job'], 1)} |"
             )
         ops = out["operator"]
         if len(ops) >= 2:
@@ -326,7 +327,9 @@ def markdown(out):
                 "",
                 f"From {a['jobs']} to {b['jobs']} jobs ({grow:.0f}x): time to pods x{b['seconds_to_pods'] / a['seconds_to_pods']:.1f}, "
                 f"time to status x{b['seconds_to_status'] / a['seconds_to_status']:.1f}, "
-                f"peak RSS x{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f}, "
+                f"peak RSS x{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f} "
+                f"(+{(b['peak_rss_bytes'] - a['peak_rss_bytes']) / (b['jobs'] - a['jobs']) / 1024:.1f} KiB per job), "
+                f"operator CPU per job x{b['operator_cpu_ms_per_job'] / max(a['operator_cpu_ms_per_job'], 1e-9):.2f}, "
                 f"requests per job x{b['requests_per_job'] / a['requests_per_job']:.2f}.",
             ]
         lines.append("")

@@ -3,8 +3,9 @@
 //!
 //! Starts the stand-in (its kubelet runs every pod), starts the operator and waits until it is
 //! ready, creates N jobs in-process, then measures the time until every job has its pod and
-//! until every job's status says Running, the operator's peak RSS (VmHWM), and the API requests
-//! it made (every HTTP request the stand-in served: only the operator speaks HTTP to it).
+//! until every job's status says Running, the operator's peak RSS (VmHWM) and CPU time, and the
+//! API requests it made (every HTTP request the stand-in served: only the operator speaks HTTP
+//! to it). The stand-in runs in this process, so its own cost is not the operator's.
 //!
 //!   cargo run --release -p mtl-operator --example scale -- \
 //!       --operator target/release/mtl-operator --jobs 1000 --out operator-1000.json
@@ -60,6 +61,17 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// CPU seconds (user + system) `pid` has used: fields 14 and 15 of /proc/PID/stat, in clock
+/// ticks of 1/100 s (Linux's USER_HZ).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; count fields after its closing parenthesis.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok((ticks(11) + ticks(12)) / 100.0)
 }
 
 /// Peak and current resident set of `pid`, in bytes.
@@ -166,6 +178,7 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let idle_requests = standin.stats().total;
+    let idle_cpu = cpu_seconds(pid)?;
 
     let started = Instant::now();
     for i in 0..args.jobs {
@@ -202,6 +215,7 @@ async fn main() -> Result<()> {
         .await
         .unwrap_or_default();
     let (peak_rss, rss_now) = rss(pid)?;
+    let operator_cpu = cpu_seconds(pid)? - idle_cpu;
     let requests = stats.total - idle_requests;
     let by_kind: Vec<_> = stats
         .counts
@@ -214,6 +228,8 @@ async fn main() -> Result<()> {
         "seconds_to_pods": pods_s,
         "seconds_to_status": status_s,
         "peak_rss_bytes": peak_rss.max(peak_sampled),
+        "operator_cpu_seconds": operator_cpu,
+        "operator_cpu_ms_per_job": 1e3 * operator_cpu / args.jobs as f64,
         "rss_bytes_at_end": rss_now,
         "requests": requests,
         "requests_per_job": requests as f64 / args.jobs as f64,
