@@ -29,7 +29,7 @@ class TrainFlops(unittest.TestCase):
 
 class Summarize(unittest.TestCase):
     def report(self):
-        return {"implementation": "x", "pad_to": None, "warmup": 1, "tokenize_s": 1.0,
+        return {"implementation": "x", "pad_to": None, "warmup": 1, "load_s": 1.0,
                 "tokenized_sequences": 100, "steps": [step(0, data=5.0), step(1), step(2)]}
 
     def test_window_skips_warmup(self):
@@ -38,7 +38,7 @@ class Summarize(unittest.TestCase):
         self.assertAlmostEqual(s["seconds"], 2.0)
         self.assertAlmostEqual(s["examples_per_s"], 2.0)
         self.assertAlmostEqual(s["padding_share"], 1 - 10 / 12)
-        # collation 0.2 s plus tokenization's share for 4 of 100 sequences (0.04 s)
+        # collation 0.2 s plus reading and tokenization's share for 4 of 100 sequences (0.04 s)
         self.assertAlmostEqual(s["data_share"], 0.24 / 2.04)
         self.assertAlmostEqual(s["mfu"], 2 * run.train_flops(step(1), CFG, LABELS) / 2.0 / 1e4)
 

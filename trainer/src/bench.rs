@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::Result;
 use crate::checkpoint::Store;
-use crate::data::{self, TokenizedExample};
+use crate::data::TokenizedExample;
 use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
 use crate::sampling::Sampler;
 use crate::train::{self, ModelAssets};
@@ -68,10 +68,8 @@ pub struct TrainReport {
     pub pad_to: Option<usize>,
     pub dropout: bool,
     pub warmup: usize,
-    /// Reading the training files.
-    pub read_s: f64,
-    /// Tokenizing every training example.
-    pub tokenize_s: f64,
+    /// Reading and tokenizing every training example (once per run).
+    pub load_s: f64,
     pub tokenized_sequences: usize,
     pub schedule: LinearSchedule,
     pub plan: Vec<PlannedBatch>,
@@ -92,19 +90,14 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
     let config = assets.config()?;
     let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
 
-    let (mut read_s, mut tokenize_s, mut sequences) = (0.0, 0.0, 0);
-    let mut tasks = Vec::new();
-    for t in &spec.tasks {
-        let started = Instant::now();
-        let path = store.fetch(&t.train, &b.cache_dir)?;
-        let examples = data::read_examples(t, &path, &t.train, true)?;
-        read_s += started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let encoded: Vec<TokenizedExample> = encoder.encode(&examples)?;
-        tokenize_s += started.elapsed().as_secs_f64();
-        sequences += encoded.iter().map(|e| e.seqs.len()).sum::<usize>();
-        tasks.push((t, encoded));
-    }
+    let started = Instant::now();
+    let tasks = train::load_tasks(&store, spec, &encoder, &b.cache_dir, true)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let sequences = tasks
+        .iter()
+        .flat_map(|t| t.train.iter())
+        .map(|e| e.seqs.len())
+        .sum();
 
     let tr = &spec.training;
     let mut model = train::build_model(config, &spec.tasks, b.device, tr.seed);
@@ -123,16 +116,10 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         &spec.sampling,
         tr.seed,
         tr.batch_size as usize,
-        tasks.iter().map(|(_, e)| e.len()).collect(),
+        tasks.iter().map(|t| t.train.len()).collect(),
     );
     let total = (b.warmup + b.steps) as u64;
-    let schedule = LinearSchedule {
-        lr: tr.learning_rate,
-        warmup: tr
-            .warmup_steps
-            .unwrap_or_else(|| (tr.warmup_ratio * total as f64).ceil() as u64),
-        total,
-    };
+    let schedule = train::schedule(tr, total);
 
     let mut plan = Vec::new();
     let mut steps = Vec::new();
@@ -141,9 +128,12 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         sync(b.device);
         let started = Instant::now();
         let planned = sampler.plan(step as u64);
-        let (task, examples) = &tasks[planned.task];
-        let items: Vec<&TokenizedExample> =
-            planned.examples.iter().map(|&i| &examples[i]).collect();
+        let task = &tasks[planned.task].spec;
+        let items: Vec<&TokenizedExample> = planned
+            .examples
+            .iter()
+            .map(|&i| &tasks[planned.task].train[i])
+            .collect();
         let mut batcher = train::batcher(&model, planned.task);
         batcher.pad_to = b.pad_to;
         let batch = batcher.collate(&items);
@@ -198,8 +188,7 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         pad_to: b.pad_to,
         dropout: b.dropout,
         warmup: b.warmup,
-        read_s,
-        tokenize_s,
+        load_s,
         tokenized_sequences: sequences,
         schedule,
         plan,

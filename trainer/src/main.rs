@@ -12,7 +12,6 @@ use mtl_trainer::checkpoint::{self, Store};
 use mtl_trainer::job::{self, Overrides};
 use mtl_trainer::predict::{self, Loaded};
 use mtl_trainer::train::{self, RunOptions};
-use tch::Device;
 
 #[derive(Parser)]
 #[command(
@@ -109,18 +108,6 @@ enum Command {
     },
 }
 
-fn device(name: &str) -> Result<Device> {
-    Ok(match name {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Device::Cuda(n),
-            None => bail!("--device {other:?}: expected cpu, cuda, cuda:N or auto"),
-        },
-    })
-}
-
 fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -162,7 +149,7 @@ fn run() -> Result<ExitCode> {
     if let Some(n) = cli.threads {
         tch::set_num_threads(n);
     }
-    let device = device(&cli.device)?;
+    let device = train::parse_device(&cli.device)?;
     let cache = cli
         .cache_dir
         .clone()

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use mtl_crds::{CheckpointRef, MultiTaskTrainingJobSpec, Precision, TaskSpec, TaskType};
+use mtl_crds::{
+    CheckpointRef, MultiTaskTrainingJobSpec, Precision, TaskSpec, TaskType, TrainingSpec,
+};
 use mtl_storage::join;
 use tch::{Device, Kind, Tensor};
 use tracing::{info, warn};
@@ -255,6 +257,35 @@ pub fn evaluate(
     all
 }
 
+/// The learning-rate schedule of a run of `total` steps: `warmupSteps`, or `warmupRatio` of
+/// the run rounded up.
+pub fn schedule(tr: &TrainingSpec, total: u64) -> LinearSchedule {
+    LinearSchedule {
+        lr: tr.learning_rate,
+        warmup: tr
+            .warmup_steps
+            .unwrap_or_else(|| (tr.warmup_ratio * total as f64).ceil() as u64),
+        total,
+    }
+}
+
+/// A device by name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available).
+pub fn parse_device(name: &str) -> Result<Device> {
+    Ok(match name {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Device::Cuda(n),
+            None => {
+                return Err(Error::Invalid(format!(
+                    "--device {other:?}: expected cpu, cuda, cuda:N or auto"
+                )));
+            }
+        },
+    })
+}
+
 /// Builds the model for `spec`'s tasks from a local model directory.
 pub fn build_model(
     config: ModelConfig,
@@ -332,14 +363,8 @@ pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outco
         .max_steps
         .unwrap_or_else(|| ((tr.epochs * per_epoch as f64) / accum as f64).floor() as u64)
         .max(1);
-    let warmup = tr
-        .warmup_steps
-        .unwrap_or_else(|| (tr.warmup_ratio * total as f64).ceil() as u64);
-    let schedule = LinearSchedule {
-        lr: tr.learning_rate,
-        warmup,
-        total,
-    };
+    let schedule = schedule(tr, total);
+    let warmup = schedule.warmup;
     let mut state = TrainerState {
         global_step: 0,
         micro_step: 0,

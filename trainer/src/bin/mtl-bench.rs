@@ -9,8 +9,8 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use mtl_trainer::bench::{self, TrainBench};
 use mtl_trainer::checkpoint::write_json;
-use mtl_trainer::job;
-use tch::{Device, Kind};
+use mtl_trainer::{job, train};
+use tch::Kind;
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +21,7 @@ use tch::{Device, Kind};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda, cuda:N, or auto (CUDA when available).
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
     /// Intra-op CPU threads (libtorch's default when unset).
@@ -81,14 +81,7 @@ fn main() -> Result<()> {
     if let Some(n) = cli.threads {
         tch::set_num_threads(n);
     }
-    let device = match cli.device.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Device::Cuda(n),
-            None => bail!("--device {other:?}: expected cpu, cuda or cuda:N"),
-        },
-    };
+    let device = train::parse_device(&cli.device)?;
     match cli.command {
         Command::Train {
             job,
