@@ -12,7 +12,11 @@ AdamW with HF Trainer's decay groups, its linear warmup schedule, gradient clipp
             and fused AdamW (`adamw_torch_fused`, today's Trainer default)
 
 Usage: reference.py --job JOB --plan RUST_REPORT.json --init INIT.safetensors --mode best
-                    --warmup 2 --steps 10 [--no-dropout] --threads N --out OUT.json
+                    --warmup 2 --steps 10 [--no-dropout] --threads N [--device cuda]
+                    [--precision bf16] --out OUT.json
+
+On CUDA, `--precision bf16` runs the forward passes under `torch.autocast("cuda",
+dtype=torch.bfloat16)`, as HF Trainer's `bf16=True` does.
 """
 
 import argparse
@@ -154,7 +158,7 @@ def tokenize(tok, spec, tasks_data, mode):
     return encoded
 
 
-def collate(tok, features, labels, regression):
+def collate(tok, features, labels, regression, device):
     """DataCollatorWithPadding / DataCollatorForMultipleChoice: pad to the longest (a no-op on
     sequences already padded to maxLength), multiple choice flattened then reshaped."""
     choices = len(features[0])
@@ -163,7 +167,7 @@ def collate(tok, features, labels, regression):
     if choices > 1:
         batch = {k: v.view(len(features), choices, -1) for k, v in batch.items()}
     batch["labels"] = torch.tensor(labels, dtype=torch.float if regression else torch.long)
-    return batch
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def main():
@@ -176,6 +180,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--no-dropout", action="store_true")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -199,6 +205,12 @@ def main():
 
     torch.manual_seed(spec["training"].get("seed", 42))
     shared, models = build(spec, args.init, not args.no_dropout)
+    device = torch.device(args.device)
+    shared.to(device)
+    for m in models.values():
+        m.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")  # noqa: E731
     if tok.pad_token_id != shared.config.pad_token_id:
         sys.exit(f"reference.py: tokenizer pads with {tok.pad_token_id}, the model with {shared.config.pad_token_id}")
     opt, params = optimizer(models, args.mode, spec)
@@ -213,16 +225,19 @@ def main():
         task = tasks[name]
         features = [encoded[name][i] for i in p["examples"]]
         labels = [data[name][1][i] for i in p["examples"]]
-        batch = collate(tok, features, labels, task["type"] == "regression")
+        batch = collate(tok, features, labels, task["type"] == "regression", device)
+        sync()
         t1 = time.perf_counter()
         lr = scheduler.get_last_lr()[0]
-        loss = models[name](**batch).loss
+        with autocast():
+            loss = models[name](**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, max_norm)
         opt.step()
         scheduler.step()
         opt.zero_grad(set_to_none=True)
         value = loss.item()
+        sync()
         t2 = time.perf_counter()
         ids = batch["input_ids"]
         steps.append(
@@ -242,7 +257,8 @@ def main():
         )
     report = {
         "implementation": f"transformers {__import__('transformers').__version__} ({args.mode})",
-        "device": "Cpu",
+        "device": args.device,
+        "precision": args.precision,
         "threads": torch.get_num_threads(),
         "pad_to": spec["model"]["maxLength"] if args.mode == "original" else None,
         "dropout": not args.no_dropout,

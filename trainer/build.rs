@@ -1,5 +1,5 @@
 //! Embeds an rpath to the libtorch library directory so `mtl-trainer` runs without
-//! LD_LIBRARY_PATH, compiles `csrc/fused_adamw.cpp` against the same libtorch's headers, and
+//! LD_LIBRARY_PATH, compiles `csrc/aten.cpp` against the same libtorch's headers, and
 //! on request links libtorch_cuda even though no symbol of it is used directly (otherwise
 //! `--as-needed` drops it and CUDA goes unseen).
 
@@ -8,7 +8,7 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-env-changed=MTL_LINK_CUDA");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
-    println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
+    println!("cargo:rerun-if-changed=csrc/aten.cpp");
     // torch-sys (links = "tch") says where libtorch's libraries are: <libtorch>/lib, with the
     // headers in <libtorch>/include, in the pip wheel and the libtorch archive alike.
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
@@ -28,8 +28,8 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false)
-        .file("csrc/fused_adamw.cpp")
-        .compile("mtl_fused_adamw");
+        .file("csrc/aten.cpp")
+        .compile("mtl_aten");
     if std::env::var("MTL_LINK_CUDA").is_ok_and(|v| v == "1") {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }

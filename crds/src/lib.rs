@@ -142,7 +142,13 @@ pub enum DataFormat {
 #[x_kube(
     cel,
     validation = Rule::new("self.type != 'classification' || (has(self.numLabels) && self.numLabels >= 2) || (has(self.labelNames) && size(self.labelNames) >= 2)").message("a classification task needs numLabels >= 2 or at least two labelNames"),
-    validation = Rule::new("self.type != 'multipleChoice' || has(self.numChoices)").message("a multipleChoice task needs numChoices")
+    validation = Rule::new("self.type != 'multipleChoice' || has(self.numChoices)").message("a multipleChoice task needs numChoices"),
+    validation = Rule::new("!(self.type == 'classification' && has(self.numLabels) && has(self.labelNames)) || size(self.labelNames) == self.numLabels").message("labelNames must name every one of numLabels classes"),
+    validation = Rule::new("!(self.type == 'multipleChoice' && has(self.numChoices) && has(self.labelNames)) || size(self.labelNames) == self.numChoices").message("labelNames of a multipleChoice task must name every one of numChoices choices"),
+    validation = Rule::new("self.type == 'multipleChoice' || self.format != 'commonsenseQaJsonl'").message("format commonsenseQaJsonl holds multiple-choice questions: use type multipleChoice"),
+    validation = Rule::new("self.type != 'multipleChoice' || self.format != 'glueTsv'").message("format glueTsv has no choices: a multipleChoice task needs commonsenseQaJsonl or jsonl with choicesField"),
+    validation = Rule::new("self.type != 'regression' || !has(self.labelNames)").message("a regression task has no labelNames"),
+    validation = Rule::new("!has(self.positiveLabel) || (self.type == 'classification' && (has(self.labelNames) ? self.positiveLabel in self.labelNames : self.positiveLabel in ['0', '1']))").message("positiveLabel must be one of the labelNames of a two-class classification task")
 )]
 pub struct TaskSpec {
     /// Task name: names the head, the metrics and the exported model.
@@ -182,6 +188,10 @@ pub struct TaskSpec {
     /// For jsonl multipleChoice: the field with the list of choices (strings or objects with `text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices_field: Option<String>,
+    /// The class whose F1 is reported for a two-class task (default: the second label, as
+    /// sklearn's pos_label=1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_label: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -211,10 +221,13 @@ pub struct SamplingSpec {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Precision {
+    /// float32 throughout.
     #[default]
     Fp32,
-    /// bf16 autocast on CUDA; fp32 on CPU.
+    /// Autocast to bfloat16 (CUDA with bf16 support, or CPU); float32 weights and optimizer.
     Bf16,
+    /// Autocast to float16 with dynamic loss scaling (CUDA only).
+    Fp16,
 }
 
 /// Optimisation settings (defaults are the original project's).
@@ -256,6 +269,9 @@ pub struct TrainingSpec {
     pub seed: u64,
     #[serde(default)]
     pub precision: Precision,
+    /// Let float32 matmuls on CUDA use TF32 (faster on Ampere and later, ~10-bit mantissa).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_tf32: bool,
     /// Evaluate every N optimizer steps (0: only at the end).
     #[serde(default)]
     pub eval_every_steps: u64,
@@ -279,6 +295,7 @@ impl Default for TrainingSpec {
             gradient_accumulation_steps: 1,
             seed: default_seed(),
             precision: Precision::Fp32,
+            allow_tf32: false,
             eval_every_steps: 0,
             log_every_steps: default_log_every(),
         }
@@ -458,9 +475,55 @@ impl MultiTaskTrainingJobSpec {
                     Some(n) if n < 2 => {
                         return Err(format!("{}: must be at least 2", at("numChoices")));
                     }
-                    _ => {}
+                    Some(n) => {
+                        if let Some(names) = &t.label_names
+                            && names.len() as u32 != n
+                        {
+                            return Err(format!(
+                                "{}: {} names for {n} choices",
+                                at("labelNames"),
+                                names.len()
+                            ));
+                        }
+                    }
                 },
-                TaskType::Regression => {}
+                TaskType::Regression => {
+                    if t.label_names.is_some() {
+                        return Err(format!("{}: a regression task has none", at("labelNames")));
+                    }
+                }
+            }
+            match (t.task_type, t.format) {
+                (TaskType::MultipleChoice, DataFormat::GlueTsv) => {
+                    return Err(format!(
+                        "{}: glueTsv has no choices; a multipleChoice task needs commonsenseQaJsonl, or jsonl with choicesField",
+                        at("format")
+                    ));
+                }
+                (
+                    TaskType::Regression | TaskType::Classification,
+                    DataFormat::CommonsenseQaJsonl,
+                ) => {
+                    return Err(format!(
+                        "{}: commonsenseQaJsonl holds multiple-choice questions; use type multipleChoice",
+                        at("format")
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(p) = &t.positive_label {
+                let ok = t.task_type == TaskType::Classification
+                    && t.num_outputs() == 2
+                    && match &t.label_names {
+                        Some(names) => names.contains(p),
+                        None => p == "0" || p == "1",
+                    };
+                if !ok {
+                    return Err(format!(
+                        "{}: {p:?} is not one of the labels of a two-class classification task",
+                        at("positiveLabel")
+                    ));
+                }
             }
             if t.format != DataFormat::CommonsenseQaJsonl && t.text_fields.is_empty() {
                 return Err(format!("{}: name one or two text fields", at("textFields")));

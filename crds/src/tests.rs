@@ -141,3 +141,81 @@ fn cel_rules_reject_classification_without_labels() {
     );
     assert!(err.contains("numLabels"), "{err}");
 }
+
+/// Each rule `validate` enforces on a task, with the CEL rule that mirrors it at admission:
+/// both reject the same change, naming the same thing.
+#[test]
+fn task_rules_are_enforced_by_validate_and_by_cel_alike() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str, &str); 6] = [
+        (
+            "multipleChoice from GLUE TSV",
+            |t| {
+                t["type"] = "multipleChoice".into();
+                t["numChoices"] = 2.into();
+                t.as_object_mut().unwrap().remove("labelNames");
+            },
+            "glueTsv has no choices",
+            "format glueTsv has no choices",
+        ),
+        (
+            "classification from CommonsenseQA",
+            |t| t["format"] = "commonsenseQaJsonl".into(),
+            "commonsenseQaJsonl holds multiple-choice questions",
+            "format commonsenseQaJsonl holds multiple-choice questions",
+        ),
+        (
+            "labelNames for fewer classes than numLabels",
+            |t| t["numLabels"] = 3.into(),
+            "2 names for 3 labels",
+            "labelNames must name every one of numLabels classes",
+        ),
+        (
+            "positiveLabel not a label",
+            |t| t["positiveLabel"] = "neutral".into(),
+            "positiveLabel: \"neutral\" is not one of the labels",
+            "positiveLabel must be one of the labelNames",
+        ),
+        (
+            "regression with labelNames",
+            |t| {
+                t["type"] = "regression".into();
+            },
+            "labelNames: a regression task has none",
+            "a regression task has no labelNames",
+        ),
+        (
+            "multipleChoice labels for another number of choices",
+            |t| {
+                t["type"] = "multipleChoice".into();
+                t["format"] = "jsonl".into();
+                t["choicesField"] = "choices".into();
+                t["numChoices"] = 3.into();
+            },
+            "2 names for 3 choices",
+            "labelNames of a multipleChoice task must name every one of numChoices choices",
+        ),
+    ];
+    for (what, edit, validate_says, cel_says) in cases {
+        let mut v = spec_json();
+        edit(&mut v["tasks"][1]);
+        let spec: MultiTaskTrainingJobSpec = serde_json::from_value(v.clone()).unwrap();
+        let err = spec.validate().unwrap_err();
+        assert!(
+            err.contains(validate_says) && err.contains("spec.tasks[1]"),
+            "{what}: validate said {err}"
+        );
+        let cel = format!(
+            "{:?}",
+            TaskSpec::validate_cel(&v["tasks"][1], None).unwrap_err()
+        );
+        assert!(cel.contains(cel_says), "{what}: CEL said {cel}");
+        // The unedited task passes both.
+        TaskSpec::validate_cel(&spec_json()["tasks"][1], None).unwrap();
+    }
+    let mut v = spec_json();
+    v["tasks"][1]["positiveLabel"] = "entailment".into();
+    let spec: MultiTaskTrainingJobSpec = serde_json::from_value(v.clone()).unwrap();
+    spec.validate().unwrap();
+    TaskSpec::validate_cel(&v["tasks"][1], None).unwrap();
+}

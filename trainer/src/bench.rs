@@ -10,11 +10,14 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::Result;
+use crate::assets::ModelAssets;
 use crate::checkpoint::Store;
-use crate::data::TokenizedExample;
+use crate::data::{TokenizedExample, load_tasks};
+use crate::eval::batcher;
 use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
+use crate::precision::Amp;
 use crate::sampling::Sampler;
-use crate::train::{self, ModelAssets};
+use crate::train;
 
 /// What to run.
 pub struct TrainBench {
@@ -91,7 +94,7 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
     let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
 
     let started = Instant::now();
-    let tasks = train::load_tasks(&store, spec, &encoder, &b.cache_dir, true)?;
+    let tasks = load_tasks(&store, spec, &encoder, &b.cache_dir, true)?;
     let load_s = started.elapsed().as_secs_f64();
     let sequences = tasks
         .iter()
@@ -118,6 +121,7 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         tr.batch_size as usize,
         tasks.iter().map(|t| t.train.len()).collect(),
     );
+    let mut amp = Amp::new(tr.precision, b.device, tr.allow_tf32)?;
     let total = (b.warmup + b.steps) as u64;
     let schedule = train::schedule(tr, total);
 
@@ -134,9 +138,9 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
             .iter()
             .map(|&i| &tasks[planned.task].train[i])
             .collect();
-        let mut batcher = train::batcher(&model, planned.task);
-        batcher.pad_to = b.pad_to;
-        let batch = batcher.collate(&items);
+        let mut collator = batcher(&model, planned.task);
+        collator.pad_to = b.pad_to;
+        let batch = collator.collate(&items)?;
         sync(b.device);
         let data_s = started.elapsed().as_secs_f64();
 
@@ -161,18 +165,18 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
             compute_s: 0.0,
         };
         let micro = [(planned.task, batch)];
-        let losses = train::train_step(
+        let out = train::train_step(
             &model,
             &mut optim,
+            &mut amp,
             &micro,
             lr,
             tr.max_grad_norm,
-            tr.precision,
             b.dropout,
         )?;
         sync(b.device);
         steps.push(StepRecord {
-            loss: losses[0],
+            loss: out.micro[0].loss,
             compute_s: started.elapsed().as_secs_f64(),
             ..record
         });

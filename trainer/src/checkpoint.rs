@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mtl_crds::{CheckpointRef, TaskSpec};
+use mtl_crds::{CheckpointRef, MultiTaskTrainingJobSpec, SamplingSpec, TaskSpec, TaskType};
 use mtl_storage::manifest::checkpoint_uri;
 use mtl_storage::{Manifest, Storage, is_gcs, join};
 use serde::{Deserialize, Serialize};
@@ -54,8 +54,18 @@ pub struct LogEntry {
     pub epoch: f64,
     pub loss: f64,
     pub learning_rate: f64,
+    /// Mean global gradient norm (before clipping) over the interval's steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
+    /// Steps of the interval the fp16 loss scaler skipped (an inf or NaN gradient).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_steps: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub task_losses: BTreeMap<String, f64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `trainer_state.json`.
@@ -79,6 +89,144 @@ pub struct TrainerState {
     pub log_history: Vec<LogEntry>,
     #[serde(default)]
     pub eval_history: Vec<BTreeMap<String, f64>>,
+    /// What the run's batches depend on; resuming checks it (absent in checkpoints written
+    /// before it was kept: those resume unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+    /// The fp16 loss scaler's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<crate::precision::LossScale>,
+}
+
+/// What decides which batches a run trains on, step by step, and what each output means:
+/// resuming with any of it changed would silently change what the resumed run is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fingerprint {
+    pub batch_size: u32,
+    pub gradient_accumulation_steps: u32,
+    pub sampling: SamplingSpec,
+    pub seed: u64,
+    pub tasks: Vec<TaskFingerprint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskFingerprint {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub task_type: TaskType,
+    pub outputs: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_names: Option<Vec<String>>,
+    /// SHA-256 of the training file.
+    pub train_sha256: String,
+}
+
+impl Fingerprint {
+    /// `train_sha256`: each task's training-file hash, in task order.
+    pub fn of(spec: &MultiTaskTrainingJobSpec, train_sha256: &[String]) -> Self {
+        let tr = &spec.training;
+        Self {
+            batch_size: tr.batch_size,
+            gradient_accumulation_steps: tr.gradient_accumulation_steps,
+            sampling: spec.sampling.clone(),
+            seed: tr.seed,
+            tasks: spec
+                .tasks
+                .iter()
+                .zip(train_sha256)
+                .map(|(t, sha)| TaskFingerprint {
+                    name: t.name.clone(),
+                    task_type: t.task_type,
+                    outputs: match t.task_type {
+                        TaskType::MultipleChoice => t.num_choices.unwrap_or(0),
+                        _ => t.num_outputs(),
+                    },
+                    label_names: t.label_names.clone(),
+                    train_sha256: sha.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The first difference between the checkpoint's fingerprint (`self`) and the job's, as
+    /// `field: the checkpoint has X, the job has Y`.
+    pub fn difference(&self, now: &Fingerprint) -> Option<String> {
+        let differs = |field: &str, saved: String, job: String| {
+            Some(format!(
+                "{field}: the checkpoint has {saved}, the job has {job}"
+            ))
+        };
+        if self.batch_size != now.batch_size {
+            return differs(
+                "spec.training.batchSize",
+                self.batch_size.to_string(),
+                now.batch_size.to_string(),
+            );
+        }
+        if self.gradient_accumulation_steps != now.gradient_accumulation_steps {
+            return differs(
+                "spec.training.gradientAccumulationSteps",
+                self.gradient_accumulation_steps.to_string(),
+                now.gradient_accumulation_steps.to_string(),
+            );
+        }
+        if self.sampling != now.sampling {
+            return differs(
+                "spec.sampling",
+                format!("{:?}", self.sampling),
+                format!("{:?}", now.sampling),
+            );
+        }
+        if self.seed != now.seed {
+            return differs(
+                "spec.training.seed",
+                self.seed.to_string(),
+                now.seed.to_string(),
+            );
+        }
+        let names = |f: &Fingerprint| f.tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        if names(self) != names(now) {
+            return differs(
+                "spec.tasks",
+                format!("tasks {:?}", names(self)),
+                format!("{:?}", names(now)),
+            );
+        }
+        for (i, (a, b)) in self.tasks.iter().zip(&now.tasks).enumerate() {
+            let at = |f: &str| format!("spec.tasks[{i}] ({}).{f}", a.name);
+            if a.task_type != b.task_type {
+                return differs(
+                    &at("type"),
+                    format!("{:?}", a.task_type),
+                    format!("{:?}", b.task_type),
+                );
+            }
+            if a.outputs != b.outputs {
+                return differs(
+                    &at("numLabels/numChoices"),
+                    a.outputs.to_string(),
+                    b.outputs.to_string(),
+                );
+            }
+            if a.label_names != b.label_names {
+                return differs(
+                    &at("labelNames"),
+                    format!("{:?}", a.label_names),
+                    format!("{:?}", b.label_names),
+                );
+            }
+            if a.train_sha256 != b.train_sha256 {
+                return differs(
+                    &at("train"),
+                    format!("data with SHA-256 {}", a.train_sha256),
+                    b.train_sha256.clone(),
+                );
+            }
+        }
+        None
+    }
 }
 
 /// Sync facade over the async storage layer, for the (synchronous) training loop.

@@ -42,27 +42,85 @@ impl ModelType {
     }
 }
 
+/// `hidden_act` of config.json: every parameter-free activation of transformers' `ACT2FN`
+/// (`prelu` and `xielu` carry weights of their own and are rejected when the config is read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
+    /// Exact GELU (erf).
     Gelu,
+    /// `gelu_python`: the same function written with erf.
+    GeluPython,
+    /// `gelu_10`: exact GELU clipped to [-10, 10].
+    #[serde(rename = "gelu_10")]
+    Gelu10,
+    /// Tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_python_tanh`,
+    /// `gelu_accurate`: one formula, four spellings).
+    #[serde(
+        alias = "gelu_pytorch_tanh",
+        alias = "gelu_python_tanh",
+        alias = "gelu_accurate"
+    )]
     GeluNew,
-    #[serde(alias = "gelu_pytorch_tanh")]
+    /// `gelu_fast`: 0.5x(1 + tanh(0.7978845608 x (1 + 0.044715 x²))).
     GeluFast,
+    /// `quick_gelu`: x·sigmoid(1.702x).
+    QuickGelu,
+    Hardswish,
+    /// MEGA's Laplace function: 0.5(1 + erf((x − 0.707107) / (0.282095·√2))).
+    Laplace,
+    /// Negative slope 0.01 (torch's default).
+    LeakyRelu,
+    /// The identity.
+    Linear,
+    Mish,
     Relu,
+    /// relu(x)².
+    Relu2,
+    Relu6,
+    Sigmoid,
+    #[serde(alias = "swish")]
     Silu,
+    /// sqrt(softplus(x)).
+    Sqrtsoftplus,
     Tanh,
 }
 
 impl Activation {
-    pub fn apply(self, x: &tch::Tensor) -> tch::Tensor {
-        match self {
-            Activation::Gelu => x.gelu("none"),
-            Activation::GeluNew | Activation::GeluFast => x.gelu("tanh"),
-            Activation::Relu => x.relu(),
-            Activation::Silu => x.silu(),
-            Activation::Tanh => x.tanh(),
-        }
+    pub fn apply(self, x: &tch::Tensor) -> Result<tch::Tensor, tch::TchError> {
+        use std::f64::consts::SQRT_2;
+        Ok(match self {
+            Activation::Gelu | Activation::GeluPython => x.f_gelu("none")?,
+            Activation::Gelu10 => x.f_gelu("none")?.f_clamp(-10.0, 10.0)?,
+            Activation::GeluNew => x.f_gelu("tanh")?,
+            Activation::GeluFast => {
+                let inner = x
+                    .f_mul_scalar(0.797_884_560_8)?
+                    .f_mul(&x.f_mul(x)?.f_mul_scalar(0.044_715)?.f_add_scalar(1.0)?)?;
+                x.f_mul_scalar(0.5)?
+                    .f_mul(&inner.f_tanh()?.f_add_scalar(1.0)?)?
+            }
+            Activation::QuickGelu => x.f_mul(&x.f_mul_scalar(1.702)?.f_sigmoid()?)?,
+            Activation::Hardswish => x.f_hardswish()?,
+            // MEGA's constants (HF's LaplaceActivation), not 1/√2.
+            #[allow(clippy::approx_constant)]
+            Activation::Laplace => x
+                .f_sub_scalar(0.707_107)?
+                .f_div_scalar(0.282_095 * SQRT_2)?
+                .f_erf()?
+                .f_add_scalar(1.0)?
+                .f_mul_scalar(0.5)?,
+            Activation::LeakyRelu => x.f_leaky_relu()?,
+            Activation::Linear => x.shallow_clone(),
+            Activation::Mish => x.f_mish()?,
+            Activation::Relu => x.f_relu()?,
+            Activation::Relu2 => x.f_relu()?.f_square()?,
+            Activation::Relu6 => x.f_relu6()?,
+            Activation::Sigmoid => x.f_sigmoid()?,
+            Activation::Silu => x.f_silu()?,
+            Activation::Sqrtsoftplus => x.f_softplus()?.f_sqrt()?,
+            Activation::Tanh => x.f_tanh()?,
+        })
     }
 }
 
@@ -114,8 +172,16 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn from_json(path: &str, text: &str) -> Result<Self> {
-        let config: Self = serde_json::from_str(text)
-            .map_err(|e| Error::file(path, format!("invalid config.json: {e}")))?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            let message = if field == "." || field.is_empty() {
+                format!("invalid config.json: {}", e.inner())
+            } else {
+                format!("invalid config.json: {field}: {}", e.inner())
+            };
+            Error::file(path, message)
+        })?;
         config.validate(path)?;
         Ok(config)
     }
@@ -135,6 +201,22 @@ impl ModelConfig {
                 ),
             ));
         }
+        for (field, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if value < 1 {
+                return Err(Error::file(
+                    path,
+                    format!("{field} {value} must be at least 1"),
+                ));
+            }
+        }
         if let Some(p) = &self.position_embedding_type
             && p != "absolute"
         {
@@ -151,9 +233,14 @@ impl ModelConfig {
             .unwrap_or(if self.model_type.is_roberta() { 1 } else { 0 })
     }
 
-    /// Dropout before each head (HF: classifier_dropout, else hidden_dropout_prob).
-    pub fn head_dropout(&self) -> f64 {
-        self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    /// Dropout before a head (HF: `classifier_dropout`, else `hidden_dropout_prob`), except
+    /// RoBERTa's multiple-choice head, which HF gives `hidden_dropout_prob` always.
+    pub fn head_dropout(&self, multiple_choice: bool) -> f64 {
+        if multiple_choice && self.model_type.is_roberta() {
+            self.hidden_dropout_prob
+        } else {
+            self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+        }
     }
 
     /// Longest input the position embeddings allow.
@@ -203,5 +290,46 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("not a multiple"), "{err}");
+        let err = ModelConfig::from_json(
+            "c.json",
+            r#"{"model_type":"bert","vocab_size":10,"hidden_size":8,"num_hidden_layers":1,
+                "num_attention_heads":2,"intermediate_size":8,"max_position_embeddings":8,
+                "hidden_act":"prelu"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("hidden_act") && err.contains("prelu"), "{err}");
+    }
+
+    #[test]
+    fn every_parameter_free_hf_activation_is_read() {
+        for name in [
+            "gelu",
+            "gelu_10",
+            "gelu_fast",
+            "gelu_new",
+            "gelu_python",
+            "gelu_pytorch_tanh",
+            "gelu_python_tanh",
+            "gelu_accurate",
+            "hardswish",
+            "laplace",
+            "leaky_relu",
+            "linear",
+            "mish",
+            "quick_gelu",
+            "relu",
+            "relu2",
+            "relu6",
+            "sigmoid",
+            "silu",
+            "sqrtsoftplus",
+            "swish",
+            "tanh",
+        ] {
+            let a: Activation = serde_json::from_str(&format!("{name:?}")).unwrap();
+            let x = tch::Tensor::from_slice(&[-2.0f32, 0.5, 3.0]);
+            assert_eq!(a.apply(&x).unwrap().size(), [3], "{name}");
+        }
     }
 }

@@ -17,7 +17,11 @@ pub enum Error {
     #[error(transparent)]
     Storage(#[from] mtl_storage::Error),
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(String),
+    #[error(
+        "out of memory: {0}\nhint: lower spec.training.batchSize (raise gradientAccumulationSteps to keep the effective batch) or spec.model.maxLength"
+    )]
+    OutOfMemory(String),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -29,6 +33,25 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<tch::TchError> for Error {
+    /// libtorch's message without its C++ stack trace; running out of device or host memory
+    /// is named as such, with what to change.
+    fn from(e: tch::TchError) -> Self {
+        let text = e.to_string();
+        let message = text
+            .split("Exception raised from")
+            .next()
+            .unwrap_or(&text)
+            .trim()
+            .to_string();
+        if message.contains("out of memory") || message.contains("can't allocate memory") {
+            Error::OutOfMemory(message)
+        } else {
+            Error::Torch(message)
+        }
+    }
+}
 
 impl Error {
     pub fn file(path: impl std::fmt::Display, message: impl Into<String>) -> Self {

@@ -8,10 +8,10 @@ use mtl_crds::TaskType;
 use serde_json::{Value, json};
 use tch::{Device, Tensor};
 
+use crate::assets::ModelAssets;
 use crate::checkpoint::{self, read_json, write_json};
 use crate::model::HEADS_PREFIX;
 use crate::predict::Loaded;
-use crate::train::ModelAssets;
 use crate::{Error, Result};
 
 /// HF architecture name for a task type, e.g. `RobertaForMultipleChoice`.

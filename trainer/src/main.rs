@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use mtl_crds::MultiTaskTrainingJobSpec;
 use mtl_trainer::checkpoint::{self, Store};
 use mtl_trainer::job::{self, Overrides};
+use mtl_trainer::precision;
 use mtl_trainer::predict::{self, Loaded};
 use mtl_trainer::train::{self, RunOptions};
 
@@ -66,6 +67,10 @@ enum Command {
         /// Checkpoint and stop after this many steps, as on SIGTERM.
         #[arg(long)]
         stop_after: Option<u64>,
+        /// Resume even though the batch size, gradient accumulation, sampling, seed, tasks
+        /// or training data changed since the checkpoint.
+        #[arg(long)]
+        force_resume: bool,
     },
     /// Evaluate a checkpoint (default: the newest) on the job's validation sets.
     Eval {
@@ -118,8 +123,33 @@ fn init_logging() {
     if std::io::stderr().is_terminal() {
         builder.compact().init();
     } else {
-        builder.json().flatten_event(true).init();
+        builder.event_format(mtl_trainer::logging::JsonLines).init();
     }
+}
+
+/// SIGTERM or a first SIGINT sets the returned flag: training stops at the next step
+/// boundary with a checkpoint. A second SIGINT exits at once with 130 (what is not yet
+/// committed is lost; committed checkpoints are not touched).
+fn watch_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            if flag.swap(true, std::sync::atomic::Ordering::SeqCst) && sig == SIGINT {
+                tracing::warn!(signal = name, "stop requested again: exiting now");
+                std::process::exit(130);
+            }
+            tracing::warn!(
+                signal = name,
+                "stop requested: finishing the current step, then checkpointing (Ctrl-C again exits at once)"
+            );
+        }
+    });
+    Ok(stop)
 }
 
 /// Exit code after a checkpoint on SIGTERM (128 + 15, as a shell reports it).
@@ -149,25 +179,26 @@ fn run() -> Result<ExitCode> {
     if let Some(n) = cli.threads {
         tch::set_num_threads(n);
     }
-    let device = train::parse_device(&cli.device)?;
+    let device = precision::parse_device(&cli.device)?;
     let cache = cli
         .cache_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("mtl-cache"));
     match cli.command {
-        Command::Train { job, stop_after } => {
+        Command::Train {
+            job,
+            stop_after,
+            force_resume,
+        } => {
             let spec = job.spec()?;
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(sig, stop.clone())
-                    .context("installing signal handlers")?;
-            }
+            let stop = watch_signals()?;
             let opts = RunOptions {
                 device,
                 cache_dir: cache,
                 progress: true,
                 stop,
                 stop_after,
+                force_resume,
             };
             let outcome = train::train(&spec, &opts)?;
             println!(
@@ -192,9 +223,8 @@ fn run() -> Result<ExitCode> {
             let store = Store::new()?;
             let entry = checkpoint::resolve(&store, &spec.checkpoints.uri, checkpoint.as_deref())?;
             let loaded = Loaded::load(&store, entry, &cache, device)?;
-            let tasks = train::load_tasks(&store, &spec, &loaded.encoder, &cache, false)?;
             let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;
-            let metrics = train::evaluate(&loaded.model, &tasks, bs, spec.training.precision);
+            let metrics = loaded.evaluate(&store, &spec, &cache, bs)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use mtl_crds::TaskType;
+use mtl_crds::{TaskSpec, TaskType};
+
+use crate::Error;
 
 pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
     let n = x.len().min(y.len());
@@ -56,79 +58,116 @@ pub fn accuracy(pred: &[usize], gold: &[usize]) -> f64 {
     pred.iter().zip(gold).filter(|(p, g)| p == g).count() as f64 / gold.len() as f64
 }
 
-/// F1 of class 1 for two classes; macro-averaged F1 for more.
-pub fn f1(pred: &[usize], gold: &[usize], classes: usize) -> f64 {
-    let f1_of = |c: usize| {
-        let tp = pred
-            .iter()
-            .zip(gold)
-            .filter(|&(&p, &g)| p == c && g == c)
-            .count() as f64;
-        let fp = pred
-            .iter()
-            .zip(gold)
-            .filter(|&(&p, &g)| p == c && g != c)
-            .count() as f64;
-        let fneg = pred
-            .iter()
-            .zip(gold)
-            .filter(|&(&p, &g)| p != c && g == c)
-            .count() as f64;
-        if tp == 0.0 {
-            0.0
-        } else {
-            2.0 * tp / (2.0 * tp + fp + fneg)
+/// F1 of the class `positive` (sklearn's `f1_score(average="binary", pos_label=positive)`;
+/// 0 when the class is neither predicted nor present, as sklearn's `zero_division=0`).
+pub fn f1_binary(pred: &[usize], gold: &[usize], positive: usize) -> f64 {
+    let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
+    for (&p, &g) in pred.iter().zip(gold) {
+        match (p == positive, g == positive) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fneg += 1,
+            (false, false) => {}
         }
-    };
-    if classes == 2 {
-        f1_of(1)
-    } else {
-        (0..classes).map(f1_of).sum::<f64>() / classes.max(1) as f64
     }
+    let denominator = 2 * tp + fp + fneg;
+    if denominator == 0 {
+        0.0
+    } else {
+        2.0 * tp as f64 / denominator as f64
+    }
+}
+
+/// Macro-averaged F1 over the classes present in the gold labels or the predictions
+/// (sklearn's `f1_score(average="macro")`, which ignores classes absent from both).
+pub fn f1_macro(pred: &[usize], gold: &[usize]) -> f64 {
+    let present: std::collections::BTreeSet<usize> = pred.iter().chain(gold).copied().collect();
+    if present.is_empty() {
+        return 0.0;
+    }
+    present
+        .iter()
+        .map(|&c| f1_binary(pred, gold, c))
+        .sum::<f64>()
+        / present.len() as f64
 }
 
 /// Predictions of one task over its validation set.
 pub enum Predictions {
-    Scores {
-        pred: Vec<f64>,
-        gold: Vec<f64>,
-    },
-    Classes {
-        pred: Vec<usize>,
-        gold: Vec<usize>,
-        classes: usize,
-    },
+    Scores { pred: Vec<f64>, gold: Vec<f64> },
+    Classes { pred: Vec<usize>, gold: Vec<usize> },
 }
 
-/// Metrics of one task, keyed `<task>/<metric>`, plus its headline score.
+/// Metrics of one task, keyed `<task>/<metric>`, and its headline score, as GLUE reports
+/// them:
+///
+/// | task type | metrics | headline |
+/// |---|---|---|
+/// | regression (STS-B) | `pearson`, `spearman` | their mean |
+/// | classification (RTE, MNLI, …) | `accuracy`, `f1` | `accuracy` |
+/// | multiple choice (CommonsenseQA) | `accuracy` | `accuracy` |
+///
+/// `f1` is the F1 of the positive class for two classes (`positiveLabel`, else the second
+/// label name, index 1 as sklearn's default `pos_label=1`), macro-averaged over the classes
+/// present otherwise.
 pub fn task_metrics(
-    task: &str,
-    task_type: TaskType,
+    task: &TaskSpec,
     p: &Predictions,
-) -> (BTreeMap<String, f64>, f64) {
+) -> Result<(BTreeMap<String, f64>, f64), Error> {
     let mut m = BTreeMap::new();
-    let key = |k: &str| format!("{task}/{k}");
+    let key = |k: &str| format!("{}/{k}", task.name);
     let headline = match p {
         Predictions::Scores { pred, gold } => {
+            check_lengths(task, pred.len(), gold.len())?;
             let (r, rho) = (pearson(pred, gold), spearman(pred, gold));
             m.insert(key("pearson"), r);
             m.insert(key("spearman"), rho);
             (r + rho) / 2.0
         }
-        Predictions::Classes {
-            pred,
-            gold,
-            classes,
-        } => {
+        Predictions::Classes { pred, gold } => {
+            check_lengths(task, pred.len(), gold.len())?;
             let acc = accuracy(pred, gold);
             m.insert(key("accuracy"), acc);
-            if task_type == TaskType::Classification {
-                m.insert(key("f1"), f1(pred, gold, *classes));
+            if task.task_type == TaskType::Classification {
+                let f1 = if task.num_outputs() == 2 {
+                    f1_binary(pred, gold, positive_index(task)?)
+                } else {
+                    f1_macro(pred, gold)
+                };
+                m.insert(key("f1"), f1);
             }
             acc
         }
     };
-    (m, headline)
+    Ok((m, headline))
+}
+
+fn check_lengths(task: &TaskSpec, pred: usize, gold: usize) -> Result<(), Error> {
+    if pred != gold || gold == 0 {
+        return Err(Error::Invalid(format!(
+            "task {}: {pred} predictions for {gold} labels",
+            task.name
+        )));
+    }
+    Ok(())
+}
+
+/// The class F1 counts as positive for a two-class task: `positiveLabel` (a label name, or
+/// an index when there are no names), else 1.
+pub fn positive_index(task: &TaskSpec) -> Result<usize, Error> {
+    let Some(label) = &task.positive_label else {
+        return Ok(1);
+    };
+    let found = match &task.label_names {
+        Some(names) => names.iter().position(|n| n == label),
+        None => label.parse::<usize>().ok().filter(|&i| i < 2),
+    };
+    found.ok_or_else(|| {
+        Error::Invalid(format!(
+            "task {}: positiveLabel {label:?} is not one of its labels",
+            task.name
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -147,15 +186,26 @@ mod tests {
     }
 
     #[test]
-    fn accuracy_and_f1() {
+    fn accuracy_and_f1_as_sklearn() {
         let pred = [1, 0, 1, 1, 0, 0];
         let gold = [1, 0, 0, 1, 1, 0];
         assert_eq!(accuracy(&pred, &gold), 4.0 / 6.0);
         // class 1: tp 2, fp 1, fn 1 → 2*2/(4+1+1)
-        assert!((f1(&pred, &gold, 2) - 4.0 / 6.0).abs() < 1e-12);
+        assert!((f1_binary(&pred, &gold, 1) - 4.0 / 6.0).abs() < 1e-12);
+        // class 0 as the positive one: tp 2, fp 1, fn 1 as well here.
+        assert!((f1_binary(&pred, &gold, 0) - 4.0 / 6.0).abs() < 1e-12);
         let pred3 = [0, 1, 2, 2];
         let gold3 = [0, 1, 1, 2];
         // class 0: 1; class 1: tp1 fn1 → 2/3; class 2: tp1 fp1 → 2/3
-        assert!((f1(&pred3, &gold3, 3) - (1.0 + 2.0 / 3.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        assert!((f1_macro(&pred3, &gold3) - (1.0 + 2.0 / 3.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        // A fourth class neither predicted nor gold does not dilute the average (sklearn
+        // averages over the labels present).
+        assert_eq!(
+            f1_macro(&pred3, &gold3),
+            f1_macro(&[0, 1, 2, 2], &[0, 1, 1, 2])
+        );
+        assert!((f1_macro(&[0, 0], &[0, 0]) - 1.0).abs() < 1e-12);
+        // Positive class never predicted nor present: 0 (zero_division=0).
+        assert_eq!(f1_binary(&[0, 0], &[0, 0], 1), 0.0);
     }
 }

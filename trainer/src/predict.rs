@@ -1,17 +1,23 @@
 //! Inference from a committed checkpoint: `eval` (metrics on the validation sets) and
 //! `predict` (JSONL in, one prediction per line out).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mtl_crds::{CheckpointRef, DataFormat, Precision, TaskSpec, TaskType};
+use mtl_crds::{
+    CheckpointRef, DataFormat, MultiTaskTrainingJobSpec, Precision, TaskSpec, TaskType,
+};
 use serde::Serialize;
 use tch::{Device, Kind};
 
+use crate::assets::ModelAssets;
 use crate::checkpoint::{self, Store, TrainerState};
 use crate::config::ModelConfig;
 use crate::data::{self, TextEncoder};
+use crate::eval::{self, EvalSet, infer};
 use crate::model::MultiTaskModel;
-use crate::train::{ModelAssets, build_model, infer};
+use crate::precision::Amp;
+use crate::train::build_model;
 use crate::{Error, Result};
 
 /// A checkpoint loaded for inference.
@@ -56,6 +62,39 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// `eval`: the validation sets of `spec`'s tasks, each scored by the checkpoint's head of
+    /// the same name (the job may list the tasks in another order, or only some of them).
+    pub fn evaluate(
+        &self,
+        store: &Store,
+        spec: &MultiTaskTrainingJobSpec,
+        cache: &Path,
+        batch_size: usize,
+    ) -> Result<BTreeMap<String, f64>> {
+        let tasks = data::load_tasks(store, spec, &self.encoder, cache, false)?;
+        let heads = tasks
+            .iter()
+            .map(|t| eval::head_for(&self.model, &self.tasks, &t.spec))
+            .collect::<Result<Vec<_>>>()?;
+        let sets: Vec<EvalSet<'_>> = tasks
+            .iter()
+            .zip(heads)
+            .map(|(t, head)| EvalSet {
+                spec: &t.spec,
+                head,
+                examples: &t.validation,
+            })
+            .collect();
+        let amp = Amp::new(
+            spec.training.precision,
+            self.model.device(),
+            spec.training.allow_tf32,
+        )?;
+        eval::evaluate(&self.model, &sets, batch_size, &amp)
+    }
+}
+
 /// One output line of `predict`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Prediction {
@@ -82,17 +121,19 @@ pub fn predict(
     reader.label_field = None;
     let examples = data::read_examples(&reader, input, &input.display().to_string(), false)?;
     let tokenized = loaded.encoder.encode(&examples)?;
+    let amp = Amp::new(Precision::Fp32, loaded.model.device(), false)?;
     let logits = infer(
-        &loaded.model,
+        &loaded.model.frozen()?,
+        &eval::batcher(&loaded.model, index),
         index,
         &tokenized,
         batch_size,
-        Precision::Fp32,
-    )
-    .to_kind(Kind::Double);
-    let rows: Vec<Vec<f64>> = (0..logits.size()[0])
-        .map(|i| Vec::<f64>::try_from(logits.get(i)).unwrap_or_default())
-        .collect();
+        &amp,
+    )?
+    .f_to_kind(Kind::Double)?;
+    let rows = (0..logits.size()[0])
+        .map(|i| Vec::<f64>::try_from(logits.f_get(i)?))
+        .collect::<std::result::Result<Vec<Vec<f64>>, tch::TchError>>()?;
     Ok(rows
         .into_iter()
         .map(|scores| {

@@ -29,6 +29,12 @@ impl Progress {
         self.bar.is_some()
     }
 
+    pub fn set_position(&self, step: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step);
+        }
+    }
+
     pub fn inc(&self, message: impl FnOnce() -> String) {
         if let Some(bar) = &self.bar {
             bar.inc(1);

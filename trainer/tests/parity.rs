@@ -70,7 +70,7 @@ fn check(dir: &Path) {
     let params = model.named_tensors();
     for (i, task) in ["reg", "cls", "mc"].into_iter().enumerate() {
         let b = batch(&expected, task, task == "reg");
-        let logits = tch::no_grad(|| model.forward(i, &b, false));
+        let logits = tch::no_grad(|| model.forward(i, &b, false)).unwrap();
         let want = &expected[&format!("{task}.eval_logits")];
         let max_abs = (&logits - want).abs().max().double_value(&[]);
         assert!(

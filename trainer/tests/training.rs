@@ -6,60 +6,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use mtl_crds::MultiTaskTrainingJobSpec;
-use mtl_trainer::config::ModelConfig;
-use mtl_trainer::model::MultiTaskModel;
 use mtl_trainer::train::{self, RunOptions};
 use tch::{Device, Tensor};
 
-/// libtorch's random generator is process-global: tests that draw from it (model init,
-/// in-process training) take this lock so parallel tests do not shift each other's streams.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A random 2-layer BERT with MiniLM's vocabulary and tokenizer, saved as HF would.
-fn tiny_model(dir: &Path) -> PathBuf {
-    let model_dir = dir.join("tiny-bert");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    let config = r#"{"model_type": "bert", "architectures": ["BertModel"], "vocab_size": 30522,
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "intermediate_size": 64, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 128,
-        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0}"#;
-    std::fs::write(model_dir.join("config.json"), config).unwrap();
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(0);
-    let m = MultiTaskModel::new(
-        ModelConfig::from_json("config.json", config).unwrap(),
-        vec![],
-        Device::Cpu,
-    );
-    m.save(&model_dir.join("model.safetensors")).unwrap();
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.txt",
-        "special_tokens_map.json",
-    ] {
-        std::fs::copy(common::minilm_dir().join(f), model_dir.join(f)).unwrap();
-    }
-    model_dir
-}
-
-fn job(model: &Path, out: &Path) -> MultiTaskTrainingJobSpec {
-    let mut spec =
-        mtl_trainer::job::load_file(&common::workspace().join("examples/job-local.yaml")).unwrap();
-    spec.model.pretrained = model.display().to_string();
-    spec.checkpoints.uri = out.display().to_string();
-    spec.checkpoints.every_steps = 5;
-    spec.checkpoints.keep = Some(2);
-    spec.training.max_steps = Some(12);
-    spec.training.batch_size = 8;
-    spec.training.learning_rate = 1e-3;
-    spec
-}
+use common::{job, tiny_model, torch_rng};
 
 fn final_weights(uri: &Path, step: u64) -> BTreeMap<String, Tensor> {
     Tensor::read_safetensors(uri.join(format!("checkpoint-{step}/model.safetensors")))
@@ -72,7 +25,7 @@ fn final_weights(uri: &Path, step: u64) -> BTreeMap<String, Tensor> {
 fn resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = torch_rng();
     let opts = RunOptions::cpu(tmp.path().join("cache"));
 
     let straight = tmp.path().join("straight");
@@ -153,7 +106,7 @@ fn resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one() {
 fn padding_changes_neither_losses_nor_updates() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = torch_rng();
     let run = |pad_to| {
         mtl_trainer::bench::train(&mtl_trainer::bench::TrainBench {
             spec: job(&model, &tmp.path().join("unused")),
@@ -211,10 +164,10 @@ fn sigterm_checkpoints_at_the_next_step_and_exits_143() {
         .unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let mut lines = stderr.lines();
-    // Wait until training has started (the data-loaded log line), then signal.
+    // Wait until steps have been trained (the first "train" log line), then signal.
     for line in lines.by_ref() {
         let line = line.unwrap();
-        if line.contains("data loaded") {
+        if line.contains("\"message\":\"train\"") {
             break;
         }
     }
@@ -229,6 +182,10 @@ fn sigterm_checkpoints_at_the_next_step_and_exits_143() {
     let summary: serde_json::Value = serde_json::from_reader(child.stdout.take().unwrap()).unwrap();
     assert_eq!(summary["interrupted"], true);
     let step = summary["step"].as_u64().unwrap();
+    assert!(
+        step >= 10,
+        "stopped at step {step}, after the first log at 10"
+    );
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("checkpoints.json")).unwrap()).unwrap();
     assert_eq!(
@@ -323,4 +280,197 @@ fn exported_models_predict_in_transformers_what_predict_says() {
             &spec.model.max_length.to_string(),
         ]);
     }
+}
+
+#[test]
+fn a_stop_before_the_first_step_writes_no_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let _rng = torch_rng();
+    let out = tmp.path().join("run");
+    let opts = RunOptions::cpu(tmp.path().join("cache"));
+    opts.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let o = train::train(&job(&model, &out), &opts).unwrap();
+    assert_eq!((o.step, o.interrupted), (0, true));
+    assert!(o.checkpoint.is_none());
+    assert!(!out.join("checkpoint-0").exists());
+    assert!(!out.join("checkpoints.json").exists());
+}
+
+#[test]
+fn resuming_with_changed_batches_is_refused_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let _rng = torch_rng();
+    let out = tmp.path().join("run");
+    let opts = RunOptions {
+        stop_after: Some(5),
+        ..RunOptions::cpu(tmp.path().join("cache"))
+    };
+    let first = train::train(&job(&model, &out), &opts).unwrap();
+    assert_eq!(first.checkpoint.as_ref().map(|c| c.step), Some(5));
+    let mut bigger = job(&model, &out);
+    bigger.training.batch_size = 16;
+    let err = train::train(&bigger, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.training.batchSize: the checkpoint has 8, the job has 16")
+            && err.contains("--force-resume"),
+        "{err}"
+    );
+    let mut reseeded = job(&model, &out);
+    reseeded.training.seed = 7;
+    let err = train::train(&reseeded, &opts).unwrap_err().to_string();
+    assert!(err.contains("spec.training.seed"), "{err}");
+    let mut relabelled = job(&model, &out);
+    relabelled.tasks[1].label_names = Some(vec!["not_entailment".into(), "entailment".into()]);
+    let err = train::train(&relabelled, &opts).unwrap_err().to_string();
+    assert!(err.contains("spec.tasks[1] (rte).labelNames"), "{err}");
+    // Nothing was written by the refused runs; --force-resume goes on from step 5.
+    let manifest = std::fs::read_to_string(out.join("checkpoints.json")).unwrap();
+    assert!(!manifest.contains("\"step\": 10"), "{manifest}");
+    let forced = train::train(
+        &bigger,
+        &RunOptions {
+            force_resume: true,
+            stop_after: None,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!((forced.resumed_from, forced.step), (Some(5), 12));
+}
+
+#[test]
+fn eval_scores_each_task_with_the_head_of_its_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let _rng = torch_rng();
+    let out = tmp.path().join("run");
+    let cache = tmp.path().join("cache");
+    let spec = job(&model, &out);
+    let trained = train::train(&spec, &RunOptions::cpu(cache.clone())).unwrap();
+    // Another job naming the same tasks in another order, one of them left out.
+    let mut reordered = spec.clone();
+    reordered.tasks = vec![spec.tasks[2].clone(), spec.tasks[0].clone()];
+    let store = mtl_trainer::checkpoint::Store::new().unwrap();
+    let entry = mtl_trainer::checkpoint::resolve(&store, &spec.checkpoints.uri, None).unwrap();
+    let loaded = mtl_trainer::predict::Loaded::load(&store, entry, &cache, Device::Cpu).unwrap();
+    let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;
+    let m = loaded.evaluate(&store, &reordered, &cache, bs).unwrap();
+    for key in [
+        "csqa/accuracy",
+        "stsb/pearson",
+        "stsb/spearman",
+        "csqa/loss",
+    ] {
+        let (a, b) = (m[key], trained.metrics[key]);
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{key}: {a} vs {b} at the end of training"
+        );
+    }
+    assert!(!m.contains_key("rte/accuracy"));
+    // A task the checkpoint has no head for, or a head of another shape, is an error.
+    let mut unknown = spec.clone();
+    unknown.tasks[0].name = "mrpc".into();
+    let err = loaded
+        .evaluate(&store, &unknown, &cache, bs)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"mrpc\" has no head"), "{err}");
+}
+
+#[test]
+fn bf16_on_cpu_trains_and_learns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let _rng = torch_rng();
+    let run = |precision| {
+        let out = tmp.path().join(format!("run-{precision:?}"));
+        let mut spec = job(&model, &out);
+        // STS-B alone: a regression loss the tiny model visibly lowers within a minute.
+        spec.tasks.truncate(1);
+        spec.training.precision = precision;
+        spec.training.max_steps = Some(60);
+        spec.training.log_every_steps = 20;
+        spec.training.learning_rate = 1e-2;
+        spec.checkpoints.every_steps = 60;
+        let o = train::train(&spec, &RunOptions::cpu(tmp.path().join("cache"))).unwrap();
+        assert_eq!(o.step, 60);
+        let state: mtl_trainer::checkpoint::TrainerState = mtl_trainer::checkpoint::read_json(
+            &out.join("checkpoint-60")
+                .join(mtl_trainer::checkpoint::STATE_FILE),
+        )
+        .unwrap();
+        // Weights and optimizer state stay float32.
+        let w = final_weights(&out, 60);
+        assert!(w.values().all(|t| t.kind() == tch::Kind::Float));
+        assert!(
+            state
+                .log_history
+                .iter()
+                .all(|e| e.grad_norm.is_some_and(f64::is_finite))
+        );
+        state
+            .log_history
+            .iter()
+            .map(|e| e.loss)
+            .collect::<Vec<f64>>()
+    };
+    let bf16 = run(mtl_crds::Precision::Bf16);
+    let fp32 = run(mtl_crds::Precision::Fp32);
+    assert!(bf16.iter().all(|l| l.is_finite()), "{bf16:?}");
+    assert!(
+        bf16[2] < 0.7 * bf16[0],
+        "bf16 training loss did not fall: {bf16:?}"
+    );
+    // bf16 rounds differently, so the runs are close, not equal.
+    assert_ne!(bf16, fp32);
+    let rel = (bf16[2] - fp32[2]).abs() / fp32[2];
+    assert!(rel < 0.1, "bf16 {bf16:?} vs fp32 {fp32:?}");
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut child = trainer()
+        .args(["--device", "cpu", "train", "--job"])
+        .arg(common::workspace().join("examples/job-local.yaml"))
+        .args(["--max-steps", "100000", "--output"])
+        .arg(&out)
+        .env("MTL_CACHE_DIR", tmp.path().join("cache"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    for line in lines.by_ref() {
+        if line.unwrap().contains("data loaded") {
+            break;
+        }
+    }
+    signal("-INT");
+    // The first Ctrl-C is acknowledged at once; the run would stop at the next step.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("stop requested") {
+            break;
+        }
+    }
+    signal("-INT");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(130), "stderr: {rest:?}");
+    assert!(
+        !out.join("checkpoints.json").exists(),
+        "no checkpoint was committed"
+    );
 }

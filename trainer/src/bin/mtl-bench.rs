@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use mtl_trainer::bench::{self, TrainBench};
 use mtl_trainer::checkpoint::write_json;
-use mtl_trainer::{job, train};
+use mtl_trainer::job;
 use tch::Kind;
 
 #[derive(Parser)]
@@ -81,7 +81,7 @@ fn main() -> Result<()> {
     if let Some(n) = cli.threads {
         tch::set_num_threads(n);
     }
-    let device = train::parse_device(&cli.device)?;
+    let device = mtl_trainer::precision::parse_device(&cli.device)?;
     match cli.command {
         Command::Train {
             job,

@@ -1,6 +1,6 @@
 //! Batches padded to the longest sequence in the batch (not to maxLength).
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use super::TokenizedExample;
 
@@ -32,7 +32,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn collate(&self, items: &[&TokenizedExample]) -> Batch {
+    pub fn collate(&self, items: &[&TokenizedExample]) -> Result<Batch, TchError> {
         let choices = items.first().map_or(1, |e| e.seqs.len());
         let longest = items
             .iter()
@@ -56,29 +56,35 @@ impl Batcher {
             real += seq.ids.len();
         }
         let shape = [rows as i64, len as i64];
-        let to = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(self.device);
+        let to = |v: &[i64]| {
+            Tensor::f_from_slice(v)?
+                .f_view(shape)?
+                .f_to_device(self.device)
+        };
         let labels = items
             .iter()
             .map(|e| e.label)
             .collect::<Option<Vec<f64>>>()
             .map(|l| {
-                let t = Tensor::from_slice(&l);
-                let t = if self.regression {
-                    t.to_kind(Kind::Float)
+                let kind = if self.regression {
+                    Kind::Float
                 } else {
-                    t.to_kind(Kind::Int64)
+                    Kind::Int64
                 };
-                t.to_device(self.device)
-            });
-        Batch {
-            input_ids: to(&ids),
-            token_type_ids: to(&types),
-            attention_mask: to(&mask),
+                Tensor::f_from_slice(&l)?
+                    .f_to_kind(kind)?
+                    .f_to_device(self.device)
+            })
+            .transpose()?;
+        Ok(Batch {
+            input_ids: to(&ids)?,
+            token_type_ids: to(&types)?,
+            attention_mask: to(&mask)?,
             labels,
             examples: items.len(),
             choices,
             real_tokens: real,
             padded_tokens: rows * len,
-        }
+        })
     }
 }

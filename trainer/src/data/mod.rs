@@ -7,6 +7,7 @@
 mod batch;
 mod glue;
 mod jsonl;
+mod tasks;
 mod tokenize;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::path::Path;
 use mtl_crds::{DataFormat, TaskSpec, TaskType};
 
 pub use batch::{Batch, Batcher};
+pub use tasks::{TaskData, load_tasks};
 pub use tokenize::{Encoded, TextEncoder, TokenizedExample};
 
 use crate::{Error, Result};

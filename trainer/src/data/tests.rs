@@ -16,6 +16,7 @@ fn task(task_type: TaskType, format: DataFormat) -> TaskSpec {
         label_names: (task_type == TaskType::Classification)
             .then(|| vec!["entailment".into(), "not_entailment".into()]),
         choices_field: Some("choices".into()),
+        positive_label: None,
     }
 }
 

@@ -54,6 +54,11 @@ impl TextEncoder {
         })
     }
 
+    /// Tokens the tokenizer can produce, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     pub fn encode(&self, examples: &[Example]) -> Result<Vec<TokenizedExample>> {
         let inputs: Vec<EncodeInput> = examples
             .iter()

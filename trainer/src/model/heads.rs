@@ -4,11 +4,14 @@
 //! |-----------|----------------------------------------|--------------------------------------------------------|
 //! | regression / classification | pooled → dropout → `classifier` | first token → dropout → `classifier.dense` → tanh → dropout → `classifier.out_proj` |
 //! | multiple choice | pooled → dropout → `classifier` (1 output) | pooled → dropout → `classifier` (1 output)         |
+//!
+//! Dropout before a head is `classifier_dropout` (else `hidden_dropout_prob`), except for
+//! `RobertaForMultipleChoice`, which uses `hidden_dropout_prob`.
 
-use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::nn;
+use tch::{Kind, Reduction, TchError, Tensor};
 
-use super::encoder::{EncoderOutput, linear};
+use super::encoder::{EncoderOutput, apply_linear, linear};
 use crate::config::ModelConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,7 @@ impl Head {
             kind,
             dense,
             out,
-            dropout: c.head_dropout(),
+            dropout: c.head_dropout(multiple_choice),
         }
     }
 
@@ -57,29 +60,36 @@ impl Head {
         self.kind == HeadKind::Pooled
     }
 
-    pub fn forward(&self, enc: &EncoderOutput, train: bool) -> Tensor {
+    pub fn forward(&self, enc: &EncoderOutput, train: bool) -> Result<Tensor, TchError> {
         match (&self.dense, &enc.pooled) {
             (Some(dense), _) => {
-                let x = enc.first.dropout(self.dropout, train);
-                let x = dense.forward(&x).tanh().dropout(self.dropout, train);
-                self.out.forward(&x)
+                let x = enc.first.f_dropout(self.dropout, train)?;
+                let x = apply_linear(dense, &x)?
+                    .f_tanh()?
+                    .f_dropout(self.dropout, train)?;
+                apply_linear(&self.out, &x)
             }
-            (None, Some(pooled)) => self.out.forward(&pooled.dropout(self.dropout, train)),
-            // The model always pools for pooled heads; an unpooled call is a programming
-            // error, answered with the first token rather than a panic.
-            (None, None) => self.out.forward(&enc.first.dropout(self.dropout, train)),
+            (None, Some(pooled)) => {
+                apply_linear(&self.out, &pooled.f_dropout(self.dropout, train)?)
+            }
+            (None, None) => Err(TchError::Torch(
+                "a pooled head was given an unpooled encoder output".into(),
+            )),
         }
     }
 }
 
-/// Loss of one batch: MSE for regression (one output), cross-entropy otherwise.
-pub fn loss(logits: &Tensor, labels: &Tensor, regression: bool) -> Tensor {
+/// Loss of one batch (float32 whatever the logits' type): MSE for regression (one output),
+/// cross-entropy otherwise.
+pub fn loss(logits: &Tensor, labels: &Tensor, regression: bool) -> Result<Tensor, TchError> {
+    let logits = logits.f_to_kind(Kind::Float)?;
     if regression {
         logits
-            .squeeze_dim(-1)
-            .to_kind(Kind::Float)
-            .mse_loss(&labels.to_kind(Kind::Float), tch::Reduction::Mean)
+            .f_squeeze_dim(-1)?
+            .f_mse_loss(&labels.f_to_kind(Kind::Float)?, Reduction::Mean)
     } else {
-        logits.to_kind(Kind::Float).cross_entropy_for_logits(labels)
+        logits
+            .f_log_softmax(-1, Kind::Float)?
+            .f_nll_loss::<&Tensor>(labels, None, Reduction::Mean, -100)
     }
 }

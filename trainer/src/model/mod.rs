@@ -15,7 +15,7 @@ use tch::{Device, Tensor, nn};
 use crate::config::ModelConfig;
 use crate::data::Batch;
 use crate::{Error, Result};
-use encoder::Encoder;
+use encoder::{Encoder, Frozen};
 use heads::Head;
 
 pub const HEADS_PREFIX: &str = "heads";
@@ -90,20 +90,42 @@ impl MultiTaskModel {
     }
 
     /// Logits of `task` for `batch`: (n, outputs), or (n, choices) for multiple choice.
-    pub fn forward(&self, task: usize, batch: &Batch, train: bool) -> Tensor {
-        let head = &self.heads[task];
+    /// `train`: dropout on.
+    pub fn forward(&self, task: usize, batch: &Batch, train: bool) -> Result<Tensor> {
+        self.forward_with(task, batch, train, None)
+    }
+
+    fn forward_with(
+        &self,
+        task: usize,
+        batch: &Batch,
+        train: bool,
+        frozen: Option<&Frozen>,
+    ) -> Result<Tensor> {
+        let (head, spec) = self.head(task)?;
         let out = self.encoder.forward(
             &batch.input_ids,
             &batch.token_type_ids,
             &batch.attention_mask,
             head.uses_pooler(),
             train,
-        );
-        let logits = head.forward(&out, train);
-        if self.heads_spec[task].task_type == TaskType::MultipleChoice {
-            logits.view([batch.examples as i64, batch.choices as i64])
+            frozen,
+        )?;
+        let logits = head.forward(&out, train)?;
+        Ok(if spec.task_type == TaskType::MultipleChoice {
+            logits.f_view([batch.examples as i64, batch.choices as i64])?
         } else {
             logits
+        })
+    }
+
+    fn head(&self, task: usize) -> Result<(&Head, &HeadSpec)> {
+        match (self.heads.get(task), self.heads_spec.get(task)) {
+            (Some(h), Some(s)) => Ok((h, s)),
+            _ => Err(Error::Invalid(format!(
+                "task index {task} is out of range: the model has {} heads",
+                self.heads.len()
+            ))),
         }
     }
 
@@ -113,9 +135,18 @@ impl MultiTaskModel {
             .labels
             .as_ref()
             .ok_or_else(|| Error::Invalid("batch has no labels".into()))?;
-        let logits = self.forward(task, batch, train);
-        let regression = self.heads_spec[task].task_type == TaskType::Regression;
-        Ok((heads::loss(&logits, labels, regression), logits))
+        let logits = self.forward(task, batch, train)?;
+        let regression = self.head(task)?.1.task_type == TaskType::Regression;
+        Ok((heads::loss(&logits, labels, regression)?, logits))
+    }
+
+    /// The model for inference: the encoder's joined projection weights are built once,
+    /// not for every batch. Valid while the parameters do not change.
+    pub fn frozen(&self) -> Result<Inference<'_>> {
+        Ok(Inference {
+            model: self,
+            frozen: self.encoder.frozen()?,
+        })
     }
 
     /// Every parameter by name, sorted.
@@ -196,6 +227,34 @@ impl MultiTaskModel {
             .collect();
         Tensor::write_safetensors(&tensors, path)
             .map_err(|e| Error::file(path.display(), e.to_string()))
+    }
+}
+
+/// A model whose weights stay as they are (evaluation, prediction): see
+/// [`MultiTaskModel::frozen`].
+pub struct Inference<'m> {
+    model: &'m MultiTaskModel,
+    frozen: Frozen,
+}
+
+impl Inference<'_> {
+    /// Logits of `task` for `batch`, without gradients or dropout.
+    pub fn forward(&self, task: usize, batch: &Batch) -> Result<Tensor> {
+        tch::no_grad(|| {
+            self.model
+                .forward_with(task, batch, false, Some(&self.frozen))
+        })
+    }
+
+    /// Loss of `task` on a labelled batch, and the logits, without gradients or dropout.
+    pub fn loss(&self, task: usize, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        let labels = batch
+            .labels
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("batch has no labels".into()))?;
+        let logits = self.forward(task, batch)?;
+        let regression = self.model.head(task)?.1.task_type == TaskType::Regression;
+        Ok((heads::loss(&logits, labels, regression)?, logits))
     }
 }
 

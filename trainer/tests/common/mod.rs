@@ -4,6 +4,69 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use mtl_crds::MultiTaskTrainingJobSpec;
+use mtl_trainer::config::ModelConfig;
+use mtl_trainer::model::MultiTaskModel;
+use tch::Device;
+
+/// libtorch's random generator is process-global: tests that draw from it (model init,
+/// in-process training) take this lock so parallel tests do not shift each other's streams.
+pub static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub const TINY_BERT: &str = r#"{"model_type": "bert", "architectures": ["BertModel"], "vocab_size": 30522,
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 64, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 128,
+    "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0}"#;
+
+/// A random 2-layer BERT with MiniLM's vocabulary and tokenizer, saved as HF would, under
+/// `dir/tiny-bert` (`config`: its config.json).
+pub fn tiny_model_with(dir: &Path, config: &str) -> PathBuf {
+    let model_dir = dir.join("tiny-bert");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::write(model_dir.join("config.json"), config).unwrap();
+    let _rng = torch_rng();
+    tch::manual_seed(0);
+    let m = MultiTaskModel::new(
+        ModelConfig::from_json("config.json", config).unwrap(),
+        vec![],
+        Device::Cpu,
+    );
+    m.save(&model_dir.join("model.safetensors")).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(minilm_dir().join(f), model_dir.join(f)).unwrap();
+    }
+    model_dir
+}
+
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    tiny_model_with(dir, TINY_BERT)
+}
+
+/// The bundled job on `model`, checkpointing to `out`: 12 steps of batch 8, a checkpoint
+/// every 5, the newest 2 kept.
+pub fn job(model: &Path, out: &Path) -> MultiTaskTrainingJobSpec {
+    let mut spec =
+        mtl_trainer::job::load_file(&workspace().join("examples/job-local.yaml")).unwrap();
+    spec.model.pretrained = model.display().to_string();
+    spec.checkpoints.uri = out.display().to_string();
+    spec.checkpoints.every_steps = 5;
+    spec.checkpoints.keep = Some(2);
+    spec.training.max_steps = Some(12);
+    spec.training.batch_size = 8;
+    spec.training.learning_rate = 1e-3;
+    spec
+}
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

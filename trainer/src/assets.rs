@@ -1,0 +1,91 @@
+//! A model directory made local: `config.json`, `model.safetensors`, `tokenizer.json` and the
+//! tokenizer's side files, from a directory or a gs:// prefix.
+
+use std::path::{Path, PathBuf};
+
+use mtl_storage::join;
+
+use crate::checkpoint::{self, Store};
+use crate::config::ModelConfig;
+use crate::data::TextEncoder;
+use crate::{Error, Result};
+
+/// A pretrained (or checkpointed) model directory made local.
+pub struct ModelAssets {
+    pub dir: PathBuf,
+}
+
+impl ModelAssets {
+    /// Fetches config.json, model.safetensors, tokenizer.json (and tokenizer side files when
+    /// present) from a directory or gs:// prefix.
+    pub fn fetch(store: &Store, uri: &str, cache: &Path) -> Result<Self> {
+        let mut dir = None;
+        for name in [
+            checkpoint::CONFIG_FILE,
+            checkpoint::TOKENIZER_FILE,
+            checkpoint::MODEL_FILE,
+        ] {
+            let missing = || {
+                Error::file(
+                    join(uri, name),
+                    "not found: spec.model.pretrained must hold config.json, model.safetensors and tokenizer.json",
+                )
+            };
+            let path = store.fetch(&join(uri, name), cache).map_err(|e| match e {
+                Error::Storage(s) if s.is_not_found() => missing(),
+                e => e,
+            })?;
+            if !path.is_file() {
+                return Err(missing());
+            }
+            dir = path.parent().map(Path::to_path_buf);
+        }
+        store.fetch_tokenizer_extras(uri, cache)?;
+        let dir = dir.ok_or_else(|| Error::file(uri, "empty model location"))?;
+        Ok(Self { dir })
+    }
+
+    pub fn config(&self) -> Result<ModelConfig> {
+        ModelConfig::load(&self.dir.join(checkpoint::CONFIG_FILE))
+    }
+
+    /// The tokenizer, truncating to `max_length`; its vocabulary must fit the model's.
+    pub fn encoder(&self, config: &ModelConfig, max_length: usize) -> Result<TextEncoder> {
+        let path = self.dir.join(checkpoint::TOKENIZER_FILE);
+        let encoder = TextEncoder::load(&path, max_length, config.type_vocab_size <= 1)?;
+        let vocab = encoder.vocab_size();
+        if vocab as i64 > config.vocab_size {
+            return Err(Error::file(
+                path.display(),
+                format!(
+                    "the tokenizer has {vocab} tokens but config.json's vocab_size is {}: ids past it have no embedding (a tokenizer from another model?)",
+                    config.vocab_size
+                ),
+            ));
+        }
+        Ok(encoder)
+    }
+
+    /// Copies the config, tokenizer and tokenizer side files into `dir`.
+    pub fn copy_to(&self, dir: &Path) -> Result<()> {
+        self.copy_files(dir, &[checkpoint::CONFIG_FILE])?;
+        self.copy_to_except_config(dir)
+    }
+
+    /// Copies the tokenizer and its side files into `dir`.
+    pub fn copy_to_except_config(&self, dir: &Path) -> Result<()> {
+        self.copy_files(dir, &[checkpoint::TOKENIZER_FILE])?;
+        self.copy_files(dir, &checkpoint::TOKENIZER_EXTRAS)
+    }
+
+    fn copy_files(&self, dir: &Path, names: &[&str]) -> Result<()> {
+        for name in names {
+            let src = self.dir.join(name);
+            let dst = dir.join(name);
+            if src.exists() && src != dst {
+                std::fs::copy(&src, &dst).map_err(Error::io(&dst))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! Training. [`Trainer`] owns the model, the optimizer, the sampler, the data and the
+//! checkpoint store; its loop reads as a sequence of named steps. [`train`] runs one job to
+//! the end, resuming from the newest checkpoint under `spec.checkpoints.uri`.
+
+mod interval;
+mod step;
+mod trainer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use mtl_crds::{CheckpointRef, MultiTaskTrainingJobSpec, TaskSpec, TrainingSpec};
+use tch::Device;
+
+use crate::Result;
+use crate::config::ModelConfig;
+use crate::model::{HeadSpec, MultiTaskModel};
+use crate::optim::LinearSchedule;
+
+pub use step::{MicroResult, StepOutput, train_step};
+pub use trainer::Trainer;
+
+/// How to run, beyond what the spec says.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub device: Device,
+    /// Where remote models and data are cached, and gs:// checkpoints are staged.
+    pub cache_dir: PathBuf,
+    /// Draw a progress bar when stderr is a terminal.
+    pub progress: bool,
+    /// Set (by SIGTERM, say) to checkpoint at the next step boundary and stop.
+    pub stop: Arc<AtomicBool>,
+    /// Stop as if signalled once this many steps are done (tests, `--stop-after`).
+    pub stop_after: Option<u64>,
+    /// Resume even though the batch size, accumulation, sampling, seed, tasks or training
+    /// data changed since the checkpoint (`--force-resume`).
+    pub force_resume: bool,
+}
+
+impl RunOptions {
+    pub fn cpu(cache_dir: PathBuf) -> Self {
+        Self {
+            device: Device::Cpu,
+            cache_dir,
+            progress: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_after: None,
+            force_resume: false,
+        }
+    }
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub step: u64,
+    pub total_steps: u64,
+    pub metrics: BTreeMap<String, f64>,
+    /// Stopped early by a signal (after checkpointing, when a step had been trained).
+    pub interrupted: bool,
+    pub resumed_from: Option<u64>,
+    /// The checkpoint this run committed last.
+    pub checkpoint: Option<CheckpointRef>,
+}
+
+/// Trains `spec` to the end (or until stopped), resuming from the newest checkpoint under
+/// `spec.checkpoints.uri` if there is one.
+pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outcome> {
+    Trainer::new(spec.clone(), opts.clone())?.run()
+}
+
+/// The learning-rate schedule of a run of `total` steps: `warmupSteps`, or `warmupRatio` of
+/// the run rounded up.
+pub fn schedule(tr: &TrainingSpec, total: u64) -> LinearSchedule {
+    LinearSchedule {
+        lr: tr.learning_rate,
+        warmup: tr
+            .warmup_steps
+            .unwrap_or_else(|| (tr.warmup_ratio * total as f64).ceil() as u64),
+        total,
+    }
+}
+
+/// A model for `tasks` (one head each, in order), freshly initialised from `seed`.
+pub fn build_model(
+    config: ModelConfig,
+    tasks: &[TaskSpec],
+    device: Device,
+    seed: u64,
+) -> MultiTaskModel {
+    tch::manual_seed(seed as i64);
+    MultiTaskModel::new(config, tasks.iter().map(HeadSpec::from).collect(), device)
+}

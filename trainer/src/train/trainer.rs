@@ -1,0 +1,449 @@
+//! The [`Trainer`]: everything one training run holds, and its loop.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use mtl_crds::{CheckpointRef, MultiTaskTrainingJobSpec};
+use tch::{Device, Tensor};
+use tracing::{info, warn};
+
+use super::interval::Interval;
+use super::{Outcome, RunOptions, build_model, schedule, train_step};
+use crate::assets::ModelAssets;
+use crate::checkpoint::{self, Fingerprint, Staged, Store, TrainerState};
+use crate::data::{Batch, TaskData, TokenizedExample, load_tasks};
+use crate::eval::{self, EvalSet};
+use crate::model::MultiTaskModel;
+use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
+use crate::precision::Amp;
+use crate::progress::Progress;
+use crate::sampling::Sampler;
+use crate::{Error, Result};
+
+use super::StepOutput;
+
+/// One training run: the job, its data, the model and its optimizer, the sampler and the
+/// schedule, and where it stands.
+pub struct Trainer {
+    spec: MultiTaskTrainingJobSpec,
+    opts: RunOptions,
+    store: Store,
+    assets: ModelAssets,
+    tasks: Vec<TaskData>,
+    model: MultiTaskModel,
+    optim: AdamW,
+    amp: Amp,
+    sampler: Sampler,
+    schedule: LinearSchedule,
+    state: TrainerState,
+    resumed_from: Option<u64>,
+    last_saved: Option<u64>,
+    last_entry: Option<CheckpointRef>,
+    interval: Interval,
+    progress: Progress,
+}
+
+impl Trainer {
+    /// Fetches the model, reads and tokenizes the data, builds the model and optimizer, and
+    /// resumes from the newest committed checkpoint when there is one. Everything that can be
+    /// wrong with the job, its data or its model is found here, before the first step.
+    pub fn new(spec: MultiTaskTrainingJobSpec, opts: RunOptions) -> Result<Self> {
+        spec.validate()
+            .map_err(|m| Error::Invalid(format!("invalid job: {m}")))?;
+        let store = Store::new()?;
+        let cache = &opts.cache_dir;
+        let tr = &spec.training;
+        let amp = Amp::new(tr.precision, opts.device, tr.allow_tf32)?;
+        let assets = ModelAssets::fetch(&store, &spec.model.pretrained, cache)?;
+        let config = assets.config()?;
+        if i64::from(spec.model.max_length) > config.max_input_length() {
+            return Err(Error::Invalid(format!(
+                "spec.model.maxLength {} exceeds what the model's position embeddings allow ({})",
+                spec.model.max_length,
+                config.max_input_length()
+            )));
+        }
+        let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
+        let started = Instant::now();
+        let tasks = load_tasks(&store, &spec, &encoder, cache, true)?;
+        info!(
+            tasks = tasks.len(),
+            examples = tasks.iter().map(|t| t.train.len()).sum::<usize>(),
+            seconds = started.elapsed().as_secs_f64(),
+            "data loaded and tokenized"
+        );
+
+        let mut model = build_model(config, &spec.tasks, opts.device, tr.seed);
+        let report = model.load_pretrained(&assets.dir.join(checkpoint::MODEL_FILE))?;
+        if !report.missing.is_empty() {
+            warn!(missing = ?report.missing, "pretrained weights lack these tensors; they start from random values");
+        }
+        let optim = AdamW::new(
+            model.named_tensors(),
+            AdamWConfig {
+                weight_decay: tr.weight_decay,
+                ..Default::default()
+            },
+        );
+        let sampler = Sampler::new(
+            &spec.sampling,
+            tr.seed,
+            tr.batch_size as usize,
+            tasks.iter().map(|t| t.train.len()).collect(),
+        );
+        let accum = u64::from(tr.gradient_accumulation_steps.max(1));
+        let per_epoch = sampler.batches_per_epoch() as u64;
+        let total = tr
+            .max_steps
+            .unwrap_or_else(|| ((tr.epochs * per_epoch as f64) / accum as f64).floor() as u64)
+            .max(1);
+        let schedule = schedule(tr, total);
+        let shas: Vec<String> = tasks.iter().map(|t| t.train_sha256.clone()).collect();
+        let state = TrainerState {
+            global_step: 0,
+            micro_step: 0,
+            epoch: 0.0,
+            total_steps: total,
+            warmup_steps: schedule.warmup,
+            learning_rate: schedule.at(0),
+            seed: tr.seed,
+            max_length: Some(spec.model.max_length),
+            metrics: BTreeMap::new(),
+            log_history: Vec::new(),
+            eval_history: Vec::new(),
+            fingerprint: Some(Fingerprint::of(&spec, &shas)),
+            loss_scale: None,
+        };
+        let progress = Progress::new(total, 0, opts.progress);
+        let mut trainer = Self {
+            spec,
+            opts,
+            store,
+            assets,
+            tasks,
+            model,
+            optim,
+            amp,
+            sampler,
+            schedule,
+            state,
+            resumed_from: None,
+            last_saved: None,
+            last_entry: None,
+            interval: Interval::new(),
+            progress,
+        };
+        trainer.resume()?;
+        trainer.progress.set_position(trainer.state.global_step);
+        Ok(trainer)
+    }
+
+    pub fn model(&self) -> &MultiTaskModel {
+        &self.model
+    }
+
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+
+    /// Loads the newest committed checkpoint under `spec.checkpoints.uri`, if any: weights,
+    /// optimizer state, loss scale and where the run stood. The checkpoint must have been
+    /// trained on the same tasks, and (unless `force_resume`) with the same batches.
+    fn resume(&mut self) -> Result<()> {
+        let base = self.spec.checkpoints.uri.clone();
+        let Some(latest) = self
+            .store
+            .manifest(&base)?
+            .and_then(|m| m.latest().cloned())
+        else {
+            return Ok(());
+        };
+        let dir = checkpoint::localize(&self.store, &latest, &self.opts.cache_dir)?;
+        check_same_heads(&checkpoint::read_tasks(&dir)?, &self.spec, &latest.uri)?;
+        let saved: TrainerState = checkpoint::read_json(&dir.join(checkpoint::STATE_FILE))?;
+        match (&saved.fingerprint, &self.state.fingerprint) {
+            (Some(then), Some(now)) => {
+                if let Some(diff) = then.difference(now) {
+                    if !self.opts.force_resume {
+                        return Err(Error::file(
+                            &latest.uri,
+                            format!(
+                                "cannot resume: {diff}; resuming would change which batches the rest of the run trains on (use a new checkpoints.uri, restore the setting, or pass --force-resume)"
+                            ),
+                        ));
+                    }
+                    warn!(difference = %diff, "resuming with a changed job (--force-resume)");
+                }
+            }
+            _ => {
+                warn!(uri = %latest.uri, "checkpoint has no fingerprint; resuming without checking that the job is unchanged")
+            }
+        }
+        self.model
+            .load_checkpoint(&dir.join(checkpoint::MODEL_FILE))?;
+        let optim_path = dir.join(checkpoint::OPTIMIZER_FILE);
+        let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&optim_path)
+            .map_err(|e| Error::file(optim_path.display(), e.to_string()))?
+            .into_iter()
+            .collect();
+        self.optim
+            .load_state(&tensors, saved.global_step)
+            .map_err(|m| Error::file(optim_path.display(), m))?;
+        if let (Some(scaler), Some(s)) = (&mut self.amp.scaler, &saved.loss_scale) {
+            scaler.load(s)?;
+        }
+        info!(step = saved.global_step, uri = %latest.uri, "resuming from checkpoint");
+        self.resumed_from = Some(saved.global_step);
+        self.last_saved = Some(saved.global_step);
+        let fingerprint = self.state.fingerprint.take();
+        self.state = TrainerState {
+            total_steps: self.state.total_steps,
+            warmup_steps: self.state.warmup_steps,
+            fingerprint,
+            ..saved
+        };
+        Ok(())
+    }
+
+    /// Trains to the end or until stopped, then evaluates and checkpoints.
+    pub fn run(mut self) -> Result<Outcome> {
+        let mut interrupted = false;
+        while self.state.global_step < self.state.total_steps {
+            if self.stop_requested() {
+                interrupted = true;
+                break;
+            }
+            let out = self.step()?;
+            self.record(&out);
+            self.log_if_due();
+            self.evaluate_if_due()?;
+            self.checkpoint_if_due()?;
+        }
+        self.progress.finish();
+        if interrupted {
+            self.checkpoint_on_stop()?;
+        } else if self.state.metrics.is_empty() {
+            // Resumed at the end: nothing left to train, report the final metrics again.
+            self.state.metrics = self.evaluate()?;
+        }
+        Ok(Outcome {
+            step: self.state.global_step,
+            total_steps: self.state.total_steps,
+            metrics: self.state.metrics,
+            interrupted,
+            resumed_from: self.resumed_from,
+            checkpoint: self.last_entry,
+        })
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.opts.stop.load(Ordering::SeqCst)
+            || self
+                .opts
+                .stop_after
+                .is_some_and(|s| self.state.global_step >= s)
+    }
+
+    /// The micro-batches of the next step, in sampler order.
+    fn next_micro_batches(&mut self) -> Result<Vec<(usize, Batch)>> {
+        let accum = self.spec.training.gradient_accumulation_steps.max(1);
+        (0..accum)
+            .map(|_| {
+                let plan = self.sampler.plan(self.state.micro_step);
+                self.state.micro_step += 1;
+                let items: Vec<&TokenizedExample> = plan
+                    .examples
+                    .iter()
+                    .map(|&i| &self.tasks[plan.task].train[i])
+                    .collect();
+                let batch = eval::batcher(&self.model, plan.task).collate(&items)?;
+                Ok((plan.task, batch))
+            })
+            .collect()
+    }
+
+    /// One optimizer step.
+    pub fn step(&mut self) -> Result<StepOutput> {
+        let tr = &self.spec.training;
+        // Dropout randomness is a function of the step, so a resumed run draws the same masks.
+        tch::manual_seed((tr.seed ^ self.state.global_step.wrapping_mul(0x9E37_79B9)) as i64);
+        let micro = self.next_micro_batches()?;
+        let lr = self.schedule.at(self.state.global_step);
+        let max_grad_norm = self.spec.training.max_grad_norm;
+        let out = train_step(
+            &self.model,
+            &mut self.optim,
+            &mut self.amp,
+            &micro,
+            lr,
+            max_grad_norm,
+            true,
+        )?;
+        self.state.global_step += 1;
+        self.state.learning_rate = lr;
+        let per_epoch = self.sampler.batches_per_epoch().max(1) as f64;
+        self.state.epoch = self.state.micro_step as f64 / per_epoch;
+        Ok(out)
+    }
+
+    fn record(&mut self, out: &StepOutput) {
+        let names: Vec<String> = self.tasks.iter().map(|t| t.spec.name.clone()).collect();
+        self.interval.add(out, |i| names[i].clone());
+        let (loss, lr) = (self.interval.mean_loss(), out.lr);
+        self.progress.inc(|| format!("loss {loss:.4} lr {lr:.2e}"));
+    }
+
+    fn final_step(&self) -> bool {
+        self.state.global_step == self.state.total_steps
+    }
+
+    fn log_if_due(&mut self) {
+        let every = self.spec.training.log_every_steps.max(1);
+        if !self.state.global_step.is_multiple_of(every) && !self.final_step() {
+            return;
+        }
+        let (entry, rates) = self.interval.flush(
+            self.state.global_step,
+            self.state.epoch,
+            self.state.learning_rate,
+        );
+        let task_losses = serde_json::to_string(&entry.task_losses).unwrap_or_default();
+        self.progress.suspend(|| {
+            info!(
+                step = entry.step,
+                epoch = entry.epoch,
+                loss = entry.loss,
+                learning_rate = entry.learning_rate,
+                grad_norm = entry.grad_norm,
+                skipped_steps = entry.skipped_steps,
+                task_losses = %task_losses,
+                examples_per_s = rates.examples_per_s,
+                tokens_per_s = rates.tokens_per_s,
+                "train"
+            )
+        });
+        self.state.log_history.push(entry);
+    }
+
+    /// Every task's metrics on its validation set.
+    fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
+        let tr = &self.spec.training;
+        let batch_size = tr.eval_batch_size.unwrap_or(tr.batch_size.max(32)) as usize;
+        let sets: Vec<EvalSet<'_>> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(head, t)| EvalSet {
+                spec: &t.spec,
+                head,
+                examples: &t.validation,
+            })
+            .collect();
+        eval::evaluate(&self.model, &sets, batch_size, &self.amp)
+    }
+
+    fn evaluate_if_due(&mut self) -> Result<()> {
+        let every = self.spec.training.eval_every_steps;
+        let due = every > 0 && self.state.global_step.is_multiple_of(every);
+        if !due && !self.final_step() {
+            return Ok(());
+        }
+        self.state.metrics = self.evaluate()?;
+        let mut entry = self.state.metrics.clone();
+        entry.insert("step".into(), self.state.global_step as f64);
+        self.state.eval_history.push(entry);
+        let metrics = serde_json::to_string(&self.state.metrics).unwrap_or_default();
+        let step = self.state.global_step;
+        self.progress
+            .suspend(|| info!(step, metrics = %metrics, "eval"));
+        Ok(())
+    }
+
+    fn checkpoint_if_due(&mut self) -> Result<()> {
+        if self
+            .state
+            .global_step
+            .is_multiple_of(self.spec.checkpoints.every_steps)
+            || self.final_step()
+        {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// On a stop request: a checkpoint of the last step trained, unless it is already saved
+    /// or no step was trained at all (a fresh run stopped during data loading saves
+    /// nothing).
+    fn checkpoint_on_stop(&mut self) -> Result<()> {
+        let step = self.state.global_step;
+        if step == 0 || self.last_saved == Some(step) {
+            return Ok(());
+        }
+        warn!(step, "stop requested: checkpointing before exit");
+        self.save()
+    }
+
+    /// Writes every file of a checkpoint, then commits it to the manifest.
+    fn save(&mut self) -> Result<()> {
+        let base = &self.spec.checkpoints.uri;
+        let cache = &self.opts.cache_dir;
+        let dir = checkpoint::staging_dir(base, self.state.global_step, cache);
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        self.model.save(&dir.join(checkpoint::MODEL_FILE))?;
+        let tensors = self
+            .optim
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.f_to_device(Device::Cpu)?.f_contiguous()?)))
+            .collect::<Result<Vec<(String, Tensor)>>>()?;
+        let optim_path = dir.join(checkpoint::OPTIMIZER_FILE);
+        Tensor::write_safetensors(&tensors, &optim_path)
+            .map_err(|e| Error::file(optim_path.display(), e.to_string()))?;
+        self.state.loss_scale = self.amp.scaler.as_ref().map(|s| s.state()).transpose()?;
+        checkpoint::write_json(&dir.join(checkpoint::STATE_FILE), &self.state)?;
+        checkpoint::write_json(&dir.join(checkpoint::TASKS_FILE), &self.spec.tasks)?;
+        self.assets.copy_to(&dir)?;
+        let staged = Staged {
+            dir,
+            step: self.state.global_step,
+        };
+        let entry = checkpoint::commit(
+            &self.store,
+            base,
+            &staged,
+            self.state.metrics.clone(),
+            self.spec.checkpoints.keep,
+        )?;
+        self.progress
+            .suspend(|| info!(step = entry.step, uri = %entry.uri, "checkpoint committed"));
+        self.last_saved = Some(entry.step);
+        self.last_entry = Some(entry);
+        Ok(())
+    }
+}
+
+/// The checkpoint's heads must be the job's: same task names in the same order, with the
+/// same types and output counts.
+fn check_same_heads(
+    saved: &[mtl_crds::TaskSpec],
+    spec: &MultiTaskTrainingJobSpec,
+    at: &str,
+) -> Result<()> {
+    use crate::model::HeadSpec;
+    let shape =
+        |ts: &[mtl_crds::TaskSpec]| -> Vec<HeadSpec> { ts.iter().map(HeadSpec::from).collect() };
+    if shape(saved) != shape(&spec.tasks) {
+        let names =
+            |ts: &[mtl_crds::TaskSpec]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        return Err(Error::file(
+            at,
+            format!(
+                "checkpoint was trained on tasks {:?}, the job has {:?} (names, types and label counts must match to resume; use a new checkpoints.uri for a different job)",
+                names(saved),
+                names(&spec.tasks)
+            ),
+        ));
+    }
+    Ok(())
+}
