@@ -4,12 +4,14 @@
 //! Where things live: `model/` (encoder, heads, the multi-task model and HF weight names),
 //! `data/` (file readers, tokenization, batching), `sampling` (which task each step trains),
 //! `optim` (AdamW and the LR schedule), `metrics`, `checkpoint` (layout and manifest),
-//! `train` (the loop), `predict` and `export` (a standalone HF model per task).
+//! `train` (the loop), `predict` and `export` (a standalone HF model per task), `dist` (data
+//! parallel on torch.distributed's c10d).
 
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod export;
 pub mod job;
