@@ -50,26 +50,28 @@ void write_error(const std::string &message, char *error, size_t error_len) {
 
 // Runs `body`, turning every exception into a return code and a message prefixed by `what`.
 // c10 errors carry a C++ backtrace in what(); the message without it is what a user can read.
+// An empty `what` adds no prefix (the Rust side names collectives itself).
 template <typename F>
 int guarded(const char *what, char *error, size_t error_len, F &&body) {
+  const std::string prefix = *what == '\0' ? std::string() : std::string(what) + ": ";
   try {
     body();
     return kOk;
   } catch (const c10::DistNetworkError &e) {
-    write_error(std::string(what) + ": " + e.what_without_backtrace(), error, error_len);
+    write_error(prefix + e.what_without_backtrace(), error, error_len);
     return kUnreachable;
   } catch (const c10::DistStoreError &e) {
     // The store's only failure that is not a network one is a wait that ran out of time.
-    write_error(std::string(what) + ": " + e.what_without_backtrace(), error, error_len);
+    write_error(prefix + e.what_without_backtrace(), error, error_len);
     return kTimeout;
   } catch (const c10::Error &e) {
-    write_error(std::string(what) + ": " + e.what_without_backtrace(), error, error_len);
+    write_error(prefix + e.what_without_backtrace(), error, error_len);
     return kError;
   } catch (const std::exception &e) {
-    write_error(std::string(what) + ": " + e.what(), error, error_len);
+    write_error(prefix + e.what(), error, error_len);
     return kError;
   } catch (...) {
-    write_error(std::string(what) + ": unknown C++ exception", error, error_len);
+    write_error(prefix + "unknown C++ exception", error, error_len);
     return kError;
   }
 }
@@ -119,7 +121,7 @@ namespace {
 // Waits for every work item in order and rethrows the first failure, naming the item. Each
 // wait is bounded: the backend's own timeout ends a stuck collective, and the wait gives it as
 // long again before reporting the collective as timed out itself.
-void wait_all(const char *op, std::vector<c10::intrusive_ptr<c10d::Work>> &works,
+void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>> &works,
               std::chrono::milliseconds timeout) {
   std::exception_ptr first;
   size_t first_index = 0;
@@ -142,7 +144,7 @@ void wait_all(const char *op, std::vector<c10::intrusive_ptr<c10d::Work>> &works
   } catch (const std::exception &e) {
     detail = e.what();
   }
-  TORCH_CHECK(false, op, " of tensor ", first_index + 1, " of ", works.size(), ": ", detail);
+  TORCH_CHECK(false, "tensor ", first_index + 1, " of ", works.size(), ": ", detail);
 }
 
 }  // namespace
@@ -216,7 +218,7 @@ int mtl_group_new(const char *host, uint16_t port, int host_store, const char *p
 int mtl_group_allreduce(mtl_group *group, const at::Tensor *const *tensors, size_t n, int op,
                         char *error, size_t error_len) {
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  int rc = guarded("allreduce", error, error_len, [&] {
+  int rc = guarded("", error, error_len, [&] {
     c10d::AllreduceOptions opts;
     opts.reduceOp = reduce_op(op);
     opts.timeout = group->timeout;
@@ -229,14 +231,13 @@ int mtl_group_allreduce(mtl_group *group, const at::Tensor *const *tensors, size
     }
   });
   if (rc != kOk) return kInvalid;
-  return guarded("allreduce", error, error_len,
-                 [&] { wait_all("allreduce", works, group->timeout); });
+  return guarded("", error, error_len, [&] { wait_all(works, group->timeout); });
 }
 
 int mtl_group_broadcast(mtl_group *group, const at::Tensor *const *tensors, size_t n, int root,
                         char *error, size_t error_len) {
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  int rc = guarded("broadcast", error, error_len, [&] {
+  int rc = guarded("", error, error_len, [&] {
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.timeout = group->timeout;
@@ -247,12 +248,11 @@ int mtl_group_broadcast(mtl_group *group, const at::Tensor *const *tensors, size
     }
   });
   if (rc != kOk) return kInvalid;
-  return guarded("broadcast", error, error_len,
-                 [&] { wait_all("broadcast", works, group->timeout); });
+  return guarded("", error, error_len, [&] { wait_all(works, group->timeout); });
 }
 
 int mtl_group_barrier(mtl_group *group, char *error, size_t error_len) {
-  return guarded("barrier", error, error_len, [&] {
+  return guarded("", error, error_len, [&] {
     c10d::BarrierOptions opts;
     opts.timeout = group->timeout;
     auto work = group->backend->barrier(opts);

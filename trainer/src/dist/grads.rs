@@ -27,7 +27,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::group::{ProcessGroup, ReduceOp, set_grad};
+use super::group::{ProcessGroup, ReduceOp, count, set_grad};
 use crate::{Error, Result};
 
 /// DDP's default bucket size (`bucket_cap_mb=25`).
@@ -193,9 +193,9 @@ impl GradientSync {
             stats.buckets = flats.len();
             stats.bytes = buckets.iter().flatten().map(|&i| self.slots[i].bytes).sum();
             let what = format!(
-                "allreduce of {} gradient buckets ({} parameters, {:.1} MiB)",
-                buckets.len(),
-                order.len(),
+                "allreduce of {} ({}, {:.1} MiB)",
+                count(buckets.len(), "gradient bucket"),
+                count(order.len(), "parameter"),
                 stats.bytes as f64 / (1024.0 * 1024.0)
             );
             pg.allreduce_as(&what, &refs, ReduceOp::Sum)?;
@@ -324,9 +324,9 @@ pub fn broadcast_tensors(
         let refs: Vec<&Tensor> = flats.iter().collect();
         let bytes: usize = slots.iter().map(|s| s.bytes).sum();
         let what = format!(
-            "broadcast from rank 0 of {} tensors in {} buckets ({:.1} MiB)",
-            tensors.len(),
-            buckets.len(),
+            "broadcast from rank 0 of {} in {} ({:.1} MiB)",
+            count(tensors.len(), "tensor"),
+            count(buckets.len(), "bucket"),
             bytes as f64 / (1024.0 * 1024.0)
         );
         pg.broadcast_as(&what, &refs, 0)?;

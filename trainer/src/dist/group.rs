@@ -180,7 +180,7 @@ impl ProcessGroup {
     /// together). Every rank passes tensors of the same shapes, kinds and order.
     pub fn allreduce(&self, tensors: &[&Tensor], op: ReduceOp) -> Result<()> {
         self.allreduce_as(
-            &format!("allreduce of {} tensors", tensors.len()),
+            &format!("allreduce of {}", count(tensors.len(), "tensor")),
             tensors,
             op,
         )
@@ -194,7 +194,10 @@ impl ProcessGroup {
     /// In-place broadcast of each tensor from rank `root`.
     pub fn broadcast(&self, tensors: &[&Tensor], root: usize) -> Result<()> {
         self.broadcast_as(
-            &format!("broadcast of {} tensors from rank {root}", tensors.len()),
+            &format!(
+                "broadcast of {} from rank {root}",
+                count(tensors.len(), "tensor")
+            ),
             tensors,
             root,
         )
@@ -214,7 +217,7 @@ impl ProcessGroup {
     /// a stop flag (`Max` of 0/1: did any rank ask to stop?). Exact for integers up to 2^53.
     pub fn allreduce_f64(&self, values: &mut [f64], op: ReduceOp) -> Result<()> {
         self.allreduce_f64_as(
-            &format!("allreduce of {} scalars", values.len()),
+            &format!("allreduce of {}", count(values.len(), "scalar")),
             values,
             op,
         )
@@ -322,6 +325,15 @@ impl ProcessGroup {
             }
         }
         Lost::Ranks(lost)
+    }
+}
+
+/// "1 tensor", "3 tensors".
+pub(crate) fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
     }
 }
 
