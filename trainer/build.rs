@@ -56,6 +56,8 @@ fn main() {
             nccl.include(dir);
         }
         nccl.file("csrc/dist_nccl.cpp").compile("mtl_dist_nccl");
+        // c10::cuda (device count, current device), used by dist_nccl.cpp.
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
 }

@@ -26,9 +26,10 @@ c10::intrusive_ptr<c10d::Backend> mtl_make_nccl(const c10::intrusive_ptr<c10d::S
   default_env("TORCH_NCCL_BLOCKING_WAIT", "1");
   default_env("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2");  // CleanUpOnly
   default_env("TORCH_NCCL_ENABLE_MONITORING", "0");
-  TORCH_CHECK(device_index >= 0 && device_index < c10::cuda::device_count(), "cuda:",
-              device_index, " is not a visible CUDA device (", c10::cuda::device_count(),
-              " visible)");
+  // DeviceIndex is a char type: printed as a number, not a character.
+  const int visible = static_cast<int>(c10::cuda::device_count());
+  TORCH_CHECK(device_index >= 0 && device_index < visible, "cuda:", device_index,
+              " is not a visible CUDA device (", visible, " visible)");
   c10::cuda::set_device(static_cast<c10::DeviceIndex>(device_index));
   auto options = c10d::ProcessGroupNCCL::Options::create();
   options->timeout = timeout;

@@ -355,6 +355,49 @@ fn the_agent_forwards_sigterm_to_its_workers() {
     );
 }
 
+/// NCCL, where it can run (a CUDA build with a GPU): a world of one reduces on `cuda:0`.
+/// Elsewhere asking for it must be an error that says why, not an abort.
+#[test]
+fn nccl_runs_on_a_gpu_or_says_why_not() {
+    let _s = serial();
+    let worker = dist::WorkerEnv {
+        rank: 0,
+        world_size: 1,
+        local_rank: 0,
+        local_world_size: 1,
+        master_addr: "127.0.0.1".into(),
+        master_port: free_port(),
+        agent_store: false,
+        restart: 0,
+        launcher: Launcher::Flags,
+    };
+    let options = GroupOptions {
+        backend: Backend::Nccl,
+        timeout: TIMEOUT,
+    };
+    match ProcessGroup::init(&worker, &options) {
+        Ok(pg) => {
+            assert!(tch::Cuda::is_available(), "NCCL without a GPU");
+            let t = Tensor::ones([3], (Kind::Float, pg.device()));
+            pg.allreduce(&[&t], ReduceOp::Sum).unwrap();
+            assert_eq!(
+                Vec::<f32>::try_from(&t.to_device(Device::Cpu)).unwrap(),
+                [1.0; 3]
+            );
+            pg.shutdown().unwrap();
+        }
+        Err(e) => {
+            assert!(!tch::Cuda::is_available(), "NCCL failed with a GPU: {e}");
+            let e = e.to_string();
+            eprintln!("NCCL unavailable here, as expected: {e}");
+            assert!(
+                e.contains("built without CUDA") || e.contains("is not a visible CUDA device"),
+                "{e}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The worker side
 

@@ -111,7 +111,7 @@ impl ProcessGroup {
         })
         .map_err(|f| {
             Error::Dist(format!(
-                "rank {} of {} joining the store at {store}: {f}",
+                "rank {} of {} (rendezvous at {store}): {f}",
                 worker.rank, worker.world_size
             ))
         })?;
