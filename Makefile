@@ -18,7 +18,20 @@ MINILM_FILES := config.json model.safetensors tokenizer.json tokenizer_config.js
 .PHONY: setup run-local build test lint crds bench verify-model create-bucket \
         docker-local-train docker-build docker-push deploy cloud-train clean
 
-setup: $(VENV)/.installed .cache/minilm/model.safetensors
+setup: $(VENV)/.installed .cache/minilm/model.safetensors gloo-headers
+
+# Gloo's C++ headers, which torch's ProcessGroupGloo.hpp includes and the torch wheel does not
+# ship, for trainer/csrc/dist.cpp: Debian's libgloo-dev (headers only: the Gloo that runs is
+# the one inside libtorch_cpu.so). MTL_GLOO_INCLUDE=<dir> points the build elsewhere instead.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: gloo-headers
+gloo-headers:
+	@if [ -n "$(MTL_GLOO_INCLUDE)" ] || [ -f /usr/include/gloo/context.h ]; then exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "install Gloo's C++ headers (Debian/Ubuntu: libgloo-dev) or set MTL_GLOO_INCLUDE" >&2; exit 1; }; \
+	echo "installing libgloo-dev (Gloo's headers for trainer/csrc/dist.cpp)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$(SUDO) apt-get install -y -q libgloo-dev >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q libgloo-dev >/dev/null; }
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -30,6 +30,35 @@ pub enum Error {
     },
     #[error("tokenizer {path}: {message}")]
     Tokenizer { path: String, message: String },
+    /// A launcher's environment variable (RANK, PET_NNODES, CLUSTER_SPEC, …) is wrong.
+    #[error("{var}: {message}")]
+    Env { var: String, message: String },
+    /// A c10d rendezvous or collective failed (the message says which and why).
+    #[error("distributed: {0}")]
+    Dist(String),
+    /// A collective failed and these ranks did not report in afterwards: they are gone.
+    #[error("distributed: {what} failed: lost rank {}: {detail}", join(ranks))]
+    PeerLost {
+        what: String,
+        ranks: Vec<usize>,
+        detail: String,
+    },
+    /// A worker process started by the local agent failed.
+    #[error("rank {rank} (local rank {local_rank}, pid {pid}) {status}")]
+    WorkerFailed {
+        rank: usize,
+        local_rank: usize,
+        pid: u32,
+        status: String,
+    },
+}
+
+fn join(ranks: &[usize]) -> String {
+    ranks
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

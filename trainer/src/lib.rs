@@ -6,7 +6,8 @@
 //! `optim` (AdamW and the LR schedule), `precision` (devices, autocast, loss scaling),
 //! `metrics` and `eval`, `checkpoint` (layout, manifest, resume fingerprint), `train/` (the
 //! `Trainer` and its loop), `predict` and `export` (a standalone HF model per task), `aten`
-//! (the ATen entry points tch does not expose).
+//! (the ATen entry points tch does not expose), `dist` (data parallel on torch.distributed's
+//! c10d).
 
 pub mod assets;
 mod aten;
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod export;
