@@ -192,6 +192,18 @@ pub struct TaskSpec {
     /// sklearn's pos_label=1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positive_label: Option<String>,
+    /// Train on the first N examples of the training file only (quick runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_train_examples: Option<u64>,
+    /// Evaluate on the first N examples of the validation file only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_eval_examples: Option<u64>,
+    /// This task's sequences are truncated to this many tokens instead of spec.model.maxLength.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 8, max = 4096))]
+    pub max_length: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -507,6 +507,18 @@ impl Gcs {
         }
     }
 
+    /// The object's generation (it changes whenever the object is replaced).
+    pub async fn generation(&self, uri: &str) -> Result<i64> {
+        let (bucket, name) = parse_object(uri)?;
+        let req = Self::get_request(bucket, name);
+        let meta = self
+            .call(uri, "reading object metadata", || {
+                self.client.get_object(&req)
+            })
+            .await?;
+        Ok(meta.generation)
+    }
+
     /// Streams the object to `file` (written in place; [`crate::Storage::download`] makes it
     /// atomic).
     pub async fn download(&self, uri: &str, file: &Path) -> Result<()> {

@@ -222,32 +222,38 @@ impl Storage {
     }
 
     /// Makes `uri` available as a local file: the path itself when local, otherwise a copy
-    /// downloaded once into `cache_dir` (keyed by the URI) and reused afterwards.
+    /// downloaded into `cache_dir` (at `<cache_dir>/<bucket>/<object>`) and reused while the
+    /// object's generation stays the one it was downloaded at (recorded beside, under
+    /// `<cache_dir>/.generations/`): a replaced object is downloaded again.
     pub async fn fetch(&self, uri: &str, cache_dir: &Path) -> Result<std::path::PathBuf> {
         if !is_gcs(uri) {
             return Ok(Path::new(uri).to_path_buf());
         }
         let rel = uri.trim_start_matches("gs://");
         let path = cache_dir.join(rel);
-        if tokio::fs::metadata(&path).await.is_ok() {
+        let stamp = cache_dir.join(".generations").join(rel);
+        let generation = self.gcs().await?.generation(uri).await?.to_string();
+        let io = |p: &Path| {
+            let uri = p.display().to_string();
+            move |source| Error::Io { uri, source }
+        };
+        if tokio::fs::metadata(&path).await.is_ok()
+            && tokio::fs::read_to_string(&stamp).await.ok().as_deref() == Some(generation.as_str())
+        {
             return Ok(path);
         }
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|source| Error::Io {
-                    uri: dir.display().to_string(),
-                    source,
-                })?;
+        for dir in [path.parent(), stamp.parent()].into_iter().flatten() {
+            tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
         }
+        let _ = tokio::fs::remove_file(&stamp).await;
         let partial = path.with_extension("partial");
         self.download(uri, &partial).await?;
         tokio::fs::rename(&partial, &path)
             .await
-            .map_err(|source| Error::Io {
-                uri: path.display().to_string(),
-                source,
-            })?;
+            .map_err(io(&path))?;
+        tokio::fs::write(&stamp, &generation)
+            .await
+            .map_err(io(&stamp))?;
         Ok(path)
     }
 }

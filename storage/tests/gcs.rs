@@ -276,7 +276,7 @@ async fn large_file_round_trips_through_the_resumable_upload() {
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 64 * MIB);
     assert_eq!(sha_file(&out), sha);
 
-    // fetch() downloads once into the cache, keyed by the URI.
+    // fetch() downloads once into the cache, at the object's path.
     let cache = dir.path().join("cache");
     let cached = s.fetch(&uri, &cache).await.unwrap();
     assert_eq!(
@@ -648,4 +648,25 @@ async fn env_child_writes_through_storage_emulator_host() {
     let s = Storage::new();
     s.write(&uri, b"hello".to_vec()).await.unwrap();
     assert_eq!(s.read(&uri).await.unwrap(), b"hello");
+}
+
+#[tokio::test]
+async fn fetch_downloads_again_when_the_object_changes() {
+    let emu = Emulator::start();
+    let s = emu.storage();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let uri = "gs://mtl-test/data/train.tsv";
+    s.write(uri, b"first version\n".to_vec()).await.unwrap();
+    let a = s.fetch(uri, &cache).await.unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), b"first version\n");
+    // Fetched again unchanged: the cached copy is used.
+    let again = s.fetch(uri, &cache).await.unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), b"first version\n");
+    // The object is replaced (a new generation): fetch must not hand out the old copy.
+    s.write(uri, b"second, longer version\n".to_vec())
+        .await
+        .unwrap();
+    let b = s.fetch(uri, &cache).await.unwrap();
+    assert_eq!(std::fs::read(&b).unwrap(), b"second, longer version\n");
 }

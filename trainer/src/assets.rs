@@ -49,6 +49,10 @@ impl ModelAssets {
         ModelConfig::load(&self.dir.join(checkpoint::CONFIG_FILE))
     }
 
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join(checkpoint::TOKENIZER_FILE)
+    }
+
     /// The tokenizer, truncating to `max_length`; its vocabulary must fit the model's.
     pub fn encoder(&self, config: &ModelConfig, max_length: usize) -> Result<TextEncoder> {
         let path = self.dir.join(checkpoint::TOKENIZER_FILE);

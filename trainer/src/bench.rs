@@ -12,7 +12,8 @@ use tch::{Device, Kind, Tensor};
 use crate::Result;
 use crate::assets::ModelAssets;
 use crate::checkpoint::Store;
-use crate::data::{TokenizedExample, load_tasks};
+use crate::data::TokenStore;
+use crate::data::{Loader, TaskData, cache::Origin};
 use crate::eval::batcher;
 use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
 use crate::precision::Amp;
@@ -71,8 +72,10 @@ pub struct TrainReport {
     pub pad_to: Option<usize>,
     pub dropout: bool,
     pub warmup: usize,
-    /// Reading and tokenizing every training example (once per run).
+    /// Reading and tokenizing every training example (once per run), or mapping the stores
+    /// when `from_cache`.
     pub load_s: f64,
+    pub from_cache: bool,
     pub tokenized_sequences: usize,
     pub schedule: LinearSchedule,
     pub plan: Vec<PlannedBatch>,
@@ -94,13 +97,12 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
     let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
 
     let started = Instant::now();
-    let tasks = load_tasks(&store, spec, &encoder, &b.cache_dir, true)?;
+    let tasks =
+        Loader::new(&store, &b.cache_dir, &encoder, &assets.tokenizer_path())?.load(spec, true)?;
     let load_s = started.elapsed().as_secs_f64();
-    let sequences = tasks
-        .iter()
-        .flat_map(|t| t.train.iter())
-        .map(|e| e.seqs.len())
-        .sum();
+    let stores: Vec<&TokenStore> = tasks.iter().filter_map(|t| t.train.as_ref()).collect();
+    let sequences = stores.iter().map(|s| s.meta().sequences as usize).sum();
+    let from_cache = tasks.iter().all(|t| t.origin.0 == Some(Origin::Cached));
 
     let tr = &spec.training;
     let mut model = train::build_model(config, &spec.tasks, b.device, tr.seed);
@@ -119,7 +121,7 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         &spec.sampling,
         tr.seed,
         tr.batch_size as usize,
-        tasks.iter().map(|t| t.train.len()).collect(),
+        tasks.iter().map(TaskData::train_len).collect(),
     );
     let mut amp = Amp::new(tr.precision, b.device, tr.allow_tf32)?;
     let total = (b.warmup + b.steps) as u64;
@@ -133,14 +135,10 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         let started = Instant::now();
         let planned = sampler.plan(step as u64);
         let task = &tasks[planned.task].spec;
-        let items: Vec<&TokenizedExample> = planned
-            .examples
-            .iter()
-            .map(|&i| &tasks[planned.task].train[i])
-            .collect();
+        let train = stores[planned.task];
         let mut collator = batcher(&model, planned.task);
         collator.pad_to = b.pad_to;
-        let batch = collator.collate(&items)?;
+        let batch = collator.collate(train, &planned.examples)?;
         sync(b.device);
         let data_s = started.elapsed().as_secs_f64();
 
@@ -154,10 +152,11 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
             rows: shape.first().copied().unwrap_or(0) as usize,
             seq_len: shape.get(1).copied().unwrap_or(0) as usize,
             real_tokens: batch.real_tokens,
-            sum_sq_len: items
+            sum_sq_len: planned
+                .examples
                 .iter()
-                .flat_map(|e| e.seqs.iter())
-                .map(|s| s.ids.len().pow(2))
+                .flat_map(|&i| (0..train.choices()).map(move |j| train.sequence(i, j).len()))
+                .map(|len| len.pow(2))
                 .sum(),
             loss: 0.0,
             lr,
@@ -193,6 +192,7 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         dropout: b.dropout,
         warmup: b.warmup,
         load_s,
+        from_cache,
         tokenized_sequences: sequences,
         schedule,
         plan,

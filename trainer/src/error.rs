@@ -6,6 +6,9 @@ pub enum Error {
     Job(#[from] mtl_crds::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A stop was requested (SIGTERM, Ctrl-C) before training started.
+    #[error("stopped before training started")]
+    Stopped,
     #[error("{path}: {message}")]
     File { path: String, message: String },
     #[error("{path}:{line}: {message}")]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mtl_crds::{TaskSpec, TaskType};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{Batcher, TokenizedExample};
+use crate::data::{Batcher, TokenStore};
 use crate::metrics::{self, Predictions};
 use crate::model::{HeadSpec, Inference, MultiTaskModel};
 use crate::precision::Amp;
@@ -55,19 +55,26 @@ pub fn head_for(model: &MultiTaskModel, trained: &[TaskSpec], t: &TaskSpec) -> R
     Ok(index)
 }
 
-/// Raw outputs of `head` over `examples`, batch by batch (CPU, float32).
+/// The example indices of a store in batches of `batch_size`, in order.
+fn batches(store: &TokenStore, batch_size: usize) -> impl Iterator<Item = Vec<usize>> {
+    let bs = batch_size.max(1);
+    (0..store.len())
+        .step_by(bs)
+        .map(move |start| (start..(start + bs).min(store.len())).collect())
+}
+
+/// Raw outputs of `head` over every example of `store`, batch by batch (CPU, float32).
 pub fn infer(
     model: &Inference<'_>,
     batcher: &Batcher,
     head: usize,
-    examples: &[TokenizedExample],
+    store: &TokenStore,
     batch_size: usize,
     amp: &Amp,
 ) -> Result<Tensor> {
     let mut outs = Vec::new();
-    for chunk in examples.chunks(batch_size.max(1)) {
-        let items: Vec<&TokenizedExample> = chunk.iter().collect();
-        let batch = batcher.collate(&items)?;
+    for chunk in batches(store, batch_size) {
+        let batch = batcher.collate(store, &chunk)?;
         let logits = amp.run(|| model.forward(head, &batch))?;
         outs.push(logits.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?);
     }
@@ -82,7 +89,7 @@ pub fn infer(
 pub struct EvalSet<'a> {
     pub spec: &'a TaskSpec,
     pub head: usize,
-    pub examples: &'a [TokenizedExample],
+    pub examples: &'a TokenStore,
 }
 
 /// Metrics of every set (`<task>/<metric>`, `<task>/loss`), plus `mean` of the headline
@@ -100,20 +107,17 @@ pub fn evaluate(
         let b = batcher(model, set.head);
         let mut outs = Vec::new();
         let (mut loss_sum, mut n) = (0.0, 0usize);
-        for chunk in set.examples.chunks(batch_size.max(1)) {
-            let items: Vec<&TokenizedExample> = chunk.iter().collect();
-            let batch = b.collate(&items)?;
+        for chunk in batches(set.examples, batch_size) {
+            let batch = b.collate(set.examples, &chunk)?;
             let (loss, logits) = amp.run(|| inference.loss(set.head, &batch))?;
             loss_sum += loss.f_double_value(&[])? * chunk.len() as f64;
             n += chunk.len();
             outs.push(logits.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?);
         }
         let logits = Tensor::f_cat(&outs, 0)?;
-        let gold: Vec<f64> = set
-            .examples
-            .iter()
-            .map(|e| {
-                e.label.ok_or_else(|| {
+        let gold: Vec<f64> = (0..set.examples.len())
+            .map(|i| {
+                set.examples.label(i).ok_or_else(|| {
                     Error::Invalid(format!(
                         "task {}: a validation example has no label",
                         set.spec.name

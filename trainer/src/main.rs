@@ -245,7 +245,7 @@ fn run() -> Result<ExitCode> {
             let store = Store::new()?;
             let entry = checkpoint_for(&store, &job, checkpoint.as_deref())?;
             let loaded = Loaded::load(&store, entry, &cache, device)?;
-            let preds = predict::predict(&loaded, &task, &input, predict_batch_size)?;
+            let preds = predict::predict(&loaded, &task, &input, predict_batch_size, &cache)?;
             let mut text = String::new();
             for p in preds {
                 text.push_str(&serde_json::to_string(&p)?);

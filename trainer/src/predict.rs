@@ -72,7 +72,13 @@ impl Loaded {
         cache: &Path,
         batch_size: usize,
     ) -> Result<BTreeMap<String, f64>> {
-        let tasks = data::load_tasks(store, spec, &self.encoder, cache, false)?;
+        let loader = data::Loader::new(
+            store,
+            cache,
+            &self.encoder,
+            &self.dir.join(checkpoint::TOKENIZER_FILE),
+        )?;
+        let tasks = loader.load(spec, false)?;
         let heads = tasks
             .iter()
             .map(|t| eval::head_for(&self.model, &self.tasks, &t.spec))
@@ -80,10 +86,12 @@ impl Loaded {
         let sets: Vec<EvalSet<'_>> = tasks
             .iter()
             .zip(heads)
-            .map(|(t, head)| EvalSet {
-                spec: &t.spec,
-                head,
-                examples: &t.validation,
+            .filter_map(|(t, head)| {
+                t.validation.as_ref().map(|v| EvalSet {
+                    spec: &t.spec,
+                    head,
+                    examples: v,
+                })
             })
             .collect();
         let amp = Amp::new(
@@ -112,6 +120,7 @@ pub fn predict(
     task: &str,
     input: &Path,
     batch_size: usize,
+    cache: &Path,
 ) -> Result<Vec<Prediction>> {
     let (index, spec) = loaded.task(task)?;
     let mut reader = spec.clone();
@@ -119,8 +128,9 @@ pub fn predict(
         reader.format = DataFormat::Jsonl;
     }
     reader.label_field = None;
-    let examples = data::read_examples(&reader, input, &input.display().to_string(), false)?;
-    let tokenized = loaded.encoder.encode(&examples)?;
+    let shown = input.display().to_string();
+    let examples = data::read_examples(&reader, input, &shown, false)?;
+    let tokenized = data::scratch_store(cache, &loaded.encoder, &examples, &shown)?;
     let amp = Amp::new(Precision::Fp32, loaded.model.device(), false)?;
     let logits = infer(
         &loaded.model.frozen()?,

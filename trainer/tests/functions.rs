@@ -58,6 +58,9 @@ fn task(classes: u32, positive: Option<&str>) -> TaskSpec {
         label_names: Some((0..classes).map(|c| format!("c{c}")).collect()),
         choices_field: None,
         positive_label: positive.map(str::to_string),
+        max_train_examples: None,
+        max_eval_examples: None,
+        max_length: None,
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use mtl_trainer::assets::ModelAssets;
 use mtl_trainer::checkpoint::{self, Store, TrainerState};
-use mtl_trainer::data::{TokenizedExample, load_tasks};
+use mtl_trainer::data::{Loader, TaskData};
 use mtl_trainer::eval::batcher;
 use mtl_trainer::sampling::Sampler;
 use mtl_trainer::train::{self, RunOptions};
@@ -69,7 +69,10 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
     let encoder = assets
         .encoder(&config, spec.model.max_length as usize)
         .unwrap();
-    let tasks = load_tasks(&store, &spec, &encoder, &cache, true).unwrap();
+    let tasks = Loader::new(&store, &cache, &encoder, &assets.tokenizer_path())
+        .unwrap()
+        .load(&spec, true)
+        .unwrap();
     let mut model = train::build_model(config, &spec.tasks, Device::Cpu, spec.training.seed);
     model
         .load_pretrained(&model_dir.join("model.safetensors"))
@@ -80,7 +83,7 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
         &spec.sampling,
         spec.training.seed,
         spec.training.batch_size as usize,
-        tasks.iter().map(|t| t.train.len()).collect(),
+        tasks.iter().map(TaskData::train_len).collect(),
     );
     let mut batches: Vec<(String, Tensor)> = Vec::new();
     let mut steps: Vec<Vec<String>> = Vec::new();
@@ -90,12 +93,10 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
         for m in 0..accumulation {
             let plan = sampler.plan(micro);
             micro += 1;
-            let items: Vec<&TokenizedExample> = plan
-                .examples
-                .iter()
-                .map(|&i| &tasks[plan.task].train[i])
-                .collect();
-            let b = batcher(&model, plan.task).collate(&items).unwrap();
+            let train = tasks[plan.task].train.as_ref().unwrap();
+            let b = batcher(&model, plan.task)
+                .collate(train, &plan.examples)
+                .unwrap();
             let key = format!("step{s}.micro{m}.");
             batches.push((format!("{key}input_ids"), b.input_ids));
             batches.push((format!("{key}token_type_ids"), b.token_type_ids));

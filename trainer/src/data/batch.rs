@@ -2,7 +2,7 @@
 
 use tch::{Device, Kind, TchError, Tensor};
 
-use super::TokenizedExample;
+use super::TokenStore;
 
 /// Model inputs for `examples` examples of `choices` sequences each, flattened to
 /// (examples * choices, seq).
@@ -32,28 +32,33 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn collate(&self, items: &[&TokenizedExample]) -> Result<Batch, TchError> {
-        let choices = items.first().map_or(1, |e| e.seqs.len());
-        let longest = items
-            .iter()
-            .flat_map(|e| e.seqs.iter())
-            .map(|s| s.ids.len())
-            .max()
-            .unwrap_or(1);
+    /// The batch of examples `indices` of `store`.
+    pub fn collate(&self, store: &TokenStore, indices: &[usize]) -> Result<Batch, TchError> {
+        let choices = store.choices();
+        let seqs = || {
+            indices
+                .iter()
+                .flat_map(move |&i| (0..choices).map(move |j| store.sequence(i, j)))
+        };
+        let longest = seqs().map(|s| s.len()).max().unwrap_or(1).max(1);
         let len = self.pad_to.map_or(longest, |p| p.max(longest));
-        let rows = items.len() * choices;
+        let rows = indices.len() * choices;
         let mut ids = vec![self.pad_id; rows * len];
         let mut types = vec![0i64; rows * len];
         let mut mask = vec![0i64; rows * len];
         let mut real = 0;
-        for (r, seq) in items.iter().flat_map(|e| e.seqs.iter()).enumerate() {
+        for (r, seq) in seqs().enumerate() {
             let row = r * len;
-            for (j, (&id, &ty)) in seq.ids.iter().zip(&seq.type_ids).enumerate() {
+            for (j, id) in seq.ids().enumerate() {
                 ids[row + j] = i64::from(id);
-                types[row + j] = i64::from(ty);
                 mask[row + j] = 1;
             }
-            real += seq.ids.len();
+            if let Some(t) = seq.types {
+                for (j, &ty) in t.iter().enumerate() {
+                    types[row + j] = i64::from(ty);
+                }
+            }
+            real += seq.len();
         }
         let shape = [rows as i64, len as i64];
         let to = |v: &[i64]| {
@@ -61,9 +66,9 @@ impl Batcher {
                 .f_view(shape)?
                 .f_to_device(self.device)
         };
-        let labels = items
+        let labels = indices
             .iter()
-            .map(|e| e.label)
+            .map(|&i| store.label(i))
             .collect::<Option<Vec<f64>>>()
             .map(|l| {
                 let kind = if self.regression {
@@ -81,7 +86,7 @@ impl Batcher {
             token_type_ids: to(&types)?,
             attention_mask: to(&mask)?,
             labels,
-            examples: items.len(),
+            examples: indices.len(),
             choices,
             real_tokens: real,
             padded_tokens: rows * len,

@@ -1,18 +1,28 @@
 //! GLUE TSV: tab-separated, a header row, no quoting (GLUE's STS-B and RTE files contain
-//! bare quote characters).
+//! bare quote characters). Read record by record.
+
+use std::io::Read;
 
 use mtl_crds::TaskSpec;
 
 use super::{Example, RawLabel, parse_label};
 use crate::{Error, Result};
 
-pub fn read(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Result<Vec<Example>> {
+/// Calls `sink` with each example of the file, in order, until it returns `false`.
+pub fn read(
+    task: &TaskSpec,
+    path: &str,
+    input: impl Read,
+    require_labels: bool,
+    sink: &mut dyn FnMut(Example) -> Result<bool>,
+) -> Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(b'\t')
         .quoting(false)
         .has_headers(true)
         .flexible(true)
-        .from_reader(text.as_bytes());
+        .buffer_capacity(1 << 16)
+        .from_reader(input);
     let headers = reader
         .headers()
         .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
@@ -52,9 +62,14 @@ pub fn read(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Re
         None => None,
     }
     .transpose()?;
-    let mut out = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| Error::file(path, e.to_string()))?;
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(Error::file(path, e.to_string())),
+        }
+        let record = &record;
         let line = record.position().map_or(0, |p| p.line());
         let err = |message: String| Error::Line {
             path: path.into(),
@@ -89,10 +104,12 @@ pub fn read(task: &TaskSpec, path: &str, text: &str, require_labels: bool) -> Re
             },
             None => None,
         };
-        out.push(Example {
+        if !sink(Example {
             seqs: vec![(a, b)],
             label,
-        });
+        })? {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }

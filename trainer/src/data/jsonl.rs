@@ -1,30 +1,35 @@
 //! JSON lines: the official CommonsenseQA format and a generic format with a field mapping.
 
+use std::io::BufRead;
+
 use mtl_crds::{TaskSpec, TaskType};
 use serde_json::Value;
 
 use super::{Example, RawLabel, parse_label};
 use crate::{Error, Result};
 
-/// Non-empty lines of a JSONL file parsed as objects, with their 1-based line numbers.
-fn objects<'a>(path: &'a str, text: &'a str) -> impl Iterator<Item = Result<(u64, Value)>> + 'a {
-    text.lines()
+/// Non-empty lines of a JSONL input parsed as objects, with their 1-based line numbers, read
+/// line by line.
+fn objects<'a>(
+    path: &'a str,
+    input: impl BufRead + 'a,
+) -> impl Iterator<Item = Result<(u64, Value)>> + 'a {
+    input
+        .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
+        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
         .map(move |(i, l)| {
             let line = i as u64 + 1;
-            match serde_json::from_str::<Value>(l) {
+            let at = |message: String| Error::Line {
+                path: path.into(),
+                line,
+                message,
+            };
+            let l = l.map_err(|e| at(format!("cannot read: {e}")))?;
+            match serde_json::from_str::<Value>(&l) {
                 Ok(v @ Value::Object(_)) => Ok((line, v)),
-                Ok(_) => Err(Error::Line {
-                    path: path.into(),
-                    line,
-                    message: "expected a JSON object".into(),
-                }),
-                Err(e) => Err(Error::Line {
-                    path: path.into(),
-                    line,
-                    message: format!("malformed JSON: {e}"),
-                }),
+                Ok(_) => Err(at("expected a JSON object".into())),
+                Err(e) => Err(at(format!("malformed JSON: {e}"))),
             }
         })
 }
@@ -56,12 +61,12 @@ fn raw_label(v: &Value) -> Option<RawLabel<'_>> {
 pub fn read_csqa(
     task: &TaskSpec,
     path: &str,
-    text: &str,
+    input: impl BufRead,
     require_labels: bool,
-) -> Result<Vec<Example>> {
+    sink: &mut dyn FnMut(Example) -> Result<bool>,
+) -> Result<()> {
     let want = task.num_choices.unwrap_or(5) as usize;
-    let mut out = Vec::new();
-    for item in objects(path, text) {
+    for item in objects(path, input) {
         let (line, v) = item?;
         let err = |message: String| Error::Line {
             path: path.into(),
@@ -99,20 +104,22 @@ pub fn read_csqa(
             None if require_labels => return Err(err("missing field answerKey".into())),
             None => None,
         };
-        out.push(Example { seqs, label });
+        if !sink(Example { seqs, label })? {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Generic JSONL read through `textFields`, `labelField` and (multiple choice) `choicesField`.
 pub fn read_generic(
     task: &TaskSpec,
     path: &str,
-    text: &str,
+    input: impl BufRead,
     require_labels: bool,
-) -> Result<Vec<Example>> {
-    let mut out = Vec::new();
-    for item in objects(path, text) {
+    sink: &mut dyn FnMut(Example) -> Result<bool>,
+) -> Result<()> {
+    for item in objects(path, input) {
         let (line, v) = item?;
         let err = |message: String| Error::Line {
             path: path.into(),
@@ -172,7 +179,9 @@ pub fn read_generic(
                 Some(parse_label(task, raw).map_err(&err)?)
             }
         };
-        out.push(Example { seqs, label });
+        if !sink(Example { seqs, label })? {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }

@@ -1,12 +1,18 @@
-//! Task data: readers for the supported file formats, tokenization and batching.
+//! Task data: readers for the supported file formats, tokenization, the token store and its
+//! cache, and batching.
 //!
-//! Every task becomes a list of [`Example`]s: one or more sequences (a sentence or a sentence
-//! pair; one per choice for multiple choice) and an optional label (a score, a class index or
-//! a choice index). Readers report the file and line of anything they cannot use.
+//! A file is read record by record into [`Example`]s (one or more sequences — a sentence or a
+//! sentence pair, one per choice for multiple choice — and an optional label: a score, a
+//! class index or a choice index); readers report the file and line of anything they cannot
+//! use. Examples are tokenized a chunk at a time into a [`TokenStore`] (`store.rs`), cached
+//! under a key of everything that decides its content (`cache.rs`); `tasks.rs` does this for
+//! every file of a job; `batch.rs` pads a store's examples into model inputs.
 
 mod batch;
+pub mod cache;
 mod glue;
 mod jsonl;
+pub mod store;
 mod tasks;
 mod tokenize;
 
@@ -15,8 +21,9 @@ use std::path::Path;
 use mtl_crds::{DataFormat, TaskSpec, TaskType};
 
 pub use batch::{Batch, Batcher};
-pub use tasks::{TaskData, load_tasks};
-pub use tokenize::{Encoded, TextEncoder, TokenizedExample};
+pub use store::TokenStore;
+pub use tasks::{Loader, TaskData, scratch_store, sha256_file};
+pub use tokenize::TextEncoder;
 
 use crate::{Error, Result};
 
@@ -29,19 +36,39 @@ pub struct Example {
     pub label: Option<f64>,
 }
 
-/// Reads a task's file. `require_labels`: every record must have a valid label.
+/// Streams the examples of a task's file (`shown` names it in errors) to `sink`, in order,
+/// until the file ends or `sink` returns `false`. `require_labels`: every record must have a
+/// valid label. Nothing but the record at hand is held.
+pub fn for_each_example(
+    task: &TaskSpec,
+    path: &Path,
+    shown: &str,
+    require_labels: bool,
+    sink: &mut dyn FnMut(Example) -> Result<bool>,
+) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let input = std::io::BufReader::with_capacity(1 << 20, file);
+    match task.format {
+        DataFormat::GlueTsv => glue::read(task, shown, input, require_labels, sink),
+        DataFormat::CommonsenseQaJsonl => {
+            jsonl::read_csqa(task, shown, input, require_labels, sink)
+        }
+        DataFormat::Jsonl => jsonl::read_generic(task, shown, input, require_labels, sink),
+    }
+}
+
+/// Reads a whole task file (small inputs: `predict`, tests). Empty files are an error.
 pub fn read_examples(
     task: &TaskSpec,
     path: &Path,
     shown: &str,
     require_labels: bool,
 ) -> Result<Vec<Example>> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    let examples = match task.format {
-        DataFormat::GlueTsv => glue::read(task, shown, &text, require_labels)?,
-        DataFormat::CommonsenseQaJsonl => jsonl::read_csqa(task, shown, &text, require_labels)?,
-        DataFormat::Jsonl => jsonl::read_generic(task, shown, &text, require_labels)?,
-    };
+    let mut examples = Vec::new();
+    for_each_example(task, path, shown, require_labels, &mut |e| {
+        examples.push(e);
+        Ok(true)
+    })?;
     if examples.is_empty() {
         return Err(Error::file(shown, "no examples in file"));
     }

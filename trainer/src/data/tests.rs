@@ -17,6 +17,9 @@ fn task(task_type: TaskType, format: DataFormat) -> TaskSpec {
             .then(|| vec!["entailment".into(), "not_entailment".into()]),
         choices_field: Some("choices".into()),
         positive_label: None,
+        max_train_examples: None,
+        max_eval_examples: None,
+        max_length: None,
     }
 }
 

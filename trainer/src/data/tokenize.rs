@@ -7,26 +7,16 @@ use tokenizers::{
 };
 
 use super::Example;
+use super::store::StoreWriter;
 use crate::{Error, Result};
 
-/// One tokenized sequence (or sentence pair).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Encoded {
-    pub ids: Vec<u32>,
-    pub type_ids: Vec<u8>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenizedExample {
-    pub seqs: Vec<Encoded>,
-    pub label: Option<f64>,
-}
-
 /// Encodes sentence pairs truncated longest-first to `max_length`, unpadded (batches pad).
+#[derive(Clone)]
 pub struct TextEncoder {
     tokenizer: Tokenizer,
     path: String,
     zero_type_ids: bool,
+    max_length: usize,
 }
 
 impl TextEncoder {
@@ -51,7 +41,40 @@ impl TextEncoder {
             tokenizer,
             path: shown,
             zero_type_ids,
+            max_length,
         })
+    }
+
+    /// The same tokenizer truncating to `max_length` instead.
+    pub fn with_max_length(&self, max_length: usize) -> Result<Self> {
+        let mut e = self.clone();
+        e.tokenizer
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|err| Error::Tokenizer {
+                path: self.path.clone(),
+                message: err.to_string(),
+            })?;
+        e.max_length = max_length;
+        Ok(e)
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Whether batches carry segment ids (models with several token types).
+    pub fn keeps_types(&self) -> bool {
+        !self.zero_type_ids
+    }
+
+    /// Bytes a token id takes in a store: 2 when the vocabulary fits 16 bits, else 4.
+    pub fn id_bytes(&self) -> u32 {
+        if self.vocab_size() <= 1 << 16 { 2 } else { 4 }
     }
 
     /// Tokens the tokenizer can produce, added tokens included.
@@ -59,7 +82,9 @@ impl TextEncoder {
         self.tokenizer.get_vocab_size(true)
     }
 
-    pub fn encode(&self, examples: &[Example]) -> Result<Vec<TokenizedExample>> {
+    /// Tokenizes `examples` (both cores: the tokenizers crate encodes a batch in parallel)
+    /// and appends them to `out`.
+    pub fn encode_into(&self, examples: &[Example], out: &mut StoreWriter) -> Result<()> {
         let inputs: Vec<EncodeInput> = examples
             .iter()
             .flat_map(|e| e.seqs.iter())
@@ -75,24 +100,14 @@ impl TextEncoder {
                     path: self.path.clone(),
                     message: e.to_string(),
                 })?;
-        let mut it = encodings.into_iter();
-        Ok(examples
-            .iter()
-            .map(|e| TokenizedExample {
-                seqs: it
-                    .by_ref()
-                    .take(e.seqs.len())
-                    .map(|enc| Encoded {
-                        ids: enc.get_ids().to_vec(),
-                        type_ids: if self.zero_type_ids {
-                            vec![0; enc.get_ids().len()]
-                        } else {
-                            enc.get_type_ids().iter().map(|&t| t as u8).collect()
-                        },
-                    })
-                    .collect(),
-                label: e.label,
-            })
-            .collect())
+        let mut it = encodings.iter();
+        for e in examples {
+            let seqs: Vec<_> = it.by_ref().take(e.seqs.len()).collect();
+            out.push(
+                seqs.iter().map(|enc| (enc.get_ids(), enc.get_type_ids())),
+                e.label,
+            )?;
+        }
+        Ok(())
     }
 }

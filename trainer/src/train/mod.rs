@@ -68,7 +68,19 @@ pub struct Outcome {
 /// Trains `spec` to the end (or until stopped), resuming from the newest checkpoint under
 /// `spec.checkpoints.uri` if there is one.
 pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outcome> {
-    Trainer::new(spec.clone(), opts.clone())?.run()
+    match Trainer::new(spec.clone(), opts.clone()) {
+        Ok(trainer) => trainer.run(),
+        // Stopped while the data was read: nothing trained, nothing to save.
+        Err(crate::Error::Stopped) => Ok(Outcome {
+            step: 0,
+            total_steps: 0,
+            metrics: BTreeMap::new(),
+            interrupted: true,
+            resumed_from: None,
+            checkpoint: None,
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// The learning-rate schedule of a run of `total` steps: `warmupSteps`, or `warmupRatio` of

@@ -12,7 +12,7 @@ use super::interval::Interval;
 use super::{Outcome, RunOptions, build_model, schedule, train_step};
 use crate::assets::ModelAssets;
 use crate::checkpoint::{self, Fingerprint, Staged, Store, TrainerState};
-use crate::data::{Batch, TaskData, TokenizedExample, load_tasks};
+use crate::data::{Batch, Loader, TaskData, TokenStore};
 use crate::eval::{self, EvalSet};
 use crate::model::MultiTaskModel;
 use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
@@ -64,12 +64,25 @@ impl Trainer {
                 config.max_input_length()
             )));
         }
+        for (i, t) in spec.tasks.iter().enumerate() {
+            if let Some(n) = t.max_length
+                && i64::from(n) > config.max_input_length()
+            {
+                return Err(Error::Invalid(format!(
+                    "spec.tasks[{i}] ({}).maxLength {n} exceeds what the model's position embeddings allow ({})",
+                    t.name,
+                    config.max_input_length()
+                )));
+            }
+        }
         let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
         let started = Instant::now();
-        let tasks = load_tasks(&store, &spec, &encoder, cache, true)?;
+        let mut loader = Loader::new(&store, cache, &encoder, &assets.tokenizer_path())?;
+        loader.stop = Some(opts.stop.as_ref());
+        let tasks = loader.load(&spec, true)?;
         info!(
             tasks = tasks.len(),
-            examples = tasks.iter().map(|t| t.train.len()).sum::<usize>(),
+            examples = tasks.iter().map(TaskData::train_len).sum::<usize>(),
             seconds = started.elapsed().as_secs_f64(),
             "data loaded and tokenized"
         );
@@ -90,7 +103,7 @@ impl Trainer {
             &spec.sampling,
             tr.seed,
             tr.batch_size as usize,
-            tasks.iter().map(|t| t.train.len()).collect(),
+            tasks.iter().map(TaskData::train_len).collect(),
         );
         let accum = u64::from(tr.gradient_accumulation_steps.max(1));
         let per_epoch = sampler.batches_per_epoch() as u64;
@@ -252,12 +265,11 @@ impl Trainer {
             .map(|_| {
                 let plan = self.sampler.plan(self.state.micro_step);
                 self.state.micro_step += 1;
-                let items: Vec<&TokenizedExample> = plan
-                    .examples
-                    .iter()
-                    .map(|&i| &self.tasks[plan.task].train[i])
-                    .collect();
-                let batch = eval::batcher(&self.model, plan.task).collate(&items)?;
+                let store = self.tasks[plan.task]
+                    .train
+                    .as_ref()
+                    .ok_or_else(|| Error::Invalid("training data was not loaded".into()))?;
+                let batch = eval::batcher(&self.model, plan.task).collate(store, &plan.examples)?;
                 Ok((plan.task, batch))
             })
             .collect()
@@ -334,10 +346,12 @@ impl Trainer {
             .tasks
             .iter()
             .enumerate()
-            .map(|(head, t)| EvalSet {
-                spec: &t.spec,
-                head,
-                examples: &t.validation,
+            .filter_map(|(head, t)| {
+                t.validation.as_ref().map(|v: &TokenStore| EvalSet {
+                    spec: &t.spec,
+                    head,
+                    examples: v,
+                })
             })
             .collect();
         eval::evaluate(&self.model, &sets, batch_size, &self.amp)
