@@ -80,18 +80,28 @@ spec:
     )
 }
 
-/// The rows of a `kubectl get` table, split on runs of two or more spaces.
+/// The rows of a `kubectl get` table, cut at the columns of its header (an empty cell is "").
 fn rows(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .map(|l| {
-            l.split("  ")
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .collect()
+    let mut lines = table.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let mut starts = vec![0];
+    let bytes = header.as_bytes();
+    for i in 1..bytes.len() {
+        if bytes[i] != b' ' && bytes[i - 1] == b' ' && i >= 2 && bytes[i - 2] == b' ' {
+            starts.push(i);
+        }
+    }
+    let cut = |line: &str| -> Vec<String> {
+        (0..starts.len())
+            .map(|c| {
+                let end = starts.get(c + 1).copied().unwrap_or(line.len()).min(line.len());
+                line.get(starts[c].min(end)..end).unwrap_or_default().trim().to_string()
+            })
+            .collect()
+    };
+    std::iter::once(header).chain(lines).map(cut).collect()
 }
 
 #[tokio::test]

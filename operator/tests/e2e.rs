@@ -8,7 +8,6 @@
 mod common;
 
 use common::{Env, NS, eventually, kubelet_ok, lease_holder, metric};
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use mtl_crds::JobPhase;
 use serde_json::json;
