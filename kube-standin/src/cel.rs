@@ -37,8 +37,13 @@ impl CompiledRule {
     /// Compiles a rule; an error names the field at fault (`rule`, `messageExpression`),
     /// its value and what is wrong.
     pub(crate) fn compile(rule: &ValidationRule) -> Result<Self, (&'static str, String, String)> {
-        let program = Program::compile(&rule.rule)
-            .map_err(|e| ("rule", rule.rule.clone(), format!("compilation failed: {e}")))?;
+        let program = Program::compile(&rule.rule).map_err(|e| {
+            (
+                "rule",
+                rule.rule.clone(),
+                format!("compilation failed: {e}"),
+            )
+        })?;
         let message = if rule.message_expression.is_empty() {
             None
         } else {
@@ -119,7 +124,9 @@ fn execution_error(e: &ExecutionError, rule: &str) -> String {
             "'no such overload': call arguments did not match a supported operator, function or macro signature for rule: {}",
             rule.trim()
         ),
-        ExecutionError::NoSuchKey(k) => format!("no such key: {k} evaluating rule: {}", rule.trim()),
+        ExecutionError::NoSuchKey(k) => {
+            format!("no such key: {k} evaluating rule: {}", rule.trim())
+        }
         other => format!("{other} evaluating rule: {}", rule.trim()),
     }
 }
@@ -131,9 +138,27 @@ thread_local! {
 
 /// CEL keywords a property name must be escaped from (`__keyword__`), as the API server does.
 const RESERVED: &[&str] = &[
-    "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
-    "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
-    "void", "while",
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
 ];
 
 /// The CEL name of an object property, or `None` when it cannot be named in CEL.
@@ -166,8 +191,7 @@ fn string(s: &str) -> Cel {
 /// `date-time`/`duration`/`byte` strings as timestamp/duration/bytes, objects as maps of
 /// their (escaped) properties.
 pub(crate) fn to_cel(value: &Value, schema: Option<&Schema>) -> Cel {
-    let Some(schema) = schema.filter(|s| !s.preserve_unknown_fields || !s.type_.is_empty())
-    else {
+    let Some(schema) = schema.filter(|s| !s.preserve_unknown_fields || !s.type_.is_empty()) else {
         return untyped(value);
     };
     match value {
@@ -192,7 +216,9 @@ pub(crate) fn to_cel(value: &Value, schema: Option<&Schema>) -> Cel {
                     .map(|b| Cel::Bytes(Arc::new(b)))
                     .unwrap_or_else(|_| string(s))
             }
-            "duration" => parse_duration(s).map(Cel::Duration).unwrap_or_else(|| string(s)),
+            "duration" => parse_duration(s)
+                .map(Cel::Duration)
+                .unwrap_or_else(|| string(s)),
             _ => string(s),
         },
         Value::Array(items) => Cel::List(Arc::new(
@@ -253,7 +279,9 @@ fn parse_duration(s: &str) -> Option<chrono::Duration> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let n: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -295,15 +323,25 @@ mod tests {
             "n": {"type": "number"}, "i": {"type": "integer"},
             "q": {"type": "string"}, "names": {"type": "array", "items": {"type": "string"}}
         }}));
-        let v = to_cel(&json!({"n": 3, "i": 3, "q": "500Mi", "names": ["a", "b"]}), Some(&s));
-        assert_eq!(rule("self.n == 3.0 && self.i == 3", "", "").evaluate(&v, None), Ok(()));
+        let v = to_cel(
+            &json!({"n": 3, "i": 3, "q": "500Mi", "names": ["a", "b"]}),
+            Some(&s),
+        );
+        assert_eq!(
+            rule("self.n == 3.0 && self.i == 3", "", "").evaluate(&v, None),
+            Ok(())
+        );
         assert_eq!(
             rule("quantity(self.q).isLessThan(quantity('1Gi'))", "", "").evaluate(&v, None),
             Ok(())
         );
         assert_eq!(
-            rule("self.names.all(x, self.names.exists_one(y, y == x))", "", "")
-                .evaluate(&v, None),
+            rule(
+                "self.names.all(x, self.names.exists_one(y, y == x))",
+                "",
+                ""
+            )
+            .evaluate(&v, None),
             Ok(())
         );
     }
@@ -338,9 +376,18 @@ mod tests {
 
     #[test]
     fn property_names_are_escaped_like_the_api_server() {
-        assert_eq!(escape_property("namespace").as_deref(), Some("__namespace__"));
-        assert_eq!(escape_property("a-b.c/d").as_deref(), Some("a__dash__b__dot__c__slash__d"));
-        assert_eq!(escape_property("a__b").as_deref(), Some("a__underscores__b"));
+        assert_eq!(
+            escape_property("namespace").as_deref(),
+            Some("__namespace__")
+        );
+        assert_eq!(
+            escape_property("a-b.c/d").as_deref(),
+            Some("a__dash__b__dot__c__slash__d")
+        );
+        assert_eq!(
+            escape_property("a__b").as_deref(),
+            Some("a__underscores__b")
+        );
         assert_eq!(escape_property("a b"), None);
         assert_eq!(parse_duration("1h30m"), Some(chrono::Duration::minutes(90)));
         assert_eq!(parse_duration("1x"), None);

@@ -38,12 +38,18 @@ pub struct CustomType {
 }
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Checks a CRD written by a client and sets what the server sets: name defaults, the
 /// cleanup finalizer (on create) and the status.
-pub(crate) fn prepare(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+pub(crate) fn prepare(
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let name = s(obj, "/metadata/name").to_string();
     let mut errors = check(obj);
     if let Some(old) = old {
@@ -123,7 +129,9 @@ fn status(obj: &Value, old: Option<&Value>) -> Value {
 
 /// Marks a CRD whose deletion started as terminating.
 pub(crate) fn mark_terminating(obj: &mut Value) {
-    if let Some(conditions) = obj.pointer_mut("/status/conditions").and_then(Value::as_array_mut)
+    if let Some(conditions) = obj
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
         && !conditions.iter().any(|c| c["type"] == "Terminating")
     {
         conditions.push(json!({
@@ -136,7 +144,8 @@ pub(crate) fn mark_terminating(obj: &mut Value) {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -152,7 +161,11 @@ fn check(obj: &Value) -> Vec<FieldError> {
     if group.is_empty() {
         errors.push(FieldError::required("spec.group", ""));
     } else if !group.contains('.') {
-        errors.push(FieldError::invalid("spec.group", Some(quote(group)), "should be a domain with at least one dot"));
+        errors.push(FieldError::invalid(
+            "spec.group",
+            Some(quote(group)),
+            "should be a domain with at least one dot",
+        ));
     }
     if plural.is_empty() {
         errors.push(FieldError::required("spec.names.plural", ""));
@@ -184,7 +197,11 @@ fn check(obj: &Value) -> Vec<FieldError> {
     }
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
-        errors.push(FieldError::invalid("spec.versions", Some("[]".into()), "must have exactly one version marked as storage version"));
+        errors.push(FieldError::invalid(
+            "spec.versions",
+            Some("[]".into()),
+            "must have exactly one version marked as storage version",
+        ));
     }
     let storage = versions.iter().filter(|v| v["storage"] == true).count();
     if !versions.is_empty() && storage != 1 {
@@ -200,7 +217,10 @@ fn check(obj: &Value) -> Vec<FieldError> {
             errors.push(FieldError::required(&format!("{at}.name"), ""));
         }
         let Some(doc) = v.pointer("/schema/openAPIV3Schema") else {
-            errors.push(FieldError::required(&format!("{at}.schema.openAPIV3Schema"), "schemas are required"));
+            errors.push(FieldError::required(
+                &format!("{at}.schema.openAPIV3Schema"),
+                "schemas are required",
+            ));
             continue;
         };
         let path = format!("{at}.schema.openAPIV3Schema");
@@ -210,12 +230,20 @@ fn check(obj: &Value) -> Vec<FieldError> {
             }
             Err(e) => errors.push(FieldError::invalid(&path, Some(quote("object")), &e)),
         }
-        for (j, c) in v["additionalPrinterColumns"].as_array().into_iter().flatten().enumerate() {
+        for (j, c) in v["additionalPrinterColumns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let at = format!("{at}.additionalPrinterColumns[{j}]");
             if s(c, "/name").is_empty() {
                 errors.push(FieldError::required(&format!("{at}.name"), ""));
             }
-            if !matches!(s(c, "/type"), "integer" | "number" | "string" | "boolean" | "date") {
+            if !matches!(
+                s(c, "/type"),
+                "integer" | "number" | "string" | "boolean" | "date"
+            ) {
                 errors.push(FieldError::new(
                     ErrorType::NotSupported,
                     &format!("{at}.type"),
@@ -242,7 +270,11 @@ pub(crate) fn served_types(obj: &Value) -> Vec<ResourceType> {
     let names = &spec["names"];
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut out = Vec::new();
@@ -250,7 +282,10 @@ pub(crate) fn served_types(obj: &Value) -> Vec<ResourceType> {
         if v["served"] != true {
             continue;
         }
-        let raw_schema = v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(json!({}));
+        let raw_schema = v
+            .pointer("/schema/openAPIV3Schema")
+            .cloned()
+            .unwrap_or(json!({}));
         let schema = Schema::parse(&raw_schema).ok().map(|mut schema| {
             schema.compile("openAPIV3Schema", true, &mut Vec::new());
             schema
@@ -337,7 +372,10 @@ mod tests {
         let types = served_types(&obj);
         assert_eq!(types.len(), 1);
         let rt = &types[0];
-        assert_eq!((rt.kind.as_str(), rt.namespaced, rt.status_subresource), ("Widget", true, true));
+        assert_eq!(
+            (rt.kind.as_str(), rt.namespaced, rt.status_subresource),
+            ("Widget", true, true)
+        );
         assert_eq!(rt.short_names, ["wd"]);
         assert_eq!(rt.custom.as_ref().unwrap().columns[0].name, "Size");
     }
@@ -360,7 +398,10 @@ mod tests {
         assert!(causes.contains(&"metadata.name".to_string()), "{causes:?}");
         assert!(causes.contains(&"spec.scope".to_string()), "{causes:?}");
         assert!(
-            causes.contains(&"spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations[0].rule".to_string()),
+            causes.contains(
+                &"spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations[0].rule"
+                    .to_string()
+            ),
             "{causes:?}"
         );
     }

@@ -84,7 +84,10 @@ impl ApiError {
             [one] => one.to_string(),
             many => format!(
                 "[{}]",
-                many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         let causes: Vec<Value> = errors

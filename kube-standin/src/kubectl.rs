@@ -63,9 +63,8 @@ impl Kubectl {
     pub fn new(url: &str, dir: &Path, namespace: &str) -> Result<Self, Error> {
         let binary = Self::find()?;
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, crate::kubeconfig_yaml(url, namespace)).map_err(|e| {
-            Error::Kubectl(format!("cannot write {}: {e}", kubeconfig.display()))
-        })?;
+        std::fs::write(&kubeconfig, crate::kubeconfig_yaml(url, namespace))
+            .map_err(|e| Error::Kubectl(format!("cannot write {}: {e}", kubeconfig.display())))?;
         Ok(Self {
             binary,
             home: dir.to_path_buf(),
@@ -87,7 +86,11 @@ impl Kubectl {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", &self.home)
             .env_remove("KUBECTL_EXPLAIN_OPENAPIV3")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let stdin = stdin.map(str::to_string);

@@ -139,7 +139,11 @@ pub(crate) fn validate_update(
         scheme_defaults(spec);
     }
     let (Some(old_spec), Some(new_spec)) = (old.get("spec"), new.get("spec")) else {
-        return Err(ApiError::invalid(rt, name, vec![FieldError::required("spec", "")]));
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            vec![FieldError::required("spec", "")],
+        ));
     };
     let mut normalized = new_spec.clone();
     for list in ["containers", "initContainers"] {
@@ -167,7 +171,12 @@ pub(crate) fn validate_update(
         return Err(ApiError::invalid(
             rt,
             name,
-            vec![FieldError::new(ErrorType::Forbidden, "spec", None, FORBIDDEN)],
+            vec![FieldError::new(
+                ErrorType::Forbidden,
+                "spec",
+                None,
+                FORBIDDEN,
+            )],
         ));
     }
     Ok(())

@@ -161,13 +161,21 @@ impl Schema {
         }
         let map_list = self.is_map_list();
         for (name, prop) in &mut self.properties {
-            prop.compile(&format!("{path}.properties[{name}]"), correlatable, problems);
+            prop.compile(
+                &format!("{path}.properties[{name}]"),
+                correlatable,
+                problems,
+            );
         }
         if let Some(items) = &mut self.items {
             items.compile(&format!("{path}.items"), correlatable && map_list, problems);
         }
         if let Some(AdditionalProperties::Schema(s)) = &mut self.additional_properties {
-            s.compile(&format!("{path}.additionalProperties"), correlatable, problems);
+            s.compile(
+                &format!("{path}.additionalProperties"),
+                correlatable,
+                problems,
+            );
         }
     }
 
@@ -247,13 +255,18 @@ mod tests {
         let mut problems = Vec::new();
         s.compile("openAPIV3Schema", true, &mut problems);
         let fields: Vec<&str> = problems.iter().map(|e| e.field.as_str()).collect();
-        assert!(fields.contains(&"openAPIV3Schema.properties[untyped].type"), "{problems:?}");
+        assert!(
+            fields.contains(&"openAPIV3Schema.properties[untyped].type"),
+            "{problems:?}"
+        );
         assert!(
             fields.contains(&"openAPIV3Schema.properties[bad].x-kubernetes-validations[0].rule"),
             "{problems:?}"
         );
         assert!(
-            fields.contains(&"openAPIV3Schema.properties[list].items.x-kubernetes-validations[0].rule"),
+            fields.contains(
+                &"openAPIV3Schema.properties[list].items.x-kubernetes-validations[0].rule"
+            ),
             "{problems:?}"
         );
     }

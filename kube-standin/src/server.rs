@@ -72,7 +72,11 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
 }
 
 fn typed_json_response(code: u16, content_type: &str, value: &Value) -> Response<Body> {
-    bytes_response(code, content_type, serde_json::to_vec(value).unwrap_or_default())
+    bytes_response(
+        code,
+        content_type,
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
 }
 
 /// `Warning: 299 - "<text>"` headers, as the API server sends admission warnings.
@@ -351,9 +355,15 @@ fn aggregated_discovery(accept: &str) -> Option<&'static str> {
         .split(',')
         .filter(|a| a.contains("g=apidiscovery.k8s.io") && a.contains("as=APIGroupDiscoveryList"))
         .collect();
-    if offers.iter().any(|a| a.split(';').any(|p| p.trim() == "v=v2")) {
+    if offers
+        .iter()
+        .any(|a| a.split(';').any(|p| p.trim() == "v=v2"))
+    {
         Some("v2")
-    } else if offers.iter().any(|a| a.split(';').any(|p| p.trim() == "v=v2beta1")) {
+    } else if offers
+        .iter()
+        .any(|a| a.split(';').any(|p| p.trim() == "v=v2beta1"))
+    {
         Some("v2beta1")
     } else {
         None
@@ -388,7 +398,12 @@ fn openapi_v2(reg: &Registry, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
 }
 
 /// `/openapi/v3/apis/<group>/<version>` (any `hash`: the document is always current).
-fn openapi_v3(reg: &Registry, group: &str, version: &str, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+fn openapi_v3(
+    reg: &Registry,
+    group: &str,
+    version: &str,
+    ctx: &Ctx,
+) -> Result<Response<Body>, ApiError> {
     openapi::v3_document(reg, group, version)
         .map(|doc| json_response(200, &doc))
         .ok_or_else(|| ApiError::path_not_found(&ctx.path))
@@ -421,7 +436,10 @@ fn dispatch(
     let ok = |v: Value| {
         let v = match ctx.table() {
             Some(include) => {
-                let rv = v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+                let rv = v
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
                 table::table(rt, &[v], json!({"resourceVersion": rv}), include)
             }
             None if ctx.metadata_only() => partial(&v),
@@ -429,9 +447,8 @@ fn dispatch(
         };
         Ok(json_response(200, &v))
     };
-    let written = |code: u16, w: Written| {
-        Ok(with_warnings(json_response(code, &w.object), &w.warnings))
-    };
+    let written =
+        |code: u16, w: Written| Ok(with_warnings(json_response(code, &w.object), &w.warnings));
     let verb = |r: &mut RequestRecord, v: &str| r.verb = v.to_string();
     match (&ctx.method, t.name.as_deref()) {
         (&Method::GET, None) if ctx.flag("watch") => {
@@ -587,7 +604,10 @@ fn watch(shared: &Shared, ctx: &Ctx, t: &Target) -> Result<Response<Body>, ApiEr
         };
         let shape = |v: Value| match as_table {
             Some(include) => {
-                let rv = v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+                let rv = v
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
                 table::table(&rt, &[v], json!({"resourceVersion": rv}), include)
             }
             None if metadata_only => partial(&v),

@@ -385,30 +385,45 @@ impl Inner {
         self.objects.get(&crd_key(crd)).is_some_and(deleting)
     }
 
-    /// A CRD being deleted: deletes its instances; once none is left, releases the cleanup
-    /// finalizer, which removes the CRD and stops serving its resource.
-    fn finish_crd_deletion(&mut self, reg: &Registry, crd: &str) {
-        let key = crd_key(crd);
-        let Some(obj) = self.objects.get(&key).cloned() else {
+    /// The storage (group, plural) of the objects a stored CRD serves, if it is being deleted.
+    fn terminating_crd_storage(&self, crd: &str) -> Option<(String, String)> {
+        let obj = self.objects.get(&crd_key(crd)).filter(|o| deleting(o))?;
+        let s = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some((s("/spec/group"), s("/spec/names/plural")))
+    }
+
+    /// A CRD whose deletion started: deletes each of its objects (their own finalizers may
+    /// hold them), then releases the CRD if none is left.
+    fn delete_crd_objects(&mut self, reg: &Registry, crd: &str) {
+        let Some((group, plural)) = self.terminating_crd_storage(crd) else {
             return;
         };
-        if !deleting(&obj) {
-            return;
-        }
-        let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default().to_string();
-        let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default().to_string();
-        let instances: Vec<(Key, bool)> = self
+        let live: Vec<Key> = self
             .range(&group, &plural, None)
-            .map(|(k, o)| (k.clone(), deleting(o)))
+            .filter(|(_, o)| !deleting(o))
+            .map(|(k, _)| k.clone())
             .collect();
-        for (instance, already) in &instances {
-            if !already {
-                let _ = self.delete(reg, instance, &DeleteOpts::default());
-            }
+        for key in live {
+            let _ = self.delete(reg, &key, &DeleteOpts::default());
         }
+        self.finish_crd_deletion(reg, crd);
+    }
+
+    /// Once a terminating CRD has no objects left, releases its cleanup finalizer: the CRD
+    /// goes and its resource is no longer served.
+    fn finish_crd_deletion(&mut self, reg: &Registry, crd: &str) {
+        let Some((group, plural)) = self.terminating_crd_storage(crd) else {
+            return;
+        };
         if self.range(&group, &plural, None).next().is_some() {
             return;
         }
+        let key = crd_key(crd);
         let Some(mut obj) = self.objects.get(&key).cloned() else {
             return;
         };
@@ -535,9 +550,9 @@ impl Inner {
         if let Some(custom) = &rt.custom
             && self.crd_terminating(&custom.crd)
         {
-            return Err(ApiError::method_not_allowed(format!(
-                "create not allowed while custom resource definition is terminating"
-            )));
+            return Err(ApiError::method_not_allowed(
+                "create not allowed while custom resource definition is terminating",
+            ));
         }
         match rt.flavor {
             Flavor::Pod => pods::prepare_create(&mut obj),
@@ -552,8 +567,14 @@ impl Inner {
         if rt.flavor == Flavor::Crd {
             crd::prepare(rt, &mut obj, None)?;
         }
-        let warnings =
-            admission::admit(rt, &mut obj, None, false, opts.field_validation, opts.origin)?;
+        let warnings = admission::admit(
+            rt,
+            &mut obj,
+            None,
+            false,
+            opts.field_validation,
+            opts.origin,
+        )?;
         self.warnings.extend(warnings);
         let uid = self.uid();
         let m = meta_mut(&mut obj);
@@ -802,7 +823,7 @@ impl Inner {
             if rt.flavor == Flavor::Crd {
                 crd::mark_terminating(&mut new);
                 let out = self.put(key, new, EventType::Modified);
-                self.finish_crd_deletion(reg, &key.name);
+                self.delete_crd_objects(reg, &key.name);
                 return Ok(out);
             }
             return Ok(self.put(key, new, EventType::Modified));
@@ -925,7 +946,12 @@ impl Store {
     }
 
     /// A served type by group, version and plural.
-    pub(crate) fn find_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+    pub(crate) fn find_type(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<ResourceType> {
         self.lock().served.find(group, version, plural).cloned()
     }
 

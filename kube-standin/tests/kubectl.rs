@@ -8,7 +8,10 @@ use common::{NS, start_without_crd};
 use kube_standin::{Kubectl, KubectlOutput, StandIn};
 use serde_json::json;
 
-const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/multitasktrainingjobs.yaml");
+const CRD_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../crds/multitasktrainingjobs.yaml"
+);
 
 struct Cli {
     kubectl: Kubectl,
@@ -18,8 +21,8 @@ struct Cli {
 impl Cli {
     fn new(standin: &StandIn) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let kubectl = Kubectl::new(&standin.url(), dir.path(), NS)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let kubectl =
+            Kubectl::new(&standin.url(), dir.path(), NS).unwrap_or_else(|e| panic!("{e}"));
         Self { kubectl, _dir: dir }
     }
 
@@ -36,7 +39,10 @@ impl Cli {
     async fn apply(&self, yaml: &str, extra: &[&str]) -> KubectlOutput {
         let mut args = vec!["apply", "-f", "-"];
         args.extend_from_slice(extra);
-        self.kubectl.run(&args, Some(yaml)).await.expect("kubectl runs")
+        self.kubectl
+            .run(&args, Some(yaml))
+            .await
+            .expect("kubectl runs")
     }
 
     async fn install_crd(&self) {
@@ -54,7 +60,8 @@ impl Cli {
         .await;
         // kubectl resolves short names (`mttj`) from its discovery cache; api-resources
         // refreshes it, as on a real cluster.
-        self.ok(&["api-resources", "--api-group=multitask.dev"]).await;
+        self.ok(&["api-resources", "--api-group=multitask.dev"])
+            .await;
     }
 }
 
@@ -96,8 +103,15 @@ fn rows(table: &str) -> Vec<Vec<String>> {
     let cut = |line: &str| -> Vec<String> {
         (0..starts.len())
             .map(|c| {
-                let end = starts.get(c + 1).copied().unwrap_or(line.len()).min(line.len());
-                line.get(starts[c].min(end)..end).unwrap_or_default().trim().to_string()
+                let end = starts
+                    .get(c + 1)
+                    .copied()
+                    .unwrap_or(line.len())
+                    .min(line.len());
+                line.get(starts[c].min(end)..end)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
             })
             .collect()
     };
@@ -111,42 +125,73 @@ async fn applying_the_crd_serves_the_resource_and_deleting_it_stops() {
     let before = cli.run(&["get", "mttj"]).await;
     assert!(!before.success());
     assert!(
-        before.stderr.contains("the server doesn't have a resource type \"mttj\""),
+        before
+            .stderr
+            .contains("the server doesn't have a resource type \"mttj\""),
         "{before}"
     );
 
     cli.install_crd().await;
-    let resources = cli.ok(&["api-resources", "--api-group=multitask.dev"]).await;
+    let resources = cli
+        .ok(&["api-resources", "--api-group=multitask.dev"])
+        .await;
     let table = rows(&resources);
-    assert_eq!(table[0], ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
+    assert_eq!(
+        table[0],
+        ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
+    );
     assert_eq!(
         table[1],
-        ["multitasktrainingjobs", "mttj", "multitask.dev/v1alpha1", "true", "MultiTaskTrainingJob"]
+        [
+            "multitasktrainingjobs",
+            "mttj",
+            "multitask.dev/v1alpha1",
+            "true",
+            "MultiTaskTrainingJob"
+        ]
     );
     let crds = cli.ok(&["get", "crd"]).await;
     assert_eq!(rows(&crds)[0], ["NAME", "CREATED AT"]);
     assert_eq!(rows(&crds)[1][0], "multitasktrainingjobs.multitask.dev");
     let none = cli.run(&["get", "mttj"]).await;
     assert!(none.success(), "{none}");
-    assert_eq!(none.stderr.trim(), "No resources found in default namespace.");
+    assert_eq!(
+        none.stderr.trim(),
+        "No resources found in default namespace."
+    );
 
     // Re-applying an unchanged CRD changes nothing.
     let again = cli.ok(&["apply", "-f", CRD_FILE]).await;
     assert!(again.trim().ends_with("unchanged"), "{again}");
 
     let created = cli.apply(&job("a"), &[]).await;
-    assert_eq!(created.stdout.trim(), "multitasktrainingjob.multitask.dev/a created", "{created}");
+    assert_eq!(
+        created.stdout.trim(),
+        "multitasktrainingjob.multitask.dev/a created",
+        "{created}"
+    );
     // Deleting the CRD deletes its objects first, then stops serving the resource.
-    cli.ok(&["delete", "crd", "multitasktrainingjobs.multitask.dev", "--timeout=10s"]).await;
+    cli.ok(&[
+        "delete",
+        "crd",
+        "multitasktrainingjobs.multitask.dev",
+        "--timeout=10s",
+    ])
+    .await;
     assert!(
-        standin.list("multitask.dev/v1alpha1", "multitasktrainingjobs", None).is_err(),
+        standin
+            .list("multitask.dev/v1alpha1", "multitasktrainingjobs", None)
+            .is_err(),
         "no longer served"
     );
-    let listed = cli.ok(&["api-resources", "--api-group=multitask.dev"]).await;
+    let listed = cli
+        .ok(&["api-resources", "--api-group=multitask.dev"])
+        .await;
     assert_eq!(rows(&listed).len(), 1, "only the header: {listed}");
     let gone = cli.run(&["get", "mttj"]).await;
     assert!(
-        gone.stderr.contains("the server doesn't have a resource type \"mttj\""),
+        gone.stderr
+            .contains("the server doesn't have a resource type \"mttj\""),
         "{gone}"
     );
 }
@@ -158,7 +203,11 @@ async fn explain_reads_the_crd_schema_from_openapi_v3_and_v2() {
     cli.install_crd().await;
     for output in ["plaintext", "plaintext-openapiv2"] {
         let text = cli
-            .ok(&["explain", "mttj.spec.checkpoints", &format!("--output={output}")])
+            .ok(&[
+                "explain",
+                "mttj.spec.checkpoints",
+                &format!("--output={output}"),
+            ])
             .await;
         for want in [
             "KIND:",
@@ -170,9 +219,14 @@ async fn explain_reads_the_crd_schema_from_openapi_v3_and_v2() {
         ] {
             assert!(text.contains(want), "{output}: no {want:?} in\n{text}");
         }
-        assert!(text.contains("uri") && text.contains("-required-"), "{output}:\n{text}");
+        assert!(
+            text.contains("uri") && text.contains("-required-"),
+            "{output}:\n{text}"
+        );
     }
-    let training = cli.ok(&["explain", "mttj.spec.training.learningRate"]).await;
+    let training = cli
+        .ok(&["explain", "mttj.spec.training.learningRate"])
+        .await;
     assert!(training.contains("<number>"), "{training}");
 }
 
@@ -190,16 +244,46 @@ async fn get_prints_the_printer_columns_and_categories() {
         ])
         .await;
     assert!(patched.contains("patched"), "{patched}");
-    for args in [&["get", "mttj"][..], &["get", "ml"], &["get", "multitasktrainingjobs.multitask.dev", "train"]] {
+    for args in [
+        &["get", "mttj"][..],
+        &["get", "ml"],
+        &["get", "multitasktrainingjobs.multitask.dev", "train"],
+    ] {
         let table = rows(&cli.ok(args).await);
-        assert_eq!(table[0], ["NAME", "PHASE", "STEP", "LATEST CHECKPOINT", "AGE"], "{args:?}");
-        assert_eq!(&table[1][..4], ["train", "Running", "200", "gs://bucket/train/checkpoint-200"]);
+        assert_eq!(
+            table[0],
+            ["NAME", "PHASE", "STEP", "LATEST CHECKPOINT", "AGE"],
+            "{args:?}"
+        );
+        assert_eq!(
+            &table[1][..4],
+            [
+                "train",
+                "Running",
+                "200",
+                "gs://bucket/train/checkpoint-200"
+            ]
+        );
         let age = &table[1][4];
-        assert!(age.ends_with('s') && age[..age.len() - 1].parse::<u32>().is_ok(), "age {age}");
+        assert!(
+            age.ends_with('s') && age[..age.len() - 1].parse::<u32>().is_ok(),
+            "age {age}"
+        );
     }
     let wide = rows(&cli.ok(&["get", "mttj", "-o", "wide"]).await);
-    assert_eq!(wide[0], ["NAME", "PHASE", "STEP", "LATEST CHECKPOINT", "AGE"]);
-    let yaml = cli.ok(&["get", "mttj", "train", "-o", "jsonpath={.spec.training.batchSize}"]).await;
+    assert_eq!(
+        wide[0],
+        ["NAME", "PHASE", "STEP", "LATEST CHECKPOINT", "AGE"]
+    );
+    let yaml = cli
+        .ok(&[
+            "get",
+            "mttj",
+            "train",
+            "-o",
+            "jsonpath={.spec.training.batchSize}",
+        ])
+        .await;
     assert_eq!(yaml, "8", "defaults applied");
 }
 
@@ -219,11 +303,23 @@ async fn unknown_fields_are_refused_by_default_and_pruned_with_a_warning_on_requ
     );
     let warned = cli.apply(&with_unknown, &["--validate=warn"]).await;
     assert!(warned.success(), "{warned}");
-    assert!(warned.stderr.contains("Warning: unknown field \"spec.colour\""), "{warned}");
-    let stored = standin.get("multitask.dev/v1alpha1", "multitasktrainingjobs", NS, "a").unwrap();
+    assert!(
+        warned
+            .stderr
+            .contains("Warning: unknown field \"spec.colour\""),
+        "{warned}"
+    );
+    let stored = standin
+        .get("multitask.dev/v1alpha1", "multitasktrainingjobs", NS, "a")
+        .unwrap();
     assert!(stored["spec"].get("colour").is_none(), "pruned: {stored}");
 
-    let quiet = cli.apply(&with_unknown.replace("name: a", "name: b"), &["--validate=false"]).await;
+    let quiet = cli
+        .apply(
+            &with_unknown.replace("name: a", "name: b"),
+            &["--validate=false"],
+        )
+        .await;
     assert!(quiet.success(), "{quiet}");
     assert!(!quiet.stderr.contains("Warning"), "{quiet}");
 }
@@ -248,6 +344,9 @@ spec:
     assert_eq!(&table[1][..4], ["p", "0/1", "Pending", "0"]);
     standin.kubelet().run(NS, "p").unwrap();
     let table = rows(&cli.ok(&["get", "pods", "-o", "wide"]).await);
-    assert_eq!(&table[0][..7], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]);
+    assert_eq!(
+        &table[0][..7],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    );
     assert_eq!(&table[1][..3], ["p", "1/1", "Running"]);
 }

@@ -101,7 +101,10 @@ mod tests {
         let mut v = json!({"image": null, "keep": null});
         drop_non_nullable_nulls(&mut v, &s);
         apply_defaults(&mut v, &s);
-        assert_eq!(v, json!({"image": null, "training": {"batchSize": 8, "seed": 42}}));
+        assert_eq!(
+            v,
+            json!({"image": null, "training": {"batchSize": 8, "seed": 42}})
+        );
         let mut v = json!({"training": {"batchSize": 16}});
         apply_defaults(&mut v, &s);
         assert_eq!(v, json!({"training": {"batchSize": 16, "seed": 42}}));

@@ -171,8 +171,13 @@ mod tests {
             "spec: Invalid value: \"object\": task names must be unique"
         );
         assert_eq!(
-            FieldError::new(ErrorType::TooLong, "a", Some("\"x\"".into()), "may not be more than 1 bytes")
-                .body(),
+            FieldError::new(
+                ErrorType::TooLong,
+                "a",
+                Some("\"x\"".into()),
+                "may not be more than 1 bytes"
+            )
+            .body(),
             "Too long: may not be more than 1 bytes"
         );
         assert_eq!(FieldError::required("a", "").body(), "Required value");

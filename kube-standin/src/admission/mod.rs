@@ -66,18 +66,27 @@ pub(crate) fn admit(
     let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
         return Ok(Vec::new());
     };
-    let written = (validation == FieldValidation::Strict && origin == Origin::Patch)
-        .then(|| obj.to_string());
+    let written =
+        (validation == FieldValidation::Strict && origin == Origin::Patch).then(|| obj.to_string());
     let unknown = pruning::prune(obj, schema);
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
         match validation {
             FieldValidation::Ignore => {}
             FieldValidation::Warn => {
-                warnings.extend(unknown.iter().map(|p| format!("unknown field {}", quote(p))));
+                warnings.extend(
+                    unknown
+                        .iter()
+                        .map(|p| format!("unknown field {}", quote(p))),
+                );
             }
             FieldValidation::Strict => {
-                return Err(strict_error(rt, &unknown, origin, written.unwrap_or_default()));
+                return Err(strict_error(
+                    rt,
+                    &unknown,
+                    origin,
+                    written.unwrap_or_default(),
+                ));
             }
         }
     }
@@ -86,14 +95,23 @@ pub(crate) fn admit(
 
     let mut errors = Vec::new();
     if status_only {
-        if let (Some(status_schema), Some(status)) = (schema.properties.get("status"), obj.get("status")) {
+        if let (Some(status_schema), Some(status)) =
+            (schema.properties.get("status"), obj.get("status"))
+        {
             validation::validate(status, status_schema, "status", &mut errors);
         }
     } else {
         validation::validate(obj, schema, "", &mut errors);
     }
     if let Some(old) = old {
-        errors.retain(|e| !unchanged(&e.field, e.kind == field_error::ErrorType::Required, obj, old));
+        errors.retain(|e| {
+            !unchanged(
+                &e.field,
+                e.kind == field_error::ErrorType::Required,
+                obj,
+                old,
+            )
+        });
     }
     if validation::blocks_cel(&errors) {
         errors.push(FieldError::invalid(
@@ -107,12 +125,23 @@ pub(crate) fn admit(
     if errors.is_empty() {
         return Ok(warnings);
     }
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     Err(ApiError::invalid(rt, name, errors))
 }
 
-fn strict_error(rt: &ResourceType, unknown: &[String], origin: Origin, written: String) -> ApiError {
-    let list: Vec<String> = unknown.iter().map(|p| format!("unknown field {}", quote(p))).collect();
+fn strict_error(
+    rt: &ResourceType,
+    unknown: &[String],
+    origin: Origin,
+    written: String,
+) -> ApiError {
+    let list: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field {}", quote(p)))
+        .collect();
     let strict = format!("strict decoding error: {}", list.join(", "));
     match origin {
         Origin::Body => ApiError::bad_request(format!(

@@ -91,7 +91,14 @@ fn walk(
                 } else {
                     None
                 };
-                walk(item, old_item, item_schema, &format!("{path}[{i}]"), errors, warnings);
+                walk(
+                    item,
+                    old_item,
+                    item_schema,
+                    &format!("{path}[{i}]"),
+                    errors,
+                    warnings,
+                );
             }
         }
         _ => {}
@@ -99,7 +106,11 @@ fn walk(
 }
 
 fn same_keys(a: &Value, b: &Value, keys: &[String]) -> bool {
-    let get = |v: &Value, k: &str| v.as_object().and_then(|m: &Map<String, Value>| m.get(k)).cloned();
+    let get = |v: &Value, k: &str| {
+        v.as_object()
+            .and_then(|m: &Map<String, Value>| m.get(k))
+            .cloned()
+    };
     keys.iter().all(|k| get(a, k) == get(b, k))
 }
 
@@ -119,7 +130,9 @@ fn field_error(failure: Failure, rule: &CompiledRule, s: &Schema, path: &str) ->
     }
     match rule.spec.reason.as_deref() {
         Some("FieldValueRequired") => FieldError::required(&field, &message),
-        Some("FieldValueForbidden") => FieldError::new(ErrorType::Forbidden, &field, None, &message),
+        Some("FieldValueForbidden") => {
+            FieldError::new(ErrorType::Forbidden, &field, None, &message)
+        }
         Some("FieldValueDuplicate") => FieldError::new(ErrorType::Duplicate, &field, value, ""),
         _ => FieldError::invalid(&field, value, &message),
     }
@@ -172,12 +185,18 @@ mod tests {
 
     #[test]
     fn rules_report_the_field_path_reason_and_message() {
-        let obj = job(json!([{"name": "a", "type": "regression"}, {"name": "b", "type": "multipleChoice"}]), "m");
+        let obj = job(
+            json!([{"name": "a", "type": "regression"}, {"name": "b", "type": "multipleChoice"}]),
+            "m",
+        );
         assert_eq!(
             run(&obj, None).0,
             ["spec.tasks[1].numChoices: Required value: a multipleChoice task needs numChoices"]
         );
-        let dup = job(json!([{"name": "a", "type": "regression"}, {"name": "a", "type": "regression"}]), "m");
+        let dup = job(
+            json!([{"name": "a", "type": "regression"}, {"name": "a", "type": "regression"}]),
+            "m",
+        );
         assert_eq!(
             run(&dup, None).0,
             ["spec: Invalid value: \"object\": task names must be unique"]
@@ -195,7 +214,10 @@ mod tests {
         );
         // An old object that already broke a rule may be updated elsewhere (ratcheting);
         // items of atomic lists do not correlate, so only rules above the list ratchet.
-        let bad_old = job(json!([{"name": "a", "type": "regression"}, {"name": "a", "type": "regression"}]), "m1");
+        let bad_old = job(
+            json!([{"name": "a", "type": "regression"}, {"name": "a", "type": "regression"}]),
+            "m1",
+        );
         let mut bad_new = bad_old.clone();
         bad_new["metadata"]["labels"]["c"] = json!("d");
         let (errors, warnings) = run(&bad_new, Some(&bad_old));

@@ -72,9 +72,8 @@ fn check_type(value: &Value, s: &Schema, path: &str, errors: &mut Vec<FieldError
         return;
     }
     let got = data_type(value);
-    let float_int = got == "number"
-        && s.type_ == "integer"
-        && value.as_f64().is_some_and(|f| f.fract() == 0.0);
+    let float_int =
+        got == "number" && s.type_ == "integer" && value.as_f64().is_some_and(|f| f.fract() == 0.0);
     let int_number = got == "integer" && s.type_ == "number";
     if s.type_ != got && !float_int && !int_number {
         errors.push(type_error(path, &s.type_, got));
@@ -114,7 +113,10 @@ fn check_combinators(value: &Value, s: &Schema, path: &str, errors: &mut Vec<Fie
             errors.push(FieldError::invalid(
                 "<nil>",
                 Some(quote("")),
-                &format!("{} must validate one and only one schema (oneOf)", quote(path)),
+                &format!(
+                    "{} must validate one and only one schema (oneOf)",
+                    quote(path)
+                ),
             ));
             if passed == 0
                 && let Some(best) = results.into_iter().min_by_key(Vec::len)
@@ -178,7 +180,11 @@ fn check_format(text: &str, s: &Schema, path: &str, errors: &mut Vec<FieldError>
         ErrorType::TypeInvalid,
         path,
         Some(quote(text)),
-        &format!("{path} in body must be of type {}: {}", s.format, quote(text)),
+        &format!(
+            "{path} in body must be of type {}: {}",
+            s.format,
+            quote(text)
+        ),
     ));
 }
 
@@ -189,20 +195,44 @@ macro_rules! format_regex {
     };
 }
 
-format_regex!(UUID, r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$");
-format_regex!(UUID3, r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$");
-format_regex!(UUID4, r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$");
-format_regex!(UUID5, r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$");
-format_regex!(HOSTNAME, r"^([a-zA-Z0-9\p{S}\p{L}]((-?[a-zA-Z0-9\p{S}\p{L}]{0,62})?)|([a-zA-Z0-9\p{S}\p{L}](([a-zA-Z0-9-\p{S}\p{L}]{0,61}[a-zA-Z0-9\p{S}\p{L}])?)(\.)){1,}([a-zA-Z\p{L}]){2,63})$");
+format_regex!(
+    UUID,
+    r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$"
+);
+format_regex!(
+    UUID3,
+    r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$"
+);
+format_regex!(
+    UUID4,
+    r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$"
+);
+format_regex!(
+    UUID5,
+    r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$"
+);
+format_regex!(
+    HOSTNAME,
+    r"^([a-zA-Z0-9\p{S}\p{L}]((-?[a-zA-Z0-9\p{S}\p{L}]{0,62})?)|([a-zA-Z0-9\p{S}\p{L}](([a-zA-Z0-9-\p{S}\p{L}]{0,61}[a-zA-Z0-9\p{S}\p{L}])?)(\.)){1,}([a-zA-Z\p{L}]){2,63})$"
+);
 format_regex!(EMAIL, r"^[^@\s]+@[^@\s]+$");
-format_regex!(MAC, r"(?i)^([0-9a-f]{2}[:-]){5}([0-9a-f]{2})$|^([0-9a-f]{4}\.){2}[0-9a-f]{4}$");
+format_regex!(
+    MAC,
+    r"(?i)^([0-9a-f]{2}[:-]){5}([0-9a-f]{2})$|^([0-9a-f]{4}\.){2}[0-9a-f]{4}$"
+);
 format_regex!(HEXCOLOR, r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$");
-format_regex!(RGBCOLOR, r"^rgb\(\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*,\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*,\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*\)$");
+format_regex!(
+    RGBCOLOR,
+    r"^rgb\(\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*,\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*,\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*\)$"
+);
 format_regex!(SSN, r"^\d{3}[- ]?\d{2}[- ]?\d{4}$");
 format_regex!(ISBN10, r"^(?:[0-9]{9}X|[0-9]{10})$");
 format_regex!(ISBN13, r"^(?:[0-9]{13})$");
 format_regex!(BSON_OBJECT_ID, r"^[0-9a-fA-F]{24}$");
-format_regex!(DURATION, r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^\d+\s*(ns|nanoseconds?|us|microseconds?|ms|milliseconds?|s|seconds?|m|minutes?|h|hours?|d|days?|w|weeks?)$");
+format_regex!(
+    DURATION,
+    r"^(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^\d+\s*(ns|nanoseconds?|us|microseconds?|ms|milliseconds?|s|seconds?|m|minutes?|h|hours?|d|days?|w|weeks?)$"
+);
 
 /// Whether `text` is a valid `format` (formats the API server checks; others `None`).
 fn format_valid(format: &str, text: &str) -> Option<bool> {
@@ -225,7 +255,10 @@ fn format_valid(format: &str, text: &str) -> Option<bool> {
         "uuid3" => UUID3.is_match(text),
         "uuid4" => UUID4.is_match(text),
         "uuid5" => UUID5.is_match(text),
-        "isbn" => ISBN10.is_match(&text.replace(['-', ' '], "")) || ISBN13.is_match(&text.replace(['-', ' '], "")),
+        "isbn" => {
+            ISBN10.is_match(&text.replace(['-', ' '], ""))
+                || ISBN13.is_match(&text.replace(['-', ' '], ""))
+        }
         "isbn10" => ISBN10.is_match(&text.replace(['-', ' '], "")),
         "isbn13" => ISBN13.is_match(&text.replace(['-', ' '], "")),
         "creditcard" => {
@@ -237,7 +270,9 @@ fn format_valid(format: &str, text: &str) -> Option<bool> {
         "rgbcolor" => RGBCOLOR.is_match(text),
         "byte" => {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(text).is_ok()
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .is_ok()
         }
         "password" => true,
         "date" => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok(),
@@ -281,7 +316,11 @@ fn check_number(value: &Value, s: &Schema, path: &str, errors: &mut Vec<FieldErr
             if exclusive { i >= b } else { i > b }
         }
         None => {
-            if exclusive { x >= bound } else { x > bound }
+            if exclusive {
+                x >= bound
+            } else {
+                x > bound
+            }
         }
     };
     let under = |bound: f64, exclusive: bool| match as_int {
@@ -290,13 +329,21 @@ fn check_number(value: &Value, s: &Schema, path: &str, errors: &mut Vec<FieldErr
             if exclusive { i <= b } else { i < b }
         }
         None => {
-            if exclusive { x <= bound } else { x < bound }
+            if exclusive {
+                x <= bound
+            } else {
+                x < bound
+            }
         }
     };
     if let Some(max) = s.maximum
         && over(max, s.exclusive_maximum)
     {
-        let rel = if s.exclusive_maximum { "less than" } else { "less than or equal to" };
+        let rel = if s.exclusive_maximum {
+            "less than"
+        } else {
+            "less than or equal to"
+        };
         errors.push(FieldError::invalid(
             path,
             shown.clone(),
@@ -306,7 +353,11 @@ fn check_number(value: &Value, s: &Schema, path: &str, errors: &mut Vec<FieldErr
     if let Some(min) = s.minimum
         && under(min, s.exclusive_minimum)
     {
-        let rel = if s.exclusive_minimum { "greater than" } else { "greater than or equal to" };
+        let rel = if s.exclusive_minimum {
+            "greater than"
+        } else {
+            "greater than or equal to"
+        };
         errors.push(FieldError::invalid(
             path,
             shown,
@@ -341,7 +392,12 @@ fn check_array(items: &[Value], s: &Schema, path: &str, errors: &mut Vec<FieldEr
             &format!("must have at most {max} items"),
         ));
     }
-    if s.unique_items && items.iter().enumerate().any(|(i, a)| items[..i].contains(a)) {
+    if s.unique_items
+        && items
+            .iter()
+            .enumerate()
+            .any(|(i, a)| items[..i].contains(a))
+    {
         errors.push(FieldError::invalid(
             path,
             Some(quote("")),
@@ -409,7 +465,10 @@ fn check_object(
         return;
     }
     if let Some(values) = s.additional() {
-        for (k, v) in fields.iter().filter(|(k, _)| !s.properties.contains_key(*k)) {
+        for (k, v) in fields
+            .iter()
+            .filter(|(k, _)| !s.properties.contains_key(*k))
+        {
             validate(v, values, &join(path, k), errors);
         }
     }
@@ -453,16 +512,24 @@ mod tests {
             "properties": {"a": {"type": "string", "enum": ["x", "y"]}, "n": {"type": "integer"}}
         }}});
         assert_eq!(errors(s.clone(), json!({})), ["spec: Required value"]);
-        assert_eq!(errors(s.clone(), json!({"spec": {}})), ["spec.a: Required value"]);
+        assert_eq!(
+            errors(s.clone(), json!({"spec": {}})),
+            ["spec.a: Required value"]
+        );
         assert_eq!(
             errors(s.clone(), json!({"spec": {"a": "z"}})),
             ["spec.a: Unsupported value: \"z\": supported values: \"x\", \"y\""]
         );
         assert_eq!(
             errors(s.clone(), json!({"spec": {"a": "x", "n": "3"}})),
-            ["spec.n: Invalid value: \"string\": spec.n in body must be of type integer: \"string\""]
+            [
+                "spec.n: Invalid value: \"string\": spec.n in body must be of type integer: \"string\""
+            ]
         );
-        assert_eq!(errors(s.clone(), json!({"spec": {"a": "x", "n": 2.0}})), Vec::<String>::new());
+        assert_eq!(
+            errors(s.clone(), json!({"spec": {"a": "x", "n": 2.0}})),
+            Vec::<String>::new()
+        );
         assert_eq!(
             errors(s, json!({"spec": {"a": "x", "n": null}})),
             ["spec.n: Invalid value: \"null\": spec.n in body must be of type integer: \"null\""]
@@ -479,7 +546,9 @@ mod tests {
         }));
         assert_eq!(
             errors(s.clone(), json!({"spec": {"batch": -1}})),
-            ["spec.batch: Invalid value: -1: spec.batch in body should be greater than or equal to 1"]
+            [
+                "spec.batch: Invalid value: -1: spec.batch in body should be greater than or equal to 1"
+            ]
         );
         assert_eq!(
             errors(s.clone(), json!({"spec": {"lr": 1.0}})),
@@ -512,9 +581,17 @@ mod tests {
         }));
         assert_eq!(
             errors(s.clone(), json!({"spec": {"at": "yesterday"}})),
-            ["spec.at: Invalid value: \"yesterday\": spec.at in body must be of type date-time: \"yesterday\""]
+            [
+                "spec.at: Invalid value: \"yesterday\": spec.at in body must be of type date-time: \"yesterday\""
+            ]
         );
-        assert!(errors(s.clone(), json!({"spec": {"at": "2025-01-01T00:00:00Z", "size": 3, "count": 4}})).is_empty());
+        assert!(
+            errors(
+                s.clone(),
+                json!({"spec": {"at": "2025-01-01T00:00:00Z", "size": 3, "count": 4}})
+            )
+            .is_empty()
+        );
         assert!(errors(s.clone(), json!({"spec": {"size": "3Gi"}})).is_empty());
         let errs = errors(s, json!({"spec": {"size": true}}));
         assert_eq!(

@@ -43,7 +43,8 @@ const METADATA_DOC: &str = "Standard object's metadata.";
 
 /// `ObjectMeta` and `ListMeta`, which every type refers to.
 fn meta_schemas() -> Vec<(String, Value)> {
-    let strings = json!({"type": "object", "additionalProperties": {"type": "string", "default": ""}});
+    let strings =
+        json!({"type": "object", "additionalProperties": {"type": "string", "default": ""}});
     let object_meta = json!({
         "type": "object",
         "description": "ObjectMeta is metadata that all persisted resources must have, which includes all objects users must create.",
@@ -135,9 +136,18 @@ fn path_param(name: &str, description: &str) -> Value {
 
 fn write_params(patch: bool) -> Vec<Value> {
     let mut params = vec![
-        query("dryRun", "When present, indicates that modifications should not be persisted."),
-        query("fieldManager", "A name associated with the actor or entity that is making these changes."),
-        query("fieldValidation", "How the server handles fields the schema does not declare: Ignore, Warn (the default) or Strict."),
+        query(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted.",
+        ),
+        query(
+            "fieldManager",
+            "A name associated with the actor or entity that is making these changes.",
+        ),
+        query(
+            "fieldValidation",
+            "How the server handles fields the schema does not declare: Ignore, Warn (the default) or Strict.",
+        ),
     ];
     if patch {
         params.push(json!({"name": "force", "in": "query", "description": "Force is going to \"force\" Apply requests.", "schema": {"type": "boolean", "uniqueItems": true}}));
@@ -145,7 +155,13 @@ fn write_params(patch: bool) -> Vec<Value> {
     params
 }
 
-fn operation(rt: &ResourceType, action: &str, id: &str, params: Vec<Value>, returns: &str) -> Value {
+fn operation(
+    rt: &ResourceType,
+    action: &str,
+    id: &str,
+    params: Vec<Value>,
+    returns: &str,
+) -> Value {
     let mut op = json!({
         "description": format!("{action} {}", rt.kind),
         "operationId": id,
@@ -156,7 +172,12 @@ fn operation(rt: &ResourceType, action: &str, id: &str, params: Vec<Value>, retu
     });
     if matches!(action, "put" | "post" | "patch") {
         let content_types: &[&str] = if action == "patch" {
-            &["application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"]
+            &[
+                "application/apply-patch+yaml",
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+            ]
         } else {
             &["application/json"]
         };
@@ -171,13 +192,24 @@ fn operation(rt: &ResourceType, action: &str, id: &str, params: Vec<Value>, retu
 
 /// The paths of `rt`.
 fn paths(rt: &ResourceType) -> Vec<(String, Value)> {
-    let base = if rt.group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/{}", rt.group, rt.version) };
-    let scope = if rt.namespaced { "/namespaces/{namespace}" } else { "" };
+    let base = if rt.group.is_empty() {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{}/{}", rt.group, rt.version)
+    };
+    let scope = if rt.namespaced {
+        "/namespaces/{namespace}"
+    } else {
+        ""
+    };
     let id = format!("{}{}", rt.kind, rt.version);
     let (one, list) = (schema_name(rt), format!("{}List", schema_name(rt)));
     let mut scope_params = vec![];
     if rt.namespaced {
-        scope_params.push(path_param("namespace", "object name and auth scope, such as for teams and projects"));
+        scope_params.push(path_param(
+            "namespace",
+            "object name and auth scope, such as for teams and projects",
+        ));
     }
     let mut item_params = vec![path_param("name", &format!("name of the {}", rt.kind))];
     item_params.extend(scope_params.clone());
@@ -237,7 +269,11 @@ fn status_schema() -> Value {
 fn group_versions(reg: &Registry) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = Vec::new();
     for t in reg.types() {
-        let key = if t.group.is_empty() { "api/v1".to_string() } else { format!("apis/{}/{}", t.group, t.version) };
+        let key = if t.group.is_empty() {
+            "api/v1".to_string()
+        } else {
+            format!("apis/{}/{}", t.group, t.version)
+        };
         if !out.iter().any(|(k, _, _)| *k == key) {
             out.push((key, t.group.clone(), t.version.clone()));
         }
@@ -314,8 +350,16 @@ mod tests {
         assert_eq!(schema_name(pods), "io.k8s.api.core.v1.Pod");
         let leases = reg.find("coordination.k8s.io", "v1", "leases").unwrap();
         assert_eq!(schema_name(leases), "io.k8s.api.coordination.v1.Lease");
-        let crd = ResourceType::custom("multitask.dev", "v1alpha1", "MultiTaskTrainingJob", "multitasktrainingjobs");
-        assert_eq!(schema_name(&crd), "dev.multitask.v1alpha1.MultiTaskTrainingJob");
+        let crd = ResourceType::custom(
+            "multitask.dev",
+            "v1alpha1",
+            "MultiTaskTrainingJob",
+            "multitasktrainingjobs",
+        );
+        assert_eq!(
+            schema_name(&crd),
+            "dev.multitask.v1alpha1.MultiTaskTrainingJob"
+        );
     }
 
     #[test]
@@ -324,10 +368,18 @@ mod tests {
         let doc = v3_document(&reg, "", "v1").unwrap();
         let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Pod");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
-        assert!(v3_index(&reg)["paths"]["api/v1"]["serverRelativeURL"]
-            .as_str()
-            .unwrap()
-            .starts_with("/openapi/v3/api/v1?hash="));
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
+        assert!(
+            v3_index(&reg)["paths"]["api/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/api/v1?hash=")
+        );
     }
 }

@@ -267,7 +267,10 @@ fn yaml(v: &Value) -> Any {
 }
 
 fn text(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A v3 schema as Swagger 2.0 has it: references into `#/definitions/`, a single `allOf`
@@ -289,7 +292,9 @@ fn schema(v: &Value) -> Schema {
     out.format = text(v, "format");
     out.pattern = text(v, "pattern");
     if let Some(t) = v.get("type").and_then(Value::as_str) {
-        out.r#type = Some(TypeItem { value: vec![t.to_string()] });
+        out.r#type = Some(TypeItem {
+            value: vec![t.to_string()],
+        });
     }
     if let Some(d) = v.get("default") {
         out.default = Some(yaml(d));
@@ -307,7 +312,11 @@ fn schema(v: &Value) -> Schema {
     out.required = v
         .get("required")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     out.r#enum = v
         .get("enum")
@@ -320,10 +329,16 @@ fn schema(v: &Value) -> Schema {
         });
     }
     match v.get("items") {
-        Some(items) => out.items = Some(ItemsItem { schema: vec![schema(items)] }),
+        Some(items) => {
+            out.items = Some(ItemsItem {
+                schema: vec![schema(items)],
+            })
+        }
         // kubectl's parser wants exactly one item schema for every array.
         None if v.get("type") == Some(&Value::from("array")) => {
-            out.items = Some(ItemsItem { schema: vec![Schema::default()] })
+            out.items = Some(ItemsItem {
+                schema: vec![Schema::default()],
+            })
         }
         None => {}
     }
@@ -359,7 +374,11 @@ fn parameters(v: &Value) -> Vec<ParametersItem> {
         .into_iter()
         .flatten()
         .map(|p| {
-            let ty = p.pointer("/schema/type").and_then(Value::as_str).unwrap_or("string").to_string();
+            let ty = p
+                .pointer("/schema/type")
+                .and_then(Value::as_str)
+                .unwrap_or("string")
+                .to_string();
             let non_body = if p["in"] == "path" {
                 NonBodyParameter {
                     path_parameter_sub_schema: Some(PathParameter {
@@ -473,9 +492,20 @@ mod tests {
         assert_eq!(s.xref, "#/definitions/X");
         let s = schema(&json!({"type": "array"}));
         assert_eq!(s.items.unwrap().schema.len(), 1);
-        let s = schema(&json!({"type": "object", "x-kubernetes-group-version-kind": [{"kind": "K"}]}));
-        assert_eq!(s.vendor_extension[0].name, "x-kubernetes-group-version-kind");
-        assert!(s.vendor_extension[0].value.as_ref().unwrap().yaml.contains("kind: K"));
+        let s =
+            schema(&json!({"type": "object", "x-kubernetes-group-version-kind": [{"kind": "K"}]}));
+        assert_eq!(
+            s.vendor_extension[0].name,
+            "x-kubernetes-group-version-kind"
+        );
+        assert!(
+            s.vendor_extension[0]
+                .value
+                .as_ref()
+                .unwrap()
+                .yaml
+                .contains("kind: K")
+        );
     }
 
     #[test]

@@ -22,7 +22,10 @@ use mtl_storage::{Manifest, Storage};
 use serde_json::json;
 
 /// The CRD as `make crds` generates it (and as the Helm chart installs it).
-pub const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/multitasktrainingjobs.yaml");
+pub const CRD_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../crds/multitasktrainingjobs.yaml"
+);
 
 pub const NS: &str = "default";
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -428,4 +431,3 @@ pub async fn lease_holder(env: &Env) -> Option<String> {
         .and_then(|l| l.spec?.holder_identity)
         .filter(|h| !h.is_empty())
 }
-
