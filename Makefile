@@ -56,6 +56,7 @@ run-local: setup
 # (kube: ring, Google clients: aws-lc-rs), which each binary resolves for itself.
 TEST_CRATES := mtl-crds mtl-storage kube-standin mtl-operator mtl-trainer
 test: setup
+	@command -v kubectl >/dev/null || { echo "make test: kubectl is not on PATH; the end-to-end tests drive the real kubectl (1.32)" >&2; exit 1; }
 	set -e; for c in $(TEST_CRATES); do cargo test -p $$c --all-targets $$( [ $$c = mtl-storage ] && echo --all-features ); done
 	$(PY) charts/check_chart.py
 	$(PY) -m unittest discover -s charts -p 'test_*.py'

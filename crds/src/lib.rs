@@ -100,6 +100,7 @@ pub enum Backend {
 /// The pretrained encoder every task shares.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("model is immutable: checkpoints resume only the encoder they were trained from"))]
 pub struct ModelSpec {
     /// Directory or gs:// prefix holding config.json, model.safetensors and tokenizer.json.
     #[schemars(length(min = 1))]
@@ -142,7 +143,7 @@ pub enum DataFormat {
 #[x_kube(
     cel,
     validation = Rule::new("self.type != 'classification' || (has(self.numLabels) && self.numLabels >= 2) || (has(self.labelNames) && size(self.labelNames) >= 2)").message("a classification task needs numLabels >= 2 or at least two labelNames"),
-    validation = Rule::new("self.type != 'multipleChoice' || has(self.numChoices)").message("a multipleChoice task needs numChoices"),
+    validation = Rule::new("self.type != 'multipleChoice' || has(self.numChoices)").message("a multipleChoice task needs numChoices").field_path(".numChoices").reason(Reason::FieldValueRequired),
     validation = Rule::new("!(self.type == 'classification' && has(self.numLabels) && has(self.labelNames)) || size(self.labelNames) == self.numLabels").message("labelNames must name every one of numLabels classes"),
     validation = Rule::new("!(self.type == 'multipleChoice' && has(self.numChoices) && has(self.labelNames)) || size(self.labelNames) == self.numChoices").message("labelNames of a multipleChoice task must name every one of numChoices choices"),
     validation = Rule::new("self.type == 'multipleChoice' || self.format != 'commonsenseQaJsonl'").message("format commonsenseQaJsonl holds multiple-choice questions: use type multipleChoice"),
@@ -357,7 +358,7 @@ fn default_every_steps() -> u64 {
 }
 
 /// Pod resources for `backend: kubernetes`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
     #[serde(default)]
@@ -366,9 +367,13 @@ pub struct ResourcesSpec {
     /// GKE accelerator, e.g. nvidia-tesla-t4, nvidia-l4 (node selector cloud.google.com/gke-accelerator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_type: Option<String>,
+    /// CPU request and limit of the trainer container, a quantity (`4`, `500m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("must be a quantity such as 4 or 500m"))]
     pub cpu: Option<String>,
+    /// Memory request and limit of the trainer container, a quantity (`16Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("must be a quantity such as 16Gi or 512Mi"))]
     pub memory: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,

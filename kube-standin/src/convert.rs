@@ -1,4 +1,5 @@
-//! Conversion between the two event APIs: one storage (core/v1), two representations.
+//! Conversion between representations of one storage: the two event APIs (core/v1
+//! stored), and the versions of a custom resource.
 
 use serde_json::{Map, Value};
 
@@ -47,10 +48,17 @@ pub(crate) fn to_storage(rt: &ResourceType, obj: Value) -> Value {
     }
 }
 
-/// The representation served through `rt` of a stored object.
-pub(crate) fn from_storage(rt: &ResourceType, obj: Value) -> Value {
+/// The representation served through `rt` of a stored object (a custom resource is served
+/// in every version of its CRD, converted by its `apiVersion` alone: conversion `None`).
+pub(crate) fn from_storage(rt: &ResourceType, mut obj: Value) -> Value {
     match rt.flavor {
         Flavor::EventsV1Event => rename(obj, false, &rt.api_version()),
+        _ if rt.custom.is_some() => {
+            if let Some(m) = obj.as_object_mut() {
+                m.insert("apiVersion".into(), Value::String(rt.api_version()));
+            }
+            obj
+        }
         _ => obj,
     }
 }

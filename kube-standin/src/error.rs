@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::admission::field_error::FieldError;
 use crate::resources::ResourceType;
 
 /// An error answered to a client as a `meta.k8s.io/v1` `Status`, like the real API server.
@@ -19,7 +20,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             reason,
@@ -71,18 +72,45 @@ impl ApiError {
         )
     }
 
-    /// 422 with one cause, rendered like the real server's field errors.
-    pub(crate) fn invalid(rt: &ResourceType, name: &str, field: &str, detail: &str) -> Self {
+    /// 422 `Invalid` with one cause per field error, worded like the real server:
+    /// `Kind.group "name" is invalid: [field: Required value, ...]`.
+    pub(crate) fn invalid(rt: &ResourceType, name: &str, errors: Vec<FieldError>) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let errors: Vec<FieldError> = errors
+            .into_iter()
+            .filter(|e| seen.insert(e.to_string()))
+            .collect();
+        let all = match errors.as_slice() {
+            [one] => one.to_string(),
+            many => format!(
+                "[{}]",
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({"reason": e.kind.reason(), "message": e.body(), "field": e.field}))
+            .collect();
+        let mut details = json!({"name": name, "kind": rt.kind, "causes": causes});
+        if !rt.group.is_empty() {
+            details["group"] = json!(rt.group);
+        }
         Self::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {field}: {detail}", rt.kind),
+            format!("{} {name:?} is invalid: {all}", rt.qualified_kind()),
         )
-        .with_details(json!({
-            "name": name,
-            "group": rt.group,
-            "kind": rt.kind,
-            "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": field}],
+        .with_details(details)
+    }
+
+    /// 422 `Invalid` for a patch whose result cannot be decoded (no kind or name, as the
+    /// real server sends it).
+    pub(crate) fn invalid_patch(error: FieldError) -> Self {
+        Self::new(422, "Invalid", format!(" \"\" is invalid: {error}")).with_details(json!({
+            "causes": [{"reason": error.kind.reason(), "message": error.body(), "field": error.field}],
         }))
     }
 
@@ -161,4 +189,7 @@ pub enum Error {
     /// A resource named by a caller is not served.
     #[error("resource {0} is not served by the stand-in")]
     UnknownResource(String),
+    /// `kubectl` could not be found or run.
+    #[error("{0}")]
+    Kubectl(String),
 }

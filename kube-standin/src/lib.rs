@@ -1,11 +1,15 @@
 //! A local stand-in for the Kubernetes API server and the kubelet, for end-to-end tests of
 //! kube-rs operators without a cluster.
 //!
-//! It serves plain HTTP on 127.0.0.1 and speaks the API server's JSON protocol for what
-//! kube-rs uses: discovery, get/list/create/replace/delete/patch (merge, strategic as merge,
-//! JSON patch, server-side apply), the status subresource, chunked watches with BOOKMARK
-//! events and `410 Gone` ERROR events, finalizers, graceful pod deletion and ownerReference
-//! garbage collection. A kubelet stand-in moves pods through their phases and disrupts them.
+//! It serves plain HTTP on 127.0.0.1 and speaks the API server's protocol for what kube-rs
+//! and `kubectl` use: discovery (legacy and aggregated), OpenAPI v2 (protobuf) and v3, Table
+//! output, get/list/create/replace/delete/patch (merge, strategic as merge, JSON patch,
+//! server-side apply), the status subresource, chunked watches with BOOKMARK events and
+//! `410 Gone` ERROR events, finalizers, graceful pod deletion and ownerReference garbage
+//! collection. CustomResourceDefinitions are real objects: creating one serves its resource,
+//! whose objects are pruned, defaulted and validated against the CRD's schema and CEL rules
+//! as the API server does. A kubelet stand-in moves pods through their phases and disrupts
+//! them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_standin::Error> {
@@ -17,16 +21,23 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
+mod cel;
 mod convert;
+mod crd;
 mod error;
+mod kubectl;
 mod kubelet;
+mod openapi;
 mod patch;
 mod pods;
 mod resources;
+mod schema;
 mod selectors;
 mod server;
 mod stats;
 mod store;
+mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +48,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use admission::FieldValidation;
+pub use crd::{CustomType, PrinterColumn};
 pub use error::{ApiError, Error};
+pub use kubectl::{Kubectl, KubectlOutput};
 pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome};
 pub use resources::{Flavor, Registry, ResourceType};
 pub use stats::{RequestRecord, StatsSnapshot, VerbCount};
@@ -220,9 +234,7 @@ impl StandIn {
     fn rt(&self, api_version: &str, plural: &str) -> Result<ResourceType, Error> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         self.store
-            .registry
-            .find(group, version, plural)
-            .cloned()
+            .find_type(group, version, plural)
             .ok_or_else(|| Error::UnknownResource(format!("{plural}.{api_version}")))
     }
 
@@ -250,7 +262,8 @@ impl StandIn {
         Ok(list["items"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Creates an object in-process, as a client's POST would.
+    /// Creates an object in-process, as a client's POST would (admitted the same way;
+    /// `namespace` is ignored for cluster-scoped types).
     pub fn create(
         &self,
         api_version: &str,
@@ -261,7 +274,8 @@ impl StandIn {
         let rt = self.rt(api_version, plural)?;
         Ok(self
             .store
-            .create(&rt, namespace, obj, &Default::default())?)
+            .create(&rt, namespace, obj, &Default::default())?
+            .object)
     }
 
     /// Deletes an object in-process (background propagation), as a client's DELETE would.

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::admission::field_error::{ErrorType, FieldError};
 use crate::error::ApiError;
 use crate::resources::ResourceType;
 
@@ -138,7 +139,11 @@ pub(crate) fn validate_update(
         scheme_defaults(spec);
     }
     let (Some(old_spec), Some(new_spec)) = (old.get("spec"), new.get("spec")) else {
-        return Err(ApiError::invalid(rt, name, "spec", "Required value"));
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            vec![FieldError::required("spec", "")],
+        ));
     };
     let mut normalized = new_spec.clone();
     for list in ["containers", "initContainers"] {
@@ -166,8 +171,12 @@ pub(crate) fn validate_update(
         return Err(ApiError::invalid(
             rt,
             name,
-            "spec",
-            &format!("Forbidden: {FORBIDDEN}"),
+            vec![FieldError::new(
+                ErrorType::Forbidden,
+                "spec",
+                None,
+                FORBIDDEN,
+            )],
         ));
     }
     Ok(())

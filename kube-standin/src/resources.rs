@@ -1,6 +1,10 @@
 //! The resource types the stand-in serves, and the discovery documents that describe them.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+
+use crate::crd::CustomType;
 
 /// Type-specific behaviour layered over the generic storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +17,9 @@ pub enum Flavor {
     CoreEvent,
     /// events.k8s.io/v1 Event: a view over the core/v1 events storage.
     EventsV1Event,
+    /// apiextensions.k8s.io/v1 CustomResourceDefinition: checked when written, serves the
+    /// resource it defines.
+    Crd,
 }
 
 /// One served resource: `group/version` + plural, and how it behaves.
@@ -31,6 +38,8 @@ pub struct ResourceType {
     pub short_names: Vec<String>,
     pub categories: Vec<String>,
     pub flavor: Flavor,
+    /// The schema and printer columns of a type served by a CustomResourceDefinition.
+    pub custom: Option<Arc<CustomType>>,
 }
 
 impl ResourceType {
@@ -48,6 +57,7 @@ impl ResourceType {
             short_names: Vec::new(),
             categories: Vec::new(),
             flavor: Flavor::Generic,
+            custom: None,
         }
     }
 
@@ -66,6 +76,15 @@ impl ResourceType {
             self.version.clone()
         } else {
             format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `Pod`, or `Kind.group` as the real server names kinds in messages.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
         }
     }
 
@@ -126,8 +145,27 @@ pub struct Registry {
     types: Vec<ResourceType>,
 }
 
+/// apiextensions.k8s.io/v1 customresourcedefinitions.
+pub fn crd_type() -> ResourceType {
+    ResourceType {
+        status_subresource: true,
+        generation: true,
+        short_names: vec!["crd".into(), "crds".into()],
+        categories: vec!["api-extensions".into()],
+        flavor: Flavor::Crd,
+        ..ResourceType::builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        )
+    }
+}
+
 impl Default for Registry {
-    /// pods, events (both groups), namespaces, leases and `multitasktrainingjobs`.
+    /// pods, events (both groups), namespaces, leases and customresourcedefinitions; custom
+    /// resources are served once their CRD is created.
     fn default() -> Self {
         let pods = pod_type();
         let core_events = ResourceType {
@@ -146,18 +184,8 @@ impl Default for Registry {
             ..ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true)
         };
         let leases = ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true);
-        let jobs = ResourceType {
-            short_names: vec!["mttj".into()],
-            categories: vec!["ml".into()],
-            ..ResourceType::custom(
-                "multitask.dev",
-                "v1alpha1",
-                "MultiTaskTrainingJob",
-                "multitasktrainingjobs",
-            )
-        };
         Self {
-            types: vec![pods, core_events, namespaces, events_v1, leases, jobs],
+            types: vec![pods, core_events, namespaces, events_v1, leases, crd_type()],
         }
     }
 }

@@ -142,7 +142,7 @@ fn supported_field(rt: &ResourceType, field: &str) -> bool {
             field.starts_with("regarding.")
                 || matches!(field, "reason" | "reportingController" | "type")
         }
-        Flavor::Generic => false,
+        Flavor::Generic | Flavor::Crd => false,
     }
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP/1.1 server: API routing, discovery, chunked watches, and `/standin` control
-//! endpoints.
+//! The HTTP/1.1 server: API routing, discovery, OpenAPI, Table output, chunked watches,
+//! and `/standin` control endpoints.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,13 +20,16 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::admission::FieldValidation;
 use crate::error::ApiError;
 use crate::kubelet::{ContainerExit, Disruption, Kubelet, Outcome};
+use crate::openapi;
 use crate::patch::{self, PatchType};
-use crate::resources::ResourceType;
+use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, LabelSelector, Selectors};
 use crate::stats::{RequestRecord, Stats};
-use crate::store::{DeleteOpts, ListOpts, Part, Store, WatchPoll, WriteOpts};
+use crate::store::{DeleteOpts, ListOpts, Part, Store, WatchPoll, WriteOpts, Written};
+use crate::table;
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
@@ -56,13 +59,35 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-fn json_response(code: u16, value: &Value) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
+fn bytes_response(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)).boxed())
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn json_response(code: u16, value: &Value) -> Response<Body> {
+    typed_json_response(code, "application/json", value)
+}
+
+fn typed_json_response(code: u16, content_type: &str, value: &Value) -> Response<Body> {
+    bytes_response(
+        code,
+        content_type,
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+}
+
+/// `Warning: 299 - "<text>"` headers, as the API server sends admission warnings.
+fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    response
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
@@ -140,15 +165,21 @@ impl Ctx {
         patch::parse_body(&self.body, self.content_type.contains("yaml"))
     }
 
-    fn write_opts(&self) -> WriteOpts {
-        WriteOpts {
+    fn write_opts(&self) -> Result<WriteOpts, ApiError> {
+        Ok(WriteOpts {
             dry_run: self.q("dryRun").is_some_and(|v| !v.is_empty()),
             field_manager: self.q("fieldManager").map(str::to_string),
-        }
+            field_validation: FieldValidation::parse(self.q("fieldValidation"))?,
+            origin: Default::default(),
+        })
     }
 
     fn metadata_only(&self) -> bool {
         self.accept.contains("as=PartialObjectMetadata")
+    }
+
+    fn table(&self) -> Option<table::Include> {
+        table::requested(&self.accept).then(|| table::Include::parse(self.q("includeObject")))
     }
 }
 
@@ -216,11 +247,14 @@ struct Target {
     part: Part,
 }
 
+/// The Kubernetes release whose API server behaviour (and wording) the stand-in follows.
+pub(crate) const GIT_VERSION: &str = "v1.32.0-standin";
+
 fn version_doc() -> Value {
     json!({
         "major": "1",
-        "minor": "34",
-        "gitVersion": "v1.34.0-standin",
+        "minor": "32",
+        "gitVersion": GIT_VERSION,
         "gitCommit": "standin",
         "gitTreeState": "clean",
         "buildDate": "2025-01-01T00:00:00Z",
@@ -236,20 +270,31 @@ fn route(
     record: &mut RequestRecord,
 ) -> Result<Response<Body>, ApiError> {
     let segs: Vec<&str> = ctx.path.trim_matches('/').split('/').collect();
-    let reg = &shared.store.registry;
-    let aggregated = ctx.accept.contains("apidiscovery.k8s.io");
+    let reg = shared.store.served();
+    let reg: &Registry = &reg;
+    let aggregated = aggregated_discovery(&ctx.accept);
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => return Ok(json_response(200, &version_doc())),
         ["healthz" | "livez" | "readyz"] => return Ok(text_response("ok")),
-        ["api"] if aggregated => return Ok(json_response(200, &reg.aggregated(true))),
+        ["api"] if aggregated.is_some() => {
+            let (doc, content_type) = discovery_list(reg, true, aggregated);
+            return Ok(typed_json_response(200, &content_type, &doc));
+        }
         ["api"] => {
             return Ok(json_response(
                 200,
                 &reg.api_versions(&shared.addr.to_string()),
             ));
         }
-        ["apis"] if aggregated => return Ok(json_response(200, &reg.aggregated(false))),
+        ["apis"] if aggregated.is_some() => {
+            let (doc, content_type) = discovery_list(reg, false, aggregated);
+            return Ok(typed_json_response(200, &content_type, &doc));
+        }
         ["apis"] => return Ok(json_response(200, &reg.api_group_list())),
+        ["openapi", "v2"] => return openapi_v2(reg, ctx),
+        ["openapi", "v3"] => return Ok(json_response(200, &openapi::v3_index(reg))),
+        ["openapi", "v3", "api", "v1"] => return openapi_v3(reg, "", "v1", ctx),
+        ["openapi", "v3", "apis", g, v] => return openapi_v3(reg, g, v, ctx),
         ["apis", g] => {
             return reg
                 .api_group_doc(g)
@@ -304,6 +349,66 @@ fn route(
     dispatch(shared, ctx, target, record)
 }
 
+/// The aggregated discovery version a client accepts (`v2` preferred over `v2beta1`).
+fn aggregated_discovery(accept: &str) -> Option<&'static str> {
+    let offers: Vec<&str> = accept
+        .split(',')
+        .filter(|a| a.contains("g=apidiscovery.k8s.io") && a.contains("as=APIGroupDiscoveryList"))
+        .collect();
+    if offers
+        .iter()
+        .any(|a| a.split(';').any(|p| p.trim() == "v=v2"))
+    {
+        Some("v2")
+    } else if offers
+        .iter()
+        .any(|a| a.split(';').any(|p| p.trim() == "v=v2beta1"))
+    {
+        Some("v2beta1")
+    } else {
+        None
+    }
+}
+
+/// An aggregated discovery document and its content type, which tells clients it is one.
+fn discovery_list(reg: &Registry, core: bool, version: Option<&str>) -> (Value, String) {
+    let version = version.unwrap_or("v2");
+    let mut doc = reg.aggregated(core);
+    doc["apiVersion"] = json!(format!("apidiscovery.k8s.io/{version}"));
+    (
+        doc,
+        format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"),
+    )
+}
+
+/// `/openapi/v2`: protobuf, as kubectl asks for it.
+fn openapi_v2(reg: &Registry, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    if !ctx.accept.contains("protobuf") {
+        return Err(ApiError::new(
+            406,
+            "NotAcceptable",
+            "the stand-in serves /openapi/v2 as application/com.github.proto-openapi.spec.v2@v1.0+protobuf only; /openapi/v3 is JSON",
+        ));
+    }
+    Ok(bytes_response(
+        200,
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        openapi::v2::encode(reg),
+    ))
+}
+
+/// `/openapi/v3/apis/<group>/<version>` (any `hash`: the document is always current).
+fn openapi_v3(
+    reg: &Registry,
+    group: &str,
+    version: &str,
+    ctx: &Ctx,
+) -> Result<Response<Body>, ApiError> {
+    openapi::v3_document(reg, group, version)
+        .map(|doc| json_response(200, &doc))
+        .ok_or_else(|| ApiError::path_not_found(&ctx.path))
+}
+
 fn partial(obj: &Value) -> Value {
     json!({
         "apiVersion": "meta.k8s.io/v1",
@@ -329,9 +434,21 @@ fn dispatch(
     let ns = t.namespace.as_deref().unwrap_or_default();
     let rt = &t.rt;
     let ok = |v: Value| {
-        let v = if ctx.metadata_only() { partial(&v) } else { v };
+        let v = match ctx.table() {
+            Some(include) => {
+                let rv = v
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                table::table(rt, &[v], json!({"resourceVersion": rv}), include)
+            }
+            None if ctx.metadata_only() => partial(&v),
+            None => v,
+        };
         Ok(json_response(200, &v))
     };
+    let written =
+        |code: u16, w: Written| Ok(with_warnings(json_response(code, &w.object), &w.warnings));
     let verb = |r: &mut RequestRecord, v: &str| r.verb = v.to_string();
     match (&ctx.method, t.name.as_deref()) {
         (&Method::GET, None) if ctx.flag("watch") => {
@@ -351,6 +468,13 @@ fn dispatch(
                 exact: ctx.q("resourceVersionMatch") == Some("Exact"),
             };
             let mut list = store.list(rt, t.namespace.as_deref(), &opts)?;
+            if let Some(include) = ctx.table() {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                return Ok(json_response(
+                    200,
+                    &table::table(rt, &items, list["metadata"].clone(), include),
+                ));
+            }
             if ctx.metadata_only() {
                 let items: Vec<Value> = list["items"]
                     .as_array()
@@ -374,12 +498,14 @@ fn dispatch(
                     ctx.path
                 )));
             }
-            let created = store.create(rt, ns, ctx.json_body()?, &ctx.write_opts())?;
-            Ok(json_response(201, &created))
+            let created = store.create(rt, ns, ctx.json_body()?, &ctx.write_opts()?)?;
+            written(201, created)
         }
         (&Method::PUT, Some(name)) => {
             verb(record, "update");
-            ok(store.replace(rt, ns, name, ctx.json_body()?, t.part, &ctx.write_opts())?)
+            let replaced =
+                store.replace(rt, ns, name, ctx.json_body()?, t.part, &ctx.write_opts()?)?;
+            written(200, replaced)
         }
         (&Method::PATCH, Some(name)) => {
             verb(record, "patch");
@@ -393,10 +519,10 @@ fn dispatch(
                 ptype,
                 body,
                 t.part,
-                &ctx.write_opts(),
+                &ctx.write_opts()?,
                 ctx.flag("force"),
             )?;
-            Ok(json_response(if existed { 200 } else { 201 }, &out))
+            written(if existed { 200 } else { 201 }, out)
         }
         (&Method::DELETE, Some(name)) => {
             verb(record, "delete");
@@ -457,6 +583,7 @@ fn watch(shared: &Shared, ctx: &Ctx, t: &Target) -> Result<Response<Body>, ApiEr
         .filter(|s| *s > 0)
         .unwrap_or(1800);
     let metadata_only = ctx.metadata_only();
+    let as_table = ctx.table();
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let store = shared.store.clone();
     let stats = shared.stats.clone();
@@ -475,7 +602,17 @@ fn watch(shared: &Shared, ctx: &Ctx, t: &Target) -> Result<Response<Body>, ApiEr
             }
             event_line("BOOKMARK", &obj)
         };
-        let shape = |v: Value| if metadata_only { partial(&v) } else { v };
+        let shape = |v: Value| match as_table {
+            Some(include) => {
+                let rv = v
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                table::table(&rt, &[v], json!({"resourceVersion": rv}), include)
+            }
+            None if metadata_only => partial(&v),
+            None => v,
+        };
         let send = |line: Bytes| {
             let tx = tx.clone();
             let stats = stats.clone();

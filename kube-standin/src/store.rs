@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
+use crate::admission::field_error::{ErrorType, FieldError};
+use crate::admission::{self, FieldValidation, Origin};
 use crate::convert::{from_storage, to_storage};
+use crate::crd;
 use crate::error::ApiError;
 use crate::patch::{self, PatchType};
 use crate::pods;
@@ -56,6 +59,15 @@ pub(crate) enum Part {
 pub(crate) struct WriteOpts {
     pub dry_run: bool,
     pub field_manager: Option<String>,
+    pub field_validation: FieldValidation,
+    pub origin: Origin,
+}
+
+/// A written object and the warnings of its admission.
+#[derive(Debug, Clone)]
+pub(crate) struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
 }
 
 /// `propagationPolicy` of a delete.
@@ -160,6 +172,22 @@ struct Inner {
     /// The last object each field manager applied: (key, manager, status?) -> object.
     applied: HashMap<(Key, String, bool), Value>,
     rng: u64,
+    /// The built-in types plus those the stored CRDs serve.
+    served: Arc<Registry>,
+    /// Warnings of the write in progress.
+    warnings: Vec<String>,
+}
+
+const CRD_GROUP: &str = "apiextensions.k8s.io";
+const CRD_PLURAL: &str = "customresourcedefinitions";
+
+fn crd_key(name: &str) -> Key {
+    Key {
+        group: CRD_GROUP.into(),
+        plural: CRD_PLURAL.into(),
+        namespace: String::new(),
+        name: name.into(),
+    }
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -327,7 +355,86 @@ impl Inner {
             let uid = uid.to_string();
             self.collect_garbage(reg, &uid);
         }
+        if key.group == CRD_GROUP && key.plural == CRD_PLURAL {
+            self.rebuild_served(reg);
+        } else if let Some(crd) = self.crd_of(key) {
+            self.finish_crd_deletion(reg, &crd);
+        }
         obj
+    }
+
+    /// Rebuilds the served types: the built-in ones plus every stored CRD's.
+    fn rebuild_served(&mut self, builtins: &Registry) {
+        let mut served = builtins.clone();
+        for (_, obj) in self.range(CRD_GROUP, CRD_PLURAL, None) {
+            for rt in crd::served_types(obj) {
+                served.add(rt);
+            }
+        }
+        self.served = Arc::new(served);
+    }
+
+    /// The CRD serving the objects under `key`, if any.
+    fn crd_of(&self, key: &Key) -> Option<String> {
+        let rt = self.served.for_storage(&key.group, &key.plural)?;
+        rt.custom.as_ref().map(|c| c.crd.clone())
+    }
+
+    /// Whether the CRD named `crd` is being deleted.
+    fn crd_terminating(&self, crd: &str) -> bool {
+        self.objects.get(&crd_key(crd)).is_some_and(deleting)
+    }
+
+    /// The storage (group, plural) of the objects a stored CRD serves, if it is being deleted.
+    fn terminating_crd_storage(&self, crd: &str) -> Option<(String, String)> {
+        let obj = self.objects.get(&crd_key(crd)).filter(|o| deleting(o))?;
+        let s = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some((s("/spec/group"), s("/spec/names/plural")))
+    }
+
+    /// A CRD whose deletion started: deletes each of its objects (their own finalizers may
+    /// hold them), then releases the CRD if none is left.
+    fn delete_crd_objects(&mut self, reg: &Registry, crd: &str) {
+        let Some((group, plural)) = self.terminating_crd_storage(crd) else {
+            return;
+        };
+        let live: Vec<Key> = self
+            .range(&group, &plural, None)
+            .filter(|(_, o)| !deleting(o))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in live {
+            let _ = self.delete(reg, &key, &DeleteOpts::default());
+        }
+        self.finish_crd_deletion(reg, crd);
+    }
+
+    /// Once a terminating CRD has no objects left, releases its cleanup finalizer: the CRD
+    /// goes and its resource is no longer served.
+    fn finish_crd_deletion(&mut self, reg: &Registry, crd: &str) {
+        let Some((group, plural)) = self.terminating_crd_storage(crd) else {
+            return;
+        };
+        if self.range(&group, &plural, None).next().is_some() {
+            return;
+        }
+        let key = crd_key(crd);
+        let Some(mut obj) = self.objects.get(&key).cloned() else {
+            return;
+        };
+        if let Some(Value::Array(fs)) = meta_mut(&mut obj).get_mut("finalizers") {
+            fs.retain(|f| f != crd::CLEANUP_FINALIZER);
+        }
+        if finalizers(&obj).is_empty() {
+            self.remove(reg, &key, obj);
+        } else {
+            self.put(&key, obj, EventType::Modified);
+        }
     }
 
     fn uid_exists(&self, uid: &str) -> bool {
@@ -373,6 +480,7 @@ impl Inner {
 
     fn create(
         &mut self,
+        reg: &Registry,
         rt: &ResourceType,
         namespace: &str,
         mut obj: Value,
@@ -416,8 +524,10 @@ impl Inner {
                     return Err(ApiError::invalid(
                         rt,
                         "",
-                        "metadata.name",
-                        "Required value: name or generateName is required",
+                        vec![FieldError::required(
+                            "metadata.name",
+                            "name or generateName is required",
+                        )],
                     ));
                 }
             },
@@ -426,15 +536,23 @@ impl Inner {
             return Err(ApiError::invalid(
                 rt,
                 &name,
-                "metadata.name",
-                &format!(
-                    "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                ),
+                vec![FieldError::invalid(
+                    "metadata.name",
+                    Some(format!("{name:?}")),
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                )],
             ));
         }
         let key = Key::new(rt, namespace, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(rt, &name));
+        }
+        if let Some(custom) = &rt.custom
+            && self.crd_terminating(&custom.crd)
+        {
+            return Err(ApiError::method_not_allowed(
+                "create not allowed while custom resource definition is terminating",
+            ));
         }
         match rt.flavor {
             Flavor::Pod => pods::prepare_create(&mut obj),
@@ -445,9 +563,21 @@ impl Inner {
             }
             _ => {}
         }
+        meta_mut(&mut obj).insert("name".into(), json!(name));
+        if rt.flavor == Flavor::Crd {
+            crd::prepare(rt, &mut obj, None)?;
+        }
+        let warnings = admission::admit(
+            rt,
+            &mut obj,
+            None,
+            false,
+            opts.field_validation,
+            opts.origin,
+        )?;
+        self.warnings.extend(warnings);
         let uid = self.uid();
         let m = meta_mut(&mut obj);
-        m.insert("name".into(), json!(name));
         m.insert("uid".into(), json!(uid));
         m.insert("creationTimestamp".into(), json!(now_rfc3339()));
         if rt.generation {
@@ -456,7 +586,11 @@ impl Inner {
         if opts.dry_run {
             return Ok(obj);
         }
-        Ok(self.put(&key, obj, EventType::Added))
+        let out = self.put(&key, obj, EventType::Added);
+        if rt.flavor == Flavor::Crd {
+            self.rebuild_served(reg);
+        }
+        Ok(out)
     }
 
     fn update(
@@ -543,18 +677,36 @@ impl Inner {
                         return Err(ApiError::invalid(
                             rt,
                             &key.name,
-                            "metadata.finalizers",
-                            &format!(
-                                "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{added:?}]"
-                            ),
+                            vec![FieldError::new(
+                                ErrorType::Forbidden,
+                                "metadata.finalizers",
+                                None,
+                                &format!(
+                                    "no new finalizers can be added if the object is being deleted, found new finalizers [{added:?}]"
+                                ),
+                            )],
                         ));
                     }
                 }
                 if rt.flavor == Flavor::Pod {
                     pods::validate_update(rt, &key.name, &old, &mut new)?;
                 }
+                if rt.flavor == Flavor::Crd {
+                    crd::prepare(rt, &mut new, Some(&old))?;
+                }
             }
             Part::Internal => {}
+        }
+        if part != Part::Internal {
+            let warnings = admission::admit(
+                rt,
+                &mut new,
+                Some(&old),
+                part == Part::Status,
+                opts.field_validation,
+                opts.origin,
+            )?;
+            self.warnings.extend(warnings);
         }
         meta_mut(&mut new).insert("resourceVersion".into(), json!(old_rv));
         if rt.generation && spec_part(&new) != spec_part(&old) {
@@ -577,11 +729,16 @@ impl Inner {
         if deleting(&new) && finalizers(&new).is_empty() && !graceful_pending {
             return Ok(self.remove(reg, key, new));
         }
-        Ok(self.put(key, new, EventType::Modified))
+        let out = self.put(key, new, EventType::Modified);
+        if rt.flavor == Flavor::Crd {
+            self.rebuild_served(reg);
+        }
+        Ok(out)
     }
 
     fn delete(&mut self, reg: &Registry, key: &Key, opts: &DeleteOpts) -> Result<Value, ApiError> {
-        let rt = reg
+        let rt = self
+            .served
             .for_storage(&key.group, &key.plural)
             .cloned()
             .ok_or_else(|| ApiError::path_not_found(&key.plural))?;
@@ -663,6 +820,12 @@ impl Inner {
                 let generation = m.get("generation").and_then(Value::as_i64).unwrap_or(0);
                 m.insert("generation".into(), json!(generation + 1));
             }
+            if rt.flavor == Flavor::Crd {
+                crd::mark_terminating(&mut new);
+                let out = self.put(key, new, EventType::Modified);
+                self.delete_crd_objects(reg, &key.name);
+                return Ok(out);
+            }
             return Ok(self.put(key, new, EventType::Modified));
         }
         Ok(self.remove(reg, key, new))
@@ -724,6 +887,7 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x5eed);
+        let served = Arc::new(registry.clone());
         Self {
             registry,
             inner: Mutex::new(Inner {
@@ -735,6 +899,8 @@ impl Store {
                 watch_epoch: 0,
                 applied: HashMap::new(),
                 rng: seed,
+                served,
+                warnings: Vec::new(),
             }),
             notify: watch::channel(0).0,
         }
@@ -746,8 +912,15 @@ impl Store {
 
     /// Runs `f` under the lock, then wakes watchers if the resourceVersion moved.
     fn write<T>(&self, f: impl FnOnce(&mut Inner, &Registry) -> T) -> T {
+        self.write_warned(f).0
+    }
+
+    /// [`write`](Self::write), also returning the admission warnings of the write.
+    fn write_warned<T>(&self, f: impl FnOnce(&mut Inner, &Registry) -> T) -> (T, Vec<String>) {
         let mut inner = self.lock();
+        inner.warnings.clear();
         let out = f(&mut inner, &self.registry);
+        let warnings = std::mem::take(&mut inner.warnings);
         let rv = inner.rv;
         drop(inner);
         self.notify.send_if_modified(|v| {
@@ -755,13 +928,31 @@ impl Store {
             *v = rv;
             changed
         });
-        out
+        (out, warnings)
     }
 
-    /// The canonical type objects of `rt` are stored as.
-    fn canonical<'a>(&'a self, rt: &'a ResourceType) -> &'a ResourceType {
+    /// The canonical type objects of `rt` are stored as (core/v1 for both event APIs).
+    fn canonical(&self, rt: &ResourceType) -> ResourceType {
+        if rt.flavor != Flavor::EventsV1Event {
+            return rt.clone();
+        }
         let (g, p) = rt.storage();
-        self.registry.for_storage(g, p).unwrap_or(rt)
+        self.registry.for_storage(g, p).unwrap_or(rt).clone()
+    }
+
+    /// The served types: built-in ones and those of the stored CRDs.
+    pub(crate) fn served(&self) -> Arc<Registry> {
+        self.lock().served.clone()
+    }
+
+    /// A served type by group, version and plural.
+    pub(crate) fn find_type(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<ResourceType> {
+        self.lock().served.find(group, version, plural).cloned()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -863,11 +1054,15 @@ impl Store {
         ns: &str,
         obj: Value,
         opts: &WriteOpts,
-    ) -> Result<Value, ApiError> {
-        let canonical = self.canonical(rt).clone();
+    ) -> Result<Written, ApiError> {
+        let canonical = self.canonical(rt);
         let obj = to_storage(rt, obj);
-        self.write(|inner, _| inner.create(&canonical, ns, obj, opts))
-            .map(|o| from_storage(rt, o))
+        let (out, warnings) =
+            self.write_warned(|inner, reg| inner.create(reg, &canonical, ns, obj, opts));
+        out.map(|o| Written {
+            object: from_storage(rt, o),
+            warnings,
+        })
     }
 
     pub(crate) fn replace(
@@ -878,12 +1073,16 @@ impl Store {
         obj: Value,
         part: Part,
         opts: &WriteOpts,
-    ) -> Result<Value, ApiError> {
-        let canonical = self.canonical(rt).clone();
+    ) -> Result<Written, ApiError> {
+        let canonical = self.canonical(rt);
         let key = Key::new(rt, ns, name);
         let obj = to_storage(rt, obj);
-        self.write(|inner, reg| inner.update(reg, &canonical, &key, obj, part, opts))
-            .map(|o| from_storage(rt, o))
+        let (out, warnings) =
+            self.write_warned(|inner, reg| inner.update(reg, &canonical, &key, obj, part, opts));
+        out.map(|o| Written {
+            object: from_storage(rt, o),
+            warnings,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -897,11 +1096,19 @@ impl Store {
         part: Part,
         opts: &WriteOpts,
         force: bool,
-    ) -> Result<Value, ApiError> {
-        let canonical = self.canonical(rt).clone();
+    ) -> Result<Written, ApiError> {
+        let canonical = self.canonical(rt);
         let key = Key::new(rt, ns, name);
         let _ = force; // No field ownership is tracked, so there are no conflicts to force.
-        self.write(|inner, reg| {
+        let opts = &WriteOpts {
+            origin: if ptype == PatchType::Apply {
+                Origin::Apply
+            } else {
+                Origin::Patch
+            },
+            ..opts.clone()
+        };
+        let (out, warnings) = self.write_warned(|inner, reg| {
             let existing = inner.objects.get(&key).cloned();
             if ptype == PatchType::Apply {
                 let manager = opts.field_manager.clone().ok_or_else(|| {
@@ -925,7 +1132,7 @@ impl Store {
                     None => {
                         let mut obj = body.clone();
                         meta_mut(&mut obj).insert("name".into(), json!(name));
-                        inner.create(&canonical, ns, to_storage(rt, obj), opts)
+                        inner.create(reg, &canonical, ns, to_storage(rt, obj), opts)
                     }
                     Some(old) => {
                         let mut new = from_storage(rt, old);
@@ -949,8 +1156,11 @@ impl Store {
                 PatchType::Apply => unreachable!("handled above"),
             }
             inner.update(reg, &canonical, &key, to_storage(rt, new), part, opts)
+        });
+        out.map(|o| Written {
+            object: from_storage(rt, o),
+            warnings,
         })
-        .map(|o| from_storage(rt, o))
     }
 
     pub(crate) fn delete(

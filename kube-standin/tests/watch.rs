@@ -133,6 +133,7 @@ async fn old_resource_version_is_410_gone_inside_a_200() {
         .await
         .unwrap();
     let client = common::client_for(&small.url());
+    common::install_crd(&client).await;
     let jobs: Api<Job> = Api::namespaced(client, NS);
     let first = jobs
         .create(&PostParams::default(), &job("a"))

@@ -22,6 +22,8 @@ use serde_json::json;
 const NS: &str = "default";
 const API: &str = "multitask.dev/v1alpha1";
 const PLURAL: &str = "multitasktrainingjobs";
+/// The CRD, created in the stand-in before the operator starts, as a cluster has it.
+const CRD: &str = include_str!("../../crds/multitasktrainingjobs.yaml");
 
 #[derive(Parser)]
 struct Args {
@@ -150,6 +152,12 @@ async fn main() -> Result<()> {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, standin.kubeconfig(NS))?;
     let checkpoints = dir.path().join("checkpoints").display().to_string();
+    standin.create(
+        "apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        "",
+        serde_yaml::from_str(CRD).context("the CRD parses")?,
+    )?;
 
     let port = free_port()?;
     let log = std::fs::File::create(dir.path().join("operator.log"))?;

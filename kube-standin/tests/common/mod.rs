@@ -5,6 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
 use kube::{Client, Config};
 use kube_standin::StandIn;
 use mtl_crds::MultiTaskTrainingJob;
@@ -28,7 +30,37 @@ pub fn client_for(url: &str) -> Client {
     Client::try_from(config).expect("client builds")
 }
 
+/// The MultiTaskTrainingJob CRD, as `make crds` generates it.
+pub const CRD_YAML: &str = include_str!("../../../crds/multitasktrainingjobs.yaml");
+
+/// Creates the CRD over HTTP, as `kubectl create -f crds/multitasktrainingjobs.yaml` does,
+/// and waits until it is Established.
+pub async fn install_crd(client: &Client) {
+    let crd: CustomResourceDefinition = serde_yaml::from_str(CRD_YAML).expect("the CRD parses");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("the CRD is created");
+    poll("the CRD to be established", || async {
+        let crd = crds.get("multitasktrainingjobs.multitask.dev").await.ok()?;
+        let conditions = crd.status?.conditions?;
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+/// A stand-in with the CRD installed, and a client for it.
 pub async fn start() -> (StandIn, Client) {
+    let (standin, client) = start_without_crd().await;
+    install_crd(&client).await;
+    (standin, client)
+}
+
+/// A stand-in serving only the built-in types.
+pub async fn start_without_crd() -> (StandIn, Client) {
     init_tracing();
     let standin = StandIn::builder()
         .bookmark_interval(Duration::from_millis(200))

@@ -1,0 +1,433 @@
+//! Shared by the end-to-end tests: a kube-standin with the CRD installed from
+//! `crds/multitasktrainingjobs.yaml`, the real `mtl-operator` binary started against it
+//! through a kubeconfig, checkpoints written the way the trainer writes them, and bounded
+//! polling (nothing sleeps for synchronisation).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Config};
+use kube_standin::{Kubectl, StandIn};
+use mtl_crds::{CheckpointRef, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
+use mtl_storage::manifest::checkpoint_uri;
+use mtl_storage::{Manifest, Storage};
+use serde_json::json;
+
+/// The CRD as `make crds` generates it (and as the Helm chart installs it).
+pub const CRD_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../crds/multitasktrainingjobs.yaml"
+);
+
+pub const NS: &str = "default";
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it gives `Some`, failing after [`DEADLINE`] with `what` and the last
+/// value seen.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after {DEADLINE:?} waiting for {what}\n{}",
+                operator_logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+thread_local! {
+    /// Log files of the operators this test started (tests run one per thread).
+    static LOGS: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn operator_logs() -> String {
+    LOGS.with(|l| {
+        l.borrow()
+            .iter()
+            .map(|p| {
+                format!(
+                    "--- {} ---\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect()
+    })
+}
+
+/// One stand-in, a kubeconfig for it, a checkpoint directory and the operators started on it.
+pub struct Env {
+    pub standin: StandIn,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    operators: Vec<Operator>,
+}
+
+struct Operator {
+    identity: String,
+    child: Child,
+    metrics: String,
+    log: PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for op in &mut self.operators {
+            let _ = op.child.kill();
+            let _ = op.child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Env {
+    /// A stand-in with the CRD installed, as a user installs it.
+    pub async fn start() -> Env {
+        let env = Self::start_without_crd().await;
+        env.install_crd().await;
+        env
+    }
+
+    /// A stand-in serving only the built-in types.
+    pub async fn start_without_crd() -> Env {
+        mtl_operator::vertex::install_crypto_provider();
+        let standin = StandIn::builder()
+            .bookmark_interval(Duration::from_millis(500))
+            .start()
+            .await
+            .expect("stand-in starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, standin.kubeconfig(NS)).expect("kubeconfig written");
+        let mut config = Config::new(standin.url().parse().expect("url"));
+        config.default_namespace = NS.into();
+        let client = Client::try_from(config).expect("client");
+        Env {
+            standin,
+            client,
+            dir,
+            kubeconfig,
+            operators: Vec::new(),
+        }
+    }
+
+    /// Creates the CRD from `crds/multitasktrainingjobs.yaml` over HTTP (as
+    /// `kubectl create -f` does) and waits until it is Established.
+    pub async fn install_crd(&self) {
+        let yaml = std::fs::read_to_string(CRD_FILE).expect("the CRD file is readable");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("the CRD parses");
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("the CRD is created");
+        eventually("the CRD to be established", || {
+            let crds = crds.clone();
+            async move {
+                let crd = crds.get("multitasktrainingjobs.multitask.dev").await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// The real `kubectl`, with its own home directory under this environment's.
+    pub fn kubectl(&self) -> Kubectl {
+        let home = self.dir.path().join("kubectl");
+        std::fs::create_dir_all(&home).expect("kubectl home");
+        Kubectl::new(&self.standin.url(), &home, NS).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `mtl-operator run` as `identity`; returns its index.
+    pub fn operator(&mut self, identity: &str) -> usize {
+        let port = free_port();
+        let log = self.dir.path().join(format!("{identity}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mtl-operator"))
+            .args([
+                "run",
+                "--namespace",
+                NS,
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+                "--lease-namespace",
+                NS,
+                "--identity",
+                identity,
+                "--lease-duration-seconds",
+                "3",
+                "--pod-grace-seconds",
+                "5",
+                "--poll-seconds",
+                "1",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn,tower=warn,hyper=warn")
+            .stdout(Stdio::null())
+            .stderr(out.try_clone().expect("log handle"))
+            .spawn()
+            .expect("mtl-operator starts");
+        LOGS.with(|l| l.borrow_mut().push(log.clone()));
+        self.operators.push(Operator {
+            identity: identity.into(),
+            child,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        });
+        self.operators.len() - 1
+    }
+
+    pub fn signal(&mut self, i: usize, sig: &str) {
+        let pid = self.operators[i].child.id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+    }
+
+    pub async fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        eventually("the operator to exit", || {
+            let status = self.operators[i].child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await
+    }
+
+    pub fn logs(&self) -> String {
+        self.operators
+            .iter()
+            .map(|o| {
+                format!(
+                    "--- {} ---\n{}",
+                    o.identity,
+                    std::fs::read_to_string(&o.log).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    pub fn jobs(&self) -> Api<MultiTaskTrainingJob> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn checkpoints(&self) -> String {
+        self.dir.path().join("out").display().to_string()
+    }
+
+    /// `kubectl apply --server-side -f job.yaml`.
+    ///
+    /// The job arrives already carrying the operator's finalizer, so the scenarios start at the
+    /// first pod; adding the finalizer is checked by `operator_adds_its_finalizer` below and
+    /// request by request in the controller's mock tests.
+    pub async fn apply(&self, name: &str, extra: serde_json::Value) {
+        self.apply_with_meta(
+            name,
+            json!({"name": name, "finalizers": [mtl_operator::FINALIZER]}),
+            extra,
+        )
+        .await
+    }
+
+    pub async fn apply_with_meta(
+        &self,
+        name: &str,
+        metadata: serde_json::Value,
+        extra: serde_json::Value,
+    ) {
+        let mut job = json!({
+            "apiVersion": "multitask.dev/v1alpha1",
+            "kind": "MultiTaskTrainingJob",
+            "metadata": metadata,
+            "spec": {
+                "image": "mtl-trainer:test",
+                "model": {"pretrained": "gs://models/minilm"},
+                "tasks": [{
+                    "name": "stsb", "type": "regression", "train": "gs://data/stsb/train.tsv",
+                    "format": "glueTsv", "textFields": ["sentence1", "sentence2"], "labelField": "score"
+                }],
+                "checkpoints": {"uri": self.checkpoints(), "everySteps": 100},
+                "resources": {"gpus": 1, "gpuType": "nvidia-l4", "cpu": "4", "memory": "16Gi",
+                              "serviceAccountName": "trainer"},
+                "runPolicy": {"backoffLimit": 1}
+            }
+        });
+        merge(&mut job["spec"], extra);
+        self.jobs()
+            .patch(
+                name,
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(&job),
+            )
+            .await
+            .expect("job applied");
+    }
+
+    pub async fn status_until(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&MultiTaskTrainingJobStatus) -> bool,
+    ) -> MultiTaskTrainingJobStatus {
+        let jobs = self.jobs();
+        let found = tokio::time::timeout(
+            DEADLINE,
+            eventually(what, || {
+                let jobs = jobs.clone();
+                let pred = &pred;
+                async move {
+                    let job = jobs.get_opt(name).await.ok().flatten()?;
+                    job.status.filter(|s| pred(s))
+                }
+            }),
+        )
+        .await;
+        match found {
+            Ok(s) => s,
+            Err(_) => panic!("timed out waiting for {what}\n{}", self.logs()),
+        }
+    }
+
+    pub async fn pod(&self, name: &str) -> Pod {
+        let pods = self.pods();
+        eventually(&format!("pod {name}"), || {
+            let pods = pods.clone();
+            async move { pods.get_opt(name).await.ok().flatten() }
+        })
+        .await
+    }
+
+    pub async fn pod_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .pods()
+            .list(&ListParams::default())
+            .await
+            .expect("pods listed")
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Commits a checkpoint the way the trainer does: files first, then the manifest.
+    pub async fn commit_checkpoint(&self, step: u64) {
+        let storage = Storage::new();
+        let base = self.checkpoints();
+        let dir = checkpoint_uri(&base, step);
+        storage
+            .write(&mtl_storage::join(&dir, "model.safetensors"), vec![0; 16])
+            .await
+            .expect("checkpoint file");
+        let mut manifest = Manifest::load(&storage, &base)
+            .await
+            .expect("manifest readable")
+            .unwrap_or_default();
+        manifest
+            .commit(
+                &storage,
+                &base,
+                CheckpointRef {
+                    step,
+                    uri: dir,
+                    time: "2026-01-01T00:00:00Z".into(),
+                    metrics: BTreeMap::from([("stsb/pearson".to_string(), step as f64 / 1000.0)]),
+                },
+                None,
+            )
+            .await
+            .expect("manifest committed");
+    }
+
+    pub async fn event_reasons(&self) -> Vec<String> {
+        self.standin
+            .list("events.k8s.io/v1", "events", Some(NS))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub async fn metrics(&self, i: usize) -> Option<String> {
+        http_get(&self.operators[i].metrics).await
+    }
+}
+
+pub fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+/// A tiny HTTP/1.0 GET (the metrics endpoint), without another client dependency.
+pub async fn http_get(url: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/')?;
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    let req = format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).await.ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let status_line = head.lines().next()?;
+    (status_line.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+}
+
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+pub fn kubelet_ok(r: Result<serde_json::Value, kube_standin::Error>) {
+    r.expect("kubelet stand-in step");
+}
+
+pub async fn lease_holder(env: &Env) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), NS);
+    leases
+        .get_opt("mtl-operator")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
+}
