@@ -5,7 +5,8 @@
 //! kube-rs uses: discovery, get/list/create/replace/delete/patch (merge, strategic as merge,
 //! JSON patch, server-side apply), the status subresource, chunked watches with BOOKMARK
 //! events and `410 Gone` ERROR events, finalizers, graceful pod deletion and ownerReference
-//! garbage collection. A kubelet stand-in moves pods through their phases and disrupts them.
+//! garbage collection. A kubelet stand-in moves pods through their phases and disrupts them,
+//! or runs their containers with podman.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_standin::Error> {
@@ -38,7 +39,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use error::{ApiError, Error};
-pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome};
+pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome, PodmanConfig};
 pub use resources::{Flavor, Registry, ResourceType};
 pub use stats::{RequestRecord, StatsSnapshot, VerbCount};
 
