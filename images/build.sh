@@ -4,6 +4,7 @@
 # Dockerfiles' own defaults are the real rust, nvidia/cuda and distroless images).
 #
 #   images/build.sh [trainer] [operator]     default: both; tags mtl-<name>:$MTL_IMAGE_TAG (local)
+#   MTL_IMAGE_BASES=upstream images/build.sh  FROM the Dockerfiles' own (registry) base images
 #
 # Rebuilds are cheap: podman keeps every layer, and the cargo registry, cargo's target
 # directory and the torch/nvidia wheels persist in build cache mounts ($MTL_IMAGE_CACHE/tmp).
@@ -11,9 +12,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . images/env.sh
 tag="${MTL_IMAGE_TAG:-local}"
-images/bases.sh >/dev/null
 build_args=()
-while read -r kv; do build_args+=(--build-arg "$kv"); done < <(images/bases.sh --names)
+if [ "${MTL_IMAGE_BASES:-local}" = local ]; then
+    images/bases.sh >/dev/null
+    while read -r kv; do build_args+=(--build-arg "$kv"); done < <(images/bases.sh --names)
+fi
 for what in "${@:-trainer operator}"; do
     for w in $what; do
         start=$(date +%s)
