@@ -25,11 +25,11 @@ cleanup() {
 }
 trap cleanup EXIT
 check() { # check NAME COMMAND...: runs one assertion, reports it
-    local name=$1; shift
+    local label=$1; shift
     if "$@" >"$work/check.log" 2>&1; then
-        echo "ok   $name"; passed=$((passed + 1))
+        echo "ok   $label"; passed=$((passed + 1))
     else
-        echo "FAIL $name"; sed 's/^/     /' "$work/check.log" | tail -30; failed=$((failed + 1))
+        echo "FAIL $label"; sed 's/^/     /' "$work/check.log" | tail -30; failed=$((failed + 1))
     fi
 }
 contains() { grep -qF -- "$2" <<<"$1" || { echo "expected to find: $2"; echo "in: $1"; return 1; }; }
@@ -97,11 +97,11 @@ operator_tests() {
     target/debug/kube-standin --kubeconfig "$work/kubeconfig" >"$work/standin.url" 2>"$work/standin.log" &
     standin_pid=$!
     until_ok 60 test -s "$work/standin.url" || { echo "kube-standin did not start"; cat "$work/standin.log"; exit 1; }
-    local api port name
+    local api port ctr
     api=$(head -1 "$work/standin.url")
     port=$(free_port)
-    name="mtl-smoke-operator-$$"
-    podman run -d --name "$name" --label "dev.mtl.smoke=$$" --network host \
+    ctr="mtl-smoke-operator-$$"
+    podman run -d --name "$ctr" --label "dev.mtl.smoke=$$" --network host \
         -v "$work/kubeconfig:/kubeconfig:ro" -e KUBECONFIG=/kubeconfig "$operator" \
         run --namespace default --lease-namespace default --identity smoke \
         --metrics-addr "127.0.0.1:$port" >/dev/null
@@ -115,16 +115,16 @@ operator_tests() {
     check "operator: lists and watches MultiTaskTrainingJobs" until_ok 60 lists_jobs
     runs_as_nonroot() {
         local pid
-        pid=$(podman inspect --format '{{.State.Pid}}' "$name")
+        pid=$(podman inspect --format '{{.State.Pid}}' "$ctr")
         [ "$(stat -c %u:%g "/proc/$pid")" = "65532:65532" ] || { stat -c %u:%g "/proc/$pid"; return 1; }
     }
     check "operator: runs as nonroot (65532:65532)" runs_as_nonroot
     stops_cleanly() {
-        podman stop --time 30 "$name" >/dev/null
-        [ "$(podman inspect --format '{{.State.ExitCode}}' "$name")" = 0 ]
+        podman stop --time 30 "$ctr" >/dev/null
+        [ "$(podman inspect --format '{{.State.ExitCode}}' "$ctr")" = 0 ]
     }
     check "operator: exits 0 on SIGTERM" stops_cleanly
-    podman logs "$name" 2>&1 | tail -5
+    podman logs "$ctr" 2>&1 | tail -3
 }
 
 for what in "${@:-trainer local operator}"; do
