@@ -1,10 +1,11 @@
 //! End to end with real containers: the real `mtl-operator` binary against kube-standin,
-//! whose kubelet runs the pods with podman; the trainer image in the pod fine-tunes MiniLM
-//! (the pretrained weights the project ships) with data, model and checkpoints in a real
-//! `gcp-storage-emulator` on the host's loopback.
+//! whose kubelet runs the pods with podman; the trainer image in the pod fine-tunes a tiny
+//! random BERT (MiniLM's tokenizer) on the bundled STS-B and RTE samples, with data, model and
+//! checkpoints in a real `gcp-storage-emulator` on the host's loopback.
 //!
 //! They need podman, the trainer image (`make images`; `$MTL_TRAINER_IMAGE` names another)
-//! and the project's venv (emulator, MiniLM), so they are ignored by `cargo test` and run by
+//! and the project's venv (emulator, transformers, MiniLM's tokenizer), so they are ignored by
+//! `cargo test` and run by
 //! `make image-test`:
 //!     cargo test -p mtl-operator --test containers -- --ignored
 
@@ -39,6 +40,35 @@ fn minilm_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join(".cache/minilm"))
 }
 
+/// A random 2-layer BERT of hidden size 32 with MiniLM's vocabulary and tokenizer, saved by
+/// transformers as a HuggingFace model directory.
+fn tiny_model(dir: &Path) -> PathBuf {
+    let out = dir.join("tiny-bert");
+    let python = std::env::var_os("MTL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv/bin/python"));
+    let script = r#"
+import shutil, sys, torch
+from transformers import BertConfig, BertModel
+out, tokenizer = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=64, max_position_embeddings=128)
+BertModel(config).save_pretrained(out)
+for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+    shutil.copy(f"{tokenizer}/{f}", f"{out}/{f}")
+"#;
+    let status = Command::new(&python)
+        .args(["-c", script])
+        .arg(&out)
+        .arg(minilm_dir())
+        .env("HF_HUB_OFFLINE", "1")
+        .status()
+        .unwrap_or_else(|e| panic!("{} (make setup creates .venv): {e}", python.display()));
+    assert!(status.success(), "making the tiny model failed");
+    out
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -67,13 +97,22 @@ impl Drop for World {
 impl World {
     async fn start() -> World {
         mtl_operator::vertex::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
         let emulator = Emulator::start();
         let storage = emulator.storage();
-        for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"] {
+        let model = tiny_model(dir.path());
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+            "special_tokens_map.json",
+        ] {
             storage
-                .upload(&minilm_dir().join(f), &emulator.uri(&format!("models/minilm/{f}")))
+                .upload(&model.join(f), &emulator.uri(&format!("models/tiny/{f}")))
                 .await
-                .unwrap_or_else(|e| panic!("uploading MiniLM's {f} (make setup makes .cache/minilm): {e}"));
+                .unwrap_or_else(|e| panic!("uploading the model's {f}: {e}"));
         }
         for task in ["stsb", "rte"] {
             for split in ["train", "dev"] {
@@ -96,13 +135,20 @@ impl World {
             .start()
             .await
             .expect("stand-in starts");
-        let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, standin.kubeconfig(NS)).expect("kubeconfig written");
         let operator_log = dir.path().join("operator.log");
         let log = std::fs::File::create(&operator_log).expect("log file");
         let operator = Command::new(env!("CARGO_BIN_EXE_mtl-operator"))
-            .args(["run", "--namespace", NS, "--lease-namespace", NS, "--identity", "op"])
+            .args([
+                "run",
+                "--namespace",
+                NS,
+                "--lease-namespace",
+                NS,
+                "--identity",
+                "op",
+            ])
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
             .args(["--pod-grace-seconds", "120", "--poll-seconds", "1"])
             .env("KUBECONFIG", &kubeconfig)
@@ -129,7 +175,7 @@ impl World {
         self.emulator.uri(&format!("runs/{job}"))
     }
 
-    /// `kubectl apply --server-side` of a job that fine-tunes MiniLM for `max_steps`.
+    /// `kubectl apply --server-side` of a job that trains the tiny model for `max_steps`.
     async fn apply(&self, name: &str, max_steps: u64, every_steps: u64) {
         let task = |name: &str, kind: &str, label: &str| {
             let mut t = json!({
@@ -149,17 +195,21 @@ impl World {
             "metadata": {"name": name},
             "spec": {
                 "image": trainer_image(),
-                "model": {"pretrained": self.emulator.uri("models/minilm"), "maxLength": 32},
+                "model": {"pretrained": self.emulator.uri("models/tiny"), "maxLength": 64},
                 "tasks": [task("stsb", "regression", "score"), task("rte", "classification", "label")],
-                "training": {"maxSteps": max_steps, "batchSize": 8, "learningRate": 5.0e-5, "seed": 7},
+                "training": {"maxSteps": max_steps, "batchSize": 8, "learningRate": 1.0e-3, "seed": 7},
                 "checkpoints": {"uri": self.checkpoints(name), "everySteps": every_steps, "keep": 20},
                 "runPolicy": {"backoffLimit": 0}
             }
         });
         let jobs: Api<MultiTaskTrainingJob> = Api::namespaced(self.client.clone(), NS);
-        jobs.patch(name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&job))
-            .await
-            .expect("job applied");
+        jobs.patch(
+            name,
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&job),
+        )
+        .await
+        .expect("job applied");
     }
 
     fn diagnostics(&self, job: &str) -> String {
@@ -191,7 +241,10 @@ impl World {
                 return v;
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("timed out after {DEADLINE:?} waiting for {what}\n{}", self.diagnostics(job));
+                panic!(
+                    "timed out after {DEADLINE:?} waiting for {what}\n{}",
+                    self.diagnostics(job)
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -214,14 +267,22 @@ impl World {
                 }
             })
             .await;
-        assert_ne!(status.phase, JobPhase::Failed, "the job failed: {status:?}\n{}", self.diagnostics(job));
+        assert_ne!(
+            status.phase,
+            JobPhase::Failed,
+            "the job failed: {status:?}\n{}",
+            self.diagnostics(job)
+        );
         status
     }
 }
 
 /// The JSON summary mtl-trainer prints on stdout when `train` ends.
 fn summary(log: &str) -> Value {
-    let start = log.rfind("\n{\n").map(|i| i + 1).or_else(|| log.starts_with("{\n").then_some(0));
+    let start = log
+        .rfind("\n{\n")
+        .map(|i| i + 1)
+        .or_else(|| log.starts_with("{\n").then_some(0));
     let text = &log[start.unwrap_or_else(|| panic!("no summary in the trainer's log:\n{log}"))..];
     let end = text.find("\n}").map(|i| i + 2).expect("the summary's end");
     serde_json::from_str(&text[..end]).unwrap_or_else(|e| panic!("summary: {e}\n{text}"))
@@ -231,32 +292,70 @@ fn summary(log: &str) -> Value {
 #[ignore = "needs podman and the trainer image: make image-test"]
 async fn a_job_trains_in_the_trainer_image_and_succeeds() {
     let world = World::start().await;
-    world.apply("real", 12, 6).await;
+    world.apply("real", 40, 20).await;
 
     let status = world
-        .status_until("real", "phase Succeeded", |s| s.phase == JobPhase::Succeeded)
+        .status_until("real", "phase Succeeded", |s| {
+            s.phase == JobPhase::Succeeded
+        })
         .await;
     let steps: Vec<u64> = status.checkpoints.iter().map(|c| c.step).collect();
-    assert_eq!(steps, [6, 12], "{status:?}");
+    assert_eq!(steps, [20, 40], "{status:?}");
     let base = world.checkpoints("real");
-    assert_eq!(status.latest_checkpoint.as_deref(), Some(format!("{base}/checkpoint-12").as_str()));
-    assert!(status.checkpoints[1].metrics.contains_key("stsb/pearson"), "{status:?}");
-    assert!(status.checkpoints[1].metrics.contains_key("rte/accuracy"), "{status:?}");
-    assert_eq!((status.attempt, status.restarts, status.preemptions), (1, 0, 0));
+    assert_eq!(
+        status.latest_checkpoint.as_deref(),
+        Some(format!("{base}/checkpoint-40").as_str())
+    );
+    assert!(
+        status.checkpoints[1].metrics.contains_key("stsb/pearson"),
+        "{status:?}"
+    );
+    assert!(
+        status.checkpoints[1].metrics.contains_key("rte/accuracy"),
+        "{status:?}"
+    );
+    assert_eq!(
+        (status.attempt, status.restarts, status.preemptions),
+        (1, 0, 0)
+    );
 
     // Every file of the checkpoint is in the bucket, and the pod ran the real container.
-    let files = world.emulator.storage().list(&format!("{base}/checkpoint-12/")).await.unwrap();
-    for f in ["model.safetensors", "optimizer.safetensors", "trainer_state.json", "tokenizer.json"] {
-        assert!(files.iter().any(|u| u.ends_with(f)), "{f} missing from {files:?}");
+    let files = world
+        .emulator
+        .storage()
+        .list(&format!("{base}/checkpoint-40/"))
+        .await
+        .unwrap();
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+        "tokenizer.json",
+    ] {
+        assert!(
+            files.iter().any(|u| u.ends_with(f)),
+            "{f} missing from {files:?}"
+        );
     }
     let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
     let pod = pods.get("real-1").await.expect("the pod");
     let c = &pod.status.unwrap().container_statuses.unwrap()[0];
-    let t = c.state.as_ref().unwrap().terminated.as_ref().expect("terminated");
+    let t = c
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .expect("terminated");
     assert_eq!(t.exit_code, 0);
-    assert!(c.container_id.as_deref().unwrap_or_default().starts_with("podman://"));
+    assert!(
+        c.container_id
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("podman://")
+    );
     let out = summary(&world.log("real-1").expect("the trainer's log"));
-    assert_eq!(out["step"], 12, "{out}");
+    assert_eq!(out["step"], 40, "{out}");
     assert_eq!(out["resumed_from"], Value::Null, "{out}");
 }
 
@@ -264,21 +363,32 @@ async fn a_job_trains_in_the_trainer_image_and_succeeds() {
 #[ignore = "needs podman and the trainer image: make image-test"]
 async fn a_deleted_pod_checkpoints_on_sigterm_and_the_next_attempt_resumes_from_it() {
     let world = World::start().await;
-    let (max_steps, every) = (120, 10);
+    // Long enough that the pod is deleted mid-run: thousands of the tiny model's steps.
+    let (max_steps, every) = (3000, 500);
     world.apply("resume", max_steps, every).await;
 
     // Training is under way once the first periodic checkpoint is in status.
     world
-        .status_until("resume", "the first checkpoint", |s| !s.checkpoints.is_empty())
+        .status_until("resume", "the first checkpoint", |s| {
+            !s.checkpoints.is_empty()
+        })
         .await;
     let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
-    pods.delete("resume-1", &DeleteParams::default()).await.expect("pod deleted");
+    pods.delete("resume-1", &DeleteParams::default())
+        .await
+        .expect("pod deleted");
 
     let status = world
-        .status_until("resume", "phase Succeeded after a second attempt", |s| s.phase == JobPhase::Succeeded)
+        .status_until("resume", "phase Succeeded after a second attempt", |s| {
+            s.phase == JobPhase::Succeeded
+        })
         .await;
     assert_eq!(status.attempt, 2, "{status:?}");
-    assert_eq!((status.preemptions, status.restarts), (1, 0), "a deletion is not a failure");
+    assert_eq!(
+        (status.preemptions, status.restarts),
+        (1, 0),
+        "a deletion is not a failure"
+    );
 
     // Attempt 1 stopped on SIGTERM with a checkpoint of where it was.
     let first = summary(&world.log("resume-1").expect("attempt 1's log"));
@@ -288,7 +398,10 @@ async fn a_deleted_pod_checkpoints_on_sigterm_and_the_next_attempt_resumes_from_
     let checkpoint = format!("{}/checkpoint-{stopped_at}", world.checkpoints("resume"));
     assert_eq!(first["checkpoint"], checkpoint.as_str(), "{first}");
     assert!(
-        status.checkpoints.iter().any(|c| c.step == stopped_at && c.uri == checkpoint),
+        status
+            .checkpoints
+            .iter()
+            .any(|c| c.step == stopped_at && c.uri == checkpoint),
         "the SIGTERM checkpoint is committed: {status:?}"
     );
 
