@@ -186,13 +186,16 @@ fn the_phase_follows_the_containers() {
         json!({"name": "a", "state": {"terminated": {"exitCode": 143}}, "restartCount": 0});
     let backoff = json!({"name": "b", "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "restartCount": 1});
     assert_eq!(phase_of(&[running.clone(), waiting], 2), ("Pending", false));
-    assert_eq!(phase_of(&[running.clone()], 1), ("Running", true));
+    assert_eq!(
+        phase_of(std::slice::from_ref(&running), 1),
+        ("Running", true)
+    );
     assert_eq!(
         phase_of(&[running.clone(), ok.clone()], 2),
         ("Running", false)
     );
     assert_eq!(phase_of(&[running, backoff], 2), ("Running", false));
-    assert_eq!(phase_of(&[ok.clone()], 1), ("Succeeded", false));
+    assert_eq!(phase_of(std::slice::from_ref(&ok), 1), ("Succeeded", false));
     assert_eq!(phase_of(&[failed, ok], 2), ("Failed", false));
 }
 
