@@ -363,8 +363,8 @@ async fn a_job_trains_in_the_trainer_image_and_succeeds() {
 #[ignore = "needs podman and the trainer image: make image-test"]
 async fn a_deleted_pod_checkpoints_on_sigterm_and_the_next_attempt_resumes_from_it() {
     let world = World::start().await;
-    // Long enough that the pod is deleted mid-run: thousands of the tiny model's steps.
-    let (max_steps, every) = (3000, 500);
+    // Long enough that the pod is deleted mid-run: the first checkpoint comes at a sixth.
+    let (max_steps, every) = (600, 100);
     world.apply("resume", max_steps, every).await;
 
     // Training is under way once the first periodic checkpoint is in status.
