@@ -2,7 +2,7 @@
 # podman keeps its images and build caches, and the engine settings it runs with.
 #
 #   $MTL_IMAGE_CACHE/storage   containers storage: base images, built images, their layers
-#   $MTL_IMAGE_CACHE/tmp       build-time cache mounts (RUN --mount=type=cache: the cargo
+#   $MTL_IMAGE_CACHE/tmp       build-time cache mounts in buildah-cache/ (RUN --mount=type=cache: the cargo
 #                              registry and target directory, the torch/nvidia wheels)
 #   $MTL_IMAGE_CACHE/bases     debootstrap's package cache for the local base images
 #
