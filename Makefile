@@ -88,11 +88,10 @@ docker-push: docker-build
 	docker push $(REGISTRY)/mtl-trainer:$(TAG)
 	docker push $(REGISTRY)/mtl-operator:$(TAG)
 
-# The local job inside the trainer image (GPU when the host has one).
+# The local job inside the trainer image (GPU when the host has one): docker when a daemon
+# answers, else podman with the image built by `make images`.
 docker-local-train:
-	docker build -f Dockerfile.trainer -t mtl-trainer:local .
-	docker run --rm $$(command -v nvidia-smi >/dev/null && echo --gpus all) \
-	  -v $(CURDIR):/work -w /work mtl-trainer:local train --job examples/job-local.yaml
+	images/local-train.sh
 
 deploy:
 	helm upgrade --install mtl-operator charts/mtl-operator -n mtl-system --create-namespace \
@@ -118,3 +117,27 @@ bench: setup
 
 clean:
 	rm -rf out target/release/mtl-trainer
+
+# --- Images with podman (no Docker daemon, no registry) -----------------------------------
+# Both Dockerfiles as written, FROM local stand-ins for their base images (images/bases.sh);
+# caches under MTL_IMAGE_CACHE (default ~/.cache/mtl-images, see images/env.sh).
+#   make images        build mtl-trainer:local and mtl-operator:local
+#   make image-test    build them if needed, smoke-test them (images/smoke.sh, including
+#                      docker-local-train), run real pods with the kubelet stand-in's podman
+#                      runtime and the end-to-end jobs in real trainer containers
+#   make images-clean  remove the images and every cache
+.PHONY: image-tools images image-test images-clean
+image-tools:
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null || images/install-tools.sh
+
+images: image-tools
+	images/build.sh trainer operator
+
+image-test: images setup
+	images/smoke.sh
+	. images/env.sh && cargo test -p kube-standin --test podman -- --ignored
+	. images/env.sh && cargo test -p mtl-operator --test containers -- --ignored
+
+images-clean:
+	. images/env.sh && podman system reset --force
+	. images/env.sh && rm -rf "$$MTL_IMAGE_CACHE"

@@ -1,5 +1,8 @@
 //! The kubelet (and scheduler) stand-in: moves pods through Pending, Running, Succeeded or
-//! Failed, finishes graceful deletions, and disrupts pods the way GKE does.
+//! Failed, finishes graceful deletions, and disrupts pods the way GKE does. With
+//! [`KubeletConfig::podman`] it runs the pods' containers for real (`kubelet/podman.rs`).
+
+mod podman;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -11,6 +14,7 @@ use crate::Error;
 use crate::error::ApiError;
 use crate::resources::ResourceType;
 use crate::store::{DeleteOpts, Store, now_rfc3339};
+pub use podman::PodmanConfig;
 
 /// How the kubelet stand-in behaves on its own.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,6 +28,11 @@ pub struct KubeletConfig {
     /// When off, a deleted running pod stays with a `deletionTimestamp` until
     /// [`Kubelet::finish_deletion`].
     pub auto_finish_deletion: bool,
+    /// Run every new pod's containers with podman (status, exit codes and deletions follow
+    /// the real containers; `auto_run` is then implied). Set at start; the manual status
+    /// transitions ([`Kubelet::run`], [`Kubelet::succeed`], ...) still only edit status.
+    #[serde(default)]
+    pub podman: Option<PodmanConfig>,
 }
 
 impl Default for KubeletConfig {
@@ -32,6 +41,7 @@ impl Default for KubeletConfig {
             node_name: "standin-node".into(),
             auto_run: false,
             auto_finish_deletion: true,
+            podman: None,
         }
     }
 }
@@ -121,6 +131,7 @@ pub struct Kubelet {
     pods: ResourceType,
     config: Arc<Mutex<KubeletConfig>>,
     wake: Arc<Notify>,
+    podman: Option<Arc<podman::Runtime>>,
 }
 
 fn set_condition(
@@ -227,11 +238,16 @@ impl Kubelet {
             .find("", "v1", "pods")
             .cloned()
             .unwrap_or_else(crate::resources::pod_type);
+        let podman = config
+            .podman
+            .as_ref()
+            .map(|c| Arc::new(podman::Runtime::new(c)));
         Self {
             store,
             pods,
             config: Arc::new(Mutex::new(config)),
             wake: Arc::new(Notify::new()),
+            podman,
         }
     }
 
@@ -248,6 +264,17 @@ impl Kubelet {
             .unwrap_or_else(PoisonError::into_inner)
             .auto_run = on;
         self.wake.notify_one();
+    }
+
+    /// The log of a container run by the podman runtime (restart number `restart`), as text.
+    pub fn container_log(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        restart: u32,
+    ) -> Option<String> {
+        self.podman.as_ref()?.log(ns, pod, container, restart)
     }
 
     pub fn set_auto_finish_deletion(&self, on: bool) {
@@ -508,9 +535,15 @@ impl Kubelet {
             loop {
                 changes.borrow_and_update();
                 let cfg = this.config();
+                let pods = this.store.all(&this.pods);
+                if let Some(rt) = &this.podman {
+                    rt.sync(&this, &pods);
+                }
                 if cfg.auto_run || cfg.auto_finish_deletion {
-                    for pod in this.store.all(&this.pods) {
-                        this.auto_step(&cfg, &pod);
+                    for pod in &pods {
+                        if !this.podman.as_ref().is_some_and(|rt| rt.manages(pod)) {
+                            this.auto_step(&cfg, pod);
+                        }
                     }
                 }
                 tokio::select! {

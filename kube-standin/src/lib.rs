@@ -9,7 +9,7 @@
 //! collection. CustomResourceDefinitions are real objects: creating one serves its resource,
 //! whose objects are pruned, defaulted and validated against the CRD's schema and CEL rules
 //! as the API server does. A kubelet stand-in moves pods through their phases and disrupts
-//! them.
+//! them, or runs their containers with podman.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_standin::Error> {
@@ -52,7 +52,7 @@ pub use admission::FieldValidation;
 pub use crd::{CustomType, PrinterColumn};
 pub use error::{ApiError, Error};
 pub use kubectl::{Kubectl, KubectlOutput};
-pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome};
+pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome, PodmanConfig};
 pub use resources::{Flavor, Registry, ResourceType};
 pub use stats::{RequestRecord, StatsSnapshot, VerbCount};
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use kube_standin::{KubeletConfig, StandIn};
+use kube_standin::{KubeletConfig, PodmanConfig, StandIn};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,22 @@ struct Args {
     /// Namespace of the kubeconfig's context.
     #[arg(long, default_value = "default")]
     namespace: String,
+    /// Run pods' containers with podman (images from podman's local storage, host network).
+    #[arg(long)]
+    podman: bool,
+    /// With --podman: where emptyDir volumes and container logs live (default: a new temp dir).
+    #[arg(long, requires = "podman")]
+    podman_root: Option<PathBuf>,
+    /// With --podman: NAME=VALUE added to every container's environment (repeatable).
+    #[arg(long = "container-env", value_name = "NAME=VALUE", requires = "podman", value_parser = parse_env)]
+    container_env: Vec<(String, String)>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }
 
 #[tokio::main]
@@ -49,6 +65,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .kubelet(KubeletConfig {
             auto_run: args.auto_run,
             auto_finish_deletion: !args.manual_deletion,
+            podman: args.podman.then(|| PodmanConfig {
+                root: args.podman_root.clone().unwrap_or_default(),
+                extra_env: args.container_env.iter().cloned().collect(),
+                ..PodmanConfig::default()
+            }),
             ..KubeletConfig::default()
         })
         .start()
