@@ -54,7 +54,7 @@ run-local: setup
 
 # Crate by crate: a workspace-wide build would unify rustls onto two crypto providers
 # (kube: ring, Google clients: aws-lc-rs), which each binary resolves for itself.
-TEST_CRATES := mtl-crds mtl-storage kube-standin mtl-operator mtl-trainer
+TEST_CRATES := mtl-crds mtl-storage mtl-tfevents kube-standin mtl-operator mtl-trainer
 test: setup
 	@command -v kubectl >/dev/null || { echo "make test: kubectl is not on PATH; the end-to-end tests drive the real kubectl (1.32)" >&2; exit 1; }
 	set -e; for c in $(TEST_CRATES); do cargo test -p $$c --all-targets $$( [ $$c = mtl-storage ] && echo --all-features ); done
@@ -111,7 +111,8 @@ cloud-train: docker-push
 #   make bench BENCH_ARGS="--config small --jobs 100"
 BENCH_ARGS ?=
 bench: setup
-	cargo build --release -p mtl-trainer --bin mtl-bench
+	$(PY) -m pip install -q -r bench/requirements.txt
+	cargo build --release -p mtl-trainer --bin mtl-bench --bin mtl-trainer
 	cargo build --release -p mtl-operator --bin mtl-operator --example scale
 	$(PY) bench/run.py $(BENCH_ARGS)
 

@@ -9,13 +9,18 @@ Everything is measured in this one run on this machine, and reported as ratios:
      the reference in `best` mode (dynamic padding, fused AdamW) and in `original` mode
      (padding to maxLength), each in its own process with the same threads, model, batches;
   4. the operator against the Kubernetes API stand-in with 100 and 1000 jobs (mtl-operator's
-     `scale` example).
+     `scale` example);
+  5. data at scale: generated STS-B-format tasks of 200k and 1M sentence pairs (plus the
+     bundled RTE) with MiniLM: tokenization examples/s against HF `datasets`' batched `map`,
+     peak RSS and examples/s training on the 1M task against the bundled data, and the time to
+     load the data with the token-store cache warm against cold.
 
 Writes bench/results/<UTC time>-<config>.{json,md} and bench/results/latest.md.
 
 Usage: python bench/run.py [--config base|small] [--warmup 2] [--steps 10] [--agree-steps 4]
                            [--threads N] [--jobs 100,1000] [--skip-train] [--skip-operator]
                            [--device cpu|cuda] [--precision fp32|bf16]
+                           [--data-sizes 200000,1000000] [--skip-data]
 
 On a GPU (`--device cuda --precision bf16`, what bench/gpu_check.sh runs) both sides train in
 bf16 autocast on the GPU; the loss agreement then uses a bf16 tolerance.
@@ -36,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work")
 RESULTS = os.path.join(ROOT, "bench", "results")
 MTL_BENCH = os.path.join(ROOT, "target", "release", "mtl-bench")
+MTL_TRAINER = os.path.join(ROOT, "target", "release", "mtl-trainer")
 SCALE = os.path.join(ROOT, "target", "release", "examples", "scale")
 OPERATOR = os.path.join(ROOT, "target", "release", "mtl-operator")
 MINILM = os.path.join(ROOT, ".cache", "minilm")
@@ -190,6 +196,9 @@ def bench_train(args, out):
     job = os.path.join(WORK, "job.json")
     write_job(job, model_dir, data_dir, args.batch_size, args.precision)
     num_labels = {"stsb": 1, "rte": 2, "csqa": 1}
+    # Every run reads and tokenizes afresh: a cache left by an earlier run would hide that cost.
+    train_cache = os.path.join(WORK, "train-cache")
+    shutil.rmtree(train_cache, ignore_errors=True)
     threads = ["--threads", str(args.threads), "--device", args.device]
     ref_args = ["--threads", str(args.threads), "--device", args.device, "--precision", args.precision]
     py = sys.executable
@@ -205,7 +214,8 @@ def bench_train(args, out):
     # Loss agreement: same initial weights, same batches, no dropout.
     k = args.agree_steps
     sh([MTL_BENCH, "train", *threads, "--job", job, "--warmup", "0", "--steps", str(k), "--no-dropout",
-        "--save-init", p("init.safetensors"), "--out", p("agree-rust.json")])
+        "--save-init", p("init.safetensors"), "--cache-dir", train_cache, "--out", p("agree-rust.json")])
+    shutil.rmtree(train_cache, ignore_errors=True)
     sh([py, ref, *ref_args, "--job", job, "--plan", p("agree-rust.json"), "--init", p("init.safetensors"),
         "--mode", "best", "--warmup", "0", "--steps", str(k), "--no-dropout", "--out", p("agree-ref.json")])
     agreement = loss_agreement(json.load(open(p("agree-rust.json"))), json.load(open(p("agree-ref.json"))),
@@ -214,10 +224,13 @@ def bench_train(args, out):
     # Throughput, dropout on, each in its own process.
     w, n = str(args.warmup), str(args.steps)
     runs = {}
-    sh([MTL_BENCH, "train", *threads, "--job", job, "--warmup", w, "--steps", n, "--out", p("rust.json")])
+    sh([MTL_BENCH, "train", *threads, "--job", job, "--warmup", w, "--steps", n,
+        "--cache-dir", train_cache, "--out", p("rust.json")])
+    shutil.rmtree(train_cache, ignore_errors=True)
     runs["mtl-trainer"] = json.load(open(p("rust.json")))
     sh([MTL_BENCH, "train", *threads, "--job", job, "--warmup", w, "--steps", n, "--pad-to", "128",
-        "--out", p("rust-pad128.json")])
+        "--cache-dir", train_cache, "--out", p("rust-pad128.json")])
+    shutil.rmtree(train_cache, ignore_errors=True)
     runs["mtl-trainer (padded to 128)"] = json.load(open(p("rust-pad128.json")))
     for mode in ("best", "original"):
         sh([py, ref, *ref_args, "--job", job, "--plan", p("rust.json"), "--init", p("init.safetensors"),
@@ -238,6 +251,112 @@ def bench_train(args, out):
         "loss_agreement": agreement,
         "runs": summary,
         "ratios": ratios,
+    }
+
+
+def data_job(path, stsb_train, batch_size=16):
+    """The data benchmark's job: MiniLM on an STS-B-format task (`stsb_train`) and the bundled
+    RTE, validated on the bundled dev sets."""
+    d = os.path.join(ROOT, "examples", "data")
+    job = {
+        "apiVersion": "multitask.dev/v1alpha1",
+        "kind": "MultiTaskTrainingJob",
+        "metadata": {"name": "data-bench"},
+        "spec": {
+            "model": {"pretrained": MINILM, "maxLength": 64},
+            "tasks": [
+                {"name": "stsb", "type": "regression", "format": "glueTsv", "train": stsb_train,
+                 "validation": f"{d}/stsb/dev.tsv", "textFields": ["sentence1", "sentence2"],
+                 "labelField": "score"},
+                {"name": "rte", "type": "classification", "format": "glueTsv", "train": f"{d}/rte/train.tsv",
+                 "validation": f"{d}/rte/dev.tsv", "textFields": ["sentence1", "sentence2"],
+                 "labelField": "label", "labelNames": ["entailment", "not_entailment"]},
+            ],
+            "training": {"batchSize": batch_size, "learningRate": 5e-5, "seed": 42, "logEverySteps": 10},
+            "checkpoints": {"uri": os.path.join(WORK, "data-checkpoints"), "everySteps": 100000},
+        },
+    }
+    with open(path, "w") as f:
+        json.dump(job, f, indent=1)
+    return path
+
+
+def peak_rss(cmd, env):
+    """Runs `cmd` and returns (peak RSS in bytes, seconds) of that process alone."""
+    import time
+
+    print("+", " ".join(cmd), flush=True)
+    started = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{cmd[0]} failed with {os.waitstatus_to_exitcode(status)}")
+    return usage.ru_maxrss * 1024, time.perf_counter() - started
+
+
+def bench_data(args, out):
+    import large_data
+
+    threads = ["--threads", str(args.threads)]
+    p = lambda name: os.path.join(WORK, name)  # noqa: E731
+    bundled = data_job(p("data-job-bundled.json"), os.path.join(ROOT, "examples", "data", "stsb", "train.tsv"))
+    sizes = []
+    for n in args.data_sizes:
+        tsv = large_data.write(p(f"stsb-{n}.tsv"), n)
+        job = data_job(p(f"data-job-{n}.json"), tsv)
+        cache = p(f"data-cache-{n}")
+        shutil.rmtree(cache, ignore_errors=True)
+        sh([MTL_BENCH, "load", *threads, "--job", job, "--cache-dir", cache, "--out", p(f"load-cold-{n}.json")])
+        sh([MTL_BENCH, "load", *threads, "--job", job, "--cache-dir", cache, "--out", p(f"load-warm-{n}.json")])
+        hf_cache = p(f"hf-cache-{n}")
+        shutil.rmtree(hf_cache, ignore_errors=True)
+        sh([sys.executable, os.path.join(ROOT, "bench", "hf_tokenize.py"), "--data", tsv,
+            "--tokenizer", os.path.join(MINILM, "tokenizer.json"), "--max-length", "64",
+            "--cache-dir", hf_cache, "--out", p(f"hf-{n}.json")])
+        shutil.rmtree(hf_cache, ignore_errors=True)
+        cold, warm = json.load(open(p(f"load-cold-{n}.json"))), json.load(open(p(f"load-warm-{n}.json")))
+        big = next(s for s in cold["stores"] if s["task"] == "stsb" and s["split"] == "train")
+        hf = json.load(open(p(f"hf-{n}.json")))
+        sizes.append({
+            "rows": n, "tsv_bytes": os.path.getsize(tsv), "job": job, "cache": cache,
+            "cold": cold, "warm": warm, "hf": hf, "store_bytes": big["bytes"], "tokens": big["tokens"],
+            "from_cache_warm": all(s["from_cache"] for s in warm["stores"]),
+        })
+    largest = sizes[-1]
+    # Training on the largest task against the bundled data: peak RSS of the whole process,
+    # examples/s of the training steps; the largest task's stores come from the warm cache.
+    env = dict(os.environ, MTL_CACHE_DIR=largest["cache"], RUST_LOG="warn")
+    rss = {}
+    for name, job in (("bundled", bundled), ("large", largest["job"])):
+        shutil.rmtree(p("data-checkpoints"), ignore_errors=True)
+        rss[name], _ = peak_rss([MTL_TRAINER, "--device", "cpu", *threads, "train", "--job", job,
+                                 "--max-steps", str(args.data_steps)], env)
+    shutil.rmtree(p("data-checkpoints"), ignore_errors=True)
+    speed = {}
+    for name, job in (("bundled", bundled), ("large", largest["job"])):
+        sh([MTL_BENCH, "train", *threads, "--job", job, "--warmup", "3", "--steps", str(args.data_steps),
+            "--cache-dir", largest["cache"], "--out", p(f"data-train-{name}.json")])
+        r = json.load(open(p(f"data-train-{name}.json")))
+        window = [s for s in r["steps"] if s["step"] >= r["warmup"]]
+        speed[name] = sum(s["examples"] for s in window) / sum(s["data_s"] + s["compute_s"] for s in window)
+    out["data"] = {
+        "sizes": [{k: v for k, v in s.items() if k not in ("job", "cache")} for s in sizes],
+        "train_steps": args.data_steps,
+        "peak_rss_bytes": rss,
+        "examples_per_s": speed,
+        "ratios": data_ratios(sizes, rss, speed),
+    }
+
+
+def data_ratios(sizes, rss, speed):
+    """The data benchmark's figures against their targets."""
+    largest = sizes[-1]
+    return {
+        "tokenize_vs_datasets": [s["cold"]["examples_per_s"] / s["hf"]["examples_per_s"] for s in sizes],
+        "rss_above_bundled_bytes": rss["large"] - rss["bundled"],
+        "train_speed_large_over_bundled": speed["large"] / speed["bundled"],
+        "restart_warm_s": largest["warm"]["seconds"],
+        "restart_cold_s": largest["cold"]["seconds"],
     }
 
 
@@ -313,6 +432,41 @@ def markdown(out):
         for s in a["steps"]:
             lines.append(f"| {s['step']} | {s['task']} | {s['mtl_trainer']:.6f} | {s['reference']:.6f} | {s['rel_diff']:.1e} |")
         lines.append("")
+    if "data" in out:
+        d = out["data"]
+        r = d["ratios"]
+        lines += [
+            "## Data at scale (MiniLM tokenizer, maxLength 64)",
+            "",
+            "Generated STS-B-format tasks (bench/large_data.py) plus the bundled RTE. Tokenization: mtl-trainer reads, "
+            "tokenizes and writes the token store into an empty cache (`mtl-bench load`); the reference is HF "
+            "`datasets`: `load_dataset(\"csv\")` then `map(batched=True)` with the same fast tokenizer.",
+            "",
+            "| rows | TSV | mtl-trainer (examples/s) | HF datasets (examples/s) | ratio | store on disk | tokens | load, cache cold | load, cache warm |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s_, ratio in zip(d["sizes"], r["tokenize_vs_datasets"]):
+            lines.append(
+                f"| {s_['rows']:,} | {s_['tsv_bytes'] / 2**20:.0f} MiB | {fmt(s_['cold']['examples_per_s'], 0)} | "
+                f"{fmt(s_['hf']['examples_per_s'], 0)} | **{fmt(ratio)}x** | {s_['store_bytes'] / 2**20:.0f} MiB | "
+                f"{s_['tokens']:,} | {fmt(s_['cold']['seconds'], 1)} s | {fmt(s_['warm']['seconds'], 2)} s |"
+            )
+        big = d["sizes"][-1]["rows"]
+        lines += [
+            "",
+            f"Training {d['train_steps']} steps (batch 16, CPU) on the {big:,}-row task against the bundled data:",
+            "",
+            "| | bundled | large | |",
+            "|---|---|---|---|",
+            f"| peak RSS (whole process) | {d['peak_rss_bytes']['bundled'] / 2**20:.0f} MiB | "
+            f"{d['peak_rss_bytes']['large'] / 2**20:.0f} MiB | +{r['rss_above_bundled_bytes'] / 2**20:.0f} MiB |",
+            f"| examples/s | {fmt(d['examples_per_s']['bundled'])} | {fmt(d['examples_per_s']['large'])} | "
+            f"**{fmt(r['train_speed_large_over_bundled'])}x** |",
+            "",
+            f"Restart with the token-store cache: {fmt(r['restart_warm_s'], 2)} s to load every store, against "
+            f"{fmt(r['restart_cold_s'], 1)} s reading and tokenizing.",
+            "",
+        ]
     if "operator" in out:
         lines += [
             "## Operator against the Kubernetes API stand-in",
@@ -368,10 +522,14 @@ def main():
     ap.add_argument("--jobs", default="100,1000", help="operator scale points, comma-separated")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-operator", action="store_true")
+    ap.add_argument("--data-sizes", default="200000,1000000", help="rows of the generated tasks")
+    ap.add_argument("--data-steps", type=int, default=30)
+    ap.add_argument("--skip-data", action="store_true")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = ap.parse_args()
     args.jobs = [int(j) for j in args.jobs.split(",") if j]
+    args.data_sizes = [int(n) for n in args.data_sizes.split(",") if n]
 
     os.makedirs(WORK, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
@@ -379,6 +537,8 @@ def main():
     out = {"started": started, "machine": machine()}
     if not args.skip_train:
         bench_train(args, out)
+    if not args.skip_data:
+        bench_data(args, out)
     if not args.skip_operator:
         bench_operator(args, out)
     name = f"{started}-{args.config if not args.skip_train else 'operator'}"

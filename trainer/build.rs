@@ -103,7 +103,7 @@ fn gloo_include() -> Option<PathBuf> {
     None
 }
 
-/// The CUDA runtime, CCCL and NCCL headers for `dist_nccl.cpp`: `MTL_CUDA_INCLUDE`
+/// The CUDA runtime, CCCL, cuBLAS, cuSPARSE, cuSOLVER and NCCL headers for `dist_nccl.cpp`: `MTL_CUDA_INCLUDE`
 /// (colon-separated), or the nvidia-* wheels beside libtorch (`<libtorch>/lib/../../nvidia`,
 /// the site-packages layout that the torch wheel's RPATH also assumes), or `$CUDA_HOME/include`.
 fn cuda_includes(lib: &Path) -> Vec<PathBuf> {
@@ -128,13 +128,18 @@ fn cuda_includes(lib: &Path) -> Vec<PathBuf> {
         "crt/host_config.h",
         "nv/target",
         "nccl.h",
+        // ATen's CUDAContextLight.h, which c10d's NCCL headers include.
+        "cublas_v2.h",
+        "cublasLt.h",
+        "cusparse.h",
+        "cusolverDn.h",
     ] {
         assert!(
             dirs.iter().any(|d| d.join(header).exists()),
             "MTL_LINK_CUDA=1 builds trainer/csrc/dist_nccl.cpp, which needs {header}; not found \
-             in {dirs:?}. Install the nvidia-cuda-runtime, nvidia-cuda-crt, nvidia-cuda-cccl \
-             and nvidia-nccl-cu13 wheels beside torch (requirements.txt), or set \
-             MTL_CUDA_INCLUDE"
+             in {dirs:?}. Install the nvidia-cuda-runtime, nvidia-cuda-crt, nvidia-cuda-cccl, \
+             nvidia-cublas, nvidia-cusparse, nvidia-cusolver and nvidia-nccl-cu13 wheels beside \
+             torch (requirements.txt; torch depends on most of them), or set MTL_CUDA_INCLUDE"
         );
     }
     dirs

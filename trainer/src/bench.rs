@@ -163,16 +163,13 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
             data_s,
             compute_s: 0.0,
         };
-        let micro = [(planned.task, batch)];
-        let out = train::train_step(
-            &model,
-            &mut optim,
-            &mut amp,
-            &micro,
+        let micro = [train::Micro::whole(planned.task, batch)];
+        let settings = train::StepSettings {
             lr,
-            tr.max_grad_norm,
-            b.dropout,
-        )?;
+            max_grad_norm: tr.max_grad_norm,
+            dropout: b.dropout,
+        };
+        let out = train::train_step(&model, &mut optim, &mut amp, &micro, &settings, None)?;
         sync(b.device);
         steps.push(StepRecord {
             loss: out.micro[0].loss,
@@ -197,6 +194,65 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         schedule,
         plan,
         steps,
+    })
+}
+
+/// One store of a [`LoadReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreReport {
+    pub task: String,
+    pub split: &'static str,
+    pub examples: u64,
+    pub sequences: u64,
+    pub tokens: u64,
+    pub bytes: usize,
+    pub from_cache: bool,
+}
+
+/// Reading, tokenizing and caching a job's data (or mapping it from the cache).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub seconds: f64,
+    pub examples: u64,
+    pub examples_per_s: f64,
+    pub stores: Vec<StoreReport>,
+}
+
+/// Loads every store of `spec` with the cache at `cache_dir`, timed.
+pub fn load(spec: &MultiTaskTrainingJobSpec, cache_dir: &std::path::Path) -> Result<LoadReport> {
+    let store = Store::new()?;
+    let assets = ModelAssets::fetch(&store, &spec.model.pretrained, cache_dir)?;
+    let config = assets.config()?;
+    let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
+    let started = Instant::now();
+    let tasks =
+        Loader::new(&store, cache_dir, &encoder, &assets.tokenizer_path())?.load(spec, true)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut stores = Vec::new();
+    for t in &tasks {
+        for (split, s, origin) in [
+            ("train", t.train.as_ref(), t.origin.0),
+            ("validation", t.validation.as_ref(), t.origin.1),
+        ] {
+            if let Some(s) = s {
+                stores.push(StoreReport {
+                    task: t.spec.name.clone(),
+                    split,
+                    examples: s.meta().examples,
+                    sequences: s.meta().sequences,
+                    tokens: s.meta().tokens,
+                    bytes: s.bytes(),
+                    from_cache: origin == Some(Origin::Cached),
+                });
+            }
+        }
+    }
+    let examples = stores.iter().map(|s| s.examples).sum();
+    Ok(LoadReport {
+        seconds,
+        examples,
+        examples_per_s: examples as f64 / seconds.max(1e-9),
+        stores,
     })
 }
 

@@ -103,6 +103,7 @@ pub struct TrainerState {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Fingerprint {
+    /// The global batch: `batchSize` × data-parallel ranks.
     pub batch_size: u32,
     pub gradient_accumulation_steps: u32,
     pub sampling: SamplingSpec,
@@ -124,11 +125,12 @@ pub struct TaskFingerprint {
 }
 
 impl Fingerprint {
-    /// `train_sha256`: each task's training-file hash, in task order.
-    pub fn of(spec: &MultiTaskTrainingJobSpec, train_sha256: &[String]) -> Self {
+    /// `train_sha256`: each task's training-file hash, in task order; `ranks`: the
+    /// data-parallel world size.
+    pub fn of(spec: &MultiTaskTrainingJobSpec, train_sha256: &[String], ranks: usize) -> Self {
         let tr = &spec.training;
         Self {
-            batch_size: tr.batch_size,
+            batch_size: tr.batch_size * ranks as u32,
             gradient_accumulation_steps: tr.gradient_accumulation_steps,
             sampling: spec.sampling.clone(),
             seed: tr.seed,
@@ -160,7 +162,7 @@ impl Fingerprint {
         };
         if self.batch_size != now.batch_size {
             return differs(
-                "spec.training.batchSize",
+                "spec.training.batchSize (× data-parallel ranks: the global batch)",
                 self.batch_size.to_string(),
                 now.batch_size.to_string(),
             );

@@ -10,9 +10,9 @@ use clap::{Parser, Subcommand};
 use mtl_crds::MultiTaskTrainingJobSpec;
 use mtl_trainer::checkpoint::{self, Store};
 use mtl_trainer::job::{self, Overrides};
-use mtl_trainer::precision;
 use mtl_trainer::predict::{self, Loaded};
 use mtl_trainer::train::{self, RunOptions};
+use mtl_trainer::{dist, precision};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,29 @@ impl JobArgs {
     }
 }
 
+/// Data parallel, when no launcher (torchrun, Kubeflow, Vertex AI) describes the world.
+#[derive(clap::Args)]
+struct DistArgs {
+    /// Worker processes on this node (default: the visible GPUs; 1 on CPU).
+    #[arg(long)]
+    nproc_per_node: Option<usize>,
+    /// Nodes in the world.
+    #[arg(long)]
+    nnodes: Option<usize>,
+    /// This node's index (0 hosts the rendezvous).
+    #[arg(long)]
+    node_rank: Option<usize>,
+    /// Address of node 0.
+    #[arg(long)]
+    master_addr: Option<String>,
+    /// Rendezvous port on node 0.
+    #[arg(long)]
+    master_port: Option<u16>,
+    /// Seconds a collective may wait for the other ranks before failing.
+    #[arg(long, default_value_t = 1800)]
+    dist_timeout: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train (resuming from the newest checkpoint under spec.checkpoints.uri).
@@ -71,6 +94,8 @@ enum Command {
         /// or training data changed since the checkpoint.
         #[arg(long)]
         force_resume: bool,
+        #[command(flatten)]
+        dist: DistArgs,
     },
     /// Evaluate a checkpoint (default: the newest) on the job's validation sets.
     Eval {
@@ -115,8 +140,11 @@ enum Command {
 
 fn init_logging() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Data-parallel ranks other than 0 report warnings and errors only (rank 0 logs progress).
+    let other_rank = std::env::var("RANK").is_ok_and(|r| r != "0");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if other_rank { "warn" } else { "info" })
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -189,8 +217,40 @@ fn run() -> Result<ExitCode> {
             job,
             stop_after,
             force_resume,
+            dist: d,
         } => {
             let spec = job.spec()?;
+            let flags = dist::LaunchFlags {
+                nnodes: d.nnodes,
+                node_rank: d.node_rank,
+                nproc_per_node: d.nproc_per_node,
+                master_addr: d.master_addr.clone(),
+                master_port: d.master_port,
+            };
+            let gpus = if device.is_cuda() {
+                tch::Cuda::device_count().max(0) as usize
+            } else {
+                0
+            };
+            let pg = match dist::env::from_process_env(&flags, gpus)? {
+                dist::Launch::Single => None,
+                // Several processes here: start them, as torchrun does, and wait.
+                dist::Launch::Node(node) => {
+                    return Ok(match dist::LocalWorkers::current_process(node)?.run()? {
+                        dist::AgentOutcome::Completed => ExitCode::SUCCESS,
+                        dist::AgentOutcome::Stopped => ExitCode::from(EXIT_STOPPED),
+                    });
+                }
+                dist::Launch::Worker(w) => {
+                    let options = dist::GroupOptions {
+                        backend: dist::Backend::for_device(device),
+                        timeout: std::time::Duration::from_secs(d.dist_timeout),
+                    };
+                    Some(dist::ProcessGroup::init(&w, &options)?)
+                }
+            };
+            let main_rank = pg.as_ref().is_none_or(dist::ProcessGroup::is_main);
+            let device = pg.as_ref().map_or(device, dist::ProcessGroup::device);
             let stop = watch_signals()?;
             let opts = RunOptions {
                 device,
@@ -200,7 +260,14 @@ fn run() -> Result<ExitCode> {
                 stop_after,
                 force_resume,
             };
-            let outcome = train::train(&spec, &opts)?;
+            let outcome = train::train_in(&spec, &opts, pg)?;
+            if !main_rank {
+                return Ok(if outcome.interrupted {
+                    ExitCode::from(EXIT_STOPPED)
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({

@@ -480,7 +480,7 @@ fn agent_fail() -> mtl_trainer::Result<()> {
 fn agent() -> mtl_trainer::Result<()> {
     let case = std::env::var("MTL_DIST_WORKER_CASE").unwrap();
     let nproc = std::env::var("MTL_DIST_NPROC").unwrap().parse().unwrap();
-    local_workers(&case, nproc).run()
+    local_workers(&case, nproc).run().map(|_| ())
 }
 
 fn sigterm_worker() -> mtl_trainer::Result<()> {

@@ -313,7 +313,8 @@ fn resuming_with_changed_batches_is_refused_naming_the_field() {
     bigger.training.batch_size = 16;
     let err = train::train(&bigger, &opts).unwrap_err().to_string();
     assert!(
-        err.contains("spec.training.batchSize: the checkpoint has 8, the job has 16")
+        err.contains("spec.training.batchSize")
+            && err.contains("the checkpoint has 8, the job has 16")
             && err.contains("--force-resume"),
         "{err}"
     );

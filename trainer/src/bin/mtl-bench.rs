@@ -1,6 +1,7 @@
 //! `mtl-bench`: the Rust side of `make bench` (bench/run.py drives it and the Python reference).
 //!
 //!   mtl-bench train --job bench.yaml --warmup 2 --steps 10 --out rust.json
+//!   mtl-bench load --job bench.yaml --cache-dir cache --out load.json
 //!   mtl-bench matmul --m 1024 --k 768 --n 3072 --out matmul.json
 
 use std::path::PathBuf;
@@ -48,6 +49,19 @@ enum Command {
         /// Write the initial model (encoder and heads) as safetensors here.
         #[arg(long)]
         save_init: Option<PathBuf>,
+        /// Token-store cache (a fresh directory measures tokenization).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Time reading and tokenizing a job's data into the token-store cache (or mapping it
+    /// from there when the cache already holds it).
+    Load {
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        cache_dir: PathBuf,
         #[arg(long)]
         out: PathBuf,
     },
@@ -90,6 +104,7 @@ fn main() -> Result<()> {
             pad_to,
             no_dropout,
             save_init,
+            cache_dir,
             out,
         } => {
             let report = bench::train(&TrainBench {
@@ -99,10 +114,18 @@ fn main() -> Result<()> {
                 pad_to,
                 dropout: !no_dropout,
                 device,
-                cache_dir: std::env::temp_dir().join("mtl-bench-cache"),
+                cache_dir: cache_dir
+                    .unwrap_or_else(|| std::env::temp_dir().join("mtl-bench-cache")),
                 save_init,
             })?;
             write_json(&out, &report)?;
+        }
+        Command::Load {
+            job,
+            cache_dir,
+            out,
+        } => {
+            write_json(&out, &bench::load(&job::load_file(&job)?, &cache_dir)?)?;
         }
         Command::Matmul {
             m,

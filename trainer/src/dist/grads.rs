@@ -145,6 +145,22 @@ impl GradientSync {
         local_examples: u64,
         used: impl Fn(&str, &Tensor) -> bool,
     ) -> Result<GradStats> {
+        self.reduce(pg, Some(local_examples), used)
+    }
+
+    /// Sums the gradients across ranks, unweighted: for callers that already weighted each
+    /// rank's loss (the trainer scales every micro-batch's loss by its share of the global
+    /// micro-batch). Parameters no rank used keep no gradient; `global_examples` is 0.
+    pub fn sum(&self, pg: &ProcessGroup) -> Result<GradStats> {
+        self.reduce(pg, None, |_, p| p.grad().defined())
+    }
+
+    fn reduce(
+        &self,
+        pg: &ProcessGroup,
+        local_examples: Option<u64>,
+        used: impl Fn(&str, &Tensor) -> bool,
+    ) -> Result<GradStats> {
         let n = self.params.len();
         let local_used: Vec<bool> = self
             .names
@@ -163,7 +179,7 @@ impl GradientSync {
         }
         // One small allreduce: a flag per parameter and the example count.
         let mut flags: Vec<f64> = local_used.iter().map(|&u| f64::from(u8::from(u))).collect();
-        flags.push(local_examples as f64);
+        flags.push(local_examples.unwrap_or(0) as f64);
         pg.allreduce_f64_as(
             "allreduce of the step's parameter flags and example count",
             &mut flags,
@@ -177,10 +193,14 @@ impl GradientSync {
             buckets: 0,
             bytes: 0,
         };
-        if global_examples == 0 {
+        let weight = match local_examples {
+            None => 1.0,
+            Some(_) if global_examples == 0 => return Ok(stats),
+            Some(n) => n as f64 / global_examples as f64,
+        };
+        if !used_anywhere.iter().any(|&u| u) {
             return Ok(stats);
         }
-        let weight = local_examples as f64 / global_examples as f64;
         // Reverse parameter order, as DDP: the order gradients become ready in backward.
         let order: Vec<usize> = (0..n).rev().filter(|&i| used_anywhere[i]).collect();
         let buckets = plan_buckets(&self.slots, &order, self.bucket_cap_bytes);

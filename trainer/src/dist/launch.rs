@@ -78,8 +78,10 @@ impl LocalWorkers {
         env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
-    /// Starts the workers and waits for all of them. `Ok` when every worker exits with 0.
-    pub fn run(&self) -> Result<()> {
+    /// Starts the workers and waits for all of them: `Completed` when every worker exits with
+    /// 0, `Stopped` when a forwarded SIGTERM/SIGINT made them stop with the trainer's
+    /// checkpoint-and-stop code 143.
+    pub fn run(&self) -> Result<AgentOutcome> {
         let n = &self.node;
         // Node 0's agent hosts the store; the other nodes' workers connect to it.
         let store = if n.node_rank == 0 {
@@ -122,9 +124,10 @@ impl LocalWorkers {
         port: u16,
         tx: &mpsc::Sender<Event>,
         rx: &mpsc::Receiver<Event>,
-    ) -> Result<()> {
+    ) -> Result<AgentOutcome> {
         let n = &self.node;
         let mut workers: Vec<Worker> = Vec::with_capacity(n.nproc_per_node);
+        let mut stopped = 0usize;
         for local_rank in 0..n.nproc_per_node {
             let mut cmd = Command::new(&self.program);
             cmd.args(&self.args)
@@ -183,7 +186,10 @@ impl LocalWorkers {
                     let w = &mut workers[local_rank];
                     w.exited = true;
                     let ok = matches!(&status, Ok(s) if s.success());
-                    if ok || failure.is_some() || kill_at.is_some() {
+                    let stop = forwarded.is_some()
+                        && matches!(&status, Ok(s) if s.code() == Some(STOPPED_EXIT));
+                    stopped += usize::from(stop);
+                    if ok || stop || failure.is_some() || kill_at.is_some() {
                         continue;
                     }
                     let status = describe(&status, forwarded);
@@ -199,7 +205,11 @@ impl LocalWorkers {
                 }
             }
         }
-        failure.map_or(Ok(()), Err)
+        match failure {
+            Some(e) => Err(e),
+            None if stopped > 0 => Ok(AgentOutcome::Stopped),
+            None => Ok(AgentOutcome::Completed),
+        }
     }
 
     /// After a failed start: kills what was started and waits for it.
@@ -223,6 +233,16 @@ impl LocalWorkers {
             }
         }
     }
+}
+
+/// The trainer's exit code after checkpointing on a stop request (128 + SIGTERM).
+pub const STOPPED_EXIT: i32 = 143;
+
+/// How a node's workers ended, when none failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentOutcome {
+    Completed,
+    Stopped,
 }
 
 struct Worker {

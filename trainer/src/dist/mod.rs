@@ -32,4 +32,4 @@ pub mod launch;
 pub use env::{Launch, LaunchFlags, Launcher, NodeEnv, WorkerEnv};
 pub use grads::{DEFAULT_BUCKET_CAP_BYTES, GradStats, GradientSync, broadcast_tensors};
 pub use group::{AgentStore, Backend, DEFAULT_TIMEOUT, GroupOptions, ProcessGroup, ReduceOp};
-pub use launch::LocalWorkers;
+pub use launch::{AgentOutcome, LocalWorkers, STOPPED_EXIT};

@@ -19,7 +19,7 @@ use crate::config::ModelConfig;
 use crate::model::{HeadSpec, MultiTaskModel};
 use crate::optim::LinearSchedule;
 
-pub use step::{MicroResult, StepOutput, train_step};
+pub use step::{Micro, MicroResult, Parallel, StepOutput, StepSettings, train_step};
 pub use trainer::Trainer;
 
 /// How to run, beyond what the spec says.
@@ -68,8 +68,17 @@ pub struct Outcome {
 /// Trains `spec` to the end (or until stopped), resuming from the newest checkpoint under
 /// `spec.checkpoints.uri` if there is one.
 pub fn train(spec: &MultiTaskTrainingJobSpec, opts: &RunOptions) -> Result<Outcome> {
-    match Trainer::new(spec.clone(), opts.clone()) {
-        Ok(trainer) => trainer.run(),
+    train_in(spec, opts, None)
+}
+
+/// [`train`] as one rank of `pg`'s data-parallel world (every rank calls it).
+pub fn train_in(
+    spec: &MultiTaskTrainingJobSpec,
+    opts: &RunOptions,
+    pg: Option<crate::dist::ProcessGroup>,
+) -> Result<Outcome> {
+    match Trainer::with_world(spec.clone(), opts.clone(), pg) {
+        Ok(mut trainer) => trainer.run(),
         // Stopped while the data was read: nothing trained, nothing to save.
         Err(crate::Error::Stopped) => Ok(Outcome {
             step: 0,
@@ -102,6 +111,11 @@ pub fn build_model(
     device: Device,
     seed: u64,
 ) -> MultiTaskModel {
+    // libtorch's generator is process-global: trainers built at once in one process (the
+    // ranks of an in-process world) take turns, so each draws the initialisation it would
+    // draw alone.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = INIT.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed as i64);
     MultiTaskModel::new(config, tasks.iter().map(HeadSpec::from).collect(), device)
 }

@@ -9,10 +9,12 @@ use tch::{Device, Tensor};
 use tracing::{info, warn};
 
 use super::interval::Interval;
+use super::step::{Micro, Parallel, StepSettings};
 use super::{Outcome, RunOptions, build_model, schedule, train_step};
 use crate::assets::ModelAssets;
 use crate::checkpoint::{self, Fingerprint, Staged, Store, TrainerState};
-use crate::data::{Batch, Loader, TaskData, TokenStore};
+use crate::data::{Loader, TaskData, TokenStore};
+use crate::dist::{DEFAULT_BUCKET_CAP_BYTES, GradientSync, ProcessGroup, broadcast_tensors};
 use crate::eval::{self, EvalSet};
 use crate::model::MultiTaskModel;
 use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
@@ -42,6 +44,14 @@ pub struct Trainer {
     last_entry: Option<CheckpointRef>,
     interval: Interval,
     progress: Progress,
+    /// Data parallel: this rank's world and the gradients it sums (None on one process).
+    world: Option<World>,
+}
+
+/// One rank's membership of a data-parallel world.
+struct World {
+    pg: ProcessGroup,
+    sync: GradientSync,
 }
 
 impl Trainer {
@@ -49,6 +59,19 @@ impl Trainer {
     /// resumes from the newest committed checkpoint when there is one. Everything that can be
     /// wrong with the job, its data or its model is found here, before the first step.
     pub fn new(spec: MultiTaskTrainingJobSpec, opts: RunOptions) -> Result<Self> {
+        Self::with_world(spec, opts, None)
+    }
+
+    /// A trainer that is one rank of `pg`'s world: each step's batch of `batchSize × ranks`
+    /// examples is split among the ranks, gradients are summed across them, rank 0 logs,
+    /// evaluates and checkpoints.
+    pub fn with_world(
+        spec: MultiTaskTrainingJobSpec,
+        opts: RunOptions,
+        pg: Option<ProcessGroup>,
+    ) -> Result<Self> {
+        let ranks = pg.as_ref().map_or(1, ProcessGroup::world_size);
+        let main = pg.as_ref().is_none_or(ProcessGroup::is_main);
         spec.validate()
             .map_err(|m| Error::Invalid(format!("invalid job: {m}")))?;
         let store = Store::new()?;
@@ -79,7 +102,15 @@ impl Trainer {
         let started = Instant::now();
         let mut loader = Loader::new(&store, cache, &encoder, &assets.tokenizer_path())?;
         loader.stop = Some(opts.stop.as_ref());
+        // The first rank of each node tokenizes into the cache; its other ranks then map it.
+        let local_main = pg.as_ref().is_none_or(|g| g.local_rank() == 0);
+        if let (Some(g), false) = (&pg, local_main) {
+            g.barrier()?;
+        }
         let tasks = loader.load(&spec, true)?;
+        if let (Some(g), true) = (&pg, local_main) {
+            g.barrier()?;
+        }
         info!(
             tasks = tasks.len(),
             examples = tasks.iter().map(TaskData::train_len).sum::<usize>(),
@@ -99,10 +130,11 @@ impl Trainer {
                 ..Default::default()
             },
         );
+        // The sampler plans the global batch; each rank takes its shard of it.
         let sampler = Sampler::new(
             &spec.sampling,
             tr.seed,
-            tr.batch_size as usize,
+            tr.batch_size as usize * ranks,
             tasks.iter().map(TaskData::train_len).collect(),
         );
         let accum = u64::from(tr.gradient_accumulation_steps.max(1));
@@ -125,10 +157,10 @@ impl Trainer {
             metrics: BTreeMap::new(),
             log_history: Vec::new(),
             eval_history: Vec::new(),
-            fingerprint: Some(Fingerprint::of(&spec, &shas)),
+            fingerprint: Some(Fingerprint::of(&spec, &shas, ranks)),
             loss_scale: None,
         };
-        let progress = Progress::new(total, 0, opts.progress);
+        let progress = Progress::new(total, 0, opts.progress && main);
         let mut trainer = Self {
             spec,
             opts,
@@ -146,10 +178,46 @@ impl Trainer {
             last_entry: None,
             interval: Interval::new(),
             progress,
+            world: None,
         };
         trainer.resume()?;
+        if let Some(pg) = pg {
+            trainer.join(pg)?;
+        }
         trainer.progress.set_position(trainer.state.global_step);
         Ok(trainer)
+    }
+
+    /// Makes every rank start from rank 0's weights and optimizer state, and sets up the
+    /// gradient sum over the parameters in one order on every rank.
+    fn join(&mut self, pg: ProcessGroup) -> Result<()> {
+        let named = self.model.named_tensors();
+        let state = self.optim.state_tensors();
+        let all: Vec<&Tensor> = named.values().chain(state.iter().map(|(_, t)| t)).collect();
+        tch::no_grad(|| broadcast_tensors(&pg, &all, DEFAULT_BUCKET_CAP_BYTES))?;
+        let params: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let sync = GradientSync::new(&pg, &params, DEFAULT_BUCKET_CAP_BYTES)?;
+        self.world = Some(World { pg, sync });
+        Ok(())
+    }
+
+    /// Rank 0 (or the only process): the one that logs, evaluates and checkpoints.
+    fn is_main(&self) -> bool {
+        self.world.as_ref().is_none_or(|w| w.pg.is_main())
+    }
+
+    fn rank_and_size(&self) -> (usize, usize) {
+        self.world
+            .as_ref()
+            .map_or((0, 1), |w| (w.pg.rank(), w.pg.world_size()))
+    }
+
+    /// Leaves the world (a barrier, then the group's teardown), when there is one.
+    pub fn shutdown(&mut self) -> Result<()> {
+        match self.world.take() {
+            Some(w) => w.pg.shutdown(),
+            None => Ok(()),
+        }
     }
 
     pub fn model(&self) -> &MultiTaskModel {
@@ -219,11 +287,12 @@ impl Trainer {
         Ok(())
     }
 
-    /// Trains to the end or until stopped, then evaluates and checkpoints.
-    pub fn run(mut self) -> Result<Outcome> {
+    /// Trains to the end or until stopped, then evaluates and checkpoints; leaves the
+    /// data-parallel world, if any, at the end.
+    pub fn run(&mut self) -> Result<Outcome> {
         let mut interrupted = false;
         while self.state.global_step < self.state.total_steps {
-            if self.stop_requested() {
+            if self.stop_requested()? {
                 interrupted = true;
                 break;
             }
@@ -236,31 +305,41 @@ impl Trainer {
         self.progress.finish();
         if interrupted {
             self.checkpoint_on_stop()?;
-        } else if self.state.metrics.is_empty() {
+        } else if self.state.metrics.is_empty() && self.is_main() {
             // Resumed at the end: nothing left to train, report the final metrics again.
             self.state.metrics = self.evaluate()?;
         }
+        self.shutdown()?;
         Ok(Outcome {
             step: self.state.global_step,
             total_steps: self.state.total_steps,
-            metrics: self.state.metrics,
+            metrics: self.state.metrics.clone(),
             interrupted,
             resumed_from: self.resumed_from,
-            checkpoint: self.last_entry,
+            checkpoint: self.last_entry.clone(),
         })
     }
 
-    fn stop_requested(&self) -> bool {
-        self.opts.stop.load(Ordering::SeqCst)
+    /// Whether to stop now; on several ranks, whether any rank was asked to, so that every
+    /// rank stops at the same step.
+    fn stop_requested(&self) -> Result<bool> {
+        let here = self.opts.stop.load(Ordering::SeqCst)
             || self
                 .opts
                 .stop_after
-                .is_some_and(|s| self.state.global_step >= s)
+                .is_some_and(|s| self.state.global_step >= s);
+        match &self.world {
+            Some(w) => w.pg.any(here),
+            None => Ok(here),
+        }
     }
 
-    /// The micro-batches of the next step, in sampler order.
-    fn next_micro_batches(&mut self) -> Result<Vec<(usize, Batch)>> {
+    /// The micro-batches of the next step, in sampler order: on several ranks, this rank's
+    /// contiguous shard of each (`batchSize` examples, fewer or none in a short last batch).
+    fn next_micro_batches(&mut self) -> Result<Vec<Micro>> {
         let accum = self.spec.training.gradient_accumulation_steps.max(1);
+        let per_rank = self.spec.training.batch_size as usize;
+        let (rank, _) = self.rank_and_size();
         (0..accum)
             .map(|_| {
                 let plan = self.sampler.plan(self.state.micro_step);
@@ -269,8 +348,19 @@ impl Trainer {
                     .train
                     .as_ref()
                     .ok_or_else(|| Error::Invalid("training data was not loaded".into()))?;
-                let batch = eval::batcher(&self.model, plan.task).collate(store, &plan.examples)?;
-                Ok((plan.task, batch))
+                let n = plan.examples.len();
+                let shard =
+                    &plan.examples[(rank * per_rank).min(n)..((rank + 1) * per_rank).min(n)];
+                let batch = if shard.is_empty() {
+                    None
+                } else {
+                    Some(eval::batcher(&self.model, plan.task).collate(store, shard)?)
+                };
+                Ok(Micro {
+                    task: plan.task,
+                    batch,
+                    global_examples: n,
+                })
             })
             .collect()
     }
@@ -278,20 +368,32 @@ impl Trainer {
     /// One optimizer step.
     pub fn step(&mut self) -> Result<StepOutput> {
         let tr = &self.spec.training;
-        // Dropout randomness is a function of the step, so a resumed run draws the same masks.
-        tch::manual_seed((tr.seed ^ self.state.global_step.wrapping_mul(0x9E37_79B9)) as i64);
+        // Dropout randomness is a function of the step (and the rank), so a resumed run draws
+        // the same masks.
+        let (rank, _) = self.rank_and_size();
+        let seed = tr.seed
+            ^ self.state.global_step.wrapping_mul(0x9E37_79B9)
+            ^ (rank as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        tch::manual_seed(seed as i64);
         let micro = self.next_micro_batches()?;
-        let lr = self.schedule.at(self.state.global_step);
-        let max_grad_norm = self.spec.training.max_grad_norm;
+        let settings = StepSettings {
+            lr: self.schedule.at(self.state.global_step),
+            max_grad_norm: self.spec.training.max_grad_norm,
+            dropout: true,
+        };
+        let parallel = self.world.as_ref().map(|w| Parallel {
+            pg: &w.pg,
+            sync: &w.sync,
+        });
         let out = train_step(
             &self.model,
             &mut self.optim,
             &mut self.amp,
             &micro,
-            lr,
-            max_grad_norm,
-            true,
+            &settings,
+            parallel.as_ref(),
         )?;
+        let lr = settings.lr;
         self.state.global_step += 1;
         self.state.learning_rate = lr;
         let per_epoch = self.sampler.batches_per_epoch().max(1) as f64;
@@ -312,7 +414,8 @@ impl Trainer {
 
     fn log_if_due(&mut self) {
         let every = self.spec.training.log_every_steps.max(1);
-        if !self.state.global_step.is_multiple_of(every) && !self.final_step() {
+        if (!self.state.global_step.is_multiple_of(every) && !self.final_step()) || !self.is_main()
+        {
             return;
         }
         let (entry, rates) = self.interval.flush(
@@ -360,7 +463,7 @@ impl Trainer {
     fn evaluate_if_due(&mut self) -> Result<()> {
         let every = self.spec.training.eval_every_steps;
         let due = every > 0 && self.state.global_step.is_multiple_of(every);
-        if !due && !self.final_step() {
+        if (!due && !self.final_step()) || !self.is_main() {
             return Ok(());
         }
         self.state.metrics = self.evaluate()?;
@@ -375,13 +478,17 @@ impl Trainer {
     }
 
     fn checkpoint_if_due(&mut self) -> Result<()> {
-        if self
+        let due = self
             .state
             .global_step
             .is_multiple_of(self.spec.checkpoints.every_steps)
-            || self.final_step()
-        {
+            || self.final_step();
+        if due && self.is_main() {
             self.save()?;
+        }
+        // Every rank knows the step is saved, so a stop right after it writes no other.
+        if due {
+            self.last_saved = Some(self.state.global_step);
         }
         Ok(())
     }
@@ -391,7 +498,7 @@ impl Trainer {
     /// nothing).
     fn checkpoint_on_stop(&mut self) -> Result<()> {
         let step = self.state.global_step;
-        if step == 0 || self.last_saved == Some(step) {
+        if step == 0 || self.last_saved == Some(step) || !self.is_main() {
             return Ok(());
         }
         warn!(step, "stop requested: checkpointing before exit");
