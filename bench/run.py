@@ -15,7 +15,8 @@ Everything is measured in this one run on this machine, and reported as ratios:
      peak RSS and examples/s training on the 1M task against the bundled data, and the time to
      load the data with the token-store cache warm against cold.
 
-Writes bench/results/<UTC time>-<config>.{json,md} and bench/results/latest.md.
+Writes bench/results/<UTC time>-<parts run>.{json,md} (e.g. base+data+operator) and
+bench/results/latest.md.
 
 Usage: python bench/run.py [--config base|small] [--warmup 2] [--steps 10] [--agree-steps 4]
                            [--threads N] [--jobs 100,1000] [--skip-train] [--skip-operator]
@@ -541,7 +542,9 @@ def main():
         bench_data(args, out)
     if not args.skip_operator:
         bench_operator(args, out)
-    name = f"{started}-{args.config if not args.skip_train else 'operator'}"
+    parts = [p for p, skip in ((args.config, args.skip_train), ("data", args.skip_data),
+                               ("operator", args.skip_operator)) if not skip]
+    name = f"{started}-{'+'.join(parts) or 'none'}"
     with open(os.path.join(RESULTS, name + ".json"), "w") as f:
         json.dump(out, f, indent=1)
     md = markdown(out)

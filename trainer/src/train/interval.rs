@@ -18,7 +18,7 @@ pub(super) struct Interval {
 
 /// Throughput over an interval.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Rates {
+pub struct Rates {
     pub examples_per_s: f64,
     pub tokens_per_s: f64,
 }

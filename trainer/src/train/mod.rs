@@ -4,6 +4,7 @@
 
 mod interval;
 mod step;
+pub mod summaries;
 mod trainer;
 
 use std::collections::BTreeMap;

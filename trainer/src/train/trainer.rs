@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::interval::Interval;
 use super::step::{Micro, Parallel, StepSettings};
+use super::summaries::Summaries;
 use super::{Outcome, RunOptions, build_model, schedule, train_step};
 use crate::assets::ModelAssets;
 use crate::checkpoint::{self, Fingerprint, Staged, Store, TrainerState};
@@ -46,6 +47,8 @@ pub struct Trainer {
     progress: Progress,
     /// Data parallel: this rank's world and the gradients it sums (None on one process).
     world: Option<World>,
+    /// TensorBoard event file (rank 0, while `run` trains).
+    summaries: Option<Summaries>,
 }
 
 /// One rank's membership of a data-parallel world.
@@ -179,6 +182,7 @@ impl Trainer {
             interval: Interval::new(),
             progress,
             world: None,
+            summaries: None,
         };
         trainer.resume()?;
         if let Some(pg) = pg {
@@ -291,6 +295,11 @@ impl Trainer {
     /// data-parallel world, if any, at the end.
     pub fn run(&mut self) -> Result<Outcome> {
         let mut interrupted = false;
+        if self.is_main() {
+            let s = Summaries::new(&self.spec, self.state.global_step);
+            info!(uri = s.uri(), "TensorBoard summaries");
+            self.summaries = Some(s);
+        }
         while self.state.global_step < self.state.total_steps {
             if self.stop_requested()? {
                 interrupted = true;
@@ -301,6 +310,7 @@ impl Trainer {
             self.log_if_due();
             self.evaluate_if_due()?;
             self.checkpoint_if_due()?;
+            self.flush_summaries(false);
         }
         self.progress.finish();
         if interrupted {
@@ -309,6 +319,7 @@ impl Trainer {
             // Resumed at the end: nothing left to train, report the final metrics again.
             self.state.metrics = self.evaluate()?;
         }
+        self.flush_summaries(true);
         self.shutdown()?;
         Ok(Outcome {
             step: self.state.global_step,
@@ -438,7 +449,24 @@ impl Trainer {
                 "train"
             )
         });
+        if let Some(s) = &mut self.summaries {
+            s.train(&entry, &rates);
+        }
         self.state.log_history.push(entry);
+    }
+
+    /// Stores the TensorBoard file: when due (`now` false) or now. Summaries are not part
+    /// of the checkpoint protocol: a failed write is a warning, and the next one retries.
+    fn flush_summaries(&mut self, now: bool) {
+        let Some(s) = &mut self.summaries else { return };
+        let written = if now {
+            s.flush(&self.store)
+        } else {
+            s.flush_if_due(&self.store)
+        };
+        if let Err(e) = written {
+            warn!(uri = s.uri(), error = %e, "could not write the TensorBoard summaries");
+        }
     }
 
     /// Every task's metrics on its validation set.
@@ -470,6 +498,9 @@ impl Trainer {
         let mut entry = self.state.metrics.clone();
         entry.insert("step".into(), self.state.global_step as f64);
         self.state.eval_history.push(entry);
+        if let Some(s) = &mut self.summaries {
+            s.eval(self.state.global_step, &self.state.metrics);
+        }
         let metrics = serde_json::to_string(&self.state.metrics).unwrap_or_default();
         let step = self.state.global_step;
         self.progress
@@ -540,6 +571,7 @@ impl Trainer {
             .suspend(|| info!(step = entry.step, uri = %entry.uri, "checkpoint committed"));
         self.last_saved = Some(entry.step);
         self.last_entry = Some(entry);
+        self.flush_summaries(true);
         Ok(())
     }
 }
