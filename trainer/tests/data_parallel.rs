@@ -247,8 +247,14 @@ fn heads_no_rank_used_stay_untouched() {
     }
 }
 
-fn trainer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mtl-trainer"))
+/// `mtl-trainer train` of `job` on one CPU thread, checkpointing to `out`, with `cache`.
+fn train_cmd(job: &Path, out: &str, cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mtl-trainer"));
+    c.args(["--device", "cpu", "--threads", "1", "train", "--job"])
+        .arg(job)
+        .args(["--output", out])
+        .env("MTL_CACHE_DIR", cache);
+    c
 }
 
 /// The job as a file, for the binary.
@@ -268,10 +274,7 @@ fn state_at(uri: &str, step: u64) -> TrainerState {
 }
 
 fn model_at(uri: &str, step: u64) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(Path::new(uri).join(format!("checkpoint-{step}/model.safetensors")))
-        .unwrap()
-        .into_iter()
-        .collect()
+    common::checkpoint_weights(Path::new(uri), step)
 }
 
 fn output(mut cmd: Command) -> std::process::Output {
@@ -294,11 +297,8 @@ fn the_binary_starts_ranks_as_its_own_agent_as_torchrun_and_as_vertex_ai() {
     let cache = tmp.path().join("cache");
     let file = job_file(&spec, tmp.path());
     let base = |out: &str| {
-        let mut c = trainer();
-        c.args(["--device", "cpu", "--threads", "1", "train", "--job"])
-            .arg(&file)
-            .args(["--output", out, "--dist-timeout", "60"])
-            .env("MTL_CACHE_DIR", &cache);
+        let mut c = train_cmd(&file, out, &cache);
+        c.args(["--dist-timeout", "60"]);
         c
     };
     // Its own agent: two local workers.
@@ -387,12 +387,9 @@ fn spawn_ranks(
 ) -> Vec<std::process::Child> {
     (0..2)
         .map(|rank| {
-            trainer()
-                .args(["--device", "cpu", "--threads", "1", "train", "--job"])
-                .arg(spec_file)
-                .args(["--output", out, "--dist-timeout", "20"])
+            train_cmd(spec_file, out, cache)
+                .args(["--dist-timeout", "20"])
                 .args(extra)
-                .env("MTL_CACHE_DIR", cache)
                 .env("RUST_LOG", "info")
                 .envs([
                     ("RANK", rank.to_string()),
@@ -478,15 +475,7 @@ fn sigterm_to_one_rank_stops_both_at_one_step_and_the_run_resumes_on_fewer_ranks
     let summary: serde_json::Value = serde_json::from_slice(&outputs[0].stdout).unwrap();
     assert_eq!(summary["interrupted"], true);
     let stopped = summary["step"].as_u64().unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(Path::new(&out).join("checkpoints.json")).unwrap())
-            .unwrap();
-    let steps: Vec<u64> = manifest["checkpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["step"].as_u64().unwrap())
-        .collect();
+    let (_, steps) = common::manifest(Path::new(&out));
     assert_eq!(
         steps,
         [stopped],
@@ -520,12 +509,8 @@ fn sigterm_to_one_rank_stops_both_at_one_step_and_the_run_resumes_on_fewer_ranks
     one.training.batch_size = 4;
     std::fs::create_dir_all(tmp.path().join("one")).unwrap();
     let one_file = job_file(&one, &tmp.path().join("one"));
-    let mut c = trainer();
-    c.args(["--device", "cpu", "--threads", "1", "train", "--job"])
-        .arg(&one_file)
-        .args(["--output", &out1])
-        .args(stop_at)
-        .env("MTL_CACHE_DIR", &cache);
+    let mut c = train_cmd(&one_file, &out1, &cache);
+    c.args(stop_at);
     stopped_ok("resumed on 1 rank", c.output().unwrap());
     let straight = tmp.path().join("straight").display().to_string();
     two_ranks(&straight, "uninterrupted");

@@ -4,22 +4,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use mtl_trainer::train::{self, RunOptions};
-use tch::{Device, Tensor};
+use tch::Device;
 
-use common::{job, tiny_model, torch_rng};
-
-fn final_weights(uri: &Path, step: u64) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(uri.join(format!("checkpoint-{step}/model.safetensors")))
-        .unwrap()
-        .into_iter()
-        .collect()
-}
+use common::{checkpoint_weights, job, tiny_model, torch_rng};
 
 #[test]
 fn resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one() {
@@ -46,14 +37,7 @@ fn resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one() {
         );
     }
     // keep = 2: the manifest names 10 and 12; checkpoint-5 is gone; every file is there.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(straight.join("checkpoints.json")).unwrap()).unwrap();
-    let steps: Vec<u64> = manifest["checkpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["step"].as_u64().unwrap())
-        .collect();
+    let (manifest, steps) = common::manifest(&straight);
     assert_eq!(steps, [10, 12]);
     assert!(manifest["checkpoints"][1]["metrics"]["mean"].is_number());
     assert!(!straight.join("checkpoint-5").exists());
@@ -63,7 +47,10 @@ fn resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one() {
 
     let again = tmp.path().join("again");
     train::train(&job(&model, &again), &opts).unwrap();
-    let (w1, w2) = (final_weights(&straight, 12), final_weights(&again, 12));
+    let (w1, w2) = (
+        checkpoint_weights(&straight, 12),
+        checkpoint_weights(&again, 12),
+    );
     for (name, t) in &w1 {
         assert!(
             t.equal(&w2[name]),
@@ -86,7 +73,10 @@ fn resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one() {
     let b = train::train(&job(&model, &resumed), &opts).unwrap();
     assert_eq!((b.step, b.resumed_from), (12, Some(7)));
 
-    let (wa, wb) = (final_weights(&straight, 12), final_weights(&resumed, 12));
+    let (wa, wb) = (
+        checkpoint_weights(&straight, 12),
+        checkpoint_weights(&resumed, 12),
+    );
     assert_eq!(wa.len(), wb.len());
     for (name, ta) in &wa {
         assert!(ta.equal(&wb[name]), "{name} differs after resume");
@@ -186,12 +176,7 @@ fn sigterm_checkpoints_at_the_next_step_and_exits_143() {
         step >= 10,
         "stopped at step {step}, after the first log at 10"
     );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("checkpoints.json")).unwrap()).unwrap();
-    assert_eq!(
-        manifest["checkpoints"].as_array().unwrap().last().unwrap()["step"].as_u64(),
-        Some(step)
-    );
+    assert_eq!(common::manifest(&out).1.last(), Some(&step));
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -404,7 +389,7 @@ fn bf16_on_cpu_trains_and_learns() {
         )
         .unwrap();
         // Weights and optimizer state stay float32.
-        let w = final_weights(&out, 60);
+        let w = checkpoint_weights(&out, 60);
         assert!(w.values().all(|t| t.kind() == tch::Kind::Float));
         assert!(
             state

@@ -67,6 +67,30 @@ pub fn job(model: &Path, out: &Path) -> MultiTaskTrainingJobSpec {
     spec
 }
 
+/// Every tensor of `<dir>/checkpoint-<step>/model.safetensors`, by name.
+pub fn checkpoint_weights(
+    dir: &Path,
+    step: u64,
+) -> std::collections::BTreeMap<String, tch::Tensor> {
+    tch::Tensor::read_safetensors(dir.join(format!("checkpoint-{step}/model.safetensors")))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// The manifest under `dir` (`checkpoints.json`) and the steps it names, oldest first.
+pub fn manifest(dir: &Path) -> (serde_json::Value, Vec<u64>) {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("checkpoints.json")).unwrap()).unwrap();
+    let steps = m["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    (m, steps)
+}
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
