@@ -99,6 +99,10 @@ operator_tests() {
     until_ok 60 test -s "$work/standin.url" || { echo "kube-standin did not start"; cat "$work/standin.log"; exit 1; }
     local api port ctr
     api=$(head -1 "$work/standin.url")
+    # The CRD, installed as a user does (the operator exits when its resource is not served).
+    kubectl --kubeconfig "$work/kubeconfig" apply -f crds/multitasktrainingjobs.yaml >/dev/null
+    kubectl --kubeconfig "$work/kubeconfig" wait --for condition=established --timeout 60s \
+        crd/multitasktrainingjobs.multitask.dev >/dev/null
     port=$(free_port)
     ctr="mtl-smoke-operator-$$"
     podman run -d --name "$ctr" --label "dev.mtl.smoke=$$" --network host \
