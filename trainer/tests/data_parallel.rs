@@ -18,7 +18,7 @@ use mtl_trainer::dist::{Backend, GroupOptions, Launcher, ProcessGroup, WorkerEnv
 use mtl_trainer::train::{Outcome, RunOptions, Trainer};
 use tch::{Kind, Tensor};
 
-use common::{TINY_BERT, job, tiny_model_with, torch_rng};
+use common::{TINY_BERT, analytic_zero, job, tiny_model_with, torch_rng};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -101,14 +101,6 @@ fn rel(a: &Tensor, b: &Tensor) -> f64 {
         .norm()
         .double_value(&[]);
     d / b.to_kind(Kind::Double).norm().double_value(&[]).max(1e-12)
-}
-
-/// Zero in exact arithmetic (softmax ignores a constant added to all its inputs): the
-/// attention key bias and a multiple-choice head's output bias step on rounding noise,
-/// which Adam turns into steps of up to about lr, differently for different reduction orders.
-fn analytic_zero(name: &str) -> bool {
-    name.ends_with("attention.self.key.bias")
-        || (name.starts_with("heads.csqa.") && name.ends_with("classifier.bias"))
 }
 
 /// Per-step losses and every parameter of a world's rank 0 against one process.

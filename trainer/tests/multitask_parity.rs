@@ -165,9 +165,7 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
         // inputs: the attention key bias and a multiple-choice head's output bias. Both sides
         // step on rounding noise there, which Adam turns into steps of up to about lr; they
         // are checked to have moved no further than that.
-        let analytic_zero = name.ends_with("attention.self.key.bias")
-            || (name.starts_with("heads.csqa.") && name.ends_with("classifier.bias"));
-        if analytic_zero {
+        if common::analytic_zero(name) {
             for (side, t) in [("mtl", p), ("transformers", w)] {
                 let moved = (t - &init[name]).abs().max().double_value(&[]);
                 assert!(

@@ -280,6 +280,19 @@ fn a_stop_before_the_first_step_writes_no_checkpoint() {
     assert!(o.checkpoint.is_none());
     assert!(!out.join("checkpoint-0").exists());
     assert!(!out.join("checkpoints.json").exists());
+    assert!(
+        !out.exists(),
+        "nothing at all under checkpoints.uri (no logs/ either)"
+    );
+    // Stopped after the data loaded, before the first step: nothing either.
+    let mut opts = RunOptions::cpu(tmp.path().join("cache"));
+    opts.stop_after = Some(0);
+    let o = train::train(&job(&model, &out), &opts).unwrap();
+    assert_eq!((o.step, o.interrupted), (0, true));
+    assert!(
+        !out.exists(),
+        "nothing at all under checkpoints.uri (no logs/ either)"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! TensorBoard summaries of a run, written by rank 0 (or the only process) as one event file
-//! per process under `<checkpoints.uri>/logs/`, or under `AIP_TENSORBOARD_LOG_DIR` when
+//! per process, started at the first logged step, under `<checkpoints.uri>/logs/`, or under `AIP_TENSORBOARD_LOG_DIR` when
 //! Vertex AI sets it.
 //!
 //! GCS objects cannot be appended to, so the file is kept in memory and written as a whole

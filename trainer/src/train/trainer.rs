@@ -295,11 +295,6 @@ impl Trainer {
     /// data-parallel world, if any, at the end.
     pub fn run(&mut self) -> Result<Outcome> {
         let mut interrupted = false;
-        if self.is_main() {
-            let s = Summaries::new(&self.spec, self.state.global_step);
-            info!(uri = s.uri(), "TensorBoard summaries");
-            self.summaries = Some(s);
-        }
         while self.state.global_step < self.state.total_steps {
             if self.stop_requested()? {
                 interrupted = true;
@@ -449,9 +444,15 @@ impl Trainer {
                 "train"
             )
         });
-        if let Some(s) = &mut self.summaries {
-            s.train(&entry, &rates);
-        }
+        // The event file starts with the first step logged, so a run stopped before its
+        // first step writes nothing.
+        let spec = &self.spec;
+        let s = self.summaries.get_or_insert_with(|| {
+            let s = Summaries::new(spec, entry.step);
+            info!(uri = s.uri(), "TensorBoard summaries");
+            s
+        });
+        s.train(&entry, &rates);
         self.state.log_history.push(entry);
     }
 

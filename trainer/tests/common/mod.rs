@@ -91,6 +91,15 @@ pub fn manifest(dir: &Path) -> (serde_json::Value, Vec<u64>) {
     (m, steps)
 }
 
+/// Parameters whose gradient is zero in exact arithmetic in the bundled job (softmax ignores a
+/// constant added to all its inputs): the attention key bias and the multiple-choice head's
+/// output bias. They step on rounding noise, which Adam turns into steps of up to about lr,
+/// differently for different reduction orders, so tests bound them instead of comparing them.
+pub fn analytic_zero(name: &str) -> bool {
+    name.ends_with("attention.self.key.bias")
+        || (name.starts_with("heads.csqa.") && name.ends_with("classifier.bias"))
+}
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
