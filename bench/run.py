@@ -10,6 +10,9 @@ Everything is measured in this one run on this machine, and reported as ratios:
      (padding to maxLength), each in its own process with the same threads, model, batches;
   4. the operator against the Kubernetes API stand-in with 100 and 1000 jobs (mtl-operator's
      `scale` example);
+  6. data parallel: `mtl-trainer train` as 2 ranks x 1 thread (Gloo over loopback) against
+     1 rank x 2 threads on the same global batch, roberta-base dimensions: examples/s ratio,
+     allreduce time per step and its share of the step, bytes reduced per step;
   5. data at scale: generated STS-B-format tasks of 200k and 1M sentence pairs (plus the
      bundled RTE) with MiniLM: tokenization examples/s against HF `datasets`' batched `map`,
      peak RSS and examples/s training on the 1M task against the bundled data, and the time to
@@ -22,6 +25,7 @@ Usage: python bench/run.py [--config base|small] [--warmup 2] [--steps 10] [--ag
                            [--threads N] [--jobs 100,1000] [--skip-train] [--skip-operator]
                            [--device cpu|cuda] [--precision fp32|bf16]
                            [--data-sizes 200000,1000000] [--skip-data]
+                           [--parallel-steps 8] [--skip-parallel]
 
 On a GPU (`--device cuda --precision bf16`, what bench/gpu_check.sh runs) both sides train in
 bf16 autocast on the GPU; the loss agreement then uses a bf16 tolerance.
@@ -361,6 +365,77 @@ def data_ratios(sizes, rss, speed):
     }
 
 
+def train_lines(stderr):
+    """The trainer's per-step `train` log lines (JSON lines on stderr)."""
+    lines = []
+    for line in stderr.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("message") == "train":
+            lines.append(obj)
+    return lines
+
+
+def parallel_summary(lines, warmup):
+    """Throughput and allreduce figures over the steps after `warmup`, from one-step log lines
+    (`examples` and `interval_s` of each step: steps differ in examples and cost)."""
+    window = [l for l in lines if l["step"] > warmup]
+    if not window:
+        raise SystemExit(f"no training step after {warmup} warm-up steps was logged")
+    seconds = sum(l["interval_s"] for l in window)
+    allreduce = sum(l.get("allreduce_s", 0.0) for l in window)
+    return {
+        "steps": len(window),
+        "examples": sum(l["examples"] for l in window),
+        "seconds": seconds,
+        "examples_per_s": sum(l["examples"] for l in window) / seconds,
+        "step_s": seconds / len(window),
+        "allreduce_s_per_step": allreduce / len(window),
+        "allreduce_share": allreduce / seconds,
+        "reduced_bytes_per_step": sum(l.get("reduced_bytes", 0.0) for l in window) / len(window),
+    }
+
+
+def bench_parallel(args, out):
+    """2 ranks x 1 thread against 1 rank x 2 threads, the same global batch and batches."""
+    data_dir, model_dir = os.path.join(WORK, "data"), os.path.join(WORK, f"model-{args.config}")
+    make_data(data_dir)
+    cfg = make_model(model_dir, args.config)
+    per_rank = args.batch_size // 2
+    steps = args.warmup + args.parallel_steps
+    runs = {}
+    for name, ranks, batch in (("1 rank x 2 threads", 1, 2 * per_rank), ("2 ranks x 1 thread", 2, per_rank)):
+        job = os.path.join(WORK, f"parallel-{ranks}.json")
+        ckpt = os.path.join(WORK, f"parallel-checkpoints-{ranks}")
+        write_job(job, model_dir, data_dir, batch)
+        spec = json.load(open(job))
+        spec["spec"]["training"].update({"maxSteps": steps, "logEverySteps": 1, "evalEverySteps": 0})
+        spec["spec"]["checkpoints"] = {"uri": ckpt, "everySteps": 10**9}
+        json.dump(spec, open(job, "w"), indent=1)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        cmd = [MTL_TRAINER, "--device", "cpu", "--threads", str(2 // ranks), "train", "--job", job]
+        if ranks > 1:
+            cmd += ["--nproc-per-node", str(ranks)]
+        env = dict(os.environ, MTL_CACHE_DIR=os.path.join(WORK, "parallel-cache"), RUST_LOG="info")
+        print("+", " ".join(cmd), flush=True)
+        done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-4000:])
+            raise SystemExit(f"{name}: mtl-trainer exited {done.returncode}")
+        shutil.rmtree(ckpt, ignore_errors=True)
+        runs[name] = {"ranks": ranks, "threads_per_rank": 2 // ranks, "batch_per_rank": batch,
+                      **parallel_summary(train_lines(done.stderr), args.warmup)}
+    one, two = runs["1 rank x 2 threads"], runs["2 ranks x 1 thread"]
+    out["parallel"] = {
+        "config": {"name": args.config, **CONFIGS[args.config], "vocab_size": cfg.vocab_size,
+                   "global_batch": 2 * per_rank, "warmup_steps": args.warmup, "measured_steps": args.parallel_steps},
+        "runs": runs,
+        "ratio": two["examples_per_s"] / one["examples_per_s"],
+    }
+
+
 def bench_operator(args, out):
     results = []
     for jobs in args.jobs:
@@ -468,6 +543,30 @@ def markdown(out):
             f"{fmt(r['restart_cold_s'], 1)} s reading and tokenizing.",
             "",
         ]
+    if "parallel" in out:
+        p_ = out["parallel"]
+        c = p_["config"]
+        lines += [
+            f"## Data parallel, {c['name']} encoder ({c['num_hidden_layers']} layers, hidden {c['hidden_size']}), "
+            f"global batch {c['global_batch']}, CPU",
+            "",
+            f"`mtl-trainer train` both times, the same batches (proportional sampling over STS-B/RTE/CSQA); "
+            f"{c['measured_steps']} measured steps after {c['warmup_steps']} warm-up steps. Two ranks run on Gloo "
+            f"over loopback on this machine's cores; not measured here: NCCL, GPUs, a network between nodes.",
+            "",
+            "| run | batch per rank | examples/s | step (s) | allreduce per step (s) | allreduce share | reduced per step |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, r in p_["runs"].items():
+            shared = r["ranks"] > 1
+            lines.append(
+                f"| {name} | {r['batch_per_rank']} | {fmt(r['examples_per_s'])} | "
+                f"{fmt(r['step_s'], 2)} | "
+                f"{fmt(r['allreduce_s_per_step'], 3) if shared else '-'} | "
+                f"{fmt(100 * r['allreduce_share'], 1) + '%' if shared else '-'} | "
+                f"{fmt(r['reduced_bytes_per_step'] / 2**20, 1) + ' MiB' if shared else '-'} |"
+            )
+        lines += ["", f"2 ranks / 1 rank examples/s: **{fmt(p_['ratio'])}x** (target 0.85).", ""]
     if "operator" in out:
         lines += [
             "## Operator against the Kubernetes API stand-in",
@@ -526,6 +625,8 @@ def main():
     ap.add_argument("--data-sizes", default="200000,1000000", help="rows of the generated tasks")
     ap.add_argument("--data-steps", type=int, default=30)
     ap.add_argument("--skip-data", action="store_true")
+    ap.add_argument("--parallel-steps", type=int, default=8)
+    ap.add_argument("--skip-parallel", action="store_true")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = ap.parse_args()
@@ -540,10 +641,12 @@ def main():
         bench_train(args, out)
     if not args.skip_data:
         bench_data(args, out)
+    if not args.skip_parallel:
+        bench_parallel(args, out)
     if not args.skip_operator:
         bench_operator(args, out)
     parts = [p for p, skip in ((args.config, args.skip_train), ("data", args.skip_data),
-                               ("operator", args.skip_operator)) if not skip]
+                               ("parallel", args.skip_parallel), ("operator", args.skip_operator)) if not skip]
     name = f"{started}-{'+'.join(parts) or 'none'}"
     with open(os.path.join(RESULTS, name + ".json"), "w") as f:
         json.dump(out, f, indent=1)

@@ -60,5 +60,31 @@ class LossAgreement(unittest.TestCase):
         self.assertFalse(run.loss_agreement(a, b)["ok"])
 
 
+class Parallel(unittest.TestCase):
+    def line(self, step, examples, seconds, allreduce=0.5, reduced=1000.0):
+        return {"message": "train", "step": step, "examples": examples, "interval_s": seconds,
+                "examples_per_s": examples / seconds, "allreduce_s": allreduce, "reduced_bytes": reduced}
+
+    def test_reads_only_train_lines(self):
+        import json
+        text = "\n".join([json.dumps(self.line(1, 8, 2.0)), "not json", json.dumps({"message": "eval"}),
+                          json.dumps(self.line(2, 8, 1.0))])
+        self.assertEqual([l["step"] for l in run.train_lines(text)], [1, 2])
+
+    def test_window_rate_weighs_steps_by_their_examples_and_time(self):
+        # A short last batch (1 example) and a heavy step: 9 examples in 6 s, not the mean rate.
+        lines = [self.line(1, 8, 30.0), self.line(2, 1, 1.0, allreduce=0.25), self.line(3, 8, 5.0, allreduce=1.25)]
+        s = run.parallel_summary(lines, warmup=1)
+        self.assertEqual((s["steps"], s["examples"]), (2, 9))
+        self.assertAlmostEqual(s["examples_per_s"], 9 / 6)
+        self.assertAlmostEqual(s["step_s"], 3.0)
+        self.assertAlmostEqual(s["allreduce_s_per_step"], 0.75)
+        self.assertAlmostEqual(s["allreduce_share"], 1.5 / 6)
+        self.assertAlmostEqual(s["reduced_bytes_per_step"], 1000.0)
+
+    def test_nothing_after_warmup_is_an_error(self):
+        with self.assertRaises(SystemExit):
+            run.parallel_summary([self.line(1, 8, 1.0)], warmup=1)
+
 if __name__ == "__main__":
     unittest.main()

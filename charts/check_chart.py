@@ -57,6 +57,8 @@ REQUIRED_RBAC: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("watch", "multitask.dev", "multitasktrainingjobs/finalizers", ("update",)),
     # create + patch: server-side apply of a pod that does not exist yet needs both.
     ("watch", "", "pods", ("get", "list", "watch", "create", "delete", "patch")),
+    # get, then server-side apply: the headless Service of a job with several workers.
+    ("watch", "", "services", ("get", "create", "patch")),
     ("watch", "", "events", ("create", "patch")),
     ("watch", "events.k8s.io", "events", ("create", "patch")),
     # get/create/update (replace) in operator/src/leader.rs; patch kept for a patch-based renewal.

@@ -48,6 +48,12 @@ pub enum Error {
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Step", type_ = "integer", json_path = ".status.step"),
     printcolumn(
+        name = "Progress",
+        type_ = "string",
+        json_path = ".status.progress.percent"
+    ),
+    printcolumn(name = "ETA", type_ = "string", json_path = ".status.progress.eta"),
+    printcolumn(
         name = "Latest checkpoint",
         type_ = "string",
         json_path = ".status.latestCheckpoint"
@@ -62,7 +68,8 @@ pub enum Error {
 #[x_kube(
     cel,
     validation = Rule::new("self.tasks.all(t, self.tasks.exists_one(u, u.name == t.name))").message("task names must be unique"),
-    validation = Rule::new("self.backend != 'vertexAI' || has(self.vertexAI)").message("backend vertexAI needs spec.vertexAI (project, region)")
+    validation = Rule::new("self.backend != 'vertexAI' || has(self.vertexAI)").message("backend vertexAI needs spec.vertexAI (project, region)"),
+    validation = Rule::new("!has(self.workers) || self.workers <= 1 || self.checkpoints.uri.startsWith('gs://')").message("workers > 1 needs a gs:// checkpoints.uri: every worker and every attempt must reach the same checkpoints").field_path(".workers")
 )]
 pub struct MultiTaskTrainingJobSpec {
     /// Where the trainer runs: a pod in this cluster, or a Vertex AI custom job.
@@ -86,6 +93,20 @@ pub struct MultiTaskTrainingJobSpec {
     pub vertex_ai: Option<VertexAiSpec>,
     #[serde(default)]
     pub run_policy: RunPolicy,
+    /// Data-parallel workers per attempt: pods on `backend: kubernetes` (each using all of
+    /// its `resources.gpus`), replicas on Vertex AI. `training.batchSize` stays per device, so
+    /// the global batch is `batchSize × workers × GPUs per worker`.
+    #[serde(default = "default_workers", skip_serializing_if = "is_one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub workers: u32,
+}
+
+fn default_workers() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -351,6 +372,22 @@ pub struct CheckpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub keep: Option<u32>,
+    /// How often the trainer overwrites `<uri>/progress.json` (step, loss, rates, ETA), which
+    /// the operator shows in `.status.progress`. Default 30.
+    #[serde(
+        default = "default_progress_every",
+        skip_serializing_if = "is_default_progress_every"
+    )]
+    #[schemars(range(min = 1))]
+    pub progress_every_seconds: u64,
+}
+
+fn default_progress_every() -> u64 {
+    30
+}
+
+fn is_default_progress_every(n: &u64) -> bool {
+    *n == default_progress_every()
 }
 
 fn default_every_steps() -> u64 {
@@ -382,6 +419,11 @@ pub struct ResourcesSpec {
     /// Kubernetes service account bound to a Google service account (Workload Identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Size of the memory-backed `/dev/shm` (NCCL and libtorch need more than the 64 MiB a
+    /// container gets by default); counts against the pod's memory. Default 2Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("must be a quantity such as 2Gi"))]
+    pub shm_size: Option<String>,
 }
 
 /// Vertex AI custom job settings for `backend: vertexAI`.
@@ -402,6 +444,12 @@ pub struct VertexAiSpec {
     /// Google service account the job runs as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// A Vertex AI TensorBoard to upload the trainer's summaries to,
+    /// `projects/P/locations/L/tensorboards/ID` (Vertex then sets `AIP_TENSORBOARD_LOG_DIR`;
+    /// it needs `serviceAccount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^projects/[^/]+/locations/[^/]+/tensorboards/[^/]+$"))]
+    pub tensorboard: Option<String>,
 }
 
 fn default_machine_type() -> String {
@@ -570,6 +618,18 @@ impl MultiTaskTrainingJobSpec {
         }
         if self.backend == Backend::VertexAi && self.vertex_ai.is_none() {
             return Err("spec.vertexAI: required for backend vertexAI".into());
+        }
+        if !(1..=64).contains(&self.workers) {
+            return Err(format!(
+                "spec.workers: {} is not between 1 and 64",
+                self.workers
+            ));
+        }
+        if self.workers > 1 && !self.checkpoints.uri.starts_with("gs://") {
+            return Err(format!(
+                "spec.checkpoints.uri: {:?} must be a gs:// URI when spec.workers is {} (every worker and every attempt must reach the same checkpoints)",
+                self.checkpoints.uri, self.workers
+            ));
         }
         Ok(())
     }

@@ -85,8 +85,12 @@ pub struct MultiTaskTrainingJobStatus {
     /// Attempt number of the current pod or Vertex AI job.
     #[serde(default)]
     pub attempt: u32,
+    /// The current attempt's pod (rank 0's pod when `spec.workers` > 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// Workers of the current attempt whose trainer is running, when `spec.workers` > 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_workers: Option<u32>,
     /// Vertex AI CustomJob resource name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vertex_job_name: Option<String>,
@@ -102,4 +106,32 @@ pub struct MultiTaskTrainingJobStatus {
     /// Latest per-task metrics.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+    /// Where the running attempt stands, from the trainer's `progress.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobProgress>,
+}
+
+/// The trainer's latest progress report, as the operator last read it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProgress {
+    /// Optimizer steps done.
+    pub step: u64,
+    pub total_steps: u64,
+    /// Share of the steps done, e.g. `42%` (the PROGRESS column).
+    pub percent: String,
+    /// Training throughput over the trainer's latest logging window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples_per_second: Option<f64>,
+    /// Mean training loss over the latest logging window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// RFC 3339 time the run should end at the attempt's pace so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_completion_time: Option<String>,
+    /// Time left as of the last read, e.g. `12m` (the ETA column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
+    /// RFC 3339 time the trainer wrote the report, by its clock.
+    pub updated_at: String,
 }

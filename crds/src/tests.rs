@@ -52,7 +52,17 @@ fn crd_has_short_name_status_and_columns() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(cols, ["Phase", "Step", "Latest checkpoint", "Age"]);
+    assert_eq!(
+        cols,
+        [
+            "Phase",
+            "Step",
+            "Progress",
+            "ETA",
+            "Latest checkpoint",
+            "Age"
+        ]
+    );
 }
 
 #[test]

@@ -164,7 +164,8 @@ pub fn crd_type() -> ResourceType {
 }
 
 impl Default for Registry {
-    /// pods, events (both groups), namespaces, leases and customresourcedefinitions; custom
+    /// pods, events (both groups), namespaces, leases, services (stored as written: no
+    /// cluster IPs or endpoints) and customresourcedefinitions; custom
     /// resources are served once their CRD is created.
     fn default() -> Self {
         let pods = pod_type();
@@ -184,8 +185,21 @@ impl Default for Registry {
             ..ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true)
         };
         let leases = ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true);
+        let services = ResourceType {
+            short_names: vec!["svc".into()],
+            categories: vec!["all".into()],
+            ..ResourceType::builtin("", "v1", "Service", "services", true)
+        };
         Self {
-            types: vec![pods, core_events, namespaces, events_v1, leases, crd_type()],
+            types: vec![
+                pods,
+                core_events,
+                namespaces,
+                events_v1,
+                leases,
+                services,
+                crd_type(),
+            ],
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The kube-runtime controller: gathers what [`crate::decide`] needs, carries out its actions,
 //! writes status with server-side apply and records Events.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -15,7 +16,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use mtl_crds::{Backend, JobPhase, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
-use mtl_storage::{Manifest, Storage};
+use mtl_storage::{Manifest, Progress, Storage};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backend::AttemptBackend;
@@ -43,6 +44,8 @@ pub struct Config {
     /// Reconciles in flight at once (0: unbounded). A burst of new jobs then queues instead
     /// of holding every job's requests and buffers in memory at the same time.
     pub concurrency: u16,
+    /// At most one read of a running job's `progress.json` per this long.
+    pub progress_poll: Duration,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             poll_interval: Duration::from_secs(30),
             manifest_timeout: Duration::from_secs(20),
             concurrency: 16,
+            progress_poll: Duration::from_secs(30),
         }
     }
 }
@@ -66,6 +70,16 @@ pub struct Context {
     /// Vertex AI clients, one per region (regional endpoints with ADC, or
     /// `MTL_VERTEX_ENDPOINT` for a stand-in).
     pub vertex: Arc<VertexClients>,
+    /// Per job: when its progress object was last read and last seen to change.
+    progress: Mutex<HashMap<String, ProgressSeen>>,
+}
+
+/// What the operator remembers of a job's progress object, by its own clock.
+#[derive(Clone, Debug)]
+struct ProgressSeen {
+    read_at: Instant,
+    updated_at: String,
+    changed_at: Timestamp,
 }
 
 impl Context {
@@ -84,6 +98,7 @@ impl Context {
             metrics,
             config,
             vertex: Arc::new(VertexClients::from_env()),
+            progress: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -174,6 +189,10 @@ async fn cleanup(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
     )
     .await;
     ctx.metrics.forget_job(&job_key(job));
+    ctx.progress
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&job_key(job));
     Ok(Action::await_change())
 }
 
@@ -239,7 +258,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
         actions,
         status: mut new,
         mut notes,
-        requeue_after,
+        mut requeue_after,
     } = decide::decide(&Observation {
         spec: &job.spec,
         generation: job.metadata.generation,
@@ -282,6 +301,14 @@ pub async fn reconcile_with<B: AttemptBackend>(
         }
     }
 
+    let running = observed
+        .as_ref()
+        .is_some_and(|a| a.state == crate::backend::AttemptState::Running)
+        && new.phase == JobPhase::Running;
+    if let Some(after) = fold_progress(ctx, job, &mut new, running, now).await {
+        requeue_after = Some(requeue_after.map_or(after, |r| r.min(after)));
+    }
+
     if new != old {
         patch_status(ctx, job, &new).await?;
     }
@@ -293,6 +320,80 @@ pub async fn reconcile_with<B: AttemptBackend>(
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// While an attempt runs: reads `progress.json` when [`Config::progress_poll`] has passed
+/// since the last read (so the reconcile caused by our own status write reads nothing), folds
+/// it into `.status.progress`, and sets `Stalled` when it stopped changing. Returns when to
+/// look again. A failed read keeps the last progress; the manifest's condition reports storage
+/// trouble.
+async fn fold_progress(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+    st: &mut MultiTaskTrainingJobStatus,
+    running: bool,
+    now: Timestamp,
+) -> Option<Duration> {
+    let key = job_key(job);
+    let interval = job.spec.checkpoints.progress_every_seconds;
+    if !running {
+        ctx.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        crate::progress::fold_stalled(st, false, None, interval, now);
+        return None;
+    }
+    let seen = ctx
+        .progress
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    let poll = ctx.config.progress_poll;
+    let due = seen.as_ref().is_none_or(|s| s.read_at.elapsed() >= poll);
+    let mut changed_at = seen.as_ref().map(|s| s.changed_at);
+    if due {
+        ctx.metrics.progress_reads.inc();
+        let read = tokio::time::timeout(
+            ctx.config.manifest_timeout,
+            Progress::load(&ctx.storage, &job.spec.checkpoints.uri),
+        )
+        .await;
+        let mut entry = seen.clone().unwrap_or(ProgressSeen {
+            read_at: Instant::now(),
+            updated_at: String::new(),
+            changed_at: now,
+        });
+        entry.read_at = Instant::now();
+        match read {
+            Ok(Ok(Some(p))) => {
+                if p.updated_at != entry.updated_at {
+                    entry.updated_at = p.updated_at.clone();
+                    entry.changed_at = now;
+                }
+                st.progress = Some(crate::progress::to_status(&p, now));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => debug!(error = %e, "progress object unreadable"),
+            Err(_) => debug!("reading the progress object timed out"),
+        }
+        changed_at = Some(entry.changed_at);
+        ctx.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, entry);
+    }
+    // Counted from when the attempt started running if the object has not changed since.
+    let running_since = status::find(st, cond::RUNNING)
+        .filter(|c| c.status == "True")
+        .and_then(|c| status::parse_time(Some(&c.last_transition_time)));
+    let unchanged_since = match (changed_at, running_since) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    crate::progress::fold_stalled(st, true, unchanged_since, interval, now);
+    Some(poll)
 }
 
 /// A job that cannot run as written fails at once, with the reason in its Failed condition.

@@ -125,10 +125,10 @@ impl Builder<'_> {
         self.requeue(self.o.poll_interval);
     }
 
+    /// Stops the current attempt's workers that are still up and not yet asked to stop.
     fn stop_if_live(&mut self) {
         if let Some(a) = self.o.attempt
-            && !a.state.is_terminal()
-            && !a.terminating
+            && a.unstopped > 0
         {
             self.d.actions.push(Action::StopAttempt {
                 attempt: a.attempt,
@@ -217,6 +217,14 @@ impl Builder<'_> {
 
 /// Decides what to do about one job. See the module docs and the tests for the rules.
 pub fn decide(o: &Observation<'_>) -> Decision {
+    let mut d = decide_phase(o);
+    // How many of several workers run, while the job can still run.
+    d.status.running_workers = (o.spec.workers > 1 && !d.status.phase.is_finished())
+        .then(|| o.attempt.map_or(0, |a| a.running));
+    d
+}
+
+fn decide_phase(o: &Observation<'_>) -> Decision {
     let mut b = Builder {
         o,
         d: Decision {
@@ -245,6 +253,8 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     if let Some(a) = attempt
         && a.state == AttemptState::Succeeded
     {
+        // Rank 0 finished: workers still up have nothing left to do.
+        b.stop_if_live();
         b.finish(
             JobPhase::Succeeded,
             "Succeeded",
@@ -296,17 +306,21 @@ pub fn decide(o: &Observation<'_>) -> Decision {
             b.note(false, "Suspended", message);
         }
         b.stop_if_live();
-        if attempt.is_some_and(|a| a.terminating && !a.state.is_terminal()) {
+        if attempt.is_some_and(|a| a.terminating) {
             b.requeue(TERMINATING_POLL);
         }
         return b.d;
     }
 
-    // Wait for a terminating attempt to finish before anything else runs beside it.
+    // Wait for a terminating attempt to finish before anything else runs beside it. An
+    // attempt of several workers that ended on one of them ends for all: stop the others, and
+    // judge (and count) it once none is left up.
     if let Some(a) = attempt
         && a.terminating
-        && !a.state.is_terminal()
     {
+        if a.state.is_terminal() {
+            b.stop_if_live();
+        }
         b.requeue(TERMINATING_POLL);
         return b.d;
     }

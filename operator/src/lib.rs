@@ -4,6 +4,7 @@
 //! - [`controller`]: the kube-runtime controller that observes, decides, acts, writes status
 //! - [`backend`]: where attempts run (`backend/pods.rs`; Vertex AI plugs into the same trait)
 //! - [`status`]: conditions and the checkpoint manifest folded into `.status`
+//! - [`progress`]: the trainer's progress.json folded into `.status.progress`, `Stalled`
 //! - [`leader`], [`metrics`], [`server`], [`manager`]: running it in production
 
 pub mod backend;
@@ -13,6 +14,7 @@ mod error;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
+pub mod progress;
 pub mod server;
 pub mod status;
 pub mod vertex;

@@ -68,6 +68,9 @@ struct RunArgs {
     /// Seconds between looks at a live job (checkpoint manifest polling).
     #[arg(long, default_value_t = 30)]
     poll_seconds: u64,
+    /// Seconds between reads of a running job's progress.json (at most, per job).
+    #[arg(long, default_value_t = 30)]
+    progress_poll_seconds: u64,
     /// Reconciles in flight at once (0: unbounded).
     #[arg(long, env = "MTL_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -124,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             let mut config = Config::default();
             config.pod.grace_period_seconds = args.pod_grace_seconds;
             config.poll_interval = Duration::from_secs(args.poll_seconds.max(1));
+            config.progress_poll = Duration::from_secs(args.progress_poll_seconds.max(1));
             config.concurrency = args.concurrency;
             let opts = RunOptions {
                 namespace: args.namespace,

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub jobs: Family<PhaseLabels, Gauge>,
     pub leader: Gauge,
     pub reconcile_duration: Histogram,
+    /// Reads of trainers' progress objects.
+    pub progress_reads: Counter,
     phases: Mutex<HashMap<String, JobPhase>>,
     registry: Registry,
 }
@@ -57,6 +59,12 @@ impl Metrics {
         let jobs = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        let progress_reads = Counter::default();
+        registry.register(
+            "progress_reads",
+            "Reads of trainers' progress.json",
+            progress_reads.clone(),
+        );
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -95,6 +103,7 @@ impl Metrics {
             jobs,
             leader,
             reconcile_duration,
+            progress_reads,
             phases: Mutex::default(),
             registry,
         }

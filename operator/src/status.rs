@@ -15,6 +15,9 @@ pub mod cond {
     pub const SUSPENDED: &str = "Suspended";
     /// False while the checkpoint manifest cannot be read or parsed.
     pub const CHECKPOINTS_READABLE: &str = "CheckpointsReadable";
+    /// True while an attempt runs but the trainer's progress object has not changed for
+    /// [`crate::progress::STALE_INTERVALS`] of its intervals.
+    pub const STALLED: &str = "Stalled";
 }
 
 /// At most this many checkpoints are mirrored into status (the newest); keeps the object small.

@@ -8,7 +8,9 @@
 mod common;
 
 use common::{Env, NS, eventually, kubelet_ok, lease_holder, metric};
-use kube::api::{DeleteParams, ListParams};
+use std::collections::BTreeMap;
+
+use kube::api::{Api, DeleteParams, ListParams};
 use mtl_crds::JobPhase;
 use serde_json::json;
 
@@ -359,5 +361,251 @@ async fn operator_adds_its_finalizer() {
     assert_eq!(
         job.metadata.finalizers.as_deref(),
         Some(&[mtl_operator::FINALIZER.to_string()][..])
+    );
+}
+
+/// `workers: 3`: three pods under a headless Service, each with its rank's rendezvous
+/// environment; a preempted worker replaces the whole attempt (one preemption), a failed one
+/// too (one restart), and rank 0's success ends the job. Checkpoints on gs:// (a real
+/// emulator), as the CRD requires for several workers.
+#[tokio::test]
+async fn workers_are_one_attempt_replaced_together_and_counted_once() {
+    use k8s_openapi::api::core::v1::Service;
+    let emulator = mtl_storage::testing::Emulator::start();
+    let mut env = Env::start().await;
+    env.operator_env
+        .push(("STORAGE_EMULATOR_HOST".into(), emulator.endpoint()));
+    env.operator("op-a");
+    let uri = emulator.uri("runs/train");
+    env.apply(
+        "train",
+        json!({"workers": 3, "checkpoints": {"uri": uri}, "resources": {"gpus": 2}}),
+    )
+    .await;
+
+    let pods: Vec<_> = futures::future::join_all((0..3).map(|i| {
+        let env = &env;
+        async move { env.pod(&format!("train-1-{i}")).await }
+    }))
+    .await;
+    for (i, pod) in pods.iter().enumerate() {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.hostname.as_deref(),
+            Some(format!("train-1-{i}").as_str())
+        );
+        assert_eq!(spec.subdomain.as_deref(), Some("train"));
+        let env: BTreeMap<_, _> = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["MASTER_ADDR"], "train-1-0.train");
+        assert_eq!(env["MASTER_PORT"], "29500");
+        assert_eq!(env["WORLD_SIZE"], "6");
+        assert_eq!(env["RANK"], i.to_string());
+        assert_eq!(env["PET_NODE_RANK"], i.to_string());
+        assert_eq!(env["PET_NNODES"], "3");
+        assert_eq!(env["PET_NPROC_PER_NODE"], "2");
+        let shm = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "dshm")
+            .and_then(|v| v.empty_dir.clone())
+            .expect("a /dev/shm volume");
+        assert_eq!(shm.medium.as_deref(), Some("Memory"));
+    }
+    let services: Api<Service> = Api::namespaced(env.client.clone(), NS);
+    let svc = services.get("train").await.expect("the headless Service");
+    let svc_spec = svc.spec.unwrap();
+    assert_eq!(svc_spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(svc_spec.publish_not_ready_addresses, Some(true));
+    assert_eq!(
+        svc.metadata.owner_references.unwrap()[0].kind,
+        "MultiTaskTrainingJob"
+    );
+
+    for i in 0..3 {
+        kubelet_ok(env.standin.kubelet().run(NS, &format!("train-1-{i}")));
+    }
+    let st = env
+        .status_until("train", "Running with 3 workers", |s| {
+            s.phase == JobPhase::Running && s.running_workers == Some(3)
+        })
+        .await;
+    assert_eq!(st.pod_name.as_deref(), Some("train-1-0"));
+
+    // One worker preempted: the others are stopped, one preemption, one new attempt.
+    kubelet_ok(env.standin.kubelet().preempt(NS, "train-1-1"));
+    let st = env
+        .status_until("train", "attempt 2 after a preemption", |s| s.attempt == 2)
+        .await;
+    assert_eq!((st.preemptions, st.restarts), (1, 0));
+    for i in 0..3 {
+        env.pod(&format!("train-2-{i}")).await;
+    }
+    let names = env.pod_names().await;
+    assert!(
+        !names.iter().any(|n| n.starts_with("train-1-")),
+        "attempt 1's workers are all gone: {names:?}"
+    );
+
+    // One worker fails: the others are stopped, backoff spent once.
+    for i in 0..3 {
+        kubelet_ok(env.standin.kubelet().run(NS, &format!("train-2-{i}")));
+    }
+    env.status_until("train", "attempt 2 running", |s| {
+        s.phase == JobPhase::Running && s.running_workers == Some(3)
+    })
+    .await;
+    kubelet_ok(env.standin.kubelet().fail(
+        NS,
+        "train-2-2",
+        1,
+        "CUDA error: an illegal memory access",
+    ));
+    let st = env
+        .status_until("train", "attempt 3 after a failure", |s| s.attempt == 3)
+        .await;
+    assert_eq!((st.preemptions, st.restarts), (1, 1));
+    let restarting = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Restarting")
+        .expect("a Restarting condition");
+    assert!(
+        restarting.message.contains("illegal memory access"),
+        "{}",
+        restarting.message
+    );
+    let names = env.pod_names().await;
+    assert!(
+        !names.contains(&"train-2-0".to_string()) && !names.contains(&"train-2-1".to_string()),
+        "the failed attempt's other workers were stopped: {names:?}"
+    );
+
+    // Rank 0 finishes: the job succeeded; the workers still up are stopped.
+    for i in 0..3 {
+        kubelet_ok(env.standin.kubelet().run(NS, &format!("train-3-{i}")));
+    }
+    kubelet_ok(env.standin.kubelet().succeed(NS, "train-3-0"));
+    let st = env
+        .status_until("train", "Succeeded", |s| s.phase == JobPhase::Succeeded)
+        .await;
+    assert_eq!((st.preemptions, st.restarts, st.attempt), (1, 1, 3));
+    assert_eq!(st.running_workers, None);
+    eventually("the stragglers of attempt 3 to be stopped", || {
+        let env = &env;
+        async move {
+            let names = env.pod_names().await;
+            (!names.contains(&"train-3-1".to_string()) && !names.contains(&"train-3-2".to_string()))
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// The CRD refuses several workers without a gs:// checkpoint URI, at admission.
+#[tokio::test]
+async fn several_workers_need_gs_checkpoints_at_admission() {
+    let env = Env::start().await;
+    let job = serde_json::to_string(&json!({
+        "apiVersion": "multitask.dev/v1alpha1",
+        "kind": "MultiTaskTrainingJob",
+        "metadata": {"name": "local"},
+        "spec": {
+            "image": "mtl-trainer:test",
+            "model": {"pretrained": "gs://models/minilm"},
+            "tasks": [{"name": "stsb", "type": "regression", "train": "gs://data/stsb.tsv",
+                       "format": "glueTsv", "textFields": ["s1", "s2"], "labelField": "score"}],
+            "checkpoints": {"uri": "/tmp/ckpt"},
+            "workers": 2
+        }
+    }))
+    .unwrap();
+    let out = env
+        .kubectl()
+        .run(&["apply", "-f", "-"], Some(&job))
+        .await
+        .unwrap();
+    assert!(!out.success(), "accepted: {out}");
+    assert!(
+        out.stderr
+            .contains("workers > 1 needs a gs:// checkpoints.uri"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The trainer's progress.json reaches `.status.progress` and `kubectl get`'s PROGRESS and
+/// ETA columns; one that stops changing while the pod runs makes the job `Stalled` until it
+/// moves again; reads stay bounded by the poll interval however often status is written.
+#[tokio::test]
+async fn progress_reaches_status_and_a_stale_one_stalls_the_job() {
+    let started = std::time::Instant::now();
+    let mut env = Env::start().await;
+    env.operator("op-a");
+    env.apply("train", json!({"checkpoints": {"progressEverySeconds": 1}}))
+        .await;
+    env.pod("train-1").await;
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    env.status_until("train", "Running", |s| s.phase == JobPhase::Running)
+        .await;
+
+    env.write_progress(168, 400, 750.0, 1).await;
+    let st = env
+        .status_until("train", "progress 42%", |s| {
+            s.progress.as_ref().is_some_and(|p| p.percent == "42%")
+        })
+        .await;
+    let p = st.progress.unwrap();
+    assert_eq!(
+        (p.step, p.total_steps, p.eta.as_deref()),
+        (168, 400, Some("12m"))
+    );
+    assert_eq!(p.examples_per_second, Some(10.0));
+    assert!(p.estimated_completion_time.is_some());
+    let out = env
+        .kubectl()
+        .run(&["get", "mttj", "train"], None)
+        .await
+        .unwrap();
+    assert!(out.success(), "{out}");
+    let header = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("PROGRESS") && header.contains("ETA"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("42%") && out.stdout.contains("12m"),
+        "{out}"
+    );
+
+    // No change for 10 progress intervals while the pod runs.
+    let st = env
+        .status_until("train", "Stalled", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True")
+        })
+        .await;
+    let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(stalled.reason, "ProgressStale");
+    env.write_progress(200, 400, 600.0, 2).await;
+    env.status_until("train", "Stalled cleared", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "False" && c.reason == "ProgressResumed")
+    })
+    .await;
+
+    let text = env.metrics(0).await.expect("metrics served");
+    let reads = metric(&text, "mtl_operator_progress_reads_total").unwrap();
+    let bound = started.elapsed().as_secs_f64() + 2.0;
+    assert!(
+        reads >= 3.0 && reads <= bound,
+        "{reads} progress reads in {bound:.0} s with --progress-poll-seconds 1"
     );
 }

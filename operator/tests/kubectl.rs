@@ -122,12 +122,21 @@ async fn a_user_runs_the_example_job_with_kubectl() {
     .await;
     assert_eq!(
         pending[0],
-        ["NAME", "PHASE", "STEP", "LATEST CHECKPOINT", "AGE"]
+        [
+            "NAME",
+            "PHASE",
+            "STEP",
+            "PROGRESS",
+            "ETA",
+            "LATEST CHECKPOINT",
+            "AGE"
+        ]
     );
-    assert_eq!(&pending[1][..4], ["mtl-demo", "Pending", "", ""]);
+    assert_eq!(&pending[1][..6], ["mtl-demo", "Pending", "", "", "", ""]);
 
     kubelet_ok(env.standin.kubelet().run(NS, "mtl-demo-1"));
     env.commit_checkpoint(3000).await;
+    env.write_progress(3100, 10000, 750.0, 1).await;
     let latest = format!("{}/checkpoint-3000", env.checkpoints());
     for args in [
         &["get", "mttj"][..],
@@ -136,18 +145,27 @@ async fn a_user_runs_the_example_job_with_kubectl() {
     ] {
         let table = eventually("kubectl get: Running at step 3000", || async {
             let table = rows(&ok(&kubectl, args).await);
-            (table.get(1).and_then(|r| r.get(2)).map(String::as_str) == Some("3000"))
-                .then_some(table)
+            (table.get(1).and_then(|r| r.get(2)).map(String::as_str) == Some("3000")
+                && table.get(1).and_then(|r| r.get(3)).map(String::as_str) == Some("31%"))
+            .then_some(table)
         })
         .await;
         assert_eq!(
             table[0],
-            ["NAME", "PHASE", "STEP", "LATEST CHECKPOINT", "AGE"],
+            [
+                "NAME",
+                "PHASE",
+                "STEP",
+                "PROGRESS",
+                "ETA",
+                "LATEST CHECKPOINT",
+                "AGE"
+            ],
             "{args:?}"
         );
         assert_eq!(
-            &table[1][..4],
-            ["mtl-demo", "Running", "3000", latest.as_str()],
+            &table[1][..6],
+            ["mtl-demo", "Running", "3000", "31%", "12m", latest.as_str()],
             "{args:?}"
         );
     }

@@ -155,6 +155,72 @@ async fn create_request_carries_the_spec() {
         spec["serviceAccount"],
         "trainer@my-proj.iam.gserviceaccount.com"
     );
+    assert!(spec.get("tensorboard").is_none(), "none asked for");
+}
+
+/// `spec.vertexAI.tensorboard` becomes the CustomJob's `tensorboard`, on the wire.
+#[tokio::test]
+async fn vertex_tensorboard_is_passed_on() {
+    let standin = VertexStandIn::start().await;
+    let mut job = job();
+    let tb = "projects/my-proj/locations/us-central1/tensorboards/42";
+    job.spec.vertex_ai.as_mut().unwrap().tensorboard = Some(tb.into());
+    client(&standin)
+        .await
+        .ensure_created(&job, 1)
+        .await
+        .unwrap();
+    let body = standin.requests_to(Route::Create)[0].body.clone().unwrap();
+    assert_eq!(body["jobSpec"]["tensorboard"], tb);
+
+    // Vertex AI uploads as the job's service account: without one the spec is refused.
+    job.spec.vertex_ai.as_mut().unwrap().service_account = None;
+    let err = mtl_operator::vertex::validate_for_vertex(&job).unwrap_err();
+    assert!(err.to_string().contains("serviceAccount"), "{err}");
+}
+
+/// `workers: 3`: the primary replica in pool 0, two more in pool 1, identical otherwise, as
+/// the JSON on the wire has it.
+#[tokio::test]
+async fn several_workers_become_two_worker_pools() {
+    let standin = VertexStandIn::start().await;
+    let mut job = job();
+    job.spec.workers = 3;
+    client(&standin)
+        .await
+        .ensure_created(&job, 1)
+        .await
+        .unwrap();
+    let creates = standin.requests_to(Route::Create);
+    let body = creates[0].body.clone().unwrap();
+    let pools = body["jobSpec"]["workerPoolSpecs"].as_array().unwrap();
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    assert_eq!(pools[0]["replicaCount"], "1");
+    assert_eq!(pools[1]["replicaCount"], "2");
+    for field in ["machineSpec", "containerSpec"] {
+        assert_eq!(
+            pools[0][field], pools[1][field],
+            "{field} differs between the pools"
+        );
+    }
+    assert_eq!(pools[1]["machineSpec"]["machineType"], "n1-standard-8");
+    assert_eq!(pools[1]["machineSpec"]["acceleratorType"], 5);
+    assert_eq!(pools[1]["machineSpec"]["acceleratorCount"], 1);
+    assert_eq!(
+        pools[1]["containerSpec"]["imageUri"],
+        "us-docker.pkg.dev/my-proj/mtl/trainer:0.1.0"
+    );
+    let args = pools[1]["containerSpec"]["args"].as_array().unwrap();
+    let sent: mtl_crds::MultiTaskTrainingJobSpec =
+        serde_json::from_str(args[2].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent.workers, 3,
+        "the trainer sees the same spec in every pool"
+    );
+    assert!(
+        pools.iter().all(|p| p.get("diskSpec").is_none()),
+        "nothing else differs"
+    );
 }
 
 /// The pure builder, through the crate's types.

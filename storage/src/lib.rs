@@ -8,6 +8,7 @@
 mod gcs;
 mod local;
 pub mod manifest;
+pub mod progress;
 mod retry;
 #[cfg(feature = "emulator")]
 pub mod testing;
@@ -16,6 +17,7 @@ use std::path::Path;
 
 pub use gcs::{CHUNK_ALIGN, DEFAULT_CHUNK_SIZE, EMULATOR_HOST_ENV};
 pub use manifest::{MANIFEST_NAME, Manifest};
+pub use progress::{PROGRESS_NAME, Progress};
 pub use retry::RetryPolicy;
 
 #[derive(Debug, thiserror::Error)]

@@ -171,3 +171,59 @@ print(sorted(tags["tensors"]))
     assert_eq!(lines[2], "[6, 12, 16]");
     assert!(lines[3].contains("hyperparameters"), "{}", lines[3]);
 }
+
+/// progress.json: overwritten as the run goes, where a stopped run stood (with an ETA), and
+/// the end of the resumed one, with the latest loss window and evaluation.
+#[test]
+fn progress_object_follows_the_run_and_its_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let _rng = torch_rng();
+    let out = tmp.path().join("run");
+    let mut spec = job(&model, &out);
+    spec.training.log_every_steps = 2;
+    spec.training.max_steps = Some(12);
+    spec.checkpoints.every_steps = 3;
+    let read = || {
+        let bytes = std::fs::read(out.join("progress.json")).expect("progress.json written");
+        mtl_storage::Progress::parse("progress.json", &bytes).unwrap()
+    };
+
+    let mut opts = RunOptions::cpu(tmp.path().join("cache"));
+    opts.stop_after = Some(6);
+    train::train(&spec, &opts).unwrap();
+    let p = read();
+    assert_eq!((p.step, p.total_steps), (6, 12));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("checkpoint-6").join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let last = state["log_history"].as_array().unwrap().last().unwrap();
+    assert_eq!(p.loss, last["loss"].as_f64());
+    assert!(!p.task_losses.is_empty());
+    assert!(
+        p.examples_per_second > 0.0 && p.tokens_per_second > 0.0,
+        "{p:?}"
+    );
+    assert!(p.eta_seconds.is_some_and(|s| s > 0.0), "{p:?}");
+    assert!(
+        p.updated_at
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .is_ok(),
+        "{}",
+        p.updated_at
+    );
+
+    train::train(&spec, &RunOptions::cpu(tmp.path().join("cache"))).unwrap();
+    let p = read();
+    assert_eq!((p.step, p.total_steps), (12, 12));
+    assert_eq!(p.eta_seconds, Some(0.0));
+    assert!(
+        p.eval.contains_key("mean"),
+        "the final evaluation: {:?}",
+        p.eval
+    );
+    // Checkpoint pruning and the manifest leave it alone; it is not a checkpoint.
+    let manifest = std::fs::read_to_string(out.join("checkpoints.json")).unwrap();
+    assert!(!manifest.contains("progress"), "{manifest}");
+}

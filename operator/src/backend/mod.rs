@@ -19,8 +19,33 @@ pub struct ObservedAttempt {
     pub name: String,
     pub state: AttemptState,
     /// Teardown has begun (deletion requested, or the platform marked it for disruption) and
-    /// the trainer may still be writing a checkpoint: start no other attempt until it is over.
+    /// a trainer may still be writing a checkpoint: start no other attempt until it is over.
+    /// For an attempt of several workers that ended on one of them (`state` terminal) this
+    /// holds while any other worker is still up.
     pub terminating: bool,
+    /// Workers of the attempt (pods; a Vertex AI job is one).
+    pub workers: u32,
+    /// Workers whose trainer is running.
+    pub running: u32,
+    /// Workers still up that nobody has asked to stop (no deletion, no disruption): what a
+    /// stop would end.
+    pub unstopped: u32,
+}
+
+impl ObservedAttempt {
+    /// A one-worker attempt in `state`: `terminating` when teardown of a live worker began.
+    pub fn single(attempt: u32, name: String, state: AttemptState, terminating: bool) -> Self {
+        let terminating = terminating && !state.is_terminal();
+        Self {
+            attempt,
+            name,
+            running: u32::from(state == AttemptState::Running),
+            unstopped: u32::from(!state.is_terminal() && !terminating),
+            state,
+            terminating,
+            workers: 1,
+        }
+    }
 }
 
 /// Lifecycle of one attempt, reduced to what the job's phase depends on.

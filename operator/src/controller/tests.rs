@@ -36,7 +36,7 @@ enum Scenario {
 }
 
 fn owned_pod(job: &MultiTaskTrainingJob, attempt: u32, status: PodStatus) -> Pod {
-    let mut pod = build_pod(job, attempt, &Default::default()).unwrap();
+    let mut pod = build_pod(job, attempt, 0, &Default::default()).unwrap();
     pod.status = Some(status);
     pod
 }

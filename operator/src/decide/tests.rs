@@ -44,17 +44,11 @@ fn status(phase: JobPhase, attempt: u32) -> MultiTaskTrainingJobStatus {
 }
 
 fn pod(attempt: u32, state: AttemptState) -> ObservedAttempt {
-    ObservedAttempt {
-        attempt,
-        name: format!("train-{attempt}"),
-        state,
-        terminating: false,
-    }
+    ObservedAttempt::single(attempt, format!("train-{attempt}"), state, false)
 }
 
-fn terminating(mut a: ObservedAttempt) -> ObservedAttempt {
-    a.terminating = true;
-    a
+fn terminating(a: ObservedAttempt) -> ObservedAttempt {
+    ObservedAttempt::single(a.attempt, a.name, a.state, true)
 }
 
 fn failed(msg: &str) -> AttemptState {
@@ -545,7 +539,7 @@ fn deadline_and_ttl_table() {
 
     // No TTL: a finished job waits for changes only.
     let d = run(
-        &super::tests::spec(),
+        &self::spec(),
         &done,
         None,
         ManifestRead::NotRead,
@@ -789,4 +783,152 @@ fn requeue_table() {
         let d = run(&spec, &st, a.clone(), ManifestRead::Missing, T0);
         assert_eq!(d.requeue_after, want, "{st:?} {a:?}");
     }
+}
+
+/// Attempt 1 of a job with several workers, `running` of them running and `unstopped` of them
+/// still up and not yet asked to stop.
+fn workers(
+    state: AttemptState,
+    terminating: bool,
+    running: u32,
+    unstopped: u32,
+) -> ObservedAttempt {
+    ObservedAttempt {
+        attempt: 1,
+        name: "train-1-0".into(),
+        state,
+        terminating,
+        workers: 3,
+        running,
+        unstopped,
+    }
+}
+
+#[test]
+fn an_attempt_of_several_workers_ends_for_all_and_counts_once() {
+    use Action::*;
+    use AttemptState::*;
+    let mut spec = spec();
+    spec.workers = 3;
+    let stop = StopAttempt {
+        attempt: 1,
+        name: "train-1-0".into(),
+    };
+    let rows = vec![
+        Row {
+            name: "one worker failed, two still up: stop them, count nothing yet",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(workers(failed("boom"), true, 2, 2)),
+            actions: vec![stop.clone()],
+            phase: JobPhase::Running,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "the others are terminating: wait, no second delete",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(workers(failed("boom"), true, 0, 0)),
+            actions: vec![],
+            phase: JobPhase::Running,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "all down: the failure spends backoff once",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(workers(failed("boom"), false, 0, 0)),
+            actions: vec![StartAttempt(2)],
+            phase: JobPhase::Restarting,
+            attempt_no: 2,
+            restarts: 1,
+            preemptions: 0,
+            notes: vec!["Restarting"],
+        },
+        Row {
+            name: "one worker preempted, the others still up: stop them",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(workers(preempted(), true, 2, 2)),
+            actions: vec![stop.clone()],
+            phase: JobPhase::Running,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+        Row {
+            name: "all down after a preemption: one preemption",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(workers(preempted(), false, 0, 0)),
+            actions: vec![StartAttempt(2)],
+            phase: JobPhase::Restarting,
+            attempt_no: 2,
+            restarts: 0,
+            preemptions: 1,
+            notes: vec!["Preempted"],
+        },
+        Row {
+            name: "rank 0 succeeded: the job did, stragglers stopped",
+            status: status(JobPhase::Running, 1),
+            attempt: Some(workers(Succeeded, false, 1, 1)),
+            actions: vec![stop.clone()],
+            phase: JobPhase::Succeeded,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec!["Succeeded"],
+        },
+        Row {
+            name: "two of three running: still pending",
+            status: status(JobPhase::Pending, 1),
+            attempt: Some(workers(Pending, false, 2, 3)),
+            actions: vec![],
+            phase: JobPhase::Pending,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
+    ];
+    check(&spec, rows, T0);
+
+    // The running count follows the workers, and goes when the job is finished.
+    let seen = |a: ObservedAttempt, phase| {
+        run(&spec, &status(phase, 1), Some(a), ManifestRead::Missing, T0)
+            .status
+            .running_workers
+    };
+    assert_eq!(
+        seen(workers(Pending, false, 2, 3), JobPhase::Pending),
+        Some(2)
+    );
+    assert_eq!(
+        seen(workers(Running, false, 3, 3), JobPhase::Running),
+        Some(3)
+    );
+    assert_eq!(
+        seen(workers(Succeeded, false, 0, 0), JobPhase::Running),
+        None
+    );
+    // A waiting teardown looks again soon.
+    let d = run(
+        &spec,
+        &status(JobPhase::Running, 1),
+        Some(workers(failed("boom"), true, 0, 0)),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.requeue_after, Some(TERMINATING_POLL));
+    // One worker: no count in status.
+    let d = run(
+        &self::spec(),
+        &status(JobPhase::Running, 1),
+        Some(pod(1, Running)),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.status.running_workers, None);
 }

@@ -82,12 +82,12 @@ pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt
         },
         _ => AttemptState::Pending,
     };
-    ObservedAttempt {
+    ObservedAttempt::single(
         attempt,
-        name: custom_job.name.clone(),
+        custom_job.name.clone(),
         state,
-        terminating: custom_job.state == JobState::Cancelling,
-    }
+        custom_job.state == JobState::Cancelling,
+    )
 }
 
 impl AttemptBackend for VertexBackend {

@@ -148,6 +148,11 @@ pub fn validate_for_vertex(job: &MultiTaskTrainingJob) -> Result<&VertexAiSpec> 
             "spec.vertexAI.machineType: required, e.g. n1-standard-8".into(),
         ));
     }
+    if vertex.tensorboard.is_some() && vertex.service_account.as_deref().is_none_or(str::is_empty) {
+        return Err(invalid(
+            "spec.vertexAI.serviceAccount: required when spec.vertexAI.tensorboard is set (Vertex AI uploads the logs as that account)".into(),
+        ));
+    }
     if vertex.accelerator_count > 0 && vertex.accelerator_type.is_none() {
         return Err(invalid(format!(
             "spec.vertexAI.acceleratorType: required when acceleratorCount is {}, e.g. NVIDIA_TESLA_T4",
@@ -206,6 +211,7 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
         accelerator_type: None,
         accelerator_count: 0,
         service_account: None,
+        tensorboard: None,
     });
     // Serialising plain data structs to JSON cannot fail; validate_for_vertex reports it if it
     // ever did.
@@ -225,13 +231,21 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
             .set_name("MTL_CACHE_DIR")
             .set_value(TRAINER_CACHE_DIR)]);
 
-    let pool = WorkerPoolSpec::new()
-        .set_machine_spec(machine)
-        .set_replica_count(1)
-        .set_container_spec(container);
+    // Several workers: the primary replica in pool 0 (rank 0, the rendezvous host), the others
+    // in pool 1, all alike; Vertex AI tells each where it stands in CLUSTER_SPEC.
+    let pool = |replicas: i64| {
+        WorkerPoolSpec::new()
+            .set_machine_spec(machine.clone())
+            .set_replica_count(replicas)
+            .set_container_spec(container.clone())
+    };
+    let mut pools = vec![pool(1)];
+    if job.spec.workers > 1 {
+        pools.push(pool(i64::from(job.spec.workers) - 1));
+    }
 
     let mut spec = CustomJobSpec::new()
-        .set_worker_pool_specs([pool])
+        .set_worker_pool_specs(pools)
         .set_base_output_directory(
             GcsDestination::new().set_output_uri_prefix(job.spec.checkpoints.uri.clone()),
         );
@@ -242,6 +256,9 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
     }
     if let Some(sa) = vertex.service_account.as_deref().filter(|s| !s.is_empty()) {
         spec = spec.set_service_account(sa);
+    }
+    if let Some(tb) = vertex.tensorboard.as_deref().filter(|s| !s.is_empty()) {
+        spec = spec.set_tensorboard(tb);
     }
 
     CustomJob::new()

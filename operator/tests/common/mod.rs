@@ -78,6 +78,8 @@ pub struct Env {
     pub client: Client,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// Extra environment of the operators started from now on.
+    pub operator_env: Vec<(String, String)>,
     operators: Vec<Operator>,
 }
 
@@ -131,6 +133,7 @@ impl Env {
             client,
             dir,
             kubeconfig,
+            operator_env: Vec::new(),
             operators: Vec::new(),
         }
     }
@@ -187,8 +190,11 @@ impl Env {
                 "5",
                 "--poll-seconds",
                 "1",
+                "--progress-poll-seconds",
+                "1",
             ])
             .env("KUBECONFIG", &self.kubeconfig)
+            .envs(self.operator_env.iter().cloned())
             .env("RUST_LOG", "info,kube=warn,tower=warn,hyper=warn")
             .stdout(Stdio::null())
             .stderr(out.try_clone().expect("log handle"))
@@ -368,6 +374,28 @@ impl Env {
             )
             .await
             .expect("manifest committed");
+    }
+
+    /// Writes `progress.json` the way the trainer does (one whole object); `written` tells
+    /// one write from the next, as the trainer's clock does.
+    pub async fn write_progress(&self, step: u64, total_steps: u64, eta: f64, written: u32) {
+        let p = mtl_storage::Progress {
+            step,
+            total_steps,
+            epoch: 0.5,
+            loss: Some(0.25),
+            task_losses: BTreeMap::new(),
+            learning_rate: 1e-5,
+            examples_per_second: 10.0,
+            tokens_per_second: 700.0,
+            eta_seconds: Some(eta),
+            eval: BTreeMap::new(),
+            updated_at: format!("2026-01-01T00:00:{written:02}Z"),
+            attempt: Some(1),
+        };
+        p.store(&Storage::new(), &self.checkpoints())
+            .await
+            .expect("progress written");
     }
 
     pub async fn event_reasons(&self) -> Vec<String> {

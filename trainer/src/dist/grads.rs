@@ -91,6 +91,10 @@ pub struct GradientSync {
     params: Vec<Tensor>,
     slots: Vec<Slot>,
     bucket_cap_bytes: usize,
+    /// One flat buffer per (kind, device) that every step's buckets are views into, kept
+    /// from step to step (as DDP keeps its bucket buffers): allocating and first touching
+    /// hundreds of MiB every step costs more than the copy itself.
+    scratch: std::sync::Mutex<Vec<(Kind, Device, Tensor)>>,
 }
 
 impl GradientSync {
@@ -119,6 +123,7 @@ impl GradientSync {
             params,
             slots,
             bucket_cap_bytes: bucket_cap_bytes.max(1),
+            scratch: std::sync::Mutex::new(Vec::new()),
         };
         sync.check_same_everywhere(pg)?;
         Ok(sync)
@@ -205,10 +210,10 @@ impl GradientSync {
         let order: Vec<usize> = (0..n).rev().filter(|&i| used_anywhere[i]).collect();
         let buckets = plan_buckets(&self.slots, &order, self.bucket_cap_bytes);
         tch::no_grad(|| -> Result<()> {
-            let flats: Vec<Tensor> = buckets
-                .iter()
-                .map(|b| self.flatten(b, &local_used, weight))
-                .collect();
+            let flats = self.bucket_views(&buckets)?;
+            for (bucket, flat) in buckets.iter().zip(&flats) {
+                self.flatten_into(bucket, &local_used, weight, flat)?;
+            }
             let refs: Vec<&Tensor> = flats.iter().collect();
             stats.buckets = flats.len();
             stats.bytes = buckets.iter().flatten().map(|&i| self.slots[i].bytes).sum();
@@ -227,25 +232,89 @@ impl GradientSync {
         Ok(stats)
     }
 
-    /// One bucket as a flat tensor: this rank's gradients (zeros where it did not use the
-    /// parameter) scaled by `weight`.
-    fn flatten(&self, bucket: &[usize], local_used: &[bool], weight: f64) -> Tensor {
-        let parts: Vec<Tensor> = bucket
-            .iter()
-            .map(|&i| {
-                let p = &self.params[i];
-                if local_used[i] && weight != 0.0 {
-                    p.grad().reshape([-1])
-                } else {
-                    Tensor::zeros([p.numel() as i64], (p.kind(), p.device()))
-                }
-            })
-            .collect();
-        let mut flat = Tensor::cat(&parts, 0);
-        if weight != 1.0 {
-            let _ = flat.g_mul_scalar_(weight);
+    /// A flat view for each bucket, laid out one after another in the persistent buffer of
+    /// its kind and device (grown when a step needs more).
+    fn bucket_views(&self, buckets: &[Vec<usize>]) -> Result<Vec<Tensor>> {
+        let numel = |i: usize| self.params[i].numel() as i64;
+        let key = |b: &[usize]| (self.slots[b[0]].kind, self.slots[b[0]].device);
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut need: Vec<(Kind, Device, i64)> = Vec::new();
+        for b in buckets {
+            let (kind, device) = key(b);
+            let len: i64 = b.iter().map(|&i| numel(i)).sum();
+            match need.iter_mut().find(|(k, d, _)| (*k, *d) == (kind, device)) {
+                Some(n) => n.2 += len,
+                None => need.push((kind, device, len)),
+            }
         }
-        flat
+        for (kind, device, len) in need {
+            let have = scratch
+                .iter()
+                .position(|(k, d, _)| (*k, *d) == (kind, device));
+            match have {
+                Some(at) if scratch[at].2.numel() as i64 >= len => {}
+                Some(at) => scratch[at].2 = Tensor::f_empty([len], (kind, device))?,
+                None => scratch.push((kind, device, Tensor::f_empty([len], (kind, device))?)),
+            }
+        }
+        let mut offsets: Vec<(Kind, Device, i64)> = Vec::new();
+        let mut views = Vec::with_capacity(buckets.len());
+        for b in buckets {
+            let (kind, device) = key(b);
+            let len: i64 = b.iter().map(|&i| numel(i)).sum();
+            let off = match offsets
+                .iter_mut()
+                .find(|(k, d, _)| (*k, *d) == (kind, device))
+            {
+                Some(o) => {
+                    let at = o.2;
+                    o.2 += len;
+                    at
+                }
+                None => {
+                    offsets.push((kind, device, len));
+                    0
+                }
+            };
+            let buf = &scratch
+                .iter()
+                .find(|(k, d, _)| (*k, *d) == (kind, device))
+                .ok_or_else(|| Error::Dist("gradient bucket buffer missing".into()))?
+                .2;
+            views.push(buf.f_narrow(0, off, len)?);
+        }
+        Ok(views)
+    }
+
+    /// Fills a bucket's flat view with this rank's gradients (zeros where it did not use the
+    /// parameter) scaled by `weight`.
+    fn flatten_into(
+        &self,
+        bucket: &[usize],
+        local_used: &[bool],
+        weight: f64,
+        flat: &Tensor,
+    ) -> Result<()> {
+        let mut offset = 0i64;
+        for &i in bucket {
+            let p = &self.params[i];
+            let numel = p.numel() as i64;
+            let mut part = flat.f_narrow(0, offset, numel)?;
+            offset += numel;
+            if local_used[i] && weight != 0.0 {
+                part.f_copy_(&p.grad().f_reshape([-1])?)?;
+            } else {
+                let _ = part.f_zero_()?;
+            }
+        }
+        if weight != 1.0 {
+            let mut flat = flat.shallow_clone();
+            let _ = flat.f_mul_scalar_(weight)?;
+        }
+        Ok(())
     }
 
     /// Writes an allreduced bucket back into the gradients, giving one to parameters that had

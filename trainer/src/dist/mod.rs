@@ -8,6 +8,7 @@
 //! - `group`: [`ProcessGroup`], one rank's membership of the world, and its collectives.
 //! - `grads`: [`GradientSync`] (example-weighted gradient averaging) and
 //!   [`broadcast_tensors`].
+//! - `shard`: which examples of a step's batch each rank trains on (balanced by length).
 //! - `ffi`: the C++ side (csrc/dist.cpp), the one place with `unsafe`.
 //!
 //! A training step on N ranks, each with its own shard of the step's batch:
@@ -28,6 +29,7 @@ mod ffi;
 pub mod grads;
 pub mod group;
 pub mod launch;
+pub mod shard;
 
 pub use env::{Launch, LaunchFlags, Launcher, NodeEnv, WorkerEnv};
 pub use grads::{DEFAULT_BUCKET_CAP_BYTES, GradStats, GradientSync, broadcast_tensors};

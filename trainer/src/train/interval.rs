@@ -13,14 +13,26 @@ pub(super) struct Interval {
     skipped: u64,
     examples: usize,
     tokens: usize,
+    steps: u64,
+    allreduce_s: f64,
+    reduced_bytes: usize,
     since: Instant,
 }
 
 /// Throughput over an interval.
 #[derive(Debug, Clone, Copy)]
 pub struct Rates {
+    /// Examples trained in the interval (every rank's), and its wall time.
+    pub examples: usize,
+    pub seconds: f64,
     pub examples_per_s: f64,
     pub tokens_per_s: f64,
+    /// Mean seconds per step in the allreduces (0 on one process).
+    pub allreduce_s: f64,
+    /// Share of the interval's wall time spent in the allreduces.
+    pub allreduce_share: f64,
+    /// Mean bytes of gradients allreduced per step.
+    pub reduced_bytes: f64,
 }
 
 impl Interval {
@@ -31,6 +43,9 @@ impl Interval {
             skipped: 0,
             examples: 0,
             tokens: 0,
+            steps: 0,
+            allreduce_s: 0.0,
+            reduced_bytes: 0,
             since: Instant::now(),
         }
     }
@@ -44,6 +59,9 @@ impl Interval {
             self.examples += m.examples;
             self.tokens += m.real_tokens;
         }
+        self.steps += 1;
+        self.allreduce_s += out.allreduce_s;
+        self.reduced_bytes += out.reduced_bytes;
         if out.skipped {
             self.skipped += 1;
         } else {
@@ -63,9 +81,15 @@ impl Interval {
     /// The interval's log entry and throughput; starts the next interval.
     pub fn flush(&mut self, step: u64, epoch: f64, lr: f64) -> (LogEntry, Rates) {
         let secs = self.since.elapsed().as_secs_f64().max(1e-9);
+        let steps = self.steps.max(1) as f64;
         let rates = Rates {
+            examples: self.examples,
+            seconds: secs,
             examples_per_s: self.examples as f64 / secs,
             tokens_per_s: self.tokens as f64 / secs,
+            allreduce_s: self.allreduce_s / steps,
+            allreduce_share: self.allreduce_s / secs,
+            reduced_bytes: self.reduced_bytes as f64 / steps,
         };
         let (norm_sum, norms) = self.grad_norms;
         let entry = LogEntry {

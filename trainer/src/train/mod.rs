@@ -3,6 +3,7 @@
 //! the end, resuming from the newest checkpoint under `spec.checkpoints.uri`.
 
 mod interval;
+mod live;
 mod step;
 pub mod summaries;
 mod trainer;

@@ -1,7 +1,7 @@
 //! One optimizer step over the micro-batches of a gradient-accumulation group, on one process
 //! or as one rank of a data-parallel world.
 //!
-//! On N ranks each micro-batch is split into N contiguous shards, one per rank. Every rank
+//! On N ranks each micro-batch is split into N shards balanced by length (`dist::shard`), one per rank. Every rank
 //! scales its shard's mean loss by its share of the micro-batch's examples (`n_r / N`), so the
 //! sum of the ranks' gradients — one bucketed allreduce after the group's backward passes — is
 //! the gradient one process computes on the whole micro-batch: N ranks with `batchSize` B
@@ -62,6 +62,9 @@ pub struct StepOutput {
     pub lr: f64,
     /// Bytes of gradients allreduced (0 on one process).
     pub reduced_bytes: usize,
+    /// Seconds spent in this step's allreduces (gradients, then losses and token counts),
+    /// waiting for the slowest rank included; 0 on one process.
+    pub allreduce_s: f64,
 }
 
 /// The settings of one step.
@@ -112,9 +115,12 @@ pub fn train_step(
         shares[micro.len() + m] = batch.real_tokens as f64;
     }
     let mut reduced_bytes = 0;
+    let mut allreduce_s = 0.0;
     if let Some(p) = parallel {
+        let started = std::time::Instant::now();
         reduced_bytes = p.sync.sum(p.pg)?.bytes;
         p.pg.allreduce_f64(&mut shares, ReduceOp::Sum)?;
+        allreduce_s = started.elapsed().as_secs_f64();
     }
     let mut skipped = false;
     if let Some(scaler) = &mut amp.scaler {
@@ -145,5 +151,6 @@ pub fn train_step(
         skipped,
         lr,
         reduced_bytes,
+        allreduce_s,
     })
 }

@@ -9,6 +9,7 @@ use tch::{Device, Tensor};
 use tracing::{info, warn};
 
 use super::interval::Interval;
+use super::live::Live;
 use super::step::{Micro, Parallel, StepSettings};
 use super::summaries::Summaries;
 use super::{Outcome, RunOptions, build_model, schedule, train_step};
@@ -49,6 +50,8 @@ pub struct Trainer {
     world: Option<World>,
     /// TensorBoard event file (rank 0, while `run` trains).
     summaries: Option<Summaries>,
+    /// `progress.json` (rank 0).
+    live: Option<Live>,
 }
 
 /// One rank's membership of a data-parallel world.
@@ -183,12 +186,19 @@ impl Trainer {
             progress,
             world: None,
             summaries: None,
+            live: None,
         };
         trainer.resume()?;
         if let Some(pg) = pg {
             trainer.join(pg)?;
         }
         trainer.progress.set_position(trainer.state.global_step);
+        if trainer.is_main() {
+            trainer.live = Some(Live::new(
+                &trainer.spec.checkpoints.uri,
+                trainer.spec.checkpoints.progress_every_seconds,
+            ));
+        }
         Ok(trainer)
     }
 
@@ -295,6 +305,10 @@ impl Trainer {
     /// data-parallel world, if any, at the end.
     pub fn run(&mut self) -> Result<Outcome> {
         let mut interrupted = false;
+        if let Some(live) = &mut self.live {
+            live.start(self.state.global_step);
+        }
+        self.report_progress(true);
         while self.state.global_step < self.state.total_steps {
             if self.stop_requested()? {
                 interrupted = true;
@@ -306,6 +320,7 @@ impl Trainer {
             self.evaluate_if_due()?;
             self.checkpoint_if_due()?;
             self.flush_summaries(false);
+            self.report_progress(false);
         }
         self.progress.finish();
         if interrupted {
@@ -315,6 +330,7 @@ impl Trainer {
             self.state.metrics = self.evaluate()?;
         }
         self.flush_summaries(true);
+        self.report_progress(true);
         self.shutdown()?;
         Ok(Outcome {
             step: self.state.global_step,
@@ -341,11 +357,11 @@ impl Trainer {
     }
 
     /// The micro-batches of the next step, in sampler order: on several ranks, this rank's
-    /// contiguous shard of each (`batchSize` examples, fewer or none in a short last batch).
+    /// shard of each (`batchSize` examples, fewer or none in a short last batch), balanced by
+    /// length across the ranks (`dist::shard`).
     fn next_micro_batches(&mut self) -> Result<Vec<Micro>> {
         let accum = self.spec.training.gradient_accumulation_steps.max(1);
-        let per_rank = self.spec.training.batch_size as usize;
-        let (rank, _) = self.rank_and_size();
+        let (rank, ranks) = self.rank_and_size();
         (0..accum)
             .map(|_| {
                 let plan = self.sampler.plan(self.state.micro_step);
@@ -355,12 +371,28 @@ impl Trainer {
                     .as_ref()
                     .ok_or_else(|| Error::Invalid("training data was not loaded".into()))?;
                 let n = plan.examples.len();
-                let shard =
-                    &plan.examples[(rank * per_rank).min(n)..((rank + 1) * per_rank).min(n)];
+                let shard: Vec<usize> = if ranks > 1 {
+                    let lengths: Vec<usize> = plan
+                        .examples
+                        .iter()
+                        .map(|&i| {
+                            (0..store.choices())
+                                .map(|j| store.sequence(i, j).len())
+                                .max()
+                                .unwrap_or(0)
+                        })
+                        .collect();
+                    crate::dist::shard::shard(&lengths, rank, ranks)
+                        .into_iter()
+                        .map(|k| plan.examples[k])
+                        .collect()
+                } else {
+                    plan.examples.clone()
+                };
                 let batch = if shard.is_empty() {
                     None
                 } else {
-                    Some(eval::batcher(&self.model, plan.task).collate(store, shard)?)
+                    Some(eval::batcher(&self.model, plan.task).collate(store, &shard)?)
                 };
                 Ok(Micro {
                     task: plan.task,
@@ -439,8 +471,13 @@ impl Trainer {
                 grad_norm = entry.grad_norm,
                 skipped_steps = entry.skipped_steps,
                 task_losses = %task_losses,
+                examples = rates.examples,
+                interval_s = rates.seconds,
                 examples_per_s = rates.examples_per_s,
                 tokens_per_s = rates.tokens_per_s,
+                allreduce_s = rates.allreduce_s,
+                allreduce_share = rates.allreduce_share,
+                reduced_bytes = rates.reduced_bytes,
                 "train"
             )
         });
@@ -453,6 +490,9 @@ impl Trainer {
             s
         });
         s.train(&entry, &rates);
+        if let Some(live) = &mut self.live {
+            live.rates(rates);
+        }
         self.state.log_history.push(entry);
     }
 
@@ -467,6 +507,24 @@ impl Trainer {
         };
         if let Err(e) = written {
             warn!(uri = s.uri(), error = %e, "could not write the TensorBoard summaries");
+        }
+    }
+
+    /// Overwrites `progress.json` when due (`now` false) or now. Not part of the checkpoint
+    /// protocol: a failed write is a warning, and the next one retries.
+    fn report_progress(&mut self, now: bool) {
+        let Some(live) = &mut self.live else { return };
+        if !now && !live.due() {
+            return;
+        }
+        let snapshot = live.snapshot(&self.state);
+        live.written();
+        let base = &self.spec.checkpoints.uri;
+        if let Err(e) = self
+            .store
+            .block_on(snapshot.store(&self.store.storage, base))
+        {
+            warn!(uri = %live.uri(), error = %e, "could not write the progress object");
         }
     }
 

@@ -3,7 +3,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+
 use super::*;
+use crate::backend::AttemptState;
 use crate::fixtures::test_job;
 
 fn gpu_job() -> MultiTaskTrainingJob {
@@ -26,7 +31,7 @@ fn gpu_job() -> MultiTaskTrainingJob {
 #[test]
 fn pod_spec_carries_everything_the_trainer_needs() {
     let job = gpu_job();
-    let pod = build_pod(&job, 3, &PodOptions::default()).unwrap();
+    let pod = build_pod(&job, 3, 0, &PodOptions::default()).unwrap();
     let v = serde_json::to_value(&pod).unwrap();
     assert_eq!(v["apiVersion"], "v1");
     assert_eq!(v["kind"], "Pod");
@@ -106,7 +111,116 @@ fn pod_spec_carries_everything_the_trainer_needs() {
         .iter()
         .map(|m| m["mountPath"].as_str().unwrap())
         .collect();
-    assert_eq!(mounts, ["/scratch", "/tmp"]);
+    assert_eq!(mounts, ["/scratch", "/tmp", "/dev/shm"]);
+    assert_eq!(
+        spec["volumes"][2],
+        serde_json::json!({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}})
+    );
+    // One worker: no rendezvous, no DNS name of its own.
+    assert!(!env.contains_key("MASTER_ADDR") && !env.contains_key("WORLD_SIZE"));
+    assert!(spec.get("subdomain").is_none() && spec.get("hostname").is_none());
+    assert!(v["metadata"]["labels"].get(LABEL_WORKER).is_none());
+}
+
+fn env_of(pod: &Pod) -> BTreeMap<String, String> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn workers_job(workers: u32) -> MultiTaskTrainingJob {
+    let mut job = gpu_job();
+    job.spec.workers = workers;
+    job.spec.checkpoints.uri = "gs://b/out".into();
+    job
+}
+
+#[test]
+fn worker_pods_carry_the_rendezvous_of_their_attempt() {
+    let job = workers_job(3);
+    for index in 0..3 {
+        let pod = build_pod(&job, 4, index, &PodOptions::default()).unwrap();
+        let name = format!("train-4-{index}");
+        assert_eq!(pod.metadata.name.as_deref(), Some(name.as_str()));
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_WORKER], index.to_string());
+        assert_eq!(labels[LABEL_ATTEMPT], "4");
+        let spec = pod.spec.clone().unwrap();
+        // <pod>.<service> resolves through the headless Service.
+        assert_eq!(spec.hostname.as_deref(), Some(name.as_str()));
+        assert_eq!(spec.subdomain.as_deref(), Some("train"));
+        let env = env_of(&pod);
+        assert_eq!(env["MASTER_ADDR"], "train-4-0.train");
+        assert_eq!(env["PET_MASTER_ADDR"], "train-4-0.train");
+        assert_eq!(env["MASTER_PORT"], "29500");
+        assert_eq!(env["PET_MASTER_PORT"], "29500");
+        // Two GPUs per pod: each pod is a node of two processes, six ranks in all.
+        assert_eq!(env["PET_NNODES"], "3");
+        assert_eq!(env["PET_NPROC_PER_NODE"], "2");
+        assert_eq!(env["PET_NODE_RANK"], index.to_string());
+        assert_eq!(env["RANK"], index.to_string());
+        assert_eq!(env["WORLD_SIZE"], "6");
+        let port = &spec.containers[0].ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.container_port, port.name.as_deref()),
+            (29500, Some("c10d"))
+        );
+    }
+
+    // What the trainer makes of a worker pod's environment: a node of the right world.
+    let mut cpu = workers_job(2);
+    cpu.spec.resources = None;
+    let env = env_of(&build_pod(&cpu, 1, 1, &PodOptions::default()).unwrap());
+    assert_eq!(
+        (
+            env["WORLD_SIZE"].as_str(),
+            env["RANK"].as_str(),
+            env["PET_NPROC_PER_NODE"].as_str()
+        ),
+        ("2", "1", "1")
+    );
+}
+
+#[test]
+fn headless_service_selects_the_jobs_pods_before_they_are_ready() {
+    let svc = build_service(&workers_job(3)).unwrap();
+    let v = serde_json::to_value(&svc).unwrap();
+    assert_eq!(v["metadata"]["name"], "train");
+    assert_eq!(v["metadata"]["ownerReferences"][0]["uid"], "uid-train");
+    assert_eq!(v["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(v["spec"]["clusterIP"], "None");
+    assert_eq!(v["spec"]["publishNotReadyAddresses"], true);
+    assert_eq!(
+        v["spec"]["selector"],
+        serde_json::json!({LABEL_JOB: "train"})
+    );
+    assert_eq!(v["spec"]["ports"][0]["port"], 29500);
+}
+
+#[test]
+fn several_workers_need_shared_checkpoints_and_dns_names() {
+    let mut local = workers_job(2);
+    local.spec.checkpoints.uri = "/ckpt".into();
+    let err = build_pod(&local, 1, 0, &PodOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::BadSpec);
+    assert!(err.to_string().contains("gs://"), "{err}");
+
+    let mut dotted = workers_job(2);
+    dotted.metadata.name = Some("train.v2".into());
+    let err = build_pod(&dotted, 1, 0, &PodOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("DNS label"), "{err}");
+
+    let mut long = workers_job(2);
+    long.metadata.name = Some("x".repeat(60));
+    let err = build_pod(&long, 1, 0, &PodOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("longer than 63"), "{err}");
+
+    let mut many = workers_job(65);
+    many.spec.workers = 65;
+    assert!(build_pod(&many, 1, 0, &PodOptions::default()).is_err());
 }
 
 #[test]
@@ -114,6 +228,7 @@ fn cpu_only_pod_has_no_gpu_bits() {
     let pod = build_pod(
         &test_job(),
         1,
+        0,
         &PodOptions {
             grace_period_seconds: 60,
             field_manager: "x".into(),
@@ -131,14 +246,14 @@ fn cpu_only_pod_has_no_gpu_bits() {
 fn bad_jobs_are_spec_errors_not_panics() {
     let mut no_image = test_job();
     no_image.spec.image = None;
-    let err = build_pod(&no_image, 1, &PodOptions::default()).unwrap_err();
+    let err = build_pod(&no_image, 1, 0, &PodOptions::default()).unwrap_err();
     assert_eq!(err.kind(), crate::ErrorKind::BadSpec);
     assert!(err.to_string().contains("spec.image"), "{err}");
 
     let mut long = test_job();
     long.metadata.name = Some("x".repeat(64));
     assert_eq!(
-        build_pod(&long, 1, &PodOptions::default())
+        build_pod(&long, 1, 0, &PodOptions::default())
             .unwrap_err()
             .kind(),
         crate::ErrorKind::BadSpec
@@ -146,7 +261,7 @@ fn bad_jobs_are_spec_errors_not_panics() {
 
     let mut no_uid = test_job();
     no_uid.metadata.uid = None;
-    assert!(build_pod(&no_uid, 1, &PodOptions::default()).is_err());
+    assert!(build_pod(&no_uid, 1, 0, &PodOptions::default()).is_err());
 }
 
 fn pod_with(phase: &str, f: impl FnOnce(&mut PodStatus)) -> Pod {
@@ -322,4 +437,236 @@ fn observe_pod_table() {
     let mut deleting = pod_with("Running", |_| {});
     deleting.metadata.deletion_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
     assert!(observe_pod(&deleting, 1).terminating);
+}
+
+fn named(name: &str, mut pod: Pod) -> (String, Option<Pod>) {
+    pod.metadata.name = Some(name.into());
+    (name.to_string(), Some(pod))
+}
+
+fn finished_at(at: &str, mut pod: Pod) -> Pod {
+    for c in pod
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .iter_mut()
+        .flatten()
+    {
+        if let Some(t) = c.state.as_mut().and_then(|s| s.terminated.as_mut()) {
+            t.finished_at = Some(Time(at.parse().unwrap()));
+        }
+    }
+    pod
+}
+
+fn gone(name: &str) -> (String, Option<Pod>) {
+    (name.to_string(), None)
+}
+
+#[test]
+fn workers_reduce_to_one_attempt() {
+    let running = || pod_with("Running", |_| {});
+    let pending = || pod_with("Pending", |_| {});
+    let lost_peer = |at: &str| {
+        finished_at(
+            at,
+            pod_with("Failed", terminated(1, "Error", Some("lost rank 1"))),
+        )
+    };
+    let oom = |at: &str| finished_at(at, pod_with("Failed", terminated(137, "OOMKilled", None)));
+    let sigterm = || pod_with("Failed", terminated(SIGTERM_EXIT, "Error", None));
+    let preempted = || {
+        pod_with("Failed", |s| {
+            disruption_target("PreemptionByScheduler")(s);
+            terminated(SIGTERM_EXIT, "Error", None)(s);
+        })
+    };
+    let mut deleting = running();
+    deleting.metadata.deletion_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
+
+    struct Row {
+        name: &'static str,
+        pods: Vec<(String, Option<Pod>)>,
+        // state reason ("" for Pending/Running/Succeeded), terminating, running, unstopped
+        state: &'static str,
+        reason: &'static str,
+        terminating: bool,
+        running: u32,
+        unstopped: u32,
+    }
+    let rows = vec![
+        Row {
+            name: "all running",
+            pods: vec![
+                named("t-1-0", running()),
+                named("t-1-1", running()),
+                named("t-1-2", running()),
+            ],
+            state: "Running",
+            reason: "",
+            terminating: false,
+            running: 3,
+            unstopped: 3,
+        },
+        Row {
+            name: "one still pending",
+            pods: vec![
+                named("t-1-0", running()),
+                named("t-1-1", pending()),
+                named("t-1-2", running()),
+            ],
+            state: "Pending",
+            reason: "",
+            terminating: false,
+            running: 2,
+            unstopped: 3,
+        },
+        Row {
+            name: "rank 0 succeeded: the attempt did, stragglers are stopped",
+            pods: vec![
+                named("t-1-0", pod_with("Succeeded", |_| {})),
+                named("t-1-1", running()),
+            ],
+            state: "Succeeded",
+            reason: "",
+            terminating: false,
+            running: 1,
+            unstopped: 1,
+        },
+        Row {
+            name: "another rank finished first: still running",
+            pods: vec![
+                named("t-1-0", running()),
+                named("t-1-1", pod_with("Succeeded", |_| {})),
+            ],
+            state: "Running",
+            reason: "",
+            terminating: false,
+            running: 1,
+            unstopped: 1,
+        },
+        Row {
+            name: "one worker failed, the others still up: the attempt ended, others to stop",
+            pods: vec![
+                named("t-1-0", running()),
+                named("t-1-1", oom("2026-01-01T00:00:05Z")),
+                named("t-1-2", running()),
+            ],
+            state: "Failed",
+            reason: "OOMKilled, exit code 137",
+            terminating: true,
+            running: 2,
+            unstopped: 2,
+        },
+        Row {
+            name: "the others are being deleted: nothing more to stop, still terminating",
+            pods: vec![
+                named("t-1-0", deleting.clone()),
+                named("t-1-1", oom("2026-01-01T00:00:05Z")),
+                gone("t-1-2"),
+            ],
+            state: "Failed",
+            reason: "OOMKilled, exit code 137",
+            terminating: true,
+            running: 1,
+            unstopped: 0,
+        },
+        Row {
+            name: "failed worker left, the others gone: judged once",
+            pods: vec![
+                gone("t-1-0"),
+                named("t-1-1", oom("2026-01-01T00:00:05Z")),
+                gone("t-1-2"),
+            ],
+            state: "Failed",
+            reason: "OOMKilled, exit code 137",
+            terminating: false,
+            running: 0,
+            unstopped: 0,
+        },
+        Row {
+            name: "the first failure explains the others (lost peer)",
+            pods: vec![
+                named("t-1-0", lost_peer("2026-01-01T00:00:09Z")),
+                named("t-1-1", oom("2026-01-01T00:00:05Z")),
+                named("t-1-2", lost_peer("2026-01-01T00:00:08Z")),
+            ],
+            state: "Failed",
+            reason: "OOMKilled, exit code 137",
+            terminating: false,
+            running: 0,
+            unstopped: 0,
+        },
+        Row {
+            name: "a preempted worker makes it a preemption, though its peers failed",
+            pods: vec![
+                named("t-1-0", lost_peer("2026-01-01T00:00:01Z")),
+                named("t-1-1", preempted()),
+                named("t-1-2", sigterm()),
+            ],
+            state: "Disrupted",
+            reason: "PreemptionByScheduler",
+            terminating: false,
+            running: 0,
+            unstopped: 0,
+        },
+        Row {
+            name: "all stopped on SIGTERM together",
+            pods: vec![named("t-1-0", sigterm()), named("t-1-1", sigterm())],
+            state: "Disrupted",
+            reason: "Terminated",
+            terminating: false,
+            running: 0,
+            unstopped: 0,
+        },
+        Row {
+            name: "a worker pod vanished while the others run",
+            pods: vec![
+                named("t-1-0", running()),
+                gone("t-1-1"),
+                named("t-1-2", running()),
+            ],
+            state: "Disrupted",
+            reason: GONE_REASON,
+            terminating: true,
+            running: 2,
+            unstopped: 2,
+        },
+        Row {
+            name: "a failure wins over pods the operator deleted",
+            pods: vec![
+                gone("t-1-0"),
+                named("t-1-1", sigterm()),
+                named("t-1-2", lost_peer("2026-01-01T00:00:01Z")),
+            ],
+            state: "Failed",
+            reason: "Error, exit code 1",
+            terminating: false,
+            running: 0,
+            unstopped: 0,
+        },
+    ];
+    for row in rows {
+        let a = observe_workers(&row.pods, 1).unwrap();
+        let (state, reason) = match &a.state {
+            AttemptState::Pending => ("Pending", ""),
+            AttemptState::Running => ("Running", ""),
+            AttemptState::Succeeded => ("Succeeded", ""),
+            AttemptState::Failed { reason, .. } => ("Failed", reason.as_str()),
+            AttemptState::Disrupted { reason, .. } => ("Disrupted", reason.as_str()),
+        };
+        assert_eq!(
+            (state, reason),
+            (row.state, row.reason),
+            "{}: state",
+            row.name
+        );
+        assert_eq!(a.terminating, row.terminating, "{}: terminating", row.name);
+        assert_eq!(a.running, row.running, "{}: running", row.name);
+        assert_eq!(a.unstopped, row.unstopped, "{}: unstopped", row.name);
+        assert_eq!(a.workers, row.pods.len() as u32, "{}: workers", row.name);
+        assert_eq!(a.name, row.pods[0].0, "{}: name", row.name);
+    }
+    assert_eq!(observe_workers(&[gone("t-1-0"), gone("t-1-1")], 1), None);
 }

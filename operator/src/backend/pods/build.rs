@@ -1,0 +1,325 @@
+//! The objects of one attempt: its pods and, for several workers, the headless Service that
+//! gives them DNS names. Pure: tested in `tests.rs`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext,
+    PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort,
+    ServiceSpec, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use mtl_crds::MultiTaskTrainingJob;
+
+use super::{
+    CACHE_DIR, CONTAINER, DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL, GPU_RESOURCE, LABEL_ATTEMPT,
+    LABEL_JOB, LABEL_WORKER, MASTER_PORT, PodOptions, pod_name, service_name,
+};
+use crate::{Error, Result};
+
+fn invalid(job: &MultiTaskTrainingJob, message: impl Into<String>) -> Error {
+    Error::InvalidSpec {
+        job: job.name_any(),
+        message: message.into(),
+    }
+}
+
+fn quantity(s: &str) -> Quantity {
+    Quantity(s.to_string())
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// A DNS-1035 label (what Service names and, for several workers, pod hostnames must be).
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn job_name(job: &MultiTaskTrainingJob) -> Result<String> {
+    job.meta().name.clone().ok_or(Error::MissingField {
+        kind: mtl_crds::KIND,
+        field: "metadata.name",
+    })
+}
+
+/// Processes each worker pod starts: one per GPU, or one on CPU.
+pub fn procs_per_worker(job: &MultiTaskTrainingJob) -> u32 {
+    job.spec.resources.as_ref().map_or(0, |r| r.gpus).max(1)
+}
+
+/// The rendezvous environment of worker `index` (rank 0 hosts the store), as Kubeflow's
+/// PyTorchJob sets it: the torchrun variables and the `PET_*` ones a node agent reads.
+fn world_env(job: &MultiTaskTrainingJob, name: &str, attempt: u32, index: u32) -> Vec<EnvVar> {
+    let workers = job.spec.workers;
+    let nproc = procs_per_worker(job);
+    let master = format!(
+        "{}.{}",
+        pod_name(name, attempt, 0, workers),
+        service_name(name)
+    );
+    vec![
+        env("MASTER_ADDR", master.clone()),
+        env("MASTER_PORT", MASTER_PORT.to_string()),
+        env("WORLD_SIZE", (workers * nproc).to_string()),
+        env("RANK", index.to_string()),
+        env("PET_MASTER_ADDR", master),
+        env("PET_MASTER_PORT", MASTER_PORT.to_string()),
+        env("PET_NNODES", workers.to_string()),
+        env("PET_NPROC_PER_NODE", nproc.to_string()),
+        env("PET_NODE_RANK", index.to_string()),
+    ]
+}
+
+/// The pod of worker `index` of attempt `attempt` of `job` (worker 0 when the job has one).
+pub fn build_pod(
+    job: &MultiTaskTrainingJob,
+    attempt: u32,
+    index: u32,
+    opts: &PodOptions,
+) -> Result<Pod> {
+    let name = job_name(job)?;
+    if name.len() > 63 {
+        return Err(invalid(
+            job,
+            "job names longer than 63 characters cannot label their pods",
+        ));
+    }
+    let owner = job.controller_owner_ref(&()).ok_or(Error::MissingField {
+        kind: mtl_crds::KIND,
+        field: "metadata.uid",
+    })?;
+    let spec = &job.spec;
+    let workers = spec.workers;
+    if !(1..=64).contains(&workers) {
+        return Err(invalid(
+            job,
+            format!("spec.workers: {workers} is not between 1 and 64"),
+        ));
+    }
+    let pod = pod_name(&name, attempt, index, workers);
+    if workers > 1 {
+        if !is_dns_label(&name) {
+            return Err(invalid(
+                job,
+                format!(
+                    "metadata.name {name:?}: a job with several workers names its headless Service after itself, so the name must be a DNS label (lower case letters, digits and '-', starting with a letter)"
+                ),
+            ));
+        }
+        if pod.len() > 63 {
+            return Err(invalid(
+                job,
+                format!(
+                    "pod hostname {pod:?} is longer than 63 characters: shorten the job's name"
+                ),
+            ));
+        }
+        if !spec.checkpoints.uri.starts_with("gs://") {
+            return Err(invalid(
+                job,
+                format!(
+                    "spec.checkpoints.uri: {:?} must be a gs:// URI when spec.workers is {workers}",
+                    spec.checkpoints.uri
+                ),
+            ));
+        }
+    }
+    let image = spec
+        .image
+        .clone()
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| invalid(job, "spec.image is required for backend kubernetes"))?;
+    let job_json = serde_json::to_string(spec).map_err(|source| Error::Serialize {
+        what: "job spec",
+        source,
+    })?;
+    let res = spec.resources.clone().unwrap_or_default();
+
+    let mut limits = BTreeMap::new();
+    let mut requests = BTreeMap::new();
+    if res.gpus > 0 {
+        limits.insert(GPU_RESOURCE.to_string(), quantity(&res.gpus.to_string()));
+    }
+    for (key, value) in [("cpu", &res.cpu), ("memory", &res.memory)] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            limits.insert(key.to_string(), quantity(v));
+            requests.insert(key.to_string(), quantity(v));
+        }
+    }
+
+    let mut node_selector = BTreeMap::new();
+    if let Some(gpu_type) = res.gpu_type.as_deref().filter(|g| !g.is_empty()) {
+        node_selector.insert(GKE_ACCELERATOR_LABEL.to_string(), gpu_type.to_string());
+    }
+    node_selector.extend(res.node_selector.clone());
+
+    let mut tolerations = Vec::new();
+    if res.gpus > 0 {
+        tolerations.push(Toleration {
+            key: Some(GPU_RESOURCE.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        });
+    }
+    tolerations.extend(res.tolerations.clone());
+
+    let mut labels = BTreeMap::from([
+        (LABEL_JOB.to_string(), name.clone()),
+        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+    ]);
+    let mut env_vars = vec![
+        env("MTL_CACHE_DIR", CACHE_DIR),
+        env("MTL_JOB_NAME", name.clone()),
+        env("MTL_ATTEMPT", attempt.to_string()),
+        env("HOME", "/scratch"),
+    ];
+    let mut ports = None;
+    if workers > 1 {
+        labels.insert(LABEL_WORKER.to_string(), index.to_string());
+        env_vars.extend(world_env(job, &name, attempt, index));
+        ports = Some(vec![ContainerPort {
+            name: Some("c10d".into()),
+            container_port: i32::from(MASTER_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]);
+    }
+
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    };
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(image),
+        args: Some(vec!["train".into(), "--job-json".into(), job_json]),
+        env: Some(env_vars),
+        ports,
+        resources: Some(ResourceRequirements {
+            limits: (!limits.is_empty()).then_some(limits),
+            requests: (!requests.is_empty()).then_some(requests),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(1000),
+            ..Default::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(vec![
+            mount("scratch", "/scratch"),
+            mount("tmp", "/tmp"),
+            mount("dshm", "/dev/shm"),
+        ]),
+        ..Default::default()
+    };
+
+    let empty_dir = |name: &str| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    };
+    let shm = Volume {
+        name: "dshm".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(quantity(
+                res.shm_size
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(DEFAULT_SHM_SIZE),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod.clone()),
+            namespace: job.namespace(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![container],
+            restart_policy: Some("Never".into()),
+            termination_grace_period_seconds: Some(opts.grace_period_seconds),
+            service_account_name: res.service_account_name.clone(),
+            node_selector: (!node_selector.is_empty()).then_some(node_selector),
+            tolerations: (!tolerations.is_empty()).then_some(tolerations),
+            hostname: (workers > 1).then(|| pod.clone()),
+            subdomain: (workers > 1).then(|| service_name(&name)),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(1000),
+                run_as_group: Some(1000),
+                fs_group: Some(1000),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            volumes: Some(vec![empty_dir("scratch"), empty_dir("tmp"), shm]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The headless Service of a job with several workers: DNS records for every worker pod
+/// (`<pod>.<service>`), published before the pods are ready, since rank 0's store must be
+/// reachable while the others start. Owned by the job, so it goes away with it.
+pub fn build_service(job: &MultiTaskTrainingJob) -> Result<Service> {
+    let name = job_name(job)?;
+    let owner = job.controller_owner_ref(&()).ok_or(Error::MissingField {
+        kind: mtl_crds::KIND,
+        field: "metadata.uid",
+    })?;
+    let selector = BTreeMap::from([(LABEL_JOB.to_string(), name.clone())]);
+    Ok(Service {
+        metadata: ObjectMeta {
+            name: Some(service_name(&name)),
+            namespace: job.namespace(),
+            labels: Some(selector.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![ServicePort {
+                name: Some("c10d".into()),
+                port: i32::from(MASTER_PORT),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}

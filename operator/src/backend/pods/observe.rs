@@ -1,0 +1,218 @@
+//! Pods → the backend-neutral [`ObservedAttempt`]: one pod, or the worker pods of an attempt
+//! reduced to one state. Pure: tested in `tests.rs`.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use super::{CONTAINER, DISRUPTION_TARGET, SIGTERM_EXIT};
+use crate::backend::{AttemptState, ObservedAttempt};
+
+/// Pod-level `status.reason`s that mean the platform, not the trainer, ended the pod.
+const DISRUPTION_REASONS: &[&str] = &[
+    "Evicted",
+    "Preempted",
+    "Preempting",
+    "NodeLost",
+    "Shutdown",
+    "NodeShutdown",
+    "Terminated",
+    "UnexpectedAdmissionError",
+];
+
+/// Reason of a worker that stopped on SIGTERM without the platform saying why (deleted by a
+/// person, or by the operator ending the attempt).
+const SIGTERM_REASON: &str = "Terminated";
+/// Reason of a worker pod that is gone while its attempt was live.
+pub const GONE_REASON: &str = "PodDeleted";
+
+/// One pod as the state of its attempt, with when its trainer finished (for ordering workers).
+struct Worker {
+    state: AttemptState,
+    /// Teardown began: deletion requested, or the platform marked it for disruption.
+    terminating: bool,
+    finished_at: Option<String>,
+    /// How much a terminal state explains the attempt's end, for choosing among workers: a
+    /// platform disruption (the others' failures follow from it) over a trainer failure over a
+    /// plain SIGTERM or a vanished pod (what ending the attempt does to the others).
+    weight: u8,
+}
+
+fn worker(pod: &Pod) -> Worker {
+    let status = pod.status.clone().unwrap_or_default();
+    let disruption = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == DISRUPTION_TARGET && c.status == "True");
+    let trainer = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == CONTAINER);
+    let terminated = trainer.and_then(|c| {
+        c.state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.clone()))
+    });
+    let finished_at = terminated
+        .as_ref()
+        .and_then(|t| t.finished_at.as_ref())
+        .map(|t| t.0.to_string());
+    let pod_reason = status.reason.clone().unwrap_or_default();
+    let pod_message = status.message.clone().unwrap_or_default();
+
+    let (state, weight) = match status.phase.as_deref() {
+        Some("Running") => (AttemptState::Running, 0),
+        Some("Succeeded") => (AttemptState::Succeeded, 0),
+        Some("Failed") => {
+            let sigterm = terminated
+                .as_ref()
+                .is_some_and(|t| t.exit_code == SIGTERM_EXIT);
+            if let Some(c) = disruption {
+                (
+                    AttemptState::Disrupted {
+                        reason: c.reason.clone().unwrap_or_else(|| DISRUPTION_TARGET.into()),
+                        message: c.message.clone().unwrap_or_default(),
+                    },
+                    3,
+                )
+            } else if DISRUPTION_REASONS.contains(&pod_reason.as_str())
+                || pod_reason.starts_with("OutOf")
+            {
+                (
+                    AttemptState::Disrupted {
+                        reason: pod_reason,
+                        message: pod_message,
+                    },
+                    3,
+                )
+            } else if sigterm {
+                (
+                    AttemptState::Disrupted {
+                        reason: SIGTERM_REASON.into(),
+                        message: "the trainer stopped on SIGTERM (exit code 143)".into(),
+                    },
+                    1,
+                )
+            } else {
+                let state = match terminated {
+                    Some(t) => {
+                        let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
+                        let message = t.message.as_deref().map(str::trim).unwrap_or_default();
+                        AttemptState::Failed {
+                            reason: format!("{reason}, exit code {}", t.exit_code),
+                            message: if message.is_empty() {
+                                pod_message
+                            } else {
+                                message.to_string()
+                            },
+                        }
+                    }
+                    None => AttemptState::Failed {
+                        reason: if pod_reason.is_empty() {
+                            "Failed".into()
+                        } else {
+                            pod_reason
+                        },
+                        message: pod_message,
+                    },
+                };
+                (state, 2)
+            }
+        }
+        // Pending, Unknown (node unreachable) or not yet reported.
+        _ => (AttemptState::Pending, 0),
+    };
+    let terminating = pod.metadata.deletion_timestamp.is_some() || disruption.is_some();
+    Worker {
+        terminating: terminating && !state.is_terminal(),
+        state,
+        finished_at,
+        weight,
+    }
+}
+
+/// Reduces one pod (the only worker of its attempt) to an [`ObservedAttempt`].
+pub fn observe_pod(pod: &Pod, attempt: u32) -> ObservedAttempt {
+    let w = worker(pod);
+    ObservedAttempt::single(attempt, pod.name_any(), w.state, w.terminating)
+}
+
+/// Reduces the worker pods of one attempt (`pods[i]` is worker i's pod, `None` when it does
+/// not exist) to one [`ObservedAttempt`]; `None` when none of them exists.
+///
+/// Rank 0 writes the checkpoints, so the attempt succeeded when worker 0 did. It ended
+/// otherwise as soon as one worker ended otherwise (the attempt is all-or-nothing): a
+/// platform disruption of any worker wins over a trainer failure (a lost peer makes the others
+/// fail too), a failure wins over a plain SIGTERM or a vanished pod, and among equals the
+/// worker that finished first. While other workers of an ended attempt are still up, the
+/// attempt is `terminating`, so the next one starts only when they are gone.
+pub fn observe_workers(pods: &[(String, Option<Pod>)], attempt: u32) -> Option<ObservedAttempt> {
+    if pods.iter().all(|(_, p)| p.is_none()) {
+        return None;
+    }
+    let workers: Vec<Worker> = pods
+        .iter()
+        .map(|(name, pod)| match pod {
+            Some(p) => worker(p),
+            None => Worker {
+                state: AttemptState::Disrupted {
+                    reason: GONE_REASON.into(),
+                    message: format!("worker pod {name} is gone"),
+                },
+                terminating: false,
+                finished_at: None,
+                weight: 1,
+            },
+        })
+        .collect();
+    let up = |w: &Worker| !w.state.is_terminal();
+    let running = workers
+        .iter()
+        .filter(|w| w.state == AttemptState::Running)
+        .count() as u32;
+    let unstopped = workers.iter().filter(|w| up(w) && !w.terminating).count() as u32;
+    let any_up = workers.iter().any(up);
+    let name = pods[0].0.clone();
+
+    let ended = workers
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.state.is_terminal() && w.state != AttemptState::Succeeded)
+        .max_by(|(i, a), (j, b)| {
+            a.weight
+                .cmp(&b.weight)
+                // Earlier finish first; a worker without a finish time after those with one.
+                .then_with(|| match (&a.finished_at, &b.finished_at) {
+                    (Some(x), Some(y)) => y.cmp(x),
+                    (Some(_), None) => std::cmp::Ordering::Greater,
+                    (None, Some(_)) => std::cmp::Ordering::Less,
+                    (None, None) => std::cmp::Ordering::Equal,
+                })
+                .then_with(|| j.cmp(i))
+        })
+        .map(|(_, w)| w);
+
+    let (state, terminating) = if workers[0].state == AttemptState::Succeeded {
+        (AttemptState::Succeeded, false)
+    } else if let Some(w) = ended {
+        (w.state.clone(), any_up)
+    } else if workers
+        .iter()
+        .all(|w| matches!(w.state, AttemptState::Running | AttemptState::Succeeded))
+    {
+        (AttemptState::Running, workers.iter().any(|w| w.terminating))
+    } else {
+        (AttemptState::Pending, workers.iter().any(|w| w.terminating))
+    };
+    Some(ObservedAttempt {
+        attempt,
+        name,
+        state,
+        terminating,
+        workers: pods.len() as u32,
+        running,
+        unstopped,
+    })
+}

@@ -1,0 +1,239 @@
+//! The trainer's progress object folded into `.status.progress`, and the `Stalled` rule: pure,
+//! tested below. The controller reads `progress.json` at most every `--progress-poll-seconds`
+//! per job (never because of its own status write) and remembers when it last saw the object
+//! change, by its own clock: the trainer's clock is not compared with the operator's.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use mtl_crds::{JobProgress, MultiTaskTrainingJobStatus};
+use mtl_storage::Progress;
+
+use crate::status::{self, cond};
+
+/// A progress object not updated for this many of its intervals while the attempt runs is
+/// stale: the job is `Stalled`.
+pub const STALE_INTERVALS: u64 = 10;
+
+/// `.status.progress` from a progress object read at `now`.
+pub fn to_status(p: &Progress, now: Timestamp) -> JobProgress {
+    let percent = (p.step.min(p.total_steps) * 100)
+        .checked_div(p.total_steps)
+        .unwrap_or(0);
+    let eta = p.eta_seconds.filter(|s| s.is_finite() && *s >= 0.0);
+    JobProgress {
+        step: p.step,
+        total_steps: p.total_steps,
+        percent: format!("{percent}%"),
+        examples_per_second: Some(round(p.examples_per_second, 2)),
+        loss: p.loss.map(|l| round(l, 4)),
+        estimated_completion_time: eta
+            .map(|s| status::format_time(status::add_seconds(now, s.round() as i64))),
+        eta: eta.map(|s| human(s.round() as u64)),
+        updated_at: p.updated_at.clone(),
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+/// `42s`, `12m`, `3h20m`, `2d4h`: as kubectl prints ages.
+pub fn human(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, 0) => format!("{h}h"),
+        (0, _, _) => format!("{h}h{m}m"),
+        (_, 0, _) => format!("{d}d"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+/// Sets or clears `Stalled`: true while the attempt runs and the progress object has not
+/// changed for [`STALE_INTERVALS`] × `interval_secs` (counted from when the operator last saw
+/// it change, or from when the attempt started running if it never did). Returns true when the
+/// condition flipped.
+pub fn fold_stalled(
+    st: &mut MultiTaskTrainingJobStatus,
+    running: bool,
+    unchanged_since: Option<Timestamp>,
+    interval_secs: u64,
+    now: Timestamp,
+) -> bool {
+    let limit = SignedDuration::from_secs((STALE_INTERVALS * interval_secs.max(1)) as i64);
+    let age = unchanged_since.map(|t| t.duration_until(now));
+    match age {
+        Some(age) if running && age >= limit => {
+            let secs = age.as_secs().max(0) as u64;
+            status::set(
+                st,
+                cond::STALLED,
+                true,
+                "ProgressStale",
+                format!(
+                    "the trainer's progress has not changed for {} ({} times progressEverySeconds={interval_secs})",
+                    human(secs),
+                    STALE_INTERVALS
+                ),
+                now,
+            )
+        }
+        _ if status::find(st, cond::STALLED).is_some_and(|c| c.status == "True") => status::set(
+            st,
+            cond::STALLED,
+            false,
+            if running {
+                "ProgressResumed"
+            } else {
+                "NotRunning"
+            },
+            "",
+            now,
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn progress(step: u64, eta: Option<f64>) -> Progress {
+        Progress {
+            step,
+            total_steps: 400,
+            epoch: 0.5,
+            loss: Some(0.123456),
+            task_losses: BTreeMap::new(),
+            learning_rate: 1e-5,
+            examples_per_second: 12.3456,
+            tokens_per_second: 800.0,
+            eta_seconds: eta,
+            eval: BTreeMap::new(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            attempt: Some(1),
+        }
+    }
+
+    #[test]
+    fn status_shows_percent_eta_and_rounded_rates() {
+        let now = t("2026-01-01T00:00:10Z");
+        let s = to_status(&progress(168, Some(750.4)), now);
+        assert_eq!(s.percent, "42%");
+        assert_eq!((s.step, s.total_steps), (168, 400));
+        assert_eq!(s.eta.as_deref(), Some("12m"));
+        assert_eq!(
+            s.estimated_completion_time.as_deref(),
+            Some("2026-01-01T00:12:40Z")
+        );
+        assert_eq!(s.examples_per_second, Some(12.35));
+        assert_eq!(s.loss, Some(0.1235));
+        assert_eq!(s.updated_at, "2026-01-01T00:00:00Z");
+        // Before the first step, past the end, nonsense ETAs.
+        let s = to_status(&progress(0, None), now);
+        assert_eq!((s.percent.as_str(), s.eta), ("0%", None));
+        assert_eq!(to_status(&progress(500, Some(-1.0)), now).percent, "100%");
+        assert_eq!(to_status(&progress(1, Some(f64::NAN)), now).eta, None);
+        let mut zero = progress(0, None);
+        zero.total_steps = 0;
+        assert_eq!(to_status(&zero, now).percent, "0%");
+    }
+
+    #[test]
+    fn human_durations_read_like_kubectl_ages() {
+        let rows = [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m"),
+            (3599, "59m"),
+            (3600, "1h"),
+            (12_000, "3h20m"),
+            (86_400, "1d"),
+            (86_400 + 3 * 60, "1d"),
+            (2 * 86_400 + 4 * 3600, "2d4h"),
+        ];
+        for (secs, want) in rows {
+            assert_eq!(human(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn stalled_after_ten_intervals_without_change_while_running() {
+        let mut st = MultiTaskTrainingJobStatus::default();
+        let since = t("2026-01-01T00:00:00Z");
+        // 30 s intervals: 299 s is fine, 300 s is stalled.
+        assert!(!fold_stalled(
+            &mut st,
+            true,
+            Some(since),
+            30,
+            t("2026-01-01T00:04:59Z")
+        ));
+        assert!(status::find(&st, cond::STALLED).is_none());
+        assert!(fold_stalled(
+            &mut st,
+            true,
+            Some(since),
+            30,
+            t("2026-01-01T00:05:00Z")
+        ));
+        let c = status::find(&st, cond::STALLED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "ProgressStale")
+        );
+        assert!(c.message.contains("5m"), "{}", c.message);
+        // Still stalled: no flip, the age in the message moves.
+        assert!(!fold_stalled(
+            &mut st,
+            true,
+            Some(since),
+            30,
+            t("2026-01-01T00:08:00Z")
+        ));
+        assert!(
+            status::find(&st, cond::STALLED)
+                .unwrap()
+                .message
+                .contains("8m")
+        );
+        // It moved again.
+        assert!(fold_stalled(
+            &mut st,
+            true,
+            Some(t("2026-01-01T00:08:00Z")),
+            30,
+            t("2026-01-01T00:08:01Z")
+        ));
+        let c = status::find(&st, cond::STALLED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ProgressResumed")
+        );
+        // Not running: never stalled, however old.
+        let mut st = MultiTaskTrainingJobStatus::default();
+        assert!(!fold_stalled(
+            &mut st,
+            false,
+            Some(since),
+            30,
+            t("2026-01-02T00:00:00Z")
+        ));
+        assert!(status::find(&st, cond::STALLED).is_none());
+        // Nothing known yet: not stalled.
+        assert!(!fold_stalled(
+            &mut st,
+            true,
+            None,
+            30,
+            t("2026-01-02T00:00:00Z")
+        ));
+    }
+}
