@@ -240,7 +240,9 @@ async fn get_prints_the_printer_columns_and_categories() {
     let patched = cli
         .ok(&[
             "patch", "mttj", "train", "--subresource=status", "--type=merge", "-p",
-            &json!({"status": {"phase": "Running", "step": 200, "latestCheckpoint": "gs://bucket/train/checkpoint-200"}}).to_string(),
+            &json!({"status": {"phase": "Running", "step": 200, "latestCheckpoint": "gs://bucket/train/checkpoint-200",
+                               "progress": {"step": 210, "totalSteps": 1000, "percent": "21%", "eta": "3h20m",
+                                            "updatedAt": "2026-01-01T00:00:00Z"}}}).to_string(),
         ])
         .await;
     assert!(patched.contains("patched"), "{patched}");
@@ -252,19 +254,29 @@ async fn get_prints_the_printer_columns_and_categories() {
         let table = rows(&cli.ok(args).await);
         assert_eq!(
             table[0],
-            ["NAME", "PHASE", "STEP", "LATEST CHECKPOINT", "AGE"],
+            [
+                "NAME",
+                "PHASE",
+                "STEP",
+                "PROGRESS",
+                "ETA",
+                "LATEST CHECKPOINT",
+                "AGE"
+            ],
             "{args:?}"
         );
         assert_eq!(
-            &table[1][..4],
+            &table[1][..6],
             [
                 "train",
                 "Running",
                 "200",
+                "21%",
+                "3h20m",
                 "gs://bucket/train/checkpoint-200"
             ]
         );
-        let age = &table[1][4];
+        let age = &table[1][6];
         assert!(
             age.ends_with('s') && age[..age.len() - 1].parse::<u32>().is_ok(),
             "age {age}"
@@ -273,7 +285,15 @@ async fn get_prints_the_printer_columns_and_categories() {
     let wide = rows(&cli.ok(&["get", "mttj", "-o", "wide"]).await);
     assert_eq!(
         wide[0],
-        ["NAME", "PHASE", "STEP", "LATEST CHECKPOINT", "AGE"]
+        [
+            "NAME",
+            "PHASE",
+            "STEP",
+            "PROGRESS",
+            "ETA",
+            "LATEST CHECKPOINT",
+            "AGE"
+        ]
     );
     let yaml = cli
         .ok(&[

@@ -235,6 +235,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
         )
         .await;
         ctx.metrics.set_job_phase(&job_key(job), new.phase);
+        ctx.metrics.set_job(&job_key(job), &new);
         return Ok(Action::await_change());
     }
     let observed = if old.attempt > 0 {
@@ -316,6 +317,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
         publish(ctx, job, note).await;
     }
     ctx.metrics.set_job_phase(&job_key(job), new.phase);
+    ctx.metrics.set_job(&job_key(job), &new);
     Ok(match requeue_after {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use mtl_crds::JobPhase;
+use std::sync::atomic::AtomicU64;
+
+use mtl_crds::{JobPhase, MultiTaskTrainingJobStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,6 +23,92 @@ pub struct ErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
+}
+
+/// One job: `namespace` and `name`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// One job and its phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobPhaseLabels {
+    pub namespace: String,
+    pub name: String,
+    pub phase: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Per-job gauges, set from the status each reconcile writes and removed with the job.
+struct JobGauges {
+    step: Family<JobLabels, FloatGauge>,
+    progress: Family<JobLabels, FloatGauge>,
+    examples_per_second: Family<JobLabels, FloatGauge>,
+    loss: Family<JobLabels, FloatGauge>,
+    restarts: Family<JobLabels, FloatGauge>,
+    preemptions: Family<JobLabels, FloatGauge>,
+    phase: Family<JobPhaseLabels, FloatGauge>,
+}
+
+impl JobGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let g = Self {
+            step: Family::default(),
+            progress: Family::default(),
+            examples_per_second: Family::default(),
+            loss: Family::default(),
+            restarts: Family::default(),
+            preemptions: Family::default(),
+            phase: Family::default(),
+        };
+        for (name, help, family) in [
+            (
+                "job_step",
+                "Optimizer step of the job's latest progress report",
+                &g.step,
+            ),
+            (
+                "job_progress_ratio",
+                "Share of the job's steps done (0 to 1)",
+                &g.progress,
+            ),
+            (
+                "job_examples_per_second",
+                "Training examples per second in the latest progress report",
+                &g.examples_per_second,
+            ),
+            (
+                "job_loss",
+                "Training loss in the latest progress report",
+                &g.loss,
+            ),
+            ("job_restarts", "Failed attempts replaced", &g.restarts),
+            (
+                "job_preemptions",
+                "Attempts lost to the platform",
+                &g.preemptions,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "job_phase",
+            "1 for the job's current phase",
+            g.phase.clone(),
+        );
+        g
+    }
+}
+
+fn job_labels(key: &str) -> JobLabels {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    JobLabels {
+        namespace: namespace.into(),
+        name: name.into(),
+    }
 }
 
 const PHASES: [JobPhase; 6] = [
@@ -41,6 +129,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Reads of trainers' progress objects.
     pub progress_reads: Counter,
+    job: JobGauges,
     phases: Mutex<HashMap<String, JobPhase>>,
     registry: Registry,
 }
@@ -60,6 +149,7 @@ impl Metrics {
         let leader = Gauge::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let progress_reads = Counter::default();
+        let job = JobGauges::register(&mut registry);
         registry.register(
             "progress_reads",
             "Reads of trainers' progress.json",
@@ -104,6 +194,7 @@ impl Metrics {
             leader,
             reconcile_duration,
             progress_reads,
+            job,
             phases: Mutex::default(),
             registry,
         }
@@ -136,10 +227,68 @@ impl Metrics {
         });
     }
 
+    /// The per-job gauges of `job` (`namespace/name`) from its status.
+    pub fn set_job(&self, job: &str, st: &MultiTaskTrainingJobStatus) {
+        let labels = job_labels(job);
+        let g = &self.job;
+        g.restarts
+            .get_or_create(&labels)
+            .set(f64::from(st.restarts));
+        g.preemptions
+            .get_or_create(&labels)
+            .set(f64::from(st.preemptions));
+        if let Some(p) = &st.progress {
+            g.step.get_or_create(&labels).set(p.step as f64);
+            let ratio = if p.total_steps == 0 {
+                0.0
+            } else {
+                p.step.min(p.total_steps) as f64 / p.total_steps as f64
+            };
+            g.progress.get_or_create(&labels).set(ratio);
+            if let Some(x) = p.examples_per_second {
+                g.examples_per_second.get_or_create(&labels).set(x);
+            }
+            if let Some(x) = p.loss {
+                g.loss.get_or_create(&labels).set(x);
+            }
+        }
+        for phase in PHASES {
+            let key = JobPhaseLabels {
+                namespace: labels.namespace.clone(),
+                name: labels.name.clone(),
+                phase: phase.as_str().into(),
+            };
+            if phase == st.phase {
+                g.phase.get_or_create(&key).set(1.0);
+            } else {
+                g.phase.remove(&key);
+            }
+        }
+    }
+
     pub fn forget_job(&self, job: &str) {
         self.with_phases(|m| {
             m.remove(job);
         });
+        let labels = job_labels(job);
+        let g = &self.job;
+        for family in [
+            &g.step,
+            &g.progress,
+            &g.examples_per_second,
+            &g.loss,
+            &g.restarts,
+            &g.preemptions,
+        ] {
+            family.remove(&labels);
+        }
+        for phase in PHASES {
+            g.phase.remove(&JobPhaseLabels {
+                namespace: labels.namespace.clone(),
+                name: labels.name.clone(),
+                phase: phase.as_str().into(),
+            });
+        }
     }
 
     /// The registry in OpenMetrics text format.
@@ -186,5 +335,45 @@ mod tests {
             m.encode()
                 .contains("mtl_operator_jobs{phase=\"Running\"} 0")
         );
+    }
+
+    #[test]
+    fn per_job_gauges_follow_status_and_go_with_the_job() {
+        let m = Metrics::new();
+        let mut st = MultiTaskTrainingJobStatus {
+            phase: JobPhase::Running,
+            restarts: 1,
+            preemptions: 2,
+            progress: Some(mtl_crds::JobProgress {
+                step: 30,
+                total_steps: 120,
+                percent: "25%".into(),
+                examples_per_second: Some(12.5),
+                loss: Some(0.5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        m.set_job("ns/a", &st);
+        let text = m.encode();
+        for want in [
+            "mtl_operator_job_step{namespace=\"ns\",name=\"a\"} 30.0",
+            "mtl_operator_job_progress_ratio{namespace=\"ns\",name=\"a\"} 0.25",
+            "mtl_operator_job_examples_per_second{namespace=\"ns\",name=\"a\"} 12.5",
+            "mtl_operator_job_loss{namespace=\"ns\",name=\"a\"} 0.5",
+            "mtl_operator_job_restarts{namespace=\"ns\",name=\"a\"} 1.0",
+            "mtl_operator_job_preemptions{namespace=\"ns\",name=\"a\"} 2.0",
+            "mtl_operator_job_phase{namespace=\"ns\",name=\"a\",phase=\"Running\"} 1.0",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+        st.phase = JobPhase::Succeeded;
+        m.set_job("ns/a", &st);
+        let text = m.encode();
+        assert!(!text.contains("phase=\"Running\"} 1"), "{text}");
+        assert!(text.contains("phase=\"Succeeded\"} 1"), "{text}");
+        m.forget_job("ns/a");
+        let text = m.encode();
+        assert!(!text.contains("name=\"a\""), "{text}");
     }
 }

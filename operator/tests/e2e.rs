@@ -608,4 +608,34 @@ async fn progress_reaches_status_and_a_stale_one_stalls_the_job() {
         reads >= 3.0 && reads <= bound,
         "{reads} progress reads in {bound:.0} s with --progress-poll-seconds 1"
     );
+    // Per-job gauges, labelled by namespace and name, gone with the job.
+    let job = r#"{namespace="default",name="train"}"#;
+    assert_eq!(
+        metric(&text, &format!("mtl_operator_job_progress_ratio{job}")),
+        Some(0.5),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("mtl_operator_job_step{job}")),
+        Some(200.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"mtl_operator_job_phase{namespace="default",name="train",phase="Running"}"#
+        ),
+        Some(1.0)
+    );
+    env.jobs()
+        .delete("train", &DeleteParams::default())
+        .await
+        .expect("job deleted");
+    eventually("the job's gauges to go", || {
+        let env = &env;
+        async move {
+            let text = env.metrics(0).await?;
+            (!text.contains(r#"name="train""#)).then_some(())
+        }
+    })
+    .await;
 }

@@ -1,7 +1,8 @@
 //! `<checkpoints.uri>/progress.json` from rank 0: where the run stands, overwritten as one
-//! object every `training.progressEverySeconds`, when training starts and at the end. For
-//! readers that cannot wait for a checkpoint (the operator's `.status.progress`, a person
-//! with `gsutil cat`); not part of the checkpoint protocol, so a failed write is a warning.
+//! object after the attempt's first step, every `checkpoints.progressEverySeconds` and at the
+//! end. For readers that cannot wait for a checkpoint (the operator's `.status.progress`, a
+//! person with `gsutil cat`); not part of the checkpoint protocol, so a failed write is a
+//! warning.
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,11 @@ impl Live {
     /// The latest logging window's throughput.
     pub fn rates(&mut self, rates: Rates) {
         self.rates = Some(rates);
+    }
+
+    /// Whether this attempt has trained a step (at `step` now).
+    pub fn stepped(&self, step: u64) -> bool {
+        self.started.is_some_and(|(_, from)| step > from)
     }
 
     pub fn due(&self) -> bool {

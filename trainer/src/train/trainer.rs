@@ -308,7 +308,6 @@ impl Trainer {
         if let Some(live) = &mut self.live {
             live.start(self.state.global_step);
         }
-        self.report_progress(true);
         while self.state.global_step < self.state.total_steps {
             if self.stop_requested()? {
                 interrupted = true;
@@ -514,7 +513,8 @@ impl Trainer {
     /// protocol: a failed write is a warning, and the next one retries.
     fn report_progress(&mut self, now: bool) {
         let Some(live) = &mut self.live else { return };
-        if !now && !live.due() {
+        // Nothing before this attempt's first step: a run stopped before it writes nothing.
+        if !live.stepped(self.state.global_step) || (!now && !live.due()) {
             return;
         }
         let snapshot = live.snapshot(&self.state);
