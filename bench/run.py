@@ -428,11 +428,17 @@ def bench_parallel(args, out):
         runs[name] = {"ranks": ranks, "threads_per_rank": 2 // ranks, "batch_per_rank": batch,
                       **parallel_summary(train_lines(done.stderr), args.warmup)}
     one, two = runs["1 rank x 2 threads"], runs["2 ranks x 1 thread"]
+    # The same comparison for PyTorch's own DistributedDataParallel on this machine.
+    ddp = os.path.join(WORK, "ddp-reference.json")
+    sh([sys.executable, os.path.join(ROOT, "bench", "ddp_reference.py"), "--model", model_dir,
+        "--global-batch", str(2 * per_rank), "--warmup", str(args.warmup), "--steps", str(args.parallel_steps),
+        "--out", ddp])
     out["parallel"] = {
         "config": {"name": args.config, **CONFIGS[args.config], "vocab_size": cfg.vocab_size,
                    "global_batch": 2 * per_rank, "warmup_steps": args.warmup, "measured_steps": args.parallel_steps},
         "runs": runs,
         "ratio": two["examples_per_s"] / one["examples_per_s"],
+        "torch_ddp": json.load(open(ddp)),
     }
 
 
@@ -567,6 +573,22 @@ def markdown(out):
                 f"{fmt(r['reduced_bytes_per_step'] / 2**20, 1) + ' MiB' if shared else '-'} |"
             )
         lines += ["", f"2 ranks / 1 rank examples/s: **{fmt(p_['ratio'])}x** (target 0.85).", ""]
+        if "torch_ddp" in p_:
+            t = p_["torch_ddp"]
+            lines += [
+                "The same comparison for PyTorch's own DistributedDataParallel (Gloo, 25 MiB buckets overlapping "
+                "the backward pass, fused AdamW) on the same encoder, random batches of 40-127 tokens, the same "
+                "global batch (`bench/ddp_reference.py`):",
+                "",
+                "| run | examples/s |",
+                "|---|---|",
+                f"| torch 1 rank x 2 threads | {fmt(t['1 rank x 2 threads']['examples_per_s'])} |",
+                f"| torch DDP 2 ranks x 1 thread | {fmt(t['2 ranks x 1 thread']['examples_per_s'])} |",
+                "",
+                f"torch DDP 2 ranks / 1 rank: **{fmt(t['ratio'])}x**; mtl-trainer's ratio is "
+                f"{fmt(p_['ratio'] / t['ratio'])} of torch's.",
+                "",
+            ]
     if "operator" in out:
         lines += [
             "## Operator against the Kubernetes API stand-in",

@@ -69,7 +69,8 @@ pub enum Error {
     cel,
     validation = Rule::new("self.tasks.all(t, self.tasks.exists_one(u, u.name == t.name))").message("task names must be unique"),
     validation = Rule::new("self.backend != 'vertexAI' || has(self.vertexAI)").message("backend vertexAI needs spec.vertexAI (project, region)"),
-    validation = Rule::new("!has(self.workers) || self.workers <= 1 || self.checkpoints.uri.startsWith('gs://')").message("workers > 1 needs a gs:// checkpoints.uri: every worker and every attempt must reach the same checkpoints").field_path(".workers")
+    validation = Rule::new("!has(self.workers) || self.workers <= 1 || self.checkpoints.uri.startsWith('gs://')").message("workers > 1 needs a gs:// checkpoints.uri: every worker and every attempt must reach the same checkpoints").field_path(".workers"),
+    validation = Rule::new("!has(self.training) || !has(self.training.earlyStopping) || has(self.checkpoints.best)").message("training.earlyStopping watches checkpoints.best.metric: set checkpoints.best").field_path(".training.earlyStopping")
 )]
 pub struct MultiTaskTrainingJobSpec {
     /// Where the trainer runs: a pod in this cluster, or a Vertex AI custom job.
@@ -312,6 +313,78 @@ pub struct TrainingSpec {
     #[serde(default = "default_log_every")]
     #[schemars(range(min = 1))]
     pub log_every_steps: u64,
+    /// Stop when `checkpoints.best.metric` has not improved for `patience` evaluations in a
+    /// row (needs `checkpoints.best`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSpec>,
+}
+
+/// Early stopping (Keras's and HF's `EarlyStoppingCallback`): an evaluation improves when the
+/// watched metric beats the best value so far by more than `minDelta`; after `patience`
+/// evaluations in a row without improvement, training ends (checkpointed, phase Succeeded,
+/// reason EarlyStopped).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EarlyStoppingSpec {
+    /// Evaluations without improvement before training stops.
+    #[schemars(range(min = 1, max = 100000))]
+    pub patience: u32,
+    /// How much better than the best so far an evaluation must be to count as an improvement.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    #[schemars(range(min = 0.0))]
+    pub min_delta: f64,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// Which checkpoint is the best: the one with the best value of `metric`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BestCheckpointSpec {
+    /// A metric evaluation reports: `mean` (of the tasks' headline scores), or
+    /// `<task>/<metric>` with metric `pearson`/`spearman` (regression), `accuracy`/`f1`
+    /// (classification), `accuracy` (multipleChoice), or `loss` (any task).
+    #[serde(default = "default_best_metric")]
+    #[schemars(length(min = 1))]
+    pub metric: String,
+    /// Whether larger (`max`) or smaller (`min`) is better. Default: `min` for a loss,
+    /// `max` for everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<MetricMode>,
+}
+
+fn default_best_metric() -> String {
+    "mean".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MetricMode {
+    Max,
+    Min,
+}
+
+impl MetricMode {
+    /// Whether `a` is better than `b` by more than `delta`.
+    pub fn better(self, a: f64, b: f64, delta: f64) -> bool {
+        match self {
+            MetricMode::Max => a - b > delta,
+            MetricMode::Min => b - a > delta,
+        }
+    }
+}
+
+impl BestCheckpointSpec {
+    /// `mode`, or its default for the metric (`min` for a loss).
+    pub fn mode(&self) -> MetricMode {
+        self.mode.unwrap_or(if self.metric.ends_with("loss") {
+            MetricMode::Min
+        } else {
+            MetricMode::Max
+        })
+    }
 }
 
 impl Default for TrainingSpec {
@@ -332,6 +405,7 @@ impl Default for TrainingSpec {
             allow_tf32: false,
             eval_every_steps: 0,
             log_every_steps: default_log_every(),
+            early_stopping: None,
         }
     }
 }
@@ -380,6 +454,16 @@ pub struct CheckpointSpec {
     )]
     #[schemars(range(min = 1))]
     pub progress_every_seconds: u64,
+    /// Track the best checkpoint by an evaluation metric: the manifest marks it, `keep`
+    /// never deletes it, `.status.bestCheckpoint` names it, and evaluation runs at every
+    /// checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestCheckpointSpec>,
+    /// When training ends, export every task as a standalone HuggingFace model under
+    /// `<uri>/model/<task>/` (under `AIP_MODEL_DIR` on Vertex AI, where it is always done),
+    /// from the best checkpoint when `best` is set, else the latest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub export_on_finish: bool,
 }
 
 fn default_progress_every() -> u64 {
@@ -502,7 +586,34 @@ impl TaskSpec {
     }
 }
 
+impl TaskSpec {
+    /// What evaluation reports for this task, each as `<task>/<name>` (the trainer's metrics
+    /// module produces exactly these).
+    pub fn metric_names(&self) -> &'static [&'static str] {
+        match self.task_type {
+            TaskType::Regression => &["pearson", "spearman", "loss"],
+            TaskType::Classification => &["accuracy", "f1", "loss"],
+            TaskType::MultipleChoice => &["accuracy", "loss"],
+        }
+    }
+}
+
 impl MultiTaskTrainingJobSpec {
+    /// Every metric an evaluation of this job reports: `<task>/<metric>` for each task with
+    /// validation data, and `mean` when there is one.
+    pub fn reported_metrics(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|t| t.validation.is_some())
+            .flat_map(|t| t.metric_names().iter().map(|m| format!("{}/{m}", t.name)))
+            .collect();
+        if !names.is_empty() {
+            names.push("mean".into());
+        }
+        names
+    }
+
     /// Checks that serde and the schema cannot express (the API server runs the CEL rules;
     /// local runs have no API server, so the trainer calls this).
     pub fn validate(&self) -> Result<(), String> {
@@ -624,6 +735,35 @@ impl MultiTaskTrainingJobSpec {
                 "spec.workers: {} is not between 1 and 64",
                 self.workers
             ));
+        }
+        if let Some(best) = &self.checkpoints.best {
+            let reported = self.reported_metrics();
+            if reported.is_empty() {
+                return Err(
+                    "spec.checkpoints.best: no task has validation data, so there is no metric to rank checkpoints by".into(),
+                );
+            }
+            if !reported.contains(&best.metric) {
+                return Err(format!(
+                    "spec.checkpoints.best.metric: {:?} is not a metric this job reports (it reports {})",
+                    best.metric,
+                    reported.join(", ")
+                ));
+            }
+        }
+        if let Some(es) = &self.training.early_stopping {
+            if self.checkpoints.best.is_none() {
+                return Err("spec.training.earlyStopping: watches checkpoints.best.metric; set spec.checkpoints.best".into());
+            }
+            if es.patience == 0 {
+                return Err("spec.training.earlyStopping.patience: must be at least 1".into());
+            }
+            if es.min_delta.is_nan() || es.min_delta < 0.0 {
+                return Err(format!(
+                    "spec.training.earlyStopping.minDelta: {} must be 0 or more",
+                    es.min_delta
+                ));
+            }
         }
         if self.workers > 1 && !self.checkpoints.uri.starts_with("gs://") {
             return Err(format!(

@@ -63,6 +63,33 @@ pub struct CheckpointRef {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// The best committed checkpoint by a metric.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BestCheckpoint {
+    pub step: u64,
+    pub uri: String,
+    /// The metric checkpoints are ranked by, e.g. `mean`.
+    pub metric: String,
+    pub value: f64,
+}
+
+/// How a training run ended, as the trainer records it in the manifest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunEnd {
+    /// `Completed` (every step trained) or `EarlyStopped`.
+    pub reason: String,
+    pub step: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// [`RunEnd::reason`] of a run that trained every step.
+pub const END_COMPLETED: &str = "Completed";
+/// [`RunEnd::reason`] of a run that early stopping ended.
+pub const END_EARLY_STOPPED: &str = "EarlyStopped";
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MultiTaskTrainingJobStatus {
@@ -106,6 +133,13 @@ pub struct MultiTaskTrainingJobStatus {
     /// Latest per-task metrics.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+    /// The best checkpoint by `spec.checkpoints.best.metric`, as the manifest marks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_checkpoint: Option<BestCheckpoint>,
+    /// Where the final model was exported (`spec.checkpoints.exportOnFinish`, or Vertex AI's
+    /// `AIP_MODEL_DIR`): one HuggingFace model directory per task under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Where the running attempt stands, from the trainer's `progress.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<JobProgress>,

@@ -229,3 +229,77 @@ fn task_rules_are_enforced_by_validate_and_by_cel_alike() {
     spec.validate().unwrap();
     TaskSpec::validate_cel(&v["tasks"][1], None).unwrap();
 }
+
+/// MINIMAL with validation data for both tasks.
+fn with_validation() -> String {
+    MINIMAL
+        .replace(
+            "train: data/stsb/train.tsv",
+            "train: data/stsb/train.tsv\n      validation: data/stsb/dev.tsv",
+        )
+        .replace(
+            "train: data/rte/train.tsv",
+            "train: data/rte/train.tsv\n      validation: data/rte/dev.tsv",
+        )
+}
+
+#[test]
+fn best_metric_must_be_one_the_job_reports() {
+    let job = |best: &str| format!("{}    best:\n      metric: {best}\n", with_validation());
+    for ok in ["mean", "stsb/spearman", "rte/f1", "rte/loss"] {
+        let spec = parse_job("j.yaml", &job(ok)).unwrap();
+        let best = spec.checkpoints.best.unwrap();
+        let want = if ok.ends_with("loss") {
+            MetricMode::Min
+        } else {
+            MetricMode::Max
+        };
+        assert_eq!(best.mode(), want, "{ok}");
+    }
+    let err = parse_job("j.yaml", &job("rte/pearson"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("best.metric: \"rte/pearson\" is not a metric")
+            && err.contains("rte/accuracy"),
+        "{err}"
+    );
+    // No validation data: nothing to rank by.
+    let err = parse_job("j.yaml", &format!("{MINIMAL}    best: {{metric: mean}}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no task has validation data"), "{err}");
+}
+
+#[test]
+fn early_stopping_needs_a_best_metric_in_validate_and_in_cel() {
+    let text = with_validation().replace(
+        "  checkpoints:",
+        "  training:\n    earlyStopping: {patience: 3}\n  checkpoints:",
+    );
+    let err = parse_job("j.yaml", &text).unwrap_err().to_string();
+    assert!(
+        err.contains("earlyStopping") && err.contains("checkpoints.best"),
+        "{err}"
+    );
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let v = serde_json::to_value(&value["spec"]).unwrap();
+    let cel = format!(
+        "{:?}",
+        MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err()
+    );
+    assert!(cel.contains("set checkpoints.best"), "{cel}");
+    let ok = format!("{text}    best: {{metric: mean}}\n");
+    let spec = parse_job("j.yaml", &ok).unwrap();
+    assert_eq!(spec.training.early_stopping.unwrap().patience, 3);
+    let v = serde_json::to_value(parse_job("j.yaml", &ok).unwrap()).unwrap();
+    MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap();
+}
+
+#[test]
+fn metric_mode_compares_with_a_margin() {
+    assert!(MetricMode::Max.better(0.8, 0.7, 0.05));
+    assert!(!MetricMode::Max.better(0.74, 0.7, 0.05));
+    assert!(MetricMode::Min.better(0.5, 0.7, 0.0));
+    assert!(!MetricMode::Min.better(0.7, 0.7, 0.0));
+}

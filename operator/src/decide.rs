@@ -255,11 +255,23 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
     {
         // Rank 0 finished: workers still up have nothing left to do.
         b.stop_if_live();
-        b.finish(
-            JobPhase::Succeeded,
-            "Succeeded",
-            format!("{} completed", (o.describe)(a.attempt)),
-        );
+        let what = (o.describe)(a.attempt);
+        let end = match o.manifest {
+            ManifestRead::Found(m) => m.end.as_ref(),
+            _ => None,
+        };
+        match end {
+            Some(e) if e.reason == mtl_crds::END_EARLY_STOPPED => b.finish(
+                JobPhase::Succeeded,
+                "EarlyStopped",
+                format!("{what} stopped early at step {}: {}", e.step, e.message),
+            ),
+            _ => b.finish(
+                JobPhase::Succeeded,
+                "Succeeded",
+                format!("{what} completed"),
+            ),
+        }
         return b.d;
     }
 

@@ -106,6 +106,10 @@ pub fn apply_manifest(status: &mut MultiTaskTrainingJobStatus, manifest: &Manife
     let all = &manifest.checkpoints;
     let start = all.len().saturating_sub(MAX_STATUS_CHECKPOINTS);
     status.checkpoints = all[start..].to_vec();
+    status.best_checkpoint = manifest.best.clone();
+    if manifest.model.is_some() {
+        status.model = manifest.model.clone();
+    }
     match manifest.latest() {
         Some(latest) => {
             status.step = Some(latest.step);
@@ -201,7 +205,10 @@ mod tests {
                 metrics: BTreeMap::from([("mean".to_string(), i as f64)]),
             })
             .collect();
-        let m = Manifest { checkpoints };
+        let m = Manifest {
+            checkpoints,
+            ..Manifest::default()
+        };
         assert_eq!(apply_manifest(&mut st, &m), Some(600));
         assert_eq!(st.checkpoints.len(), MAX_STATUS_CHECKPOINTS);
         assert_eq!(st.checkpoints[0].step, 110);

@@ -136,6 +136,25 @@ impl Storage {
         }
     }
 
+    /// [`Storage::read`], with `Ok(None)` when there is no such object.
+    pub async fn read_if_exists(&self, uri: &str) -> Result<Option<Vec<u8>>> {
+        match self.read(uri).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `value` as pretty JSON in one whole-object write (a reader sees the old object
+    /// or the new one, never a mix).
+    pub async fn write_json<T: serde::Serialize>(&self, uri: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt {
+            uri: uri.into(),
+            message: format!("cannot be encoded as JSON: {e}"),
+        })?;
+        self.write(uri, bytes).await
+    }
+
     /// Writes a whole object. On a local path the write is atomic (temp file, then rename).
     pub async fn write(&self, uri: &str, data: Vec<u8>) -> Result<()> {
         if is_gcs(uri) {

@@ -54,21 +54,16 @@ impl Progress {
     /// Reads the progress object under `base`; `Ok(None)` when there is none yet.
     pub async fn load(storage: &Storage, base: &str) -> Result<Option<Self>> {
         let uri = join(base, PROGRESS_NAME);
-        match storage.read(&uri).await {
-            Ok(bytes) => Self::parse(&uri, &bytes).map(Some),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
+        match storage.read_if_exists(&uri).await? {
+            Some(bytes) => Self::parse(&uri, &bytes).map(Some),
+            None => Ok(None),
         }
     }
 
     /// Overwrites the progress object under `base` with one whole-object write (a reader sees
     /// the old object or the new one, never a mix).
     pub async fn store(&self, storage: &Storage, base: &str) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Corrupt {
-            uri: join(base, PROGRESS_NAME),
-            message: format!("progress object cannot be encoded: {e}"),
-        })?;
-        storage.write(&join(base, PROGRESS_NAME), bytes).await
+        storage.write_json(&join(base, PROGRESS_NAME), self).await
     }
 }
 

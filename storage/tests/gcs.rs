@@ -89,7 +89,9 @@ async fn save_checkpoint(
     for (name, path) in files {
         storage.upload(path, &join(&dir, name)).await?;
     }
-    manifest.commit(storage, base, entry(dir, step), keep).await
+    manifest
+        .commit(storage, base, entry(dir, step), keep, None)
+        .await
 }
 
 /// Downloads every file that the manifest names and checks it against `expected` (file name →
@@ -425,7 +427,7 @@ async fn upload_survives_an_emulator_crash_mid_chunk() {
             s.download(&uri, &out).await.unwrap();
             assert_eq!(sha_file(&out), sha, "content after the crash");
             manifest
-                .commit(&s, &base, entry(checkpoint_uri(&base, 1), 1), None)
+                .commit(&s, &base, entry(checkpoint_uri(&base, 1), 1), None, None)
                 .await
                 .unwrap();
             let expected = BTreeMap::from([(1, vec![("model.safetensors", sha)])]);
@@ -572,7 +574,9 @@ async fn failed_upload_leaves_the_manifest_on_the_last_whole_checkpoint() {
         let dir = checkpoint_uri(&base2, 2);
         let uri = join(&dir, "model.safetensors");
         s2.upload_with_progress(&second2, &uri, progress).await?;
-        manifest2.commit(&s2, &base2, entry(dir, 2), None).await
+        manifest2
+            .commit(&s2, &base2, entry(dir, 2), None, None)
+            .await
     });
     tokio::time::timeout(WAIT, reached).await.unwrap().unwrap();
     emu.stop();

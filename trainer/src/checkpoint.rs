@@ -13,7 +13,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mtl_crds::{CheckpointRef, MultiTaskTrainingJobSpec, SamplingSpec, TaskSpec, TaskType};
+use mtl_crds::{
+    BestCheckpointSpec, CheckpointRef, MultiTaskTrainingJobSpec, RunEnd, SamplingSpec, TaskSpec,
+    TaskType,
+};
 use mtl_storage::manifest::checkpoint_uri;
 use mtl_storage::{Manifest, Storage, is_gcs, join};
 use serde::{Deserialize, Serialize};
@@ -96,6 +99,13 @@ pub struct TrainerState {
     /// The fp16 loss scaler's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scale: Option<crate::precision::LossScale>,
+    /// Early stopping's count (`training.earlyStopping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<crate::train::EarlyStopState>,
+    /// Set when the run ended before its last step (early stopping): resuming it trains no
+    /// further.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<RunEnd>,
 }
 
 /// What decides which batches a run trains on, step by step, and what each output means:
@@ -290,13 +300,15 @@ pub fn staging_dir(base: &str, step: u64, cache: &Path) -> PathBuf {
     }
 }
 
-/// Uploads a staged checkpoint and then commits it to the manifest.
+/// Uploads a staged checkpoint and then commits it to the manifest (`rank`: see
+/// [`Manifest::commit`]).
 pub fn commit(
     store: &Store,
     base: &str,
     staged: &Staged,
     metrics: BTreeMap<String, f64>,
     keep: Option<u32>,
+    rank: Option<&BestCheckpointSpec>,
 ) -> Result<CheckpointRef> {
     let uri = checkpoint_uri(base, staged.step);
     if is_gcs(base) {
@@ -318,7 +330,7 @@ pub fn commit(
         metrics,
     };
     let mut manifest = store.manifest(base)?.unwrap_or_default();
-    store.block_on(manifest.commit(&store.storage, base, entry.clone(), keep))?;
+    store.block_on(manifest.commit(&store.storage, base, entry.clone(), keep, rank))?;
     if is_gcs(base) {
         let _ = std::fs::remove_dir_all(&staged.dir);
     }
@@ -339,25 +351,72 @@ pub fn localize(store: &Store, entry: &CheckpointRef, cache: &Path) -> Result<Pa
     dir.ok_or_else(|| Error::file(&entry.uri, "checkpoint has no files"))
 }
 
-/// The newest committed checkpoint under `base`, or an explicit checkpoint URI.
-pub fn resolve(store: &Store, base: &str, explicit: Option<&str>) -> Result<CheckpointRef> {
-    if let Some(uri) = explicit {
+/// Whether a `--checkpoint` value picks a checkpoint of the job's manifest (`latest`, `best`,
+/// a step) rather than naming a checkpoint directory.
+pub fn is_selector(checkpoint: &str) -> bool {
+    matches!(checkpoint, "latest" | "best") || checkpoint.parse::<u64>().is_ok()
+}
+
+/// The checkpoint `selector` picks from the manifest under `base`: `latest` (also when
+/// `None`), `best`, or a step; any other value is a checkpoint directory's URI.
+pub fn resolve(store: &Store, base: &str, selector: Option<&str>) -> Result<CheckpointRef> {
+    let selector = selector.unwrap_or("latest");
+    if !is_selector(selector) {
         return Ok(CheckpointRef {
             step: 0,
-            uri: uri.to_string(),
+            uri: selector.to_string(),
             time: String::new(),
             metrics: BTreeMap::new(),
         });
     }
-    store
-        .manifest(base)?
-        .and_then(|m| m.latest().cloned())
-        .ok_or_else(|| {
+    let at = join(base, mtl_storage::MANIFEST_NAME);
+    let manifest = store.manifest(base)?.unwrap_or_default();
+    let steps = || {
+        manifest
+            .checkpoints
+            .iter()
+            .map(|c| c.step.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let found = match selector {
+        "latest" => manifest.latest().ok_or_else(|| {
             Error::file(
-                join(base, mtl_storage::MANIFEST_NAME),
+                &at,
                 "no committed checkpoint (train first, or pass --checkpoint)",
             )
-        })
+        })?,
+        "best" => {
+            let best = manifest.best.as_ref().ok_or_else(|| {
+                Error::file(
+                    &at,
+                    "--checkpoint best: no best checkpoint recorded (set spec.checkpoints.best and train)",
+                )
+            })?;
+            manifest.at(best.step).ok_or_else(|| {
+                Error::file(
+                    &at,
+                    format!(
+                        "the best checkpoint, step {}, is not among the committed ones",
+                        best.step
+                    ),
+                )
+            })?
+        }
+        step => {
+            let step: u64 = step.parse().unwrap_or_default();
+            manifest.at(step).ok_or_else(|| {
+                Error::file(
+                    &at,
+                    format!(
+                        "--checkpoint {step}: no committed checkpoint at that step (committed: {})",
+                        steps()
+                    ),
+                )
+            })?
+        }
+    };
+    Ok(found.clone())
 }
 
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mtl_crds::TaskType;
+use mtl_storage::{is_gcs, join};
 use serde_json::{Value, json};
 use tch::{Device, Tensor};
 
@@ -22,6 +23,46 @@ pub fn architecture(stem: &str, task_type: TaskType) -> String {
     }
 }
 
+/// Every task of checkpoint `entry` as a standalone HF model under `<target>/<task>/` (a
+/// directory or gs://; staged in `cache` for gs://). Returns the tasks' URIs.
+pub fn export_all(
+    store: &checkpoint::Store,
+    entry: &mtl_crds::CheckpointRef,
+    target: &str,
+    cache: &Path,
+    device: Device,
+) -> Result<Vec<String>> {
+    let loaded = Loaded::load(store, entry.clone(), cache, device)?;
+    let mut uris = Vec::new();
+    for t in &loaded.tasks {
+        let uri = join(target, &t.name);
+        if is_gcs(target) {
+            let dir = cache.join("export").join(&t.name);
+            let _ = std::fs::remove_dir_all(&dir);
+            export(&loaded, &t.name, &dir)?;
+            let mut files: Vec<_> = std::fs::read_dir(&dir)
+                .map_err(Error::io(&dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            files.sort();
+            for file in files {
+                let name = file
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                store.block_on(store.storage.upload(&file, &join(&uri, &name)))?;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            export(&loaded, &t.name, Path::new(&uri))?;
+        }
+        uris.push(uri);
+    }
+    Ok(uris)
+}
+
+/// One task of `loaded` as a standalone HF model directory `out`.
 pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
     let (_, spec) = loaded.task(task)?;
     let config = &loaded.model.config;

@@ -7,7 +7,8 @@
 //! `metrics` and `eval`, `checkpoint` (layout, manifest, resume fingerprint), `train/` (the
 //! `Trainer` and its loop), `predict` and `export` (a standalone HF model per task), `aten`
 //! (the ATen entry points tch does not expose), `dist` (data parallel on torch.distributed's
-//! c10d).
+//! c10d), `vertex` (what Vertex AI's environment asks for: the model directory, a tuning
+//! trial's checkpoints and its hypertune reports).
 
 pub mod assets;
 mod aten;
@@ -29,5 +30,6 @@ pub mod predict;
 pub mod progress;
 pub mod sampling;
 pub mod train;
+pub mod vertex;
 
 pub use error::{Error, Result};

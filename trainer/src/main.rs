@@ -101,6 +101,7 @@ enum Command {
     Eval {
         #[command(flatten)]
         job: JobArgs,
+        /// latest (default), best, a step, or a checkpoint directory (local or gs://).
         #[arg(long)]
         checkpoint: Option<String>,
     },
@@ -108,6 +109,7 @@ enum Command {
     Predict {
         #[command(flatten)]
         job: JobArgs,
+        /// latest (default), best, a step, or a checkpoint directory (local or gs://).
         #[arg(long)]
         checkpoint: Option<String>,
         #[arg(long)]
@@ -124,6 +126,7 @@ enum Command {
     Export {
         #[command(flatten)]
         job: JobArgs,
+        /// latest (default), best, a step, or a checkpoint directory (local or gs://).
         #[arg(long)]
         checkpoint: Option<String>,
         #[arg(long)]
@@ -259,6 +262,7 @@ fn run() -> Result<ExitCode> {
                 stop,
                 stop_after,
                 force_resume,
+                vertex: mtl_trainer::vertex::VertexEnv::from_process_env(),
             };
             let outcome = train::train_in(&spec, &opts, pg)?;
             if !main_rank {
@@ -276,6 +280,10 @@ fn run() -> Result<ExitCode> {
                     "interrupted": outcome.interrupted,
                     "resumed_from": outcome.resumed_from,
                     "checkpoint": outcome.checkpoint.as_ref().map(|c| &c.uri),
+                    "end": outcome.end,
+                    "best_checkpoint": outcome.best,
+                    "model": outcome.model,
+                    "tensorboard": outcome.tensorboard.as_ref().map(|d| format!("tensorboard --logdir {d}")),
                     "metrics": outcome.metrics,
                 }))?
             );
@@ -356,17 +364,18 @@ fn run() -> Result<ExitCode> {
     }
 }
 
-/// `--checkpoint` when given, else the newest checkpoint of the job's checkpoint location.
+/// `--checkpoint` as a directory, or the checkpoint it selects (latest when not given) among
+/// those of the job's checkpoint location.
 fn checkpoint_for(
     store: &Store,
     job: &JobArgs,
-    explicit: Option<&str>,
+    selector: Option<&str>,
 ) -> Result<mtl_crds::CheckpointRef> {
-    if let Some(uri) = explicit {
+    if let Some(uri) = selector.filter(|s| !checkpoint::is_selector(s)) {
         return Ok(checkpoint::resolve(store, "", Some(uri))?);
     }
-    let spec = job
-        .spec()
-        .context("--checkpoint not given, so the job's checkpoint location is needed")?;
-    Ok(checkpoint::resolve(store, &spec.checkpoints.uri, None)?)
+    let spec = job.spec().context(
+        "--checkpoint is not a directory, so the job's checkpoint location is needed (--job)",
+    )?;
+    Ok(checkpoint::resolve(store, &spec.checkpoints.uri, selector)?)
 }

@@ -239,6 +239,38 @@ fn heads_no_rank_used_stay_untouched() {
     }
 }
 
+/// Rank 0 alone evaluates; early stopping's verdict reaches every rank in the same step, so
+/// both stop there (a plateau: learning rate 0, patience 1, an evaluation every 2 steps ends
+/// the run at step 4 of 10) and neither reports an interruption.
+#[test]
+fn early_stopping_stops_every_rank_at_the_same_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = setup(tmp.path());
+    let _rng = torch_rng();
+    spec.training.learning_rate = 0.0;
+    spec.training.eval_every_steps = 2;
+    spec.checkpoints.best = Some(mtl_crds::BestCheckpointSpec {
+        metric: "mean".into(),
+        mode: None,
+    });
+    spec.training.early_stopping = Some(mtl_crds::EarlyStoppingSpec {
+        patience: 1,
+        min_delta: 0.0,
+    });
+    let world = run_world(&spec, 2, &tmp.path().join("cache"));
+    for (rank, (out, _, state)) in world.iter().enumerate() {
+        assert_eq!((out.step, out.interrupted), (4, false), "rank {rank}");
+        assert_eq!(
+            state.end.as_ref().map(|e| (e.reason.as_str(), e.step)),
+            Some(("EarlyStopped", 4)),
+            "rank {rank}"
+        );
+    }
+    let (manifest, steps) = common::manifest(&tmp.path().join("out"));
+    assert_eq!(steps, [4]);
+    assert_eq!(manifest["end"]["reason"], "EarlyStopped");
+}
+
 /// `mtl-trainer train` of `job` on one CPU thread, checkpointing to `out`, with `cache`.
 fn train_cmd(job: &Path, out: &str, cache: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mtl-trainer"));

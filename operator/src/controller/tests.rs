@@ -288,6 +288,7 @@ async fn running_pod_and_manifest_fill_status() {
                 metrics: BTreeMap::from([("mean".to_string(), 0.5)]),
             },
             None,
+            None,
         )
         .await
         .unwrap();

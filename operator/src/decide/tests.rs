@@ -76,6 +76,7 @@ fn manifest(steps: &[u64]) -> Manifest {
                 metrics: BTreeMap::from([("stsb/pearson".to_string(), step as f64 / 1000.0)]),
             })
             .collect(),
+        ..Manifest::default()
     }
 }
 
@@ -931,4 +932,54 @@ fn an_attempt_of_several_workers_ends_for_all_and_counts_once() {
         T0,
     );
     assert_eq!(d.status.running_workers, None);
+}
+
+#[test]
+fn early_stopped_run_succeeds_with_its_reason_best_and_model_in_status() {
+    let spec = spec();
+    let mut m = manifest(&[100, 200, 300]);
+    m.best = Some(mtl_crds::BestCheckpoint {
+        step: 100,
+        uri: "gs://b/out/checkpoint-100".into(),
+        metric: "stsb/pearson".into(),
+        value: 0.1,
+    });
+    m.end = Some(mtl_crds::RunEnd {
+        reason: mtl_crds::END_EARLY_STOPPED.into(),
+        step: 300,
+        message: "stsb/pearson did not improve for 2 evaluations".into(),
+    });
+    m.model = Some("gs://b/out/model".into());
+    let d = run(
+        &spec,
+        &status(JobPhase::Running, 1),
+        Some(pod(1, AttemptState::Succeeded)),
+        ManifestRead::Found(m.clone()),
+        T0,
+    );
+    assert_eq!(d.status.phase, JobPhase::Succeeded);
+    let c = find(&d.status, cond::SUCCEEDED).unwrap();
+    assert_eq!(c.reason, "EarlyStopped");
+    assert!(
+        c.message.contains("step 300") && c.message.contains("did not improve"),
+        "{}",
+        c.message
+    );
+    assert_eq!(d.status.best_checkpoint, m.best);
+    assert_eq!(d.status.model.as_deref(), Some("gs://b/out/model"));
+    assert!(reasons(&d).contains(&"EarlyStopped"), "{:?}", reasons(&d));
+
+    // A run that trained every step keeps the plain reason.
+    m.end.as_mut().unwrap().reason = mtl_crds::END_COMPLETED.into();
+    let d = run(
+        &spec,
+        &status(JobPhase::Running, 1),
+        Some(pod(1, AttemptState::Succeeded)),
+        ManifestRead::Found(m),
+        T0,
+    );
+    assert_eq!(
+        find(&d.status, cond::SUCCEEDED).unwrap().reason,
+        "Succeeded"
+    );
 }

@@ -371,6 +371,7 @@ impl Env {
                     metrics: BTreeMap::from([("stsb/pearson".to_string(), step as f64 / 1000.0)]),
                 },
                 None,
+                None,
             )
             .await
             .expect("manifest committed");

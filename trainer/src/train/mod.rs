@@ -2,6 +2,7 @@
 //! checkpoint store; its loop reads as a sequence of named steps. [`train`] runs one job to
 //! the end, resuming from the newest checkpoint under `spec.checkpoints.uri`.
 
+mod early_stop;
 mod interval;
 mod live;
 mod step;
@@ -13,7 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use mtl_crds::{CheckpointRef, MultiTaskTrainingJobSpec, TaskSpec, TrainingSpec};
+use mtl_crds::{
+    BestCheckpoint, CheckpointRef, MultiTaskTrainingJobSpec, RunEnd, TaskSpec, TrainingSpec,
+};
 use tch::Device;
 
 use crate::Result;
@@ -21,6 +24,7 @@ use crate::config::ModelConfig;
 use crate::model::{HeadSpec, MultiTaskModel};
 use crate::optim::LinearSchedule;
 
+pub use early_stop::EarlyStopState;
 pub use step::{Micro, MicroResult, Parallel, StepOutput, StepSettings, train_step};
 pub use trainer::Trainer;
 
@@ -39,6 +43,8 @@ pub struct RunOptions {
     /// Resume even though the batch size, accumulation, sampling, seed, tasks or training
     /// data changed since the checkpoint (`--force-resume`).
     pub force_resume: bool,
+    /// Vertex AI's variables: the model directory, a tuning trial's checkpoints and metric.
+    pub vertex: crate::vertex::VertexEnv,
 }
 
 impl RunOptions {
@@ -50,6 +56,7 @@ impl RunOptions {
             stop: Arc::new(AtomicBool::new(false)),
             stop_after: None,
             force_resume: false,
+            vertex: Default::default(),
         }
     }
 }
@@ -65,6 +72,14 @@ pub struct Outcome {
     pub resumed_from: Option<u64>,
     /// The checkpoint this run committed last.
     pub checkpoint: Option<CheckpointRef>,
+    /// How the run ended (`None` when interrupted).
+    pub end: Option<RunEnd>,
+    /// The best checkpoint, when `checkpoints.best` ranks them.
+    pub best: Option<BestCheckpoint>,
+    /// Where the final model was exported.
+    pub model: Option<String>,
+    /// The directory of the run's TensorBoard event files, when it wrote any.
+    pub tensorboard: Option<String>,
 }
 
 /// Trains `spec` to the end (or until stopped), resuming from the newest checkpoint under
@@ -89,6 +104,10 @@ pub fn train_in(
             interrupted: true,
             resumed_from: None,
             checkpoint: None,
+            end: None,
+            best: None,
+            model: None,
+            tensorboard: None,
         }),
         Err(e) => Err(e),
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use mtl_crds::{CheckpointRef, MultiTaskTrainingJobSpec};
+use mtl_crds::{CheckpointRef, MultiTaskTrainingJobSpec, RunEnd};
 use tch::{Device, Tensor};
 use tracing::{info, warn};
 
@@ -52,6 +52,10 @@ pub struct Trainer {
     summaries: Option<Summaries>,
     /// `progress.json` (rank 0).
     live: Option<Live>,
+    /// The step `state.metrics` were measured at.
+    evaluated_at: Option<u64>,
+    /// Hypertune reports, in a Vertex AI tuning trial (rank 0).
+    hypertune: Option<crate::vertex::Hypertune>,
 }
 
 /// One rank's membership of a data-parallel world.
@@ -80,6 +84,11 @@ impl Trainer {
         let main = pg.as_ref().is_none_or(ProcessGroup::is_main);
         spec.validate()
             .map_err(|m| Error::Invalid(format!("invalid job: {m}")))?;
+        let mut spec = spec;
+        if let Some(uri) = opts.vertex.trial_checkpoints(&spec.checkpoints.uri) {
+            info!(uri = %uri, "hyperparameter-tuning trial: checkpoints go to the trial's own location");
+            spec.checkpoints.uri = uri;
+        }
         let store = Store::new()?;
         let cache = &opts.cache_dir;
         let tr = &spec.training;
@@ -165,6 +174,8 @@ impl Trainer {
             eval_history: Vec::new(),
             fingerprint: Some(Fingerprint::of(&spec, &shas, ranks)),
             loss_scale: None,
+            early_stopping: None,
+            end: None,
         };
         let progress = Progress::new(total, 0, opts.progress && main);
         let mut trainer = Self {
@@ -187,6 +198,8 @@ impl Trainer {
             world: None,
             summaries: None,
             live: None,
+            evaluated_at: None,
+            hypertune: None,
         };
         trainer.resume()?;
         if let Some(pg) = pg {
@@ -198,6 +211,10 @@ impl Trainer {
                 &trainer.spec.checkpoints.uri,
                 trainer.spec.checkpoints.progress_every_seconds,
             ));
+            trainer.hypertune = trainer.opts.vertex.hypertune(&trainer.spec);
+            if let Some(h) = &trainer.hypertune {
+                info!(file = %h.path.display(), tag = %h.tag, metric = %h.metric, "hyperparameter-tuning trial: reporting each evaluation");
+            }
         }
         Ok(trainer)
     }
@@ -308,7 +325,10 @@ impl Trainer {
         if let Some(live) = &mut self.live {
             live.start(self.state.global_step);
         }
-        while self.state.global_step < self.state.total_steps {
+        if let Some(end) = &self.state.end {
+            info!(step = end.step, reason = %end.reason, "the run already ended; nothing left to train");
+        }
+        while self.state.global_step < self.state.total_steps && self.state.end.is_none() {
             if self.stop_requested()? {
                 interrupted = true;
                 break;
@@ -330,7 +350,12 @@ impl Trainer {
         }
         self.flush_summaries(true);
         self.report_progress(true);
+        let finished = if interrupted { None } else { self.finish()? };
         self.shutdown()?;
+        let (end, best, model) = match finished {
+            Some(m) => (m.end, m.best, m.model),
+            None => (None, None, None),
+        };
         Ok(Outcome {
             step: self.state.global_step,
             total_steps: self.state.total_steps,
@@ -338,7 +363,49 @@ impl Trainer {
             interrupted,
             resumed_from: self.resumed_from,
             checkpoint: self.last_entry.clone(),
+            end,
+            best,
+            model,
+            // This attempt's summaries, or those of the attempts before it.
+            tensorboard: (self.state.global_step > 0)
+                .then(|| super::summaries::log_dir(&self.spec)),
         })
+    }
+
+    /// Rank 0, at the end of a run that was not interrupted: exports the final model when
+    /// asked to (from the best checkpoint, else the latest), and records how the run ended
+    /// and where the model went in the manifest, which it returns.
+    fn finish(&mut self) -> Result<Option<mtl_storage::Manifest>> {
+        if !self.is_main() {
+            return Ok(None);
+        }
+        let base = self.spec.checkpoints.uri.clone();
+        let mut manifest = self.store.manifest(&base)?.unwrap_or_default();
+        if let Some(target) = self.opts.vertex.export_dir(&self.spec) {
+            let from = manifest
+                .best
+                .as_ref()
+                .and_then(|b| manifest.at(b.step))
+                .or(manifest.latest())
+                .cloned();
+            if let Some(from) = from {
+                let cache = self.opts.cache_dir.clone();
+                let device = self.opts.device;
+                let uris = self.progress.suspend(|| {
+                    crate::export::export_all(&self.store, &from, &target, &cache, device)
+                })?;
+                info!(step = from.step, from = %from.uri, model = %target, tasks = ?uris, "final model exported");
+                manifest.model = Some(target);
+            }
+        }
+        manifest.end = Some(self.state.end.clone().unwrap_or_else(|| RunEnd {
+            reason: mtl_crds::END_COMPLETED.into(),
+            step: self.state.global_step,
+            message: String::new(),
+        }));
+        self.store
+            .block_on(manifest.store(&self.store.storage, &base))?;
+        Ok(Some(manifest))
     }
 
     /// Whether to stop now; on several ranks, whether any rank was asked to, so that every
@@ -485,7 +552,8 @@ impl Trainer {
         let spec = &self.spec;
         let s = self.summaries.get_or_insert_with(|| {
             let s = Summaries::new(spec, entry.step);
-            info!(uri = s.uri(), "TensorBoard summaries");
+            let logdir = super::summaries::log_dir(spec);
+            info!(uri = s.uri(), open = %format!("tensorboard --logdir {logdir}"), "TensorBoard summaries");
             s
         });
         s.train(&entry, &rates);
@@ -547,32 +615,99 @@ impl Trainer {
         eval::evaluate(&self.model, &sets, batch_size, &self.amp)
     }
 
+    /// Evaluates every `evalEverySteps`, at the last step, and at every checkpoint when
+    /// `checkpoints.best` ranks them; then counts the evaluation for early stopping (rank 0
+    /// judges, every rank learns the verdict, so all stop at this step).
     fn evaluate_if_due(&mut self) -> Result<()> {
         let every = self.spec.training.eval_every_steps;
-        let due = every > 0 && self.state.global_step.is_multiple_of(every);
-        if (!due && !self.final_step()) || !self.is_main() {
+        let step = self.state.global_step;
+        let due = (every > 0 && step.is_multiple_of(every))
+            || self.final_step()
+            || (self.spec.checkpoints.best.is_some() && self.checkpoint_step());
+        if !due {
             return Ok(());
         }
-        self.state.metrics = self.evaluate()?;
-        let mut entry = self.state.metrics.clone();
-        entry.insert("step".into(), self.state.global_step as f64);
-        self.state.eval_history.push(entry);
-        if let Some(s) = &mut self.summaries {
-            s.eval(self.state.global_step, &self.state.metrics);
+        let mut stop = None;
+        if self.is_main() {
+            self.state.metrics = self.evaluate()?;
+            self.evaluated_at = Some(step);
+            let mut entry = self.state.metrics.clone();
+            entry.insert("step".into(), step as f64);
+            self.state.eval_history.push(entry);
+            if let Some(s) = &mut self.summaries {
+                s.eval(step, &self.state.metrics);
+            }
+            let metrics = serde_json::to_string(&self.state.metrics).unwrap_or_default();
+            self.progress
+                .suspend(|| info!(step, metrics = %metrics, "eval"));
+            self.report_hypertune();
+            stop = self.count_for_early_stopping();
         }
-        let metrics = serde_json::to_string(&self.state.metrics).unwrap_or_default();
-        let step = self.state.global_step;
-        self.progress
-            .suspend(|| info!(step, metrics = %metrics, "eval"));
+        if self.spec.training.early_stopping.is_none() {
+            return Ok(());
+        }
+        let stop_all = match &self.world {
+            Some(w) => w.pg.any(stop.is_some())?,
+            None => stop.is_some(),
+        };
+        if stop_all && !self.final_step() {
+            let message = stop.unwrap_or_default();
+            if self.is_main() {
+                self.progress
+                    .suspend(|| warn!(step, reason = %message, "early stopping"));
+            }
+            self.state.end = Some(RunEnd {
+                reason: mtl_crds::END_EARLY_STOPPED.into(),
+                step,
+                message,
+            });
+        }
         Ok(())
     }
 
-    fn checkpoint_if_due(&mut self) -> Result<()> {
-        let due = self
+    /// Early stopping's verdict on the evaluation just made: `Some(why)` to stop.
+    fn count_for_early_stopping(&mut self) -> Option<String> {
+        let rule = self.spec.training.early_stopping.as_ref()?;
+        let best = self.spec.checkpoints.best.as_ref()?;
+        let value = self
             .state
+            .metrics
+            .get(&best.metric)
+            .copied()
+            .unwrap_or(f64::NAN);
+        self.state
+            .early_stopping
+            .get_or_insert_with(Default::default)
+            .observe(&best.metric, value, best.mode(), rule)
+    }
+
+    /// A tuning trial's report of the evaluation just made. Not part of the checkpoint
+    /// protocol: a failed write is a warning.
+    fn report_hypertune(&mut self) {
+        let Some(h) = &mut self.hypertune else { return };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        match h.report(&self.state.metrics, self.state.global_step, "", now) {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(metric = %h.metric, "the evaluation did not report the tuned metric")
+            }
+            Err(e) => warn!(error = %e, "could not write the hypertune report"),
+        }
+    }
+
+    /// Whether this step is one `checkpoints.everySteps` (or the end) checkpoints.
+    fn checkpoint_step(&self) -> bool {
+        self.state
             .global_step
             .is_multiple_of(self.spec.checkpoints.every_steps)
-            || self.final_step();
+            || self.final_step()
+    }
+
+    fn checkpoint_if_due(&mut self) -> Result<()> {
+        // Early stopping ends the run at this step: checkpoint it.
+        let due = self.checkpoint_step() || self.state.end.is_some();
         if due && self.is_main() {
             self.save()?;
         }
@@ -625,6 +760,12 @@ impl Trainer {
             &staged,
             self.state.metrics.clone(),
             self.spec.checkpoints.keep,
+            // Only metrics measured at this very step rank it.
+            self.spec
+                .checkpoints
+                .best
+                .as_ref()
+                .filter(|_| self.evaluated_at == Some(self.state.global_step)),
         )?;
         self.progress
             .suspend(|| info!(step = entry.step, uri = %entry.uri, "checkpoint committed"));
