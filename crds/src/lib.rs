@@ -548,12 +548,22 @@ pub struct RunPolicy {
     #[serde(default = "default_backoff_limit")]
     #[schemars(range(min = 0, max = 100))]
     pub backoff_limit: u32,
+    /// Attempts lost to preemption or eviction replaced before the job fails with
+    /// `PreemptionLimitExceeded`. Default 100.
+    #[serde(default = "default_max_preemptions")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_preemptions: u32,
+    /// Seconds the job may run before it fails with `DeadlineExceeded`, counted from its
+    /// start or, after a suspension, from when it was resumed (as Kubernetes Job does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<i64>,
+    /// Seconds after the job finished (Succeeded or Failed) when the operator deletes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i64>,
+    /// Stop the running attempt (it checkpoints) and start none until cleared; the status
+    /// is kept, and resuming starts a new attempt from the newest checkpoint.
     #[serde(default)]
     pub suspend: bool,
 }
@@ -562,6 +572,7 @@ impl Default for RunPolicy {
     fn default() -> Self {
         Self {
             backoff_limit: default_backoff_limit(),
+            max_preemptions: default_max_preemptions(),
             active_deadline_seconds: None,
             ttl_seconds_after_finished: None,
             suspend: false,
@@ -571,6 +582,10 @@ impl Default for RunPolicy {
 
 fn default_backoff_limit() -> u32 {
     3
+}
+
+fn default_max_preemptions() -> u32 {
+    100
 }
 
 impl TaskSpec {

@@ -109,6 +109,10 @@ pub struct MultiTaskTrainingJobStatus {
     /// Attempts lost to preemption or eviction (not counted against backoffLimit).
     #[serde(default)]
     pub preemptions: u32,
+    /// After a failed attempt: when the next one starts (exponential backoff, as Kubernetes
+    /// Job's: 10 s doubling per failure, at most 6 min).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<String>,
     /// Attempt number of the current pod or Vertex AI job.
     #[serde(default)]
     pub attempt: u32,

@@ -46,6 +46,8 @@ pub struct Config {
     pub concurrency: u16,
     /// At most one read of a running job's `progress.json` per this long.
     pub progress_poll: Duration,
+    /// The wait between a failed attempt and the next.
+    pub backoff: crate::decide::Backoff,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             manifest_timeout: Duration::from_secs(20),
             concurrency: 16,
             progress_poll: Duration::from_secs(30),
+            backoff: Default::default(),
         }
     }
 }
@@ -269,6 +272,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
         now,
         describe: &describe,
         poll_interval: ctx.config.poll_interval,
+        backoff: ctx.config.backoff,
     });
     debug!(?actions, phase = new.phase.as_str(), "decided");
 

@@ -39,6 +39,8 @@ pub struct Observation<'a> {
     pub describe: &'a dyn Fn(u32) -> String,
     /// How often a live job is looked at again (manifest polling, pending pods).
     pub poll_interval: Duration,
+    /// The wait between a failed attempt and the next.
+    pub backoff: Backoff,
 }
 
 /// Something the controller must do.
@@ -68,6 +70,31 @@ pub struct Decision {
     pub notes: Vec<Note>,
     /// Look again after this long even if nothing changes; `None`: wait for a change.
     pub requeue_after: Option<Duration>,
+}
+
+/// The delay between a failed attempt and the next, as Kubernetes Job's: `base` doubling with
+/// every failure, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(360),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before the attempt that follows the `restarts`-th failure (1 for the first).
+    pub fn delay(&self, restarts: u32) -> Duration {
+        let doublings = restarts.saturating_sub(1).min(30);
+        self.base.saturating_mul(1 << doublings).min(self.max)
+    }
 }
 
 /// While waiting for a terminating attempt to go away.
@@ -109,6 +136,7 @@ impl Builder<'_> {
         self.d.actions.push(Action::StartAttempt(attempt));
         let st = self.st();
         st.attempt = attempt;
+        st.next_attempt_time = None;
         if st.start_time.is_none() {
             st.start_time = Some(status::format_time(now));
         }
@@ -275,8 +303,10 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
         return b.d;
     }
 
-    // activeDeadlineSeconds counts from the first start; a suspended job is not judged.
+    // activeDeadlineSeconds counts from the start, or from the latest resume: a suspended job
+    // is not judged, and one resuming now starts its count afresh (below).
     if !policy.suspend
+        && b.d.status.phase != JobPhase::Suspended
         && let Some(deadline) = policy.active_deadline_seconds
         && let Some(started) = status::parse_time(b.d.status.start_time.as_deref())
     {
@@ -357,7 +387,25 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
             now,
         );
         b.note(false, "Resumed", message);
+        if current > 0 {
+            // As Kubernetes Job: the deadline counts from the resume.
+            b.st().start_time = Some(status::format_time(now));
+        }
         b.start_attempt(next);
+        return b.d;
+    }
+
+    // A failed attempt, already counted, waits out its backoff (whether or not its pods are
+    // still there) before the next starts.
+    if let Some(at) = status::parse_time(b.d.status.next_attempt_time.as_deref())
+        && attempt.is_none_or(|a| a.state.is_terminal())
+    {
+        let left = now.duration_until(at);
+        if left <= SignedDuration::ZERO {
+            b.start_attempt(current + 1);
+        } else {
+            b.requeue(Duration::from_millis(left.as_millis().max(1) as u64));
+        }
         return b.d;
     }
 
@@ -417,9 +465,11 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
                 let restarts = b.d.status.restarts + 1;
                 b.st().restarts = restarts;
                 b.st().phase = JobPhase::Restarting;
+                let delay = o.backoff.delay(restarts);
                 let text = format!(
-                    "{what} failed ({detail}); starting {} (restart {restarts} of backoffLimit {limit})",
-                    (o.describe)(current + 1)
+                    "{what} failed ({detail}); starting {} in {} (restart {restarts} of backoffLimit {limit})",
+                    (o.describe)(current + 1),
+                    humantime(delay)
                 );
                 status::set(
                     b.st(),
@@ -430,7 +480,13 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
                     now,
                 );
                 b.note(true, "Restarting", text);
-                b.start_attempt(current + 1);
+                if delay.is_zero() {
+                    b.start_attempt(current + 1);
+                } else {
+                    b.st().next_attempt_time =
+                        Some(status::format_time(status::add_millis(now, delay)));
+                    b.requeue(delay);
+                }
             } else {
                 // The trainer's own words go into the Failed condition's message.
                 let text = if message.is_empty() {
@@ -458,6 +514,15 @@ fn replace_disrupted(b: &mut Builder<'_>, current: u32, message: &str) {
     let now = b.o.now;
     let preemptions = b.d.status.preemptions + 1;
     b.st().preemptions = preemptions;
+    let max = b.o.spec.run_policy.max_preemptions;
+    if preemptions > max {
+        b.finish(
+            JobPhase::Failed,
+            "PreemptionLimitExceeded",
+            format!("{message}; runPolicy.maxPreemptions {max} is spent"),
+        );
+        return;
+    }
     b.st().phase = JobPhase::Restarting;
     let text = format!(
         "{message}; starting {} (preemption {preemptions}, not counted against backoffLimit)",
@@ -473,6 +538,16 @@ fn replace_disrupted(b: &mut Builder<'_>, current: u32, message: &str) {
     );
     b.note(true, "Preempted", text);
     b.start_attempt(current + 1);
+}
+
+/// `10s`, `2m`, `2m30s`: a delay as an event reads it.
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, _) => format!("{}s", s.max(u64::from(d.subsec_millis() > 0))),
+        (m, 0) => format!("{m}m"),
+        (m, r) => format!("{m}m{r}s"),
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,12 @@ struct RunArgs {
     /// Seconds between reads of a running job's progress.json (at most, per job).
     #[arg(long, default_value_t = 30)]
     progress_poll_seconds: u64,
+    /// Seconds between a failed attempt and the next, doubling with every failure (0: none).
+    #[arg(long, default_value_t = 10)]
+    backoff_base_seconds: u64,
+    /// The most the wait between attempts grows to.
+    #[arg(long, default_value_t = 360)]
+    backoff_max_seconds: u64,
     /// Reconciles in flight at once (0: unbounded).
     #[arg(long, env = "MTL_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -129,6 +135,10 @@ async fn main() -> anyhow::Result<()> {
             config.poll_interval = Duration::from_secs(args.poll_seconds.max(1));
             config.progress_poll = Duration::from_secs(args.progress_poll_seconds.max(1));
             config.concurrency = args.concurrency;
+            config.backoff = mtl_operator::decide::Backoff {
+                base: Duration::from_secs(args.backoff_base_seconds),
+                max: Duration::from_secs(args.backoff_max_seconds.max(args.backoff_base_seconds)),
+            };
             let opts = RunOptions {
                 namespace: args.namespace,
                 metrics_addr: args.metrics_addr,

@@ -147,10 +147,16 @@ async fn failures_past_backoff_limit_fail_the_job_with_the_termination_message()
             .kubelet()
             .fail(NS, "train-1", 1, "CUDA error: out of memory"),
     );
+    // Counted at once; the next attempt waits out its backoff (1 s here).
     let st = env
         .status_until("train", "restart 1", |s| s.restarts == 1)
         .await;
-    assert_eq!((st.attempt, st.phase), (2, JobPhase::Restarting));
+    assert_eq!((st.attempt, st.phase), (1, JobPhase::Restarting));
+    assert!(st.next_attempt_time.is_some(), "{st:?}");
+    let st = env
+        .status_until("train", "attempt 2", |s| s.attempt == 2)
+        .await;
+    assert_eq!((st.restarts, st.next_attempt_time), (1, None));
 
     env.pod("train-2").await;
     kubelet_ok(env.standin.kubelet().run(NS, "train-2"));

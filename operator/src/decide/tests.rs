@@ -43,6 +43,17 @@ fn status(phase: JobPhase, attempt: u32) -> MultiTaskTrainingJobStatus {
     }
 }
 
+/// `s` with `restarts` and `preemptions` counted.
+fn with(
+    mut s: MultiTaskTrainingJobStatus,
+    restarts: u32,
+    preemptions: u32,
+) -> MultiTaskTrainingJobStatus {
+    s.restarts = restarts;
+    s.preemptions = preemptions;
+    s
+}
+
 fn pod(attempt: u32, state: AttemptState) -> ObservedAttempt {
     ObservedAttempt::single(attempt, format!("train-{attempt}"), state, false)
 }
@@ -97,6 +108,7 @@ fn run(
         now: t(now),
         describe: &describe,
         poll_interval: POLL,
+        backoff: Backoff::default(),
     })
 }
 
@@ -147,11 +159,6 @@ fn attempt_lifecycle_table() {
     use Action::*;
     use AttemptState::*;
     let spec = spec();
-    let with = |mut s: MultiTaskTrainingJobStatus, restarts, preemptions| {
-        s.restarts = restarts;
-        s.preemptions = preemptions;
-        s
-    };
     let rows = vec![
         Row {
             name: "new job starts attempt 1",
@@ -209,12 +216,12 @@ fn attempt_lifecycle_table() {
             notes: vec!["Succeeded"],
         },
         Row {
-            name: "failed pod replaced, restarts counted",
+            name: "failed pod counted, replaced after its backoff",
             status: status(JobPhase::Running, 1),
             attempt: Some(pod(1, failed("CUDA out of memory"))),
-            actions: vec![StartAttempt(2)],
+            actions: vec![],
             phase: JobPhase::Restarting,
-            attempt_no: 2,
+            attempt_no: 1,
             restarts: 1,
             preemptions: 0,
             notes: vec!["Restarting"],
@@ -223,9 +230,9 @@ fn attempt_lifecycle_table() {
             name: "last allowed restart",
             status: with(status(JobPhase::Running, 2), 1, 0),
             attempt: Some(pod(2, failed("boom"))),
-            actions: vec![StartAttempt(3)],
+            actions: vec![],
             phase: JobPhase::Restarting,
-            attempt_no: 3,
+            attempt_no: 2,
             restarts: 2,
             preemptions: 0,
             notes: vec!["Restarting"],
@@ -839,12 +846,12 @@ fn an_attempt_of_several_workers_ends_for_all_and_counts_once() {
             notes: vec![],
         },
         Row {
-            name: "all down: the failure spends backoff once",
+            name: "all down: the failure spends backoff once (the next after its backoff)",
             status: status(JobPhase::Running, 1),
             attempt: Some(workers(failed("boom"), false, 0, 0)),
-            actions: vec![StartAttempt(2)],
+            actions: vec![],
             phase: JobPhase::Restarting,
-            attempt_no: 2,
+            attempt_no: 1,
             restarts: 1,
             preemptions: 0,
             notes: vec!["Restarting"],
@@ -982,4 +989,143 @@ fn early_stopped_run_succeeds_with_its_reason_best_and_model_in_status() {
         find(&d.status, cond::SUCCEEDED).unwrap().reason,
         "Succeeded"
     );
+}
+
+#[test]
+fn failed_attempts_back_off_as_kubernetes_job() {
+    let b = Backoff::default();
+    let secs: Vec<u64> = [1, 2, 3, 4, 5, 6, 7, 40]
+        .iter()
+        .map(|&n| b.delay(n).as_secs())
+        .collect();
+    assert_eq!(secs, [10, 20, 40, 80, 160, 320, 360, 360]);
+}
+
+#[test]
+fn a_failed_attempt_is_replaced_once_its_backoff_has_passed() {
+    use Action::*;
+    let spec = spec();
+    let failed_pod = || Some(pod(1, failed("boom")));
+    // Seen failing at T0: counted once, the next attempt due 10 s later.
+    let d = run(
+        &spec,
+        &status(JobPhase::Running, 1),
+        failed_pod(),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.actions, vec![]);
+    assert_eq!(d.status.restarts, 1);
+    assert_eq!(
+        d.status.next_attempt_time.as_deref(),
+        Some("2026-01-01T00:00:10Z")
+    );
+    assert!(d.requeue_after.unwrap() <= Duration::from_secs(10));
+    let c = find(&d.status, cond::RESTARTING).unwrap();
+    assert!(
+        c.message.contains("starting pod train-2 in 10s"),
+        "{}",
+        c.message
+    );
+    // Looked at again before then: nothing more is counted or started.
+    let early = run(
+        &spec,
+        &d.status,
+        failed_pod(),
+        ManifestRead::Missing,
+        "2026-01-01T00:00:04Z",
+    );
+    assert_eq!((early.actions.clone(), early.status.restarts), (vec![], 1));
+    assert!(reasons(&early).is_empty(), "{:?}", reasons(&early));
+    assert_eq!(early.requeue_after, Some(Duration::from_secs(6)));
+    // Due: the next attempt starts, even if the failed pod is gone meanwhile (not a
+    // preemption).
+    for attempt in [failed_pod(), None] {
+        let due = run(
+            &spec,
+            &d.status,
+            attempt,
+            ManifestRead::Missing,
+            "2026-01-01T00:00:10Z",
+        );
+        assert_eq!(due.actions, vec![StartAttempt(2)]);
+        assert_eq!((due.status.restarts, due.status.preemptions), (1, 0));
+        assert_eq!(due.status.next_attempt_time, None);
+    }
+    // The second failure waits twice as long.
+    let mut st = with(status(JobPhase::Running, 2), 1, 0);
+    st.start_time = Some(T0.into());
+    let d = run(
+        &spec,
+        &st,
+        Some(pod(2, failed("boom"))),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(
+        d.status.next_attempt_time.as_deref(),
+        Some("2026-01-01T00:00:20Z")
+    );
+}
+
+#[test]
+fn the_deadline_counts_from_the_latest_resume() {
+    use Action::*;
+    let mut spec = spec();
+    spec.run_policy.active_deadline_seconds = Some(3600);
+    // Suspended an hour into the job, resumed two hours after it started.
+    let mut st = status(JobPhase::Suspended, 1);
+    st.start_time = Some(T0.into());
+    let later = "2026-01-01T02:00:00Z";
+    let d = run(&spec, &st, None, ManifestRead::Missing, later);
+    assert_eq!(d.actions, vec![StartAttempt(2)]);
+    assert_ne!(d.status.phase, JobPhase::Failed);
+    assert_eq!(d.status.start_time.as_deref(), Some(later));
+    // The deadline then counts from the resume.
+    let d = run(
+        &spec,
+        &d.status,
+        Some(pod(2, AttemptState::Running)),
+        ManifestRead::Missing,
+        "2026-01-01T02:59:00Z",
+    );
+    assert_eq!(d.status.phase, JobPhase::Running);
+    let d = run(
+        &spec,
+        &d.status,
+        Some(pod(2, AttemptState::Running)),
+        ManifestRead::Missing,
+        "2026-01-01T03:00:01Z",
+    );
+    assert_eq!(d.status.phase, JobPhase::Failed);
+}
+
+#[test]
+fn preemptions_past_max_preemptions_fail_the_job() {
+    use Action::*;
+    let mut spec = spec();
+    spec.run_policy.max_preemptions = 2;
+    let d = run(
+        &spec,
+        &with(status(JobPhase::Running, 2), 0, 1),
+        Some(pod(2, preempted())),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(
+        (d.actions.clone(), d.status.preemptions),
+        (vec![StartAttempt(3)], 2)
+    );
+    let d = run(
+        &spec,
+        &with(status(JobPhase::Running, 3), 0, 2),
+        Some(pod(3, preempted())),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.actions, vec![]);
+    assert_eq!(d.status.phase, JobPhase::Failed);
+    let c = find(&d.status, cond::FAILED).unwrap();
+    assert_eq!(c.reason, "PreemptionLimitExceeded");
+    assert!(c.message.contains("maxPreemptions 2"), "{}", c.message);
 }

@@ -192,6 +192,8 @@ impl Env {
                 "1",
                 "--progress-poll-seconds",
                 "1",
+                "--backoff-base-seconds",
+                "1",
             ])
             .env("KUBECONFIG", &self.kubeconfig)
             .envs(self.operator_env.iter().cloned())
