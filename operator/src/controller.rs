@@ -212,6 +212,15 @@ async fn read_manifest(storage: &Storage, uri: &str, timeout: Duration) -> Manif
     }
 }
 
+/// What the trainer would reject before its first step, then what `backend` cannot run.
+fn validate<B: AttemptBackend>(backend: &B, job: &MultiTaskTrainingJob) -> Result<()> {
+    job.spec.validate().map_err(|message| Error::InvalidSpec {
+        job: job.name_any(),
+        message,
+    })?;
+    backend.validate(job)
+}
+
 /// One reconcile of a live job on backend `backend`: observe, decide, act, write status, tell.
 pub async fn reconcile_with<B: AttemptBackend>(
     backend: &B,
@@ -220,7 +229,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
 ) -> Result<Action> {
     let old = job.status.clone().unwrap_or_default();
     if !old.phase.is_finished()
-        && let Err(Error::InvalidSpec { message, .. }) = backend.validate(job)
+        && let Err(Error::InvalidSpec { message, .. }) = validate(backend, job)
     {
         // Retrying will not fix the job: fail it with the reason instead of looping.
         let mut new = old.clone();

@@ -497,6 +497,14 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
                 b.finish(JobPhase::Failed, "BackoffLimitExceeded", text);
             }
         }
+        AttemptState::Cancelled { message } => {
+            let what = (o.describe)(a.attempt);
+            b.finish(
+                JobPhase::Failed,
+                "Cancelled",
+                format!("{message} outside the operator (runPolicy.suspend is not set); {what} is not replaced"),
+            );
+        }
         AttemptState::Disrupted { reason, message } => {
             let sep = if message.is_empty() { "" } else { ": " };
             let message = format!(

@@ -147,16 +147,23 @@ async fn failures_past_backoff_limit_fail_the_job_with_the_termination_message()
             .kubelet()
             .fail(NS, "train-1", 1, "CUDA error: out of memory"),
     );
-    // Counted at once; the next attempt waits out its backoff (1 s here).
-    let st = env
-        .status_until("train", "restart 1", |s| s.restarts == 1)
-        .await;
-    assert_eq!((st.attempt, st.phase), (1, JobPhase::Restarting));
-    assert!(st.next_attempt_time.is_some(), "{st:?}");
+    // Counted once; the next attempt starts after its backoff (1 s here), which the
+    // Restarting condition announces.
     let st = env
         .status_until("train", "attempt 2", |s| s.attempt == 2)
         .await;
-    assert_eq!((st.restarts, st.next_attempt_time), (1, None));
+    assert_eq!((st.restarts, st.phase), (1, JobPhase::Restarting));
+    assert_eq!(st.next_attempt_time, None);
+    let restarting = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Restarting")
+        .unwrap();
+    assert!(
+        restarting.message.contains("starting pod train-2 in 1s"),
+        "{}",
+        restarting.message
+    );
 
     env.pod("train-2").await;
     kubelet_ok(env.standin.kubelet().run(NS, "train-2"));

@@ -772,9 +772,10 @@ async fn attempt_backend_round_trip() {
     let seen = backend.observe(&job, 1).await.unwrap().unwrap();
     assert!(seen.terminating);
     standin.set_state(&name, "JOB_STATE_CANCELLED");
+    // Cancelled: a suspend when the spec asks for one, else the end of the job (decide).
     assert!(matches!(
         backend.observe(&job, 1).await.unwrap().unwrap().state,
-        AttemptState::Disrupted { .. }
+        AttemptState::Cancelled { .. }
     ));
 
     // Finalizer: cancels what still runs; a cancelled or missing job does not block it.

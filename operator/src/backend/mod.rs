@@ -66,13 +66,21 @@ pub enum AttemptState {
         reason: String,
         message: String,
     },
+    /// Stopped by someone outside the operator (a Vertex AI CustomJob cancelled in the
+    /// console): the job fails with reason `Cancelled` rather than being replaced.
+    Cancelled {
+        message: String,
+    },
 }
 
 impl AttemptState {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            AttemptState::Succeeded | AttemptState::Failed { .. } | AttemptState::Disrupted { .. }
+            AttemptState::Succeeded
+                | AttemptState::Failed { .. }
+                | AttemptState::Disrupted { .. }
+                | AttemptState::Cancelled { .. }
         )
     }
 }

@@ -29,8 +29,8 @@ enum Scenario {
     Suspend(MultiTaskTrainingJob),
     /// Deleting the job: pods deleted, event recorded, finalizer removed.
     Cleanup(MultiTaskTrainingJob),
-    /// A job the pods backend cannot run: failed at once, no pod.
-    InvalidSpec(MultiTaskTrainingJob),
+    /// A job that cannot run: failed at once with a message holding the `&str`, no pod.
+    InvalidSpec(MultiTaskTrainingJob, &'static str),
     /// Nothing changed: one GET of the pod, no writes.
     Quiet(MultiTaskTrainingJob),
 }
@@ -210,12 +210,12 @@ impl ApiServerVerifier {
                     );
                     respond(send, &job);
                 }
-                Scenario::InvalidSpec(job) => {
+                Scenario::InvalidSpec(job, says) => {
                     let status = expect_status_patch(&mut v, &job).await;
                     assert_eq!(status.phase, JobPhase::Failed);
                     let failed = crate::status::find(&status, cond::FAILED).unwrap();
                     assert_eq!(failed.reason, "InvalidSpec");
-                    assert!(failed.message.contains("spec.image"), "{}", failed.message);
+                    assert!(failed.message.contains(says), "{}", failed.message);
                     expect_event(&mut v, "InvalidSpec").await;
                 }
                 Scenario::Quiet(job) => {
@@ -343,7 +343,24 @@ async fn job_without_image_fails_once_instead_of_looping() {
     let (ctx, server) = Context::test();
     let mut job = test_job().finalized();
     job.spec.image = None;
-    let mock = server.run(Scenario::InvalidSpec(job.clone()));
+    let mock = server.run(Scenario::InvalidSpec(job.clone(), "spec.image"));
+    let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    finish(mock).await;
+}
+
+/// What the trainer would reject before its first step (`MultiTaskTrainingJobSpec::validate`,
+/// rules the schema cannot express) fails the job at once instead of costing
+/// `backoffLimit + 1` GPU pods.
+#[tokio::test]
+async fn job_the_trainer_would_reject_fails_before_any_pod() {
+    let (ctx, server) = Context::test();
+    let mut job = test_job().finalized();
+    job.spec.training.early_stopping = Some(mtl_crds::EarlyStoppingSpec {
+        patience: 2,
+        min_delta: 0.0,
+    });
+    let mock = server.run(Scenario::InvalidSpec(job.clone(), "earlyStopping"));
     let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
     assert_eq!(action, Action::await_change());
     finish(mock).await;

@@ -1129,3 +1129,39 @@ fn preemptions_past_max_preemptions_fail_the_job() {
     assert_eq!(c.reason, "PreemptionLimitExceeded");
     assert!(c.message.contains("maxPreemptions 2"), "{}", c.message);
 }
+
+#[test]
+fn an_attempt_cancelled_outside_the_operator_fails_the_job() {
+    let spec = spec();
+    let cancelled = AttemptState::Cancelled {
+        message: "Vertex AI CustomJob ns-train-1 was cancelled".into(),
+    };
+    let d = run(
+        &spec,
+        &status(JobPhase::Running, 1),
+        Some(pod(1, cancelled.clone())),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.actions, vec![]);
+    assert_eq!(d.status.phase, JobPhase::Failed);
+    assert_eq!((d.status.restarts, d.status.preemptions), (0, 0));
+    let c = find(&d.status, cond::FAILED).unwrap();
+    assert_eq!(c.reason, "Cancelled");
+    assert!(
+        c.message.contains("was cancelled outside the operator"),
+        "{}",
+        c.message
+    );
+    // Cancelled by the operator for a suspend: Suspended, and resumable.
+    let mut suspended = spec.clone();
+    suspended.run_policy.suspend = true;
+    let d = run(
+        &suspended,
+        &status(JobPhase::Running, 1),
+        Some(pod(1, cancelled)),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.status.phase, JobPhase::Suspended);
+}

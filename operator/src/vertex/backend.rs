@@ -61,9 +61,9 @@ pub fn into_operator_error(job: &MultiTaskTrainingJob, e: VertexError) -> crate:
 ///
 /// QUEUED/PENDING/PAUSED → Pending; RUNNING/UPDATING → Running; SUCCEEDED → Succeeded;
 /// FAILED/EXPIRED/PARTIALLY_SUCCEEDED → Failed (counts against backoffLimit, with Vertex's error
-/// message); CANCELLING → terminating; CANCELLED → Disrupted (cancelled by the operator for a
-/// suspend, which the decision layer handles first, or by someone in the console: replaced
-/// without spending backoffLimit, as for a pod deleted by hand).
+/// message); CANCELLING → terminating; CANCELLED → Cancelled (by the operator for a suspend,
+/// which the decision layer handles first, or by someone in the console, which fails the job
+/// with reason `Cancelled`: a person stopped it, so it is not started again).
 pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt {
     let seen = observe(custom_job);
     let state = match custom_job.state {
@@ -76,8 +76,7 @@ pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt
             }
         }
         JobState::Cancelling => AttemptState::Running,
-        JobState::Cancelled => AttemptState::Disrupted {
-            reason: seen.reason.to_string(),
+        JobState::Cancelled => AttemptState::Cancelled {
             message: seen.message,
         },
         _ => AttemptState::Pending,
@@ -235,7 +234,7 @@ mod tests {
         ));
         assert!(matches!(
             observed_attempt(&cj(JobState::Cancelled), 1).state,
-            AttemptState::Disrupted { reason, .. } if reason == "VertexJobCancelled"
+            AttemptState::Cancelled { message } if message.contains("was cancelled")
         ));
     }
 }

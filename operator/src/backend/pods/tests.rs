@@ -655,6 +655,7 @@ fn workers_reduce_to_one_attempt() {
             AttemptState::Succeeded => ("Succeeded", ""),
             AttemptState::Failed { reason, .. } => ("Failed", reason.as_str()),
             AttemptState::Disrupted { reason, .. } => ("Disrupted", reason.as_str()),
+            AttemptState::Cancelled { .. } => ("Cancelled", ""),
         };
         assert_eq!(
             (state, reason),
