@@ -316,6 +316,27 @@ impl Kubelet {
         self.pending(ns, name, "ContainerCreating", "")
     }
 
+    /// The scheduler found no node: `Pending`, unbound, `PodScheduled=False` with reason
+    /// `Unschedulable` and the scheduler's `message` (e.g. `0/3 nodes are available: 3
+    /// Insufficient nvidia.com/gpu.`).
+    pub fn unschedulable(&self, ns: &str, name: &str, message: &str) -> Result<Value, Error> {
+        self.update(ns, name, |pod| {
+            if !pod["status"].is_object() {
+                pod["status"] = json!({"phase": "Pending"});
+            }
+            let status = &mut pod["status"];
+            status["phase"] = json!("Pending");
+            set_condition(
+                status,
+                "PodScheduled",
+                "False",
+                Some("Unschedulable"),
+                Some(message),
+            );
+            Ok(())
+        })
+    }
+
     /// Bound and `Pending`, containers waiting with `reason` (e.g. `ImagePullBackOff`).
     pub fn pending(
         &self,

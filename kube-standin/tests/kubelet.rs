@@ -70,10 +70,35 @@ async fn pod_moves_through_phases() {
     assert_eq!(spec.service_account_name.as_deref(), Some("default"));
 
     let kubelet = standin.kubelet();
+    // No node fits: unbound, PodScheduled=False with the scheduler's message.
+    kubelet
+        .unschedulable(
+            NS,
+            "p",
+            "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+        )
+        .unwrap();
+    let p = pods.get("p").await.unwrap();
+    assert_eq!(phase(&p), "Pending");
+    assert_eq!(p.spec.as_ref().unwrap().node_name, None);
+    let scheduled = condition(&p, "PodScheduled").unwrap();
+    assert_eq!(
+        (scheduled.status.as_str(), scheduled.reason.as_deref()),
+        ("False", Some("Unschedulable"))
+    );
+    assert!(
+        scheduled
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("Insufficient")
+    );
+
     kubelet
         .pending(NS, "p", "ImagePullBackOff", "pull failed")
         .unwrap();
     let p = pods.get("p").await.unwrap();
+    assert_eq!(condition(&p, "PodScheduled").unwrap().status, "True");
     assert_eq!(
         p.spec.as_ref().unwrap().node_name.as_deref(),
         Some("standin-node")

@@ -431,6 +431,29 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
             if b.d.status.phase != JobPhase::Restarting {
                 b.st().phase = JobPhase::Pending;
             }
+            // What keeps it from running, when the platform says (a bad image, no node):
+            // in the Running condition, and a Warning Event when it first appears.
+            if let Some(w) = &a.waiting {
+                let what = (o.describe)(a.attempt);
+                let message = if w.message.is_empty() {
+                    format!("{what} is waiting: {}", w.reason)
+                } else {
+                    format!("{what} is waiting: {}: {}", w.reason, w.message)
+                };
+                let new = status::find(&b.d.status, cond::RUNNING)
+                    .is_none_or(|c| c.reason != w.reason || c.message != message);
+                status::set(
+                    b.st(),
+                    cond::RUNNING,
+                    false,
+                    &w.reason,
+                    message.clone(),
+                    now,
+                );
+                if new {
+                    b.note(true, "AttemptWaiting", message);
+                }
+            }
             b.requeue(o.poll_interval);
         }
         AttemptState::Running => {

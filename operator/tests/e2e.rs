@@ -11,7 +11,7 @@ use common::{Env, NS, eventually, kubelet_ok, lease_holder, metric};
 use std::collections::BTreeMap;
 
 use kube::api::{Api, DeleteParams, ListParams};
-use mtl_crds::JobPhase;
+use mtl_crds::{JobPhase, MultiTaskTrainingJobStatus};
 use serde_json::json;
 
 #[tokio::test]
@@ -133,6 +133,63 @@ async fn preemption_replaces_the_pod_without_spending_backoff_limit() {
     assert_eq!((st.preemptions, st.restarts), (2, 0));
     env.pod("train-3").await;
     assert!(env.event_reasons().await.iter().any(|r| r == "Preempted"));
+}
+
+/// A pod that cannot start says why in the job's status and an Event: the scheduler's
+/// Unschedulable with its message, then the kubelet's ImagePullBackOff.
+#[tokio::test]
+async fn a_stuck_pod_shows_why_in_the_job_status() {
+    let mut env = Env::start().await;
+    env.operator("op-a");
+    env.apply("train", json!({})).await;
+    env.pod("train-1").await;
+    let running_condition = |s: &MultiTaskTrainingJobStatus, reason: &str| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Running" && c.status == "False" && c.reason == reason)
+    };
+    kubelet_ok(env.standin.kubelet().unschedulable(
+        NS,
+        "train-1",
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+    ));
+    let st = env
+        .status_until("train", "Unschedulable in status", |s| {
+            running_condition(s, "Unschedulable")
+        })
+        .await;
+    assert_eq!(st.phase, JobPhase::Pending);
+    let c = st.conditions.iter().find(|c| c.type_ == "Running").unwrap();
+    assert!(
+        c.message.contains("Insufficient nvidia.com/gpu"),
+        "{}",
+        c.message
+    );
+
+    kubelet_ok(env.standin.kubelet().pending(
+        NS,
+        "train-1",
+        "ImagePullBackOff",
+        "Back-off pulling image \"mtl-trainer:test\"",
+    ));
+    env.status_until("train", "ImagePullBackOff in status", |s| {
+        running_condition(s, "ImagePullBackOff")
+    })
+    .await;
+    // A Warning Event (one per new reason; the recorder folds repeats of a reason into a
+    // series, so the count of objects is not asserted).
+    eventually("an AttemptWaiting event", || async {
+        env.event_reasons()
+            .await
+            .iter()
+            .any(|r| r == "AttemptWaiting")
+            .then_some(())
+    })
+    .await;
+
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    env.status_until("train", "Running", |s| s.phase == JobPhase::Running)
+        .await;
 }
 
 #[tokio::test]

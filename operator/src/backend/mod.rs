@@ -30,6 +30,17 @@ pub struct ObservedAttempt {
     /// Workers still up that nobody has asked to stop (no deletion, no disruption): what a
     /// stop would end.
     pub unstopped: u32,
+    /// Why a pending attempt does not run yet, when the platform says something a user must
+    /// act on (an image that cannot be pulled, a pod no node can take).
+    pub waiting: Option<Waiting>,
+}
+
+/// A reason an attempt is stuck before its trainer starts, as Kubernetes words it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Waiting {
+    /// e.g. `ImagePullBackOff`, `Unschedulable`, `CreateContainerConfigError`.
+    pub reason: String,
+    pub message: String,
 }
 
 impl ObservedAttempt {
@@ -44,6 +55,7 @@ impl ObservedAttempt {
             state,
             terminating,
             workers: 1,
+            waiting: None,
         }
     }
 }

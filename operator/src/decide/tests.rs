@@ -809,6 +809,7 @@ fn workers(
         workers: 3,
         running,
         unstopped,
+        waiting: None,
     }
 }
 
@@ -1164,4 +1165,84 @@ fn an_attempt_cancelled_outside_the_operator_fails_the_job() {
         T0,
     );
     assert_eq!(d.status.phase, JobPhase::Suspended);
+}
+
+#[test]
+fn a_stuck_pending_attempt_says_why_in_its_running_condition() {
+    let spec = spec();
+    let stuck = |reason: &str, message: &str| ObservedAttempt {
+        waiting: Some(crate::backend::Waiting {
+            reason: reason.into(),
+            message: message.into(),
+        }),
+        ..pod(1, AttemptState::Pending)
+    };
+    let d = run(
+        &spec,
+        &status(JobPhase::Pending, 1),
+        Some(stuck(
+            "ImagePullBackOff",
+            "Back-off pulling image \"trainer:1\"",
+        )),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.status.phase, JobPhase::Pending);
+    let c = find(&d.status, cond::RUNNING).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ImagePullBackOff")
+    );
+    assert!(
+        c.message
+            .contains("pod train-1 is waiting: ImagePullBackOff: Back-off pulling"),
+        "{}",
+        c.message
+    );
+    assert_eq!(reasons(&d), ["AttemptWaiting"]);
+    assert!(d.notes[0].warning);
+    // Unchanged: no second event.
+    let again = run(
+        &spec,
+        &d.status,
+        Some(stuck(
+            "ImagePullBackOff",
+            "Back-off pulling image \"trainer:1\"",
+        )),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert!(reasons(&again).is_empty(), "{:?}", reasons(&again));
+    // A new reason is news.
+    let d = run(
+        &spec,
+        &again.status,
+        Some(stuck(
+            "Unschedulable",
+            "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        )),
+        ManifestRead::Missing,
+        T0,
+    );
+    let c = find(&d.status, cond::RUNNING).unwrap();
+    assert_eq!(c.reason, "Unschedulable");
+    assert!(
+        c.message.contains("Insufficient nvidia.com/gpu"),
+        "{}",
+        c.message
+    );
+    assert_eq!(reasons(&d), ["AttemptWaiting"]);
+    // Running at last: the condition turns True.
+    let d = run(
+        &spec,
+        &d.status,
+        Some(pod(1, AttemptState::Running)),
+        ManifestRead::Missing,
+        T0,
+    );
+    let c = find(&d.status, cond::RUNNING).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "AttemptRunning")
+    );
 }

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::{CONTAINER, DISRUPTION_TARGET, SIGTERM_EXIT};
-use crate::backend::{AttemptState, ObservedAttempt};
+use crate::backend::{AttemptState, ObservedAttempt, Waiting};
 
 /// Pod-level `status.reason`s that mean the platform, not the trainer, ended the pod.
 const DISRUPTION_REASONS: &[&str] = &[
@@ -18,6 +18,9 @@ const DISRUPTION_REASONS: &[&str] = &[
     "Terminated",
     "UnexpectedAdmissionError",
 ];
+
+/// Container waiting reasons that are a normal step of starting, not something to report.
+const NORMAL_WAITING: &[&str] = &["ContainerCreating", "PodInitializing"];
 
 /// Reason of a worker that stopped on SIGTERM without the platform saying why (deleted by a
 /// person, or by the operator ending the attempt).
@@ -35,6 +38,43 @@ struct Worker {
     /// platform disruption (the others' failures follow from it) over a trainer failure over a
     /// plain SIGTERM or a vanished pod (what ending the attempt does to the others).
     weight: u8,
+    waiting: Option<Waiting>,
+}
+
+/// Why a pending pod is not running, when it is something to report: the scheduler's
+/// `PodScheduled=False` (e.g. `Unschedulable` with its message), else the trainer
+/// container's waiting reason (`ImagePullBackOff`, `ErrImagePull`,
+/// `CreateContainerConfigError`, …), but not the normal `ContainerCreating`.
+fn waiting(pod: &Pod) -> Option<Waiting> {
+    let status = pod.status.as_ref()?;
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        return Some(Waiting {
+            reason: c.reason.clone().unwrap_or_else(|| "Unschedulable".into()),
+            message: c.message.clone().unwrap_or_default(),
+        });
+    }
+    let w = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == CONTAINER)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?;
+    let reason = w
+        .reason
+        .clone()
+        .filter(|r| !NORMAL_WAITING.contains(&r.as_str()))?;
+    Some(Waiting {
+        reason,
+        message: w.message.clone().unwrap_or_default(),
+    })
 }
 
 fn worker(pod: &Pod) -> Worker {
@@ -127,6 +167,9 @@ fn worker(pod: &Pod) -> Worker {
     let terminating = pod.metadata.deletion_timestamp.is_some() || disruption.is_some();
     Worker {
         terminating: terminating && !state.is_terminal(),
+        waiting: (state == AttemptState::Pending)
+            .then(|| waiting(pod))
+            .flatten(),
         state,
         finished_at,
         weight,
@@ -136,7 +179,10 @@ fn worker(pod: &Pod) -> Worker {
 /// Reduces one pod (the only worker of its attempt) to an [`ObservedAttempt`].
 pub fn observe_pod(pod: &Pod, attempt: u32) -> ObservedAttempt {
     let w = worker(pod);
-    ObservedAttempt::single(attempt, pod.name_any(), w.state, w.terminating)
+    ObservedAttempt {
+        waiting: w.waiting,
+        ..ObservedAttempt::single(attempt, pod.name_any(), w.state, w.terminating)
+    }
 }
 
 /// Reduces the worker pods of one attempt (`pods[i]` is worker i's pod, `None` when it does
@@ -164,6 +210,7 @@ pub fn observe_workers(pods: &[(String, Option<Pod>)], attempt: u32) -> Option<O
                 terminating: false,
                 finished_at: None,
                 weight: 1,
+                waiting: None,
             },
         })
         .collect();
@@ -206,6 +253,17 @@ pub fn observe_workers(pods: &[(String, Option<Pod>)], attempt: u32) -> Option<O
     } else {
         (AttemptState::Pending, workers.iter().any(|w| w.terminating))
     };
+    // The first worker stuck, named, while the attempt waits.
+    let waiting = (state == AttemptState::Pending)
+        .then(|| {
+            pods.iter().zip(&workers).find_map(|((name, _), w)| {
+                w.waiting.as_ref().map(|x| Waiting {
+                    reason: x.reason.clone(),
+                    message: format!("worker pod {name}: {}", x.message),
+                })
+            })
+        })
+        .flatten();
     Some(ObservedAttempt {
         attempt,
         name,
@@ -214,5 +272,6 @@ pub fn observe_workers(pods: &[(String, Option<Pod>)], attempt: u32) -> Option<O
         workers: pods.len() as u32,
         running,
         unstopped,
+        waiting,
     })
 }

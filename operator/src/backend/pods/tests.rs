@@ -671,3 +671,72 @@ fn workers_reduce_to_one_attempt() {
     }
     assert_eq!(observe_workers(&[gone("t-1-0"), gone("t-1-1")], 1), None);
 }
+
+fn waiting_for(reason: &str, message: &str) -> impl FnOnce(&mut PodStatus) {
+    let w = k8s_openapi::api::core::v1::ContainerStateWaiting {
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+    };
+    move |s| {
+        s.container_statuses = Some(vec![ContainerStatus {
+            name: CONTAINER.into(),
+            state: Some(ContainerState {
+                waiting: Some(w),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+    }
+}
+
+#[test]
+fn a_pending_pod_says_what_keeps_it_from_running() {
+    let reason = |pod: &Pod| observe_pod(pod, 1).waiting.map(|w| (w.reason, w.message));
+    let pull = pod_with(
+        "Pending",
+        waiting_for("ImagePullBackOff", "Back-off pulling image"),
+    );
+    assert_eq!(
+        reason(&pull),
+        Some(("ImagePullBackOff".into(), "Back-off pulling image".into()))
+    );
+    // Creating containers is the normal way to start.
+    let creating = pod_with("Pending", waiting_for("ContainerCreating", ""));
+    assert_eq!(reason(&creating), None);
+    let unschedulable = pod_with("Pending", |s| {
+        s.conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into()),
+            ..Default::default()
+        }]);
+    });
+    assert_eq!(
+        reason(&unschedulable).map(|r| r.0),
+        Some("Unschedulable".into())
+    );
+    // Only while pending.
+    let running = pod_with("Running", waiting_for("ImagePullBackOff", "x"));
+    assert_eq!(reason(&running), None);
+    // Several workers: the first stuck one, by name.
+    let a = observe_workers(
+        &[
+            named(
+                "train-1-0",
+                pod_with("Pending", waiting_for("ContainerCreating", "")),
+            ),
+            named(
+                "train-1-1",
+                pod_with("Pending", waiting_for("ErrImagePull", "not found")),
+            ),
+        ],
+        1,
+    )
+    .unwrap();
+    let w = a.waiting.unwrap();
+    assert_eq!(
+        (w.reason.as_str(), w.message.as_str()),
+        ("ErrImagePull", "worker pod train-1-1: not found")
+    );
+}
