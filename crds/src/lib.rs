@@ -503,6 +503,12 @@ pub struct ResourcesSpec {
     /// Kubernetes service account bound to a Google service account (Workload Identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Size limit of the `/scratch` emptyDir (downloads, the token cache, checkpoint staging),
+    /// also requested as ephemeral storage so the scheduler picks a node with that much disk.
+    /// Default 20Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("must be a quantity such as 20Gi"))]
+    pub scratch_size: Option<String>,
     /// Size of the memory-backed `/dev/shm` (NCCL and libtorch need more than the 64 MiB a
     /// container gets by default); counts against the pod's memory. Default 2Gi.
     #[serde(default, skip_serializing_if = "Option::is_none")]

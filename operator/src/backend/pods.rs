@@ -39,6 +39,15 @@ pub const SIGTERM_EXIT: i32 = 143;
 pub const MASTER_PORT: u16 = 29500;
 /// `sizeLimit` of the memory-backed `/dev/shm` unless `resources.shmSize` says otherwise.
 pub const DEFAULT_SHM_SIZE: &str = "2Gi";
+/// `sizeLimit` of the `/scratch` emptyDir (and the ephemeral-storage request) unless
+/// `resources.scratchSize` says otherwise.
+pub const DEFAULT_SCRATCH_SIZE: &str = "20Gi";
+/// `sizeLimit` of the `/tmp` emptyDir.
+pub const TMP_SIZE: &str = "1Gi";
+/// CPU and memory requested when `resources.cpu` / `resources.memory` are unset, so that the
+/// trainer is not BestEffort (the first evicted under pressure); no limit is set then.
+pub const DEFAULT_CPU_REQUEST: &str = "2";
+pub const DEFAULT_MEMORY_REQUEST: &str = "8Gi";
 /// `<job>-<attempt>` for a job with one worker, `<job>-<attempt>-<index>` for several.
 pub fn pod_name(job: &str, attempt: u32, index: u32, workers: u32) -> String {
     if workers > 1 {

@@ -14,8 +14,9 @@ use kube::{Resource, ResourceExt};
 use mtl_crds::MultiTaskTrainingJob;
 
 use super::{
-    CACHE_DIR, CONTAINER, DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL, GPU_RESOURCE, LABEL_ATTEMPT,
-    LABEL_JOB, LABEL_WORKER, MASTER_PORT, PodOptions, pod_name, service_name,
+    CACHE_DIR, CONTAINER, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, DEFAULT_SCRATCH_SIZE,
+    DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL, GPU_RESOURCE, LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER,
+    MASTER_PORT, PodOptions, TMP_SIZE, pod_name, service_name,
 };
 use crate::{Error, Result};
 
@@ -153,12 +154,29 @@ pub fn build_pod(
     if res.gpus > 0 {
         limits.insert(GPU_RESOURCE.to_string(), quantity(&res.gpus.to_string()));
     }
-    for (key, value) in [("cpu", &res.cpu), ("memory", &res.memory)] {
-        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-            limits.insert(key.to_string(), quantity(v));
-            requests.insert(key.to_string(), quantity(v));
+    // Given: request = limit (with both, and GPUs defaulting their requests from their limits,
+    // the pod is Guaranteed). Unset: a default request and no limit (Burstable).
+    for (key, value, default) in [
+        ("cpu", &res.cpu, DEFAULT_CPU_REQUEST),
+        ("memory", &res.memory, DEFAULT_MEMORY_REQUEST),
+    ] {
+        match value.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => {
+                limits.insert(key.to_string(), quantity(v));
+                requests.insert(key.to_string(), quantity(v));
+            }
+            None => {
+                requests.insert(key.to_string(), quantity(default));
+            }
         }
     }
+    let scratch_size = res
+        .scratch_size
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_SCRATCH_SIZE)
+        .to_string();
+    requests.insert("ephemeral-storage".into(), quantity(&scratch_size));
 
     let mut node_selector = BTreeMap::new();
     if let Some(gpu_type) = res.gpu_type.as_deref().filter(|g| !g.is_empty()) {
@@ -235,9 +253,12 @@ pub fn build_pod(
         ..Default::default()
     };
 
-    let empty_dir = |name: &str| Volume {
+    let empty_dir = |name: &str, size: &str| Volume {
         name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(quantity(size)),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let shm = Volume {
@@ -283,7 +304,11 @@ pub fn build_pod(
                 }),
                 ..Default::default()
             }),
-            volumes: Some(vec![empty_dir("scratch"), empty_dir("tmp"), shm]),
+            volumes: Some(vec![
+                empty_dir("scratch", &scratch_size),
+                empty_dir("tmp", TMP_SIZE),
+                shm,
+            ]),
             ..Default::default()
         }),
         status: None,

@@ -64,11 +64,11 @@ fn pod_spec_carries_everything_the_trainer_needs() {
     assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(
         spec["volumes"][0],
-        serde_json::json!({"name": "scratch", "emptyDir": {}})
+        serde_json::json!({"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}})
     );
     assert_eq!(
         spec["volumes"][1],
-        serde_json::json!({"name": "tmp", "emptyDir": {}})
+        serde_json::json!({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
     );
 
     let c = &spec["containers"][0];
@@ -86,6 +86,11 @@ fn pod_spec_carries_everything_the_trainer_needs() {
     assert_eq!(c["resources"]["limits"]["cpu"], "8");
     assert_eq!(c["resources"]["requests"]["memory"], "32Gi");
     assert!(c["resources"]["requests"].get("nvidia.com/gpu").is_none());
+    // cpu and memory given: requests equal limits (Guaranteed, with the GPU's request
+    // defaulting to its limit); the scratch emptyDir's size is requested as disk.
+    assert_eq!(c["resources"]["requests"]["cpu"], "8");
+    assert_eq!(c["resources"]["limits"]["memory"], "32Gi");
+    assert_eq!(c["resources"]["requests"]["ephemeral-storage"], "20Gi");
     let csc = &c["securityContext"];
     assert_eq!(csc["allowPrivilegeEscalation"], false);
     assert_eq!(csc["readOnlyRootFilesystem"], true);
@@ -240,6 +245,28 @@ fn cpu_only_pod_has_no_gpu_bits() {
     assert_eq!(spec.node_selector, None);
     assert_eq!(spec.tolerations, None);
     assert_eq!(spec.containers[0].resources.as_ref().unwrap().limits, None);
+}
+
+/// Without cpu/memory the trainer still requests some (Burstable, not BestEffort, so not the
+/// first evicted); `scratchSize` sets the scratch emptyDir's limit and the disk request.
+#[test]
+fn unset_resources_get_default_requests_not_best_effort() {
+    let mut job = test_job();
+    job.spec.resources = Some(
+        serde_json::from_value(serde_json::json!({"gpus": 1, "scratchSize": "100Gi"})).unwrap(),
+    );
+    let pod = build_pod(&job, 1, 0, &PodOptions::default()).unwrap();
+    let v = serde_json::to_value(&pod).unwrap();
+    let r = &v["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        r["requests"],
+        serde_json::json!({"cpu": "2", "memory": "8Gi", "ephemeral-storage": "100Gi"})
+    );
+    assert_eq!(r["limits"], serde_json::json!({"nvidia.com/gpu": "1"}));
+    assert_eq!(
+        v["spec"]["volumes"][0],
+        serde_json::json!({"name": "scratch", "emptyDir": {"sizeLimit": "100Gi"}})
+    );
 }
 
 #[test]
