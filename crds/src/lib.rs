@@ -540,6 +540,19 @@ pub struct VertexAiSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^projects/[^/]+/locations/[^/]+/tensorboards/[^/]+$"))]
     pub tensorboard: Option<String>,
+    /// How Vertex AI provisions the machines: `STANDARD` (on demand), `SPOT` (preemptible,
+    /// cheaper) or `FLEX_START` (waits for capacity). Vertex's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_strategy: Option<VertexSchedulingStrategy>,
+}
+
+/// Vertex AI's `Scheduling.strategy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VertexSchedulingStrategy {
+    Standard,
+    Spot,
+    FlexStart,
 }
 
 fn default_machine_type() -> String {

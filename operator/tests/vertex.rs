@@ -144,7 +144,11 @@ async fn create_request_carries_the_spec() {
     );
     assert_eq!(
         container["env"],
-        json!([{"name": "MTL_CACHE_DIR", "value": "/tmp/cache"}])
+        json!([
+            {"name": "MTL_CACHE_DIR", "value": "/tmp/cache"},
+            {"name": "MTL_JOB_NAME", "value": "stsb-rte"},
+            {"name": "MTL_ATTEMPT", "value": "1"},
+        ])
     );
     assert_eq!(
         spec["baseOutputDirectory"],
@@ -156,6 +160,46 @@ async fn create_request_carries_the_spec() {
         "trainer@my-proj.iam.gserviceaccount.com"
     );
     assert!(spec.get("tensorboard").is_none(), "none asked for");
+}
+
+/// The job's labels go onto the CustomJob beside the operator's (which win, and which the
+/// operator finds its jobs by); `schedulingStrategy` becomes `scheduling.strategy`.
+#[tokio::test]
+async fn job_labels_and_scheduling_strategy_reach_vertex() {
+    let standin = VertexStandIn::start().await;
+    let mut job = job();
+    job.metadata.labels = Some(
+        [
+            ("team", "NLP"),
+            ("app.kubernetes.io/name", "mtl"),
+            ("mtl-attempt", "99"),
+            ("1bad", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    job.spec.vertex_ai.as_mut().unwrap().scheduling_strategy =
+        Some(mtl_crds::VertexSchedulingStrategy::Spot);
+    client(&standin)
+        .await
+        .ensure_created(&job, 1)
+        .await
+        .unwrap();
+    let body = standin.requests_to(Route::Create)[0].body.clone().unwrap();
+    let labels = &body["labels"];
+    assert_eq!(labels["team"], "nlp");
+    assert_eq!(labels["app-kubernetes-io-name"], "mtl");
+    assert_eq!(labels["mtl-attempt"], "1", "the operator's label wins");
+    assert!(
+        labels.get("1bad").is_none(),
+        "a key must start with a letter"
+    );
+    assert_eq!(
+        body["jobSpec"]["scheduling"]["strategy"], 4,
+        "enums go out as integers: SPOT = 4"
+    );
+    assert_eq!(body["jobSpec"]["scheduling"]["timeout"], "86400s");
 }
 
 /// `spec.vertexAI.tensorboard` becomes the CustomJob's `tensorboard`, on the wire.

@@ -11,7 +11,7 @@ use google_cloud_aiplatform_v1::model::{
     AcceleratorType, ContainerSpec, CustomJob, CustomJobSpec, EnvVar, GcsDestination, MachineSpec,
     Scheduling, WorkerPoolSpec,
 };
-use mtl_crds::{MultiTaskTrainingJob, VertexAiSpec};
+use mtl_crds::{MultiTaskTrainingJob, VertexAiSpec, VertexSchedulingStrategy};
 
 use super::error::{Error, Result};
 
@@ -212,6 +212,7 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
         accelerator_count: 0,
         service_account: None,
         tensorboard: None,
+        scheduling_strategy: None,
     });
     // Serialising plain data structs to JSON cannot fail; validate_for_vertex reports it if it
     // ever did.
@@ -227,9 +228,18 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
     let container = ContainerSpec::new()
         .set_image_uri(job.spec.image.clone().unwrap_or_default())
         .set_args(["train".to_string(), "--job-json".to_string(), spec_json])
-        .set_env([EnvVar::new()
-            .set_name("MTL_CACHE_DIR")
-            .set_value(TRAINER_CACHE_DIR)]);
+        .set_env([
+            EnvVar::new()
+                .set_name("MTL_CACHE_DIR")
+                .set_value(TRAINER_CACHE_DIR),
+            // As on pods: which job and attempt this is.
+            EnvVar::new()
+                .set_name("MTL_JOB_NAME")
+                .set_value(name_of(job)),
+            EnvVar::new()
+                .set_name("MTL_ATTEMPT")
+                .set_value(attempt.to_string()),
+        ]);
 
     // Several workers: the primary replica in pool 0 (rank 0, the rendezvous host), the others
     // in pool 1, all alike; Vertex AI tells each where it stands in CLUSTER_SPEC.
@@ -249,10 +259,21 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
         .set_base_output_directory(
             GcsDestination::new().set_output_uri_prefix(job.spec.checkpoints.uri.clone()),
         );
-    if let Some(secs) = job.spec.run_policy.active_deadline_seconds {
-        spec = spec.set_scheduling(
-            Scheduling::new().set_timeout(google_cloud_wkt::Duration::clamp(secs.max(0), 0)),
-        );
+    let deadline = job.spec.run_policy.active_deadline_seconds;
+    if deadline.is_some() || vertex.scheduling_strategy.is_some() {
+        let mut scheduling = Scheduling::new();
+        if let Some(secs) = deadline {
+            scheduling = scheduling.set_timeout(google_cloud_wkt::Duration::clamp(secs.max(0), 0));
+        }
+        if let Some(s) = vertex.scheduling_strategy {
+            use google_cloud_aiplatform_v1::model::scheduling::Strategy;
+            scheduling = scheduling.set_strategy(match s {
+                VertexSchedulingStrategy::Standard => Strategy::Standard,
+                VertexSchedulingStrategy::Spot => Strategy::Spot,
+                VertexSchedulingStrategy::FlexStart => Strategy::FlexStart,
+            });
+        }
+        spec = spec.set_scheduling(scheduling);
     }
     if let Some(sa) = vertex.service_account.as_deref().filter(|s| !s.is_empty()) {
         spec = spec.set_service_account(sa);
@@ -264,7 +285,28 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
     CustomJob::new()
         .set_display_name(display_name(job, attempt))
         .set_job_spec(spec)
-        .set_labels(job_labels(job, attempt))
+        .set_labels(custom_job_labels(job, attempt))
+}
+
+/// Vertex AI allows at most this many labels on a resource.
+const MAX_LABELS: usize = 64;
+
+/// The job's own labels (keys and values in Vertex's alphabet; keys that cannot start with a
+/// letter are left out), then the operator's [`job_labels`], which win, at most 64 in all.
+fn custom_job_labels(job: &MultiTaskTrainingJob, attempt: u32) -> BTreeMap<String, String> {
+    let ours = job_labels(job, attempt);
+    let room = MAX_LABELS - ours.len();
+    let mut labels: BTreeMap<String, String> = job
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| (sanitize_label_value(k), sanitize_label_value(v)))
+        .filter(|(k, _)| k.starts_with(|c: char| c.is_ascii_lowercase()) && !ours.contains_key(k))
+        .take(room)
+        .collect();
+    labels.extend(ours);
+    labels
 }
 
 /// True when `custom_job` carries the labels of `job`'s `attempt`.
