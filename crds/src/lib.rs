@@ -62,6 +62,18 @@ pub enum Error {
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Restarts",
+        type_ = "integer",
+        json_path = ".status.restarts",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Preemptions",
+        type_ = "integer",
+        json_path = ".status.preemptions",
+        priority = 1
     )
 )]
 #[serde(rename_all = "camelCase")]

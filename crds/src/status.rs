@@ -47,6 +47,7 @@ pub struct Condition {
     #[serde(default)]
     pub message: String,
     /// RFC 3339 time of the last change of `status`.
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: String,
 }
 
@@ -57,6 +58,7 @@ pub struct CheckpointRef {
     pub step: u64,
     pub uri: String,
     /// RFC 3339 time the checkpoint was committed.
+    #[schemars(extend("format" = "date-time"))]
     pub time: String,
     /// Metric name to value, e.g. `stsb/pearson`, `mean`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -95,13 +97,17 @@ pub const END_EARLY_STOPPED: &str = "EarlyStopped";
 pub struct MultiTaskTrainingJobStatus {
     #[serde(default)]
     pub phase: JobPhase,
+    /// One per type (a list-map keyed by `type`, as Kubernetes conditions are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub start_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub completion_time: Option<String>,
     /// Attempts that failed and were replaced (counted against backoffLimit).
     #[serde(default)]
@@ -112,6 +118,7 @@ pub struct MultiTaskTrainingJobStatus {
     /// After a failed attempt: when the next one starts (exponential backoff, as Kubernetes
     /// Job's: 10 s doubling per failure, at most 6 min).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub next_attempt_time: Option<String>,
     /// Attempt number of the current pod or Vertex AI job.
     #[serde(default)]
@@ -166,10 +173,12 @@ pub struct JobProgress {
     pub loss: Option<f64>,
     /// RFC 3339 time the run should end at the attempt's pace so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub estimated_completion_time: Option<String>,
     /// Time left as of the last read, e.g. `12m` (the ETA column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta: Option<String>,
     /// RFC 3339 time the trainer wrote the report, by its clock.
+    #[schemars(extend("format" = "date-time"))]
     pub updated_at: String,
 }

@@ -60,9 +60,20 @@ fn crd_has_short_name_status_and_columns() {
             "Progress",
             "ETA",
             "Latest checkpoint",
-            "Age"
+            "Age",
+            "Restarts",
+            "Preemptions"
         ]
     );
+    let wide: Vec<_> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|c| c.priority == Some(1))
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(wide, ["Restarts", "Preemptions"], "only with -o wide");
 }
 
 #[test]
@@ -302,4 +313,29 @@ fn metric_mode_compares_with_a_margin() {
     assert!(!MetricMode::Max.better(0.74, 0.7, 0.05));
     assert!(MetricMode::Min.better(0.5, 0.7, 0.0));
     assert!(!MetricMode::Min.better(0.7, 0.7, 0.0));
+}
+
+#[test]
+fn conditions_are_a_list_map_and_times_are_date_times() {
+    let crd = serde_json::to_value(MultiTaskTrainingJob::crd()).unwrap();
+    let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    let conditions = &status["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
+    let condition = &conditions["items"]["properties"];
+    assert_eq!(condition["lastTransitionTime"]["format"], "date-time");
+    for field in ["startTime", "completionTime", "nextAttemptTime"] {
+        assert_eq!(status[field]["format"], "date-time", "{field}");
+    }
+    assert_eq!(
+        status["progress"]["properties"]["updatedAt"]["format"],
+        "date-time"
+    );
+    assert_eq!(
+        status["checkpoints"]["items"]["properties"]["time"]["format"],
+        "date-time"
+    );
 }

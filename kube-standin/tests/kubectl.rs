@@ -118,6 +118,17 @@ fn rows(table: &str) -> Vec<Vec<String>> {
     std::iter::once(header).chain(lines).map(cut).collect()
 }
 
+/// The columns of `kubectl get mttj` (the CRD's printer columns of priority 0).
+const COLUMNS: [&str; 7] = [
+    "NAME",
+    "PHASE",
+    "STEP",
+    "PROGRESS",
+    "ETA",
+    "LATEST CHECKPOINT",
+    "AGE",
+];
+
 #[tokio::test]
 async fn applying_the_crd_serves_the_resource_and_deleting_it_stops() {
     let (standin, _) = start_without_crd().await;
@@ -252,19 +263,7 @@ async fn get_prints_the_printer_columns_and_categories() {
         &["get", "multitasktrainingjobs.multitask.dev", "train"],
     ] {
         let table = rows(&cli.ok(args).await);
-        assert_eq!(
-            table[0],
-            [
-                "NAME",
-                "PHASE",
-                "STEP",
-                "PROGRESS",
-                "ETA",
-                "LATEST CHECKPOINT",
-                "AGE"
-            ],
-            "{args:?}"
-        );
+        assert_eq!(table[0], COLUMNS, "{args:?}");
         assert_eq!(
             &table[1][..6],
             [
@@ -282,18 +281,11 @@ async fn get_prints_the_printer_columns_and_categories() {
             "age {age}"
         );
     }
+    // -o wide adds the priority-1 columns.
     let wide = rows(&cli.ok(&["get", "mttj", "-o", "wide"]).await);
     assert_eq!(
         wide[0],
-        [
-            "NAME",
-            "PHASE",
-            "STEP",
-            "PROGRESS",
-            "ETA",
-            "LATEST CHECKPOINT",
-            "AGE"
-        ]
+        [&COLUMNS[..], &["RESTARTS", "PREEMPTIONS"]].concat()
     );
     let yaml = cli
         .ok(&[

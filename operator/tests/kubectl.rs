@@ -90,6 +90,17 @@ fn example_with_checkpoints(dir: &str) -> String {
     text.replace("uri: gs://BUCKET/runs/mtl-demo", &format!("uri: {dir}"))
 }
 
+/// The columns of `kubectl get mttj` (the CRD's printer columns of priority 0).
+const COLUMNS: [&str; 7] = [
+    "NAME",
+    "PHASE",
+    "STEP",
+    "PROGRESS",
+    "ETA",
+    "LATEST CHECKPOINT",
+    "AGE",
+];
+
 #[tokio::test]
 async fn a_user_runs_the_example_job_with_kubectl() {
     let (env, kubectl) = env_with_operator().await;
@@ -120,18 +131,7 @@ async fn a_user_runs_the_example_job_with_kubectl() {
             .then_some(table)
     })
     .await;
-    assert_eq!(
-        pending[0],
-        [
-            "NAME",
-            "PHASE",
-            "STEP",
-            "PROGRESS",
-            "ETA",
-            "LATEST CHECKPOINT",
-            "AGE"
-        ]
-    );
+    assert_eq!(pending[0], COLUMNS);
     assert_eq!(&pending[1][..6], ["mtl-demo", "Pending", "", "", "", ""]);
 
     kubelet_ok(env.standin.kubelet().run(NS, "mtl-demo-1"));
@@ -150,24 +150,21 @@ async fn a_user_runs_the_example_job_with_kubectl() {
             .then_some(table)
         })
         .await;
-        assert_eq!(
-            table[0],
-            [
-                "NAME",
-                "PHASE",
-                "STEP",
-                "PROGRESS",
-                "ETA",
-                "LATEST CHECKPOINT",
-                "AGE"
-            ],
-            "{args:?}"
-        );
+        let wide = args.contains(&"wide");
+        let columns = if wide {
+            [&COLUMNS[..], &["RESTARTS", "PREEMPTIONS"]].concat()
+        } else {
+            COLUMNS.to_vec()
+        };
+        assert_eq!(table[0], columns, "{args:?}");
         assert_eq!(
             &table[1][..6],
             ["mtl-demo", "Running", "3000", "31%", "12m", latest.as_str()],
             "{args:?}"
         );
+        if wide {
+            assert_eq!(&table[1][7..], ["0", "0"], "restarts, preemptions");
+        }
     }
 
     let described = ok(&kubectl, &["describe", "mttj", "mtl-demo"]).await;
