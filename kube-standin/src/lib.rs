@@ -26,6 +26,7 @@ mod cel;
 mod convert;
 mod crd;
 mod error;
+mod faults;
 mod kubectl;
 mod kubelet;
 mod openapi;
@@ -51,6 +52,7 @@ use tokio::task::JoinHandle;
 pub use admission::FieldValidation;
 pub use crd::{CustomType, PrinterColumn};
 pub use error::{ApiError, Error};
+pub use faults::Fault;
 pub use kubectl::{Kubectl, KubectlOutput};
 pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome, PodmanConfig};
 pub use resources::{Flavor, Registry, ResourceType};
@@ -144,15 +146,17 @@ impl Builder {
             kubelet: kubelet.clone(),
             bookmark_interval: self.bookmark_interval,
             addr,
+            faults: Default::default(),
         });
         let (shutdown, rx) = oneshot::channel();
-        let server = tokio::spawn(server::serve(listener, shared, rx));
+        let server = tokio::spawn(server::serve(listener, shared.clone(), rx));
         tracing::info!(url = %format!("http://{addr}"), "kube stand-in serving");
         Ok(StandIn {
             addr,
             store,
             stats,
             kubelet,
+            shared: shared.clone(),
             shutdown: Some(shutdown),
             tasks: vec![server, kubelet_task],
         })
@@ -165,6 +169,7 @@ pub struct StandIn {
     store: Arc<Store>,
     stats: Arc<Stats>,
     kubelet: Kubelet,
+    shared: Arc<server::Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -205,6 +210,15 @@ impl StandIn {
 
     pub fn reset_stats(&self) {
         self.stats.reset();
+    }
+
+    /// Refuses writes as `fault` says (until [`clear_faults`](Self::clear_faults)).
+    pub fn inject_fault(&self, fault: Fault) {
+        self.shared.faults.add(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
     }
 
     /// The current (global) resourceVersion.

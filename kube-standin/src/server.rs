@@ -42,6 +42,7 @@ pub(crate) struct Shared {
     pub kubelet: Kubelet,
     pub bookmark_interval: Duration,
     pub addr: SocketAddr,
+    pub faults: crate::faults::Faults,
 }
 
 /// A response body fed by a channel: one chunk per watch event.
@@ -450,6 +451,9 @@ fn dispatch(
     let written =
         |code: u16, w: Written| Ok(with_warnings(json_response(code, &w.object), &w.warnings));
     let verb = |r: &mut RequestRecord, v: &str| r.verb = v.to_string();
+    if matches!(ctx.method, Method::POST | Method::PUT | Method::PATCH) {
+        shared.faults.check(&rt.plural, ns)?;
+    }
     match (&ctx.method, t.name.as_deref()) {
         (&Method::GET, None) if ctx.flag("watch") => {
             verb(record, "watch");

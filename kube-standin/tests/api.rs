@@ -452,3 +452,45 @@ async fn leases_and_events_of_both_groups() {
     assert_eq!(ev.reporting_component.as_deref(), Some("mtl-operator"));
     assert!(standin.stats().count("create", "events.events.k8s.io") >= 1);
 }
+
+/// A test can make the server refuse writes to a resource, as a ResourceQuota (403) or an
+/// admission webhook (422) does, with the words it chose; reads still work, and clearing the
+/// fault lets the write through.
+#[tokio::test]
+async fn injected_faults_refuse_writes_as_the_api_server_does() {
+    let (standin, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let quota = "pods \"p\" is forbidden: exceeded quota: gpu-quota";
+    standin.inject_fault(kube_standin::Fault::forbidden("pods", NS, quota));
+    let err = api_status(
+        pods.create(&PostParams::default(), &pod("p"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (403, "Forbidden", quota)
+    );
+    let err = api_status(
+        pods.patch(
+            "p",
+            &PatchParams::apply("t").force(),
+            &Patch::Apply(&pod("p")),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 403, "server-side apply is a write too");
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    standin.clear_faults();
+    standin.inject_fault(kube_standin::Fault::invalid("pods", "elsewhere", "no"));
+    pods.create(&PostParams::default(), &pod("p"))
+        .await
+        .unwrap();
+}

@@ -212,6 +212,48 @@ async fn read_manifest(storage: &Storage, uri: &str, timeout: Duration) -> Manif
     }
 }
 
+/// A call for `job` failed: the `Synced` condition (False, `reason`, what was done and the
+/// API's message) on the status as it was, and a Warning Event, so `kubectl describe` shows
+/// why nothing happens; then the error goes back to the controller to be retried. A failure to
+/// record it is logged only.
+async fn report_failure(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+    old: &MultiTaskTrainingJobStatus,
+    reason: &'static str,
+    what: &str,
+    e: Error,
+) -> Error {
+    let message = format!("{what}: {e}");
+    let mut st = old.clone();
+    let changed = status::find(&st, cond::SYNCED)
+        .is_none_or(|c| c.status != "False" || c.reason != reason || c.message != message);
+    if changed {
+        status::set(
+            &mut st,
+            cond::SYNCED,
+            false,
+            reason,
+            message.clone(),
+            Timestamp::now(),
+        );
+        if let Err(pe) = patch_status(ctx, job, &st).await {
+            warn!(error = %pe, "could not record the failure in status");
+        }
+        publish(
+            ctx,
+            job,
+            &Note {
+                warning: true,
+                reason,
+                message,
+            },
+        )
+        .await;
+    }
+    e
+}
+
 /// What the trainer would reject before its first step, then what `backend` cannot run.
 fn validate<B: AttemptBackend>(backend: &B, job: &MultiTaskTrainingJob) -> Result<()> {
     job.spec.validate().map_err(|message| Error::InvalidSpec {
@@ -251,7 +293,13 @@ pub async fn reconcile_with<B: AttemptBackend>(
         return Ok(Action::await_change());
     }
     let observed = if old.attempt > 0 {
-        backend.observe(job, old.attempt).await?
+        match backend.observe(job, old.attempt).await {
+            Ok(o) => o,
+            Err(e) => {
+                let what = format!("looking up {}", backend.describe(job, old.attempt));
+                return Err(report_failure(ctx, job, &old, "ObserveFailed", &what, e).await);
+            }
+        }
     } else {
         None
     };
@@ -288,7 +336,11 @@ pub async fn reconcile_with<B: AttemptBackend>(
     for action in actions {
         match action {
             decide::Action::StartAttempt(n) => {
-                backend.start(job, n, &mut new).await?;
+                if let Err(e) = backend.start(job, n, &mut new).await {
+                    // Nothing of the decision is kept: the next reconcile decides again.
+                    let what = format!("creating {}", backend.describe(job, n));
+                    return Err(report_failure(ctx, job, &old, "CreateFailed", &what, e).await);
+                }
                 info!(attempt = n, "started attempt");
             }
             decide::Action::StopAttempt { attempt, name } => {
@@ -323,6 +375,10 @@ pub async fn reconcile_with<B: AttemptBackend>(
         requeue_after = Some(requeue_after.map_or(after, |r| r.min(after)));
     }
 
+    // The calls of this reconcile worked: say so if an earlier one had failed.
+    if status::find(&new, cond::SYNCED).is_some_and(|c| c.status != "True") {
+        status::set(&mut new, cond::SYNCED, true, "Synced", "", now);
+    }
     if new != old {
         patch_status(ctx, job, &new).await?;
     }

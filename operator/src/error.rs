@@ -87,6 +87,9 @@ fn kube_kind(e: &kube::Error) -> ErrorKind {
             429 | 500..=599 => ErrorKind::Transient,
             // 404 mid-reconcile: the object went away under us; the watch catches up quickly.
             404 => ErrorKind::Transient,
+            // A ResourceQuota's refusal lasts until other jobs free their share: retry soon,
+            // as the Job controller does.
+            403 if status.message.contains("exceeded quota") => ErrorKind::Transient,
             400..=499 => ErrorKind::BadSpec,
             _ => ErrorKind::Transient,
         },
@@ -143,6 +146,14 @@ mod tests {
             (api(429), ErrorKind::Transient),
             (api(422), ErrorKind::BadSpec),
             (api(403), ErrorKind::BadSpec),
+            (
+                Error::Kube(kube::Error::Api(Box::new(kube::core::Status {
+                    code: 403,
+                    message: "pods \"train-1\" is forbidden: exceeded quota: gpus".into(),
+                    ..Default::default()
+                }))),
+                ErrorKind::Transient,
+            ),
             (
                 Error::InvalidSpec {
                     job: "j".into(),

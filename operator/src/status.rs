@@ -18,6 +18,9 @@ pub mod cond {
     /// True while an attempt runs but the trainer's progress object has not changed for
     /// [`crate::progress::STALE_INTERVALS`] of its intervals.
     pub const STALLED: &str = "Stalled";
+    /// False while the operator's calls for this job fail (a pod create refused by a
+    /// ResourceQuota, a Vertex AI 403), with the API's words; True again once they work.
+    pub const SYNCED: &str = "Synced";
 }
 
 /// At most this many checkpoints are mirrored into status (the newest); keeps the object small.

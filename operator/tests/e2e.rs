@@ -135,6 +135,50 @@ async fn preemption_replaces_the_pod_without_spending_backoff_limit() {
     assert!(env.event_reasons().await.iter().any(|r| r == "Preempted"));
 }
 
+/// A pod create the API server refuses (a ResourceQuota's 403) shows in the job's status,
+/// with the API's message, and as a Warning Event; once the quota allows it the pod is
+/// created and the condition clears.
+#[tokio::test]
+async fn a_refused_pod_create_shows_in_status_and_is_retried() {
+    let mut env = Env::start().await;
+    let quota = "pods \"train-1\" is forbidden: exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4";
+    env.standin
+        .inject_fault(kube_standin::Fault::forbidden("pods", NS, quota));
+    env.operator("op-a");
+    env.apply("train", json!({})).await;
+    let synced =
+        |s: &MultiTaskTrainingJobStatus| s.conditions.iter().find(|c| c.type_ == "Synced").cloned();
+    let st = env
+        .status_until("train", "Synced False", |s| {
+            synced(s).is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let c = synced(&st).unwrap();
+    assert_eq!(c.reason, "CreateFailed");
+    assert!(
+        c.message.contains("creating pod train-1") && c.message.contains("exceeded quota"),
+        "{}",
+        c.message
+    );
+    assert!(env.pod_names().await.is_empty());
+    eventually("a CreateFailed event", || async {
+        env.event_reasons()
+            .await
+            .iter()
+            .any(|r| r == "CreateFailed")
+            .then_some(())
+    })
+    .await;
+
+    // Quota freed: retried (a quota refusal is retried soon), created, condition cleared.
+    env.standin.clear_faults();
+    env.pod("train-1").await;
+    env.status_until("train", "Synced True", |s| {
+        synced(s).is_some_and(|c| c.status == "True")
+    })
+    .await;
+}
+
 /// A pod that cannot start says why in the job's status and an Event: the scheduler's
 /// Unschedulable with its message, then the kubelet's ImagePullBackOff.
 #[tokio::test]
