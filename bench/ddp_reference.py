@@ -3,10 +3,14 @@
 batch, so the ratio mtl-trainer reaches can be read against what torch reaches here.
 
 The model is the bench's encoder (config.json of MODEL_DIR, random weights) under
-AutoModelForSequenceClassification, AdamW (fused), batches of random tokens whose lengths
-follow LENGTHS (the bench data's real lengths, cycled), padded per batch as HF's collator does.
+AutoModelForSequenceClassification, AdamW (fused), batches of random tokens whose lengths are
+drawn uniformly from --tokens LO-HI, padded per batch as HF's collator does. The token range
+sets the compute of a step against the fixed cost of its allreduce (the whole model's
+gradients): run it once with a range whose one-rank throughput matches mtl-trainer's, so the
+two ratios compare the same balance of compute and communication.
 
-Usage: ddp_reference.py --model MODEL_DIR --global-batch 8 --warmup 2 --steps 8 --out OUT.json
+Usage: ddp_reference.py --model MODEL_DIR --tokens 40-127 --global-batch 8 --warmup 2 --steps 8
+       --out OUT.json
 """
 
 import argparse
@@ -27,12 +31,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-def batches(cfg, global_batch, steps, seed=0):
+def token_range(text):
+    """`LO-HI` (inclusive) as a pair, LO >= 2 so every sequence has more than its specials."""
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tokens {text!r}: expected LO-HI, e.g. 40-127")
+    if not 2 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"--tokens {text!r}: need 2 <= LO <= HI")
+    return lo, hi
+
+
+def batches(cfg, global_batch, steps, tokens, seed=0):
     """The same global batches for every run: (ids, mask, labels) per step."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(steps):
-        lengths = torch.randint(40, 128, (global_batch,), generator=g)
+        lengths = torch.randint(tokens[0], tokens[1] + 1, (global_batch,), generator=g)
         width = int(lengths.max())
         ids = torch.randint(5, cfg.vocab_size, (global_batch, width), generator=g)
         mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
@@ -54,7 +69,7 @@ def worker(rank, world, port, args, result):
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     times = []
-    for i, (ids, mask, labels) in enumerate(batches(cfg, args.global_batch, args.warmup + args.steps)):
+    for i, (ids, mask, labels) in enumerate(batches(cfg, args.global_batch, args.warmup + args.steps, args.tokens)):
         shard = slice(rank * args.global_batch // world, (rank + 1) * args.global_batch // world)
         ids, mask, labels = ids[shard], mask[shard], labels[shard]
         width = int(mask.sum(1).max())
@@ -95,6 +110,7 @@ def run(world, args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
+    ap.add_argument("--tokens", type=token_range, default=(40, 127), help="LO-HI tokens per sequence")
     ap.add_argument("--global-batch", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8)
@@ -102,7 +118,7 @@ def main():
     args = ap.parse_args()
     one = run(1, args)
     two = run(2, args)
-    json.dump({"1 rank x 2 threads": one, "2 ranks x 1 thread": two,
+    json.dump({"tokens": list(args.tokens), "1 rank x 2 threads": one, "2 ranks x 1 thread": two,
                "ratio": two["examples_per_s"] / one["examples_per_s"]}, open(args.out, "w"), indent=1)
 
 

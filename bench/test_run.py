@@ -86,5 +86,17 @@ class Parallel(unittest.TestCase):
         with self.assertRaises(SystemExit):
             run.parallel_summary([self.line(1, 8, 1.0)], warmup=1)
 
+    def test_torch_reference_is_read_at_the_nearest_one_rank_throughput(self):
+        def ref(lo, hi, one, two):
+            return {"tokens": [lo, hi], "1 rank x 2 threads": {"examples_per_s": one},
+                    "2 ranks x 1 thread": {"examples_per_s": two}, "ratio": two / one}
+        p = {"runs": {"1 rank x 2 threads": {"examples_per_s": 5.0}}, "ratio": 0.7,
+             "torch_ddp": [ref(40, 127, 2.0, 1.9), ref(12, 39, 6.0, 3.6)]}
+        text = "\n".join(run.torch_ddp_lines(p))
+        self.assertIn("| 40-127 | 2.00 | 1.90 | 0.95x |", text)
+        # 6.0 is nearer 5.0 than 2.0 is (by ratio): the short sequences are the comparison.
+        self.assertIn("At 12-39 tokens", text)
+        self.assertIn("torch DDP reaches **0.60x**, mtl-trainer **0.70x**", text)
+
 if __name__ == "__main__":
     unittest.main()
