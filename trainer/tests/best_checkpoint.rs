@@ -4,27 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use mtl_crds::{BestCheckpointSpec, EarlyStoppingSpec, MetricMode};
 use mtl_trainer::train::{self, RunOptions};
 use mtl_trainer::vertex::VertexEnv;
 
-use common::{job, tiny_model, torch_rng};
-
-fn trainer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mtl-trainer"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{job, run_ok, tiny_model, torch_rng, trainer};
 
 /// A learning rate of 0 leaves the weights as they are: every evaluation scores the same, so
 /// none after the first improves, and patience 2 with an evaluation at every second step
@@ -182,18 +166,7 @@ fn the_best_checkpoint_survives_keep_and_is_the_exported_final_model() {
     );
 
     let rte_in = tmp.path().join("rte.jsonl");
-    let tsv =
-        std::fs::read_to_string(common::workspace().join("examples/data/rte/dev.tsv")).unwrap();
-    let lines: Vec<String> = tsv
-        .lines()
-        .skip(1)
-        .take(12)
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            serde_json::json!({"sentence1": f[1], "sentence2": f[2]}).to_string()
-        })
-        .collect();
-    std::fs::write(&rte_in, lines.join("\n")).unwrap();
+    common::rte_jsonl(&rte_in, 12);
     let preds = tmp.path().join("rte.pred.jsonl");
     let export = tmp.path().join("export-rte");
     run_ok(

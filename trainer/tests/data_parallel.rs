@@ -273,7 +273,7 @@ fn early_stopping_stops_every_rank_at_the_same_step() {
 
 /// `mtl-trainer train` of `job` on one CPU thread, checkpointing to `out`, with `cache`.
 fn train_cmd(job: &Path, out: &str, cache: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mtl-trainer"));
+    let mut c = common::trainer();
     c.args(["--device", "cpu", "--threads", "1", "train", "--job"])
         .arg(job)
         .args(["--output", out])

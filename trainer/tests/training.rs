@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use mtl_trainer::train::{self, RunOptions};
 use tch::Device;
 
-use common::{checkpoint_weights, job, tiny_model, torch_rng};
+use common::{checkpoint_weights, job, run_ok, tiny_model, torch_rng, trainer};
 
 #[test]
 fn resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one() {
@@ -133,10 +133,6 @@ fn padding_changes_neither_losses_nor_updates() {
     assert_eq!(tight.plan.len(), 6);
 }
 
-fn trainer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mtl-trainer"))
-}
-
 #[test]
 fn sigterm_checkpoints_at_the_next_step_and_exits_143() {
     let tmp = tempfile::tempdir().unwrap();
@@ -179,16 +175,6 @@ fn sigterm_checkpoints_at_the_next_step_and_exits_143() {
     assert_eq!(common::manifest(&out).1.last(), Some(&step));
 }
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn exported_models_predict_in_transformers_what_predict_says() {
     let tmp = tempfile::tempdir().unwrap();
@@ -214,18 +200,7 @@ fn exported_models_predict_in_transformers_what_predict_says() {
 
     // RTE as JSONL records, and CommonsenseQA records as they are.
     let rte_in = tmp.path().join("rte.jsonl");
-    let tsv =
-        std::fs::read_to_string(common::workspace().join("examples/data/rte/dev.tsv")).unwrap();
-    let lines: Vec<String> = tsv
-        .lines()
-        .skip(1)
-        .take(20)
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            serde_json::json!({"sentence1": f[1], "sentence2": f[2]}).to_string()
-        })
-        .collect();
-    std::fs::write(&rte_in, lines.join("\n")).unwrap();
+    common::rte_jsonl(&rte_in, 20);
     let csqa_in = tmp.path().join("csqa.jsonl");
     let csqa =
         std::fs::read_to_string(common::workspace().join("examples/data/csqa/dev.jsonl")).unwrap();

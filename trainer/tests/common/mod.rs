@@ -132,3 +132,35 @@ pub fn minilm_dir() -> PathBuf {
     }
     workspace().join(".cache/minilm")
 }
+
+/// The `mtl-trainer` binary of this build.
+pub fn trainer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mtl-trainer"))
+}
+
+/// Runs `cmd`, failing the test with its stderr unless it succeeds; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The first `n` examples of the bundled RTE dev set as the JSONL records `predict --input`
+/// reads (`sentence1`, `sentence2`), written to `path`.
+pub fn rte_jsonl(path: &Path, n: usize) {
+    let tsv = std::fs::read_to_string(workspace().join("examples/data/rte/dev.tsv")).unwrap();
+    let lines: Vec<String> = tsv
+        .lines()
+        .skip(1)
+        .take(n)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            serde_json::json!({"sentence1": f[1], "sentence2": f[2]}).to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
