@@ -48,21 +48,25 @@ DEFAULT_CHART = HERE / "mtl-operator"
 DEFAULT_CRD = HERE.parent / "crds" / "multitasktrainingjobs.yaml"
 CRD_FILE_NAME = "multitasktrainingjobs.yaml"
 
-# What the operator does with the Kubernetes API. Scope "watch": cluster-wide, or the
+# What the operator does with the Kubernetes API, as operator/tests/rbac.rs derives it from the
+# operator's requests over a whole job's life (that test fails when the chart's rules and the
+# requests differ; this list adds the scopes). Scope "watch": cluster-wide, or the
 # watchNamespace when set. Scope "release": the release namespace (leader election).
 REQUIRED_RBAC: list[tuple[str, str, str, tuple[str, ...]]] = [
-    # delete: a finished job whose spec.runPolicy.ttlSecondsAfterFinished has passed.
-    ("watch", "multitask.dev", "multitasktrainingjobs", ("get", "list", "watch", "patch", "update", "delete")),
-    ("watch", "multitask.dev", "multitasktrainingjobs/status", ("get", "patch", "update")),
+    # patch: the finalizer (JSON patch); delete: a finished job past ttlSecondsAfterFinished.
+    ("watch", "multitask.dev", "multitasktrainingjobs", ("list", "watch", "patch", "delete")),
+    # server-side apply of .status.
+    ("watch", "multitask.dev", "multitasktrainingjobs/status", ("patch",)),
+    # ownerReferences with blockOwnerDeletion on the job's pods and Service.
     ("watch", "multitask.dev", "multitasktrainingjobs/finalizers", ("update",)),
     # create + patch: server-side apply of a pod that does not exist yet needs both.
     ("watch", "", "pods", ("get", "list", "watch", "create", "delete", "patch")),
     # get, then server-side apply: the headless Service of a job with several workers.
     ("watch", "", "services", ("get", "create", "patch")),
-    ("watch", "", "events", ("create", "patch")),
+    # kube's Recorder: events.k8s.io/v1 only; patch for a repeated event.
     ("watch", "events.k8s.io", "events", ("create", "patch")),
-    # get/create/update (replace) in operator/src/leader.rs; patch kept for a patch-based renewal.
-    ("release", "coordination.k8s.io", "leases", ("get", "create", "update", "patch")),
+    # get/create/update (a resourceVersion-guarded replace) in operator/src/leader.rs.
+    ("release", "coordination.k8s.io", "leases", ("get", "create", "update")),
 ]
 
 RELEASE_NAME = "mtl"
@@ -99,6 +103,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
         "affinity": {"nodeAffinity": {}},
+        "defaultTrainerImage": "us-docker.pkg.dev/proj/mtl/mtl-trainer:1.2.3",
+        "policy": {
+            "allowedImagePrefixes": ["us-docker.pkg.dev/proj/mtl/", "gcr.io/proj/"],
+            "allowedServiceAccounts": ["trainer"],
+            "allowedVertexProjects": ["proj"],
+            "allowedVertexServiceAccounts": ["trainer@proj.iam.gserviceaccount.com"],
+        },
     },
     "existing-sa-digest-override": {
         "fullnameOverride": "ops",
@@ -1153,6 +1164,19 @@ class Checker:
         if not any(a == f"--metrics-addr={addr}" or (a == "--metrics-addr" and i + 1 < len(args) and args[i + 1] == addr)
                    for i, a in enumerate(args)):
             self.err(where, f"args {args} lack --metrics-addr {addr}")
+        # Operator settings the chart passes as flags: each value once, after its flag.
+        pairs = list(zip(args, args[1:]))
+        flags = [("--default-image", [values.get("defaultTrainerImage")] if values.get("defaultTrainerImage") else [])]
+        policy = values.get("policy") or {}
+        for key, flag in (("allowedImagePrefixes", "--allowed-image-prefix"),
+                          ("allowedServiceAccounts", "--allowed-service-account"),
+                          ("allowedVertexProjects", "--allowed-vertex-project"),
+                          ("allowedVertexServiceAccounts", "--allowed-vertex-service-account")):
+            flags.append((flag, [str(v) for v in policy.get(key) or []]))
+        for flag, wanted in flags:
+            passed = [b for a, b in pairs if a == flag]
+            if passed != wanted:
+                self.err(where, f"args pass {flag} {passed}, values say {wanted}")
         ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
         if ports.get("metrics") != port:
             self.err(where, f"container port 'metrics' is {ports.get('metrics')!r}, metrics.port is {port}")

@@ -60,10 +60,11 @@ class RealChart(unittest.TestCase):
     def test_required_rbac_is_the_brief(self) -> None:
         grants = {(g, r): set(v) for _, g, r, v in check_chart.REQUIRED_RBAC}
         self.assertEqual(grants[("multitask.dev", "multitasktrainingjobs")],
-                         {"get", "list", "watch", "patch", "update", "delete"})
+                         {"list", "watch", "patch", "delete"})
         self.assertEqual(grants[("", "pods")], {"get", "list", "watch", "create", "delete", "patch"})
         self.assertEqual(grants[("multitask.dev", "multitasktrainingjobs/finalizers")], {"update"})
-        self.assertEqual(grants[("coordination.k8s.io", "leases")], {"get", "create", "update", "patch"})
+        self.assertEqual(grants[("coordination.k8s.io", "leases")], {"get", "create", "update"})
+        self.assertNotIn(("", "events"), grants, "kube's Recorder writes events.k8s.io/v1 only")
 
 
 class BrokenCopies(unittest.TestCase):
@@ -128,7 +129,7 @@ class BrokenCopies(unittest.TestCase):
         self.assertFails(r"clusterrole\.yaml.*: grants get on secrets \(apiGroup ''\) cluster-wide: more than")
 
     def test_rbac_wildcard(self) -> None:
-        self.b.edit("templates/leader-election-rbac.yaml", '["get", "update", "patch"]', '["*"]')
+        self.b.edit("templates/leader-election-rbac.yaml", '["get", "update"]', '["*"]')
         self.assertFails(r"leader-election-rbac\.yaml.*uses a wildcard in verbs")
 
     def test_rbac_cluster_wide_when_a_namespace_is_watched(self) -> None:
@@ -144,7 +145,7 @@ class BrokenCopies(unittest.TestCase):
         self.assertFails(r"resourceNames \['mtl-operator'\] lack the Deployment's --lease-name 'mtl-mtl-operator'")
 
     def test_create_restricted_by_name(self) -> None:
-        self.b.edit("templates/leader-election-rbac.yaml", 'verbs: ["get", "update", "patch"]', 'verbs: ["get", "create", "update", "patch"]')
+        self.b.edit("templates/leader-election-rbac.yaml", 'verbs: ["get", "update"]', 'verbs: ["get", "create", "update"]')
         self.b.edit("templates/leader-election-rbac.yaml", '    verbs: ["create"]\n', '    verbs: ["get"]\n')
         self.assertFails(r"resourceNames cannot authorize create", r"does not grant create on leases")
 
@@ -181,6 +182,10 @@ class BrokenCopies(unittest.TestCase):
     def test_probe_path(self) -> None:
         self.b.edit("templates/deployment.yaml", "path: /readyz", "path: /ready")
         self.assertFails(r"readinessProbe should GET /readyz")
+
+    def test_policy_value_not_passed(self) -> None:
+        self.b.edit("templates/deployment.yaml", "- --allowed-vertex-project", "- --allowed-vertex-projects")
+        self.assertTrue(any("--allowed-vertex-project" in e for e in self.b.errors()), self.b.errors())
 
     def test_downward_api_env(self) -> None:
         self.b.edit("templates/deployment.yaml", "fieldPath: metadata.name\n", "fieldPath: spec.nodeName\n")

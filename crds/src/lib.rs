@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Toleration;
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -82,19 +83,32 @@ pub enum Error {
     validation = Rule::new("self.tasks.all(t, self.tasks.exists_one(u, u.name == t.name))").message("task names must be unique"),
     validation = Rule::new("self.backend != 'vertexAI' || has(self.vertexAI)").message("backend vertexAI needs spec.vertexAI (project, region)"),
     validation = Rule::new("!has(self.workers) || self.workers <= 1 || self.checkpoints.uri.startsWith('gs://')").message("workers > 1 needs a gs:// checkpoints.uri: every worker and every attempt must reach the same checkpoints").field_path(".workers"),
-    validation = Rule::new("!has(self.training) || !has(self.training.earlyStopping) || has(self.checkpoints.best)").message("training.earlyStopping watches checkpoints.best.metric: set checkpoints.best").field_path(".training.earlyStopping")
+    validation = Rule::new("!has(self.training) || !has(self.training.earlyStopping) || has(self.checkpoints.best)").message("training.earlyStopping watches checkpoints.best.metric: set checkpoints.best").field_path(".training.earlyStopping"),
+    validation = immutable("backend"),
+    validation = immutable("image"),
+    validation = immutable("model"),
+    validation = immutable("tasks"),
+    validation = immutable("sampling"),
+    validation = immutable("training"),
+    validation = immutable("checkpoints"),
+    validation = immutable("resources"),
+    validation = immutable("vertexAI"),
+    validation = immutable("workers")
 )]
 pub struct MultiTaskTrainingJobSpec {
     /// Where the trainer runs: a pod in this cluster, or a Vertex AI custom job.
     #[serde(default)]
     pub backend: Backend,
-    /// Trainer image (the image built from Dockerfile.trainer). Required on a cluster.
+    /// Trainer image (the image built from Dockerfile.trainer). Unset: the operator's
+    /// `--default-image` (chart value `defaultTrainerImage`); the job fails with `InvalidSpec`
+    /// when neither names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub model: ModelSpec,
     /// The tasks trained jointly; each gets its own head on the shared encoder.
     #[schemars(length(min = 1, max = 32))]
     pub tasks: Vec<TaskSpec>,
+    /// How the task of each training step is drawn (default: proportional to dataset size).
     #[serde(default)]
     pub sampling: SamplingSpec,
     #[serde(default)]
@@ -112,6 +126,36 @@ pub struct MultiTaskTrainingJobSpec {
     #[serde(default = "default_workers", skip_serializing_if = "is_one")]
     #[schemars(range(min = 1, max = 64))]
     pub workers: u32,
+}
+
+/// The fields of a spec that cannot change once the job exists: all but `runPolicy`, whose
+/// fields (suspend, deadlines, retry limits, TTL) are how a running job is steered, as on
+/// Kubernetes Job and Kubeflow's jobs. Changing any other field under a running attempt would
+/// start the next attempt (or another backend's) on a different job than the checkpoints
+/// belong to.
+pub const IMMUTABLE_FIELDS: [&str; 10] = [
+    "backend",
+    "image",
+    "model",
+    "tasks",
+    "sampling",
+    "training",
+    "checkpoints",
+    "resources",
+    "vertexAI",
+    "workers",
+];
+
+/// A transition rule keeping `spec.<field>` as it was created: set or unset as before, and
+/// equal when set (a plain `self == oldSelf` on the field would let it be added or removed).
+fn immutable(field: &str) -> Rule {
+    Rule::new(format!(
+        "has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+    ))
+    .message(Message::Message(format!(
+        "spec.{field} cannot change once the job exists (only spec.runPolicy can): delete and re-create the job to change it"
+    )))
+    .field_path(format!(".{field}"))
 }
 
 fn default_workers() -> u32 {
@@ -134,7 +178,6 @@ pub enum Backend {
 /// The pretrained encoder every task shares.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self == oldSelf").message("model is immutable: checkpoints resume only the encoder they were trained from"))]
 pub struct ModelSpec {
     /// Directory or gs:// prefix holding config.json, model.safetensors and tokenizer.json.
     #[schemars(length(min = 1))]
@@ -192,6 +235,7 @@ pub struct TaskSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
     )]
     pub name: String,
+    /// The head and loss: regression, classification or multipleChoice.
     #[serde(rename = "type")]
     pub task_type: TaskType,
     /// Classes of a classification task (defaults to the number of labelNames).
@@ -208,6 +252,7 @@ pub struct TaskSpec {
     /// Validation file: local path or gs:// URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<String>,
+    /// How the train and validation files are read: glueTsv, commonsenseQaJsonl or jsonl.
     pub format: DataFormat,
     /// Columns or fields holding the text: one for single sentences, two for pairs.
     /// For multipleChoice, the question field.
@@ -257,6 +302,7 @@ pub enum SamplingStrategy {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.strategy != 'temperature' || has(self.temperature)").message("strategy temperature needs temperature"))]
 pub struct SamplingSpec {
+    /// proportional (default), uniform or temperature.
     #[serde(default)]
     pub strategy: SamplingStrategy,
     /// T for the temperature strategy (1 = proportional, large = uniform).
@@ -281,6 +327,7 @@ pub enum Precision {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingSpec {
+    /// Passes over the training data (fractions allowed); ignored when maxSteps is set. Default 3.
     #[serde(default = "default_epochs")]
     #[schemars(range(min = 0.0, max = 10000.0))]
     pub epochs: f64,
@@ -288,32 +335,44 @@ pub struct TrainingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_steps: Option<u64>,
+    /// Examples per optimizer micro-step on each device (as HF's per_device_train_batch_size):
+    /// the global batch is batchSize × gradientAccumulationSteps × devices. Default 8.
     #[serde(default = "default_batch_size")]
     #[schemars(range(min = 1, max = 65536))]
     pub batch_size: u32,
+    /// Examples per evaluation batch (default: the larger of batchSize and 32).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65536))]
     pub eval_batch_size: Option<u32>,
+    /// Peak learning rate of AdamW, reached after warmup and decayed linearly to 0. Default 1e-5.
     #[serde(default = "default_learning_rate")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub learning_rate: f64,
     /// Linear warmup steps (overrides warmupRatio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_steps: Option<u64>,
+    /// Share of the total steps spent warming the learning rate up linearly from 0. Default 0.
     #[serde(default)]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub warmup_ratio: f64,
+    /// AdamW's decoupled weight decay (not applied to biases and LayerNorm weights). Default 0.
     #[serde(default)]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub weight_decay: f64,
+    /// Gradients are clipped to this global L2 norm before each optimizer step (0: no
+    /// clipping). Default 1.
     #[serde(default = "default_max_grad_norm")]
     #[schemars(range(min = 0.0))]
     pub max_grad_norm: f64,
+    /// Micro-steps whose gradients are summed before each optimizer step. Default 1.
     #[serde(default = "default_one")]
     #[schemars(range(min = 1, max = 4096))]
     pub gradient_accumulation_steps: u32,
+    /// Seeds initialisation, dropout, shuffling and task sampling; the same seed and data give
+    /// the same run. Default 42.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Numeric precision of the forward and backward passes: fp32 (default), bf16 or fp16.
     #[serde(default)]
     pub precision: Precision,
     /// Let float32 matmuls on CUDA use TF32 (faster on Ampere and later, ~10-bit mantissa).
@@ -322,6 +381,8 @@ pub struct TrainingSpec {
     /// Evaluate every N optimizer steps (0: only at the end).
     #[serde(default)]
     pub eval_every_steps: u64,
+    /// Log the mean loss, learning rate and throughput (stderr, TensorBoard) every N optimizer
+    /// steps. Default 50.
     #[serde(default = "default_log_every")]
     #[schemars(range(min = 1))]
     pub log_every_steps: u64,
@@ -451,6 +512,8 @@ pub struct CheckpointSpec {
     /// gs://bucket/prefix, or a local directory for local runs.
     #[schemars(length(min = 1))]
     pub uri: String,
+    /// Commit a checkpoint every N optimizer steps (and at the end, and on SIGTERM). Default
+    /// 3000.
     #[serde(default = "default_every_steps")]
     #[schemars(range(min = 1))]
     pub every_steps: u64,
@@ -494,22 +557,36 @@ fn default_every_steps() -> u64 {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
+    /// GPUs of the trainer pod (`nvidia.com/gpu` limit); each worker trains on all of them,
+    /// one process per GPU. Default 0 (CPU).
     #[serde(default)]
     #[schemars(range(min = 0, max = 16))]
     pub gpus: u32,
     /// GKE accelerator, e.g. nvidia-tesla-t4, nvidia-l4 (node selector cloud.google.com/gke-accelerator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_type: Option<String>,
-    /// CPU request and limit of the trainer container, a quantity (`4`, `500m`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("must be a quantity such as 4 or 500m"))]
+    /// CPU request and limit of the trainer container, a quantity (`4`, `"500m"`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "quantity::deserialize"
+    )]
+    #[schemars(schema_with = "quantity::schema")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a quantity such as 4 or 500m"))]
     pub cpu: Option<String>,
     /// Memory request and limit of the trainer container, a quantity (`16Gi`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("must be a quantity such as 16Gi or 512Mi"))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "quantity::deserialize"
+    )]
+    #[schemars(schema_with = "quantity::schema")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a quantity such as 16Gi or 512Mi"))]
     pub memory: Option<String>,
+    /// Node labels the trainer pod must run on, added to the GPU type's selector.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the trainer pod, added to the one for GKE's GPU taint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     /// Kubernetes service account bound to a Google service account (Workload Identity).
@@ -518,29 +595,91 @@ pub struct ResourcesSpec {
     /// Size limit of the `/scratch` emptyDir (downloads, the token cache, checkpoint staging),
     /// also requested as ephemeral storage so the scheduler picks a node with that much disk.
     /// Default 20Gi.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("must be a quantity such as 20Gi"))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "quantity::deserialize"
+    )]
+    #[schemars(schema_with = "quantity::schema")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a quantity such as 20Gi"))]
     pub scratch_size: Option<String>,
     /// Size of the memory-backed `/dev/shm` (NCCL and libtorch need more than the 64 MiB a
     /// container gets by default); counts against the pod's memory. Default 2Gi.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("must be a quantity such as 2Gi"))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "quantity::deserialize"
+    )]
+    #[schemars(schema_with = "quantity::schema")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a quantity such as 2Gi"))]
     pub shm_size: Option<String>,
+}
+
+/// Resource quantities as Kubernetes takes them: int-or-string (`cpu: 4`, `memory: 16Gi`),
+/// kept as the string the API would print; `isQuantity` (CEL) checks the syntax.
+mod quantity {
+    use std::fmt;
+
+    use schemars::{Schema, SchemaGenerator, json_schema};
+    use serde::de::{self, Deserializer, Visitor};
+
+    pub fn schema(_: &mut SchemaGenerator) -> Schema {
+        // Kubernetes' own IntOrString in a structural schema: no `type`, the extension says it.
+        json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+
+    struct IntOrString;
+
+    impl<'de> Visitor<'de> for IntOrString {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a quantity: a whole number (4) or a string (\"500m\", \"16Gi\")")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(IntOrString)
+    }
 }
 
 /// Vertex AI custom job settings for `backend: vertexAI`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VertexAiSpec {
+    /// Google Cloud project the CustomJob runs in.
     #[schemars(length(min = 1))]
     pub project: String,
+    /// Vertex AI region, e.g. us-central1.
     #[schemars(length(min = 1))]
     pub region: String,
+    /// Compute Engine machine type of each replica. Default n1-standard-8.
     #[serde(default = "default_machine_type")]
     pub machine_type: String,
     /// e.g. NVIDIA_TESLA_T4, NVIDIA_L4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accelerator_type: Option<String>,
+    /// GPUs per replica (needs acceleratorType). Default 0.
     #[serde(default)]
     pub accelerator_count: u32,
     /// Google service account the job runs as.
@@ -658,6 +797,24 @@ impl MultiTaskTrainingJobSpec {
             names.push("mean".into());
         }
         names
+    }
+
+    /// The spec a job runs as, once it was accepted as `accepted`: the accepted spec with this
+    /// spec's `runPolicy`, and the immutable fields ([`IMMUTABLE_FIELDS`], as `spec.<field>`)
+    /// on which this spec differs from it (empty when it does not).
+    pub fn against_accepted(&self, accepted: &Self) -> (Self, Vec<String>) {
+        let (now, then) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(accepted).unwrap_or_default(),
+        );
+        let changed = IMMUTABLE_FIELDS
+            .iter()
+            .filter(|f| now.get(**f) != then.get(**f))
+            .map(|f| format!("spec.{f}"))
+            .collect();
+        let mut effective = accepted.clone();
+        effective.run_policy = self.run_policy.clone();
+        (effective, changed)
     }
 
     /// Checks that serde and the schema cannot express (the API server runs the CEL rules;
@@ -819,6 +976,27 @@ impl MultiTaskTrainingJobSpec {
         }
         Ok(())
     }
+}
+
+/// The header `kubectl get mttj` prints: NAME, then the CRD's printer columns in capitals
+/// (those of priority 1 only with `-o wide`), as kubectl renders a server-side table.
+pub fn kubectl_headers(wide: bool) -> Vec<String> {
+    use kube::CustomResourceExt;
+    let crd = MultiTaskTrainingJob::crd();
+    let columns = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.additional_printer_columns.clone())
+        .unwrap_or_default();
+    std::iter::once("NAME".to_string())
+        .chain(
+            columns
+                .iter()
+                .filter(|c| wide || c.priority.unwrap_or(0) == 0)
+                .map(|c| c.name.to_uppercase()),
+        )
+        .collect()
 }
 
 /// Reads a job file: a whole `MultiTaskTrainingJob` manifest, or just its spec.

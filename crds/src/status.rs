@@ -42,8 +42,10 @@ pub struct Condition {
     pub type_: String,
     /// "True", "False" or "Unknown".
     pub status: String,
+    /// CamelCase reason of the last change, e.g. AttemptRunning.
     #[serde(default)]
     pub reason: String,
+    /// What happened, for people.
     #[serde(default)]
     pub message: String,
     /// RFC 3339 time of the last change of `status`.
@@ -55,7 +57,9 @@ pub struct Condition {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointRef {
+    /// Optimizer step the checkpoint was taken at.
     pub step: u64,
+    /// Where the checkpoint directory is.
     pub uri: String,
     /// RFC 3339 time the checkpoint was committed.
     #[schemars(extend("format" = "date-time"))]
@@ -69,10 +73,13 @@ pub struct CheckpointRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BestCheckpoint {
+    /// Optimizer step of the best checkpoint.
     pub step: u64,
+    /// Where the checkpoint directory is.
     pub uri: String,
     /// The metric checkpoints are ranked by, e.g. `mean`.
     pub metric: String,
+    /// The metric's value at that checkpoint.
     pub value: f64,
 }
 
@@ -82,7 +89,9 @@ pub struct BestCheckpoint {
 pub struct RunEnd {
     /// `Completed` (every step trained) or `EarlyStopped`.
     pub reason: String,
+    /// The step training ended at.
     pub step: u64,
+    /// Why, for people (e.g. which metric stopped improving).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
@@ -95,17 +104,21 @@ pub const END_EARLY_STOPPED: &str = "EarlyStopped";
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MultiTaskTrainingJobStatus {
+    /// Pending, Running, Restarting, Suspended, Succeeded or Failed.
     #[serde(default)]
     pub phase: JobPhase,
     /// One per type (a list-map keyed by `type`, as Kubernetes conditions are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When the job started (or was last resumed from suspension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub start_time: Option<String>,
+    /// When the job Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub completion_time: Option<String>,
@@ -132,13 +145,16 @@ pub struct MultiTaskTrainingJobStatus {
     /// Vertex AI CustomJob resource name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vertex_job_name: Option<String>,
+    /// The CustomJob in the Google Cloud console.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vertex_job_console_url: Option<String>,
     /// Optimizer step of the newest committed checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u64>,
+    /// The committed checkpoints the manifest lists, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checkpoints: Vec<CheckpointRef>,
+    /// URI of the newest committed checkpoint (where the next attempt resumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_checkpoint: Option<String>,
     /// Latest per-task metrics.
@@ -154,6 +170,13 @@ pub struct MultiTaskTrainingJobStatus {
     /// Where the running attempt stands, from the trainer's `progress.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<JobProgress>,
+    /// The spec as the operator first accepted it. Every field but `runPolicy` is immutable
+    /// (the CRD's transition rules refuse a change); where an API server lets a change through
+    /// anyway, the operator keeps running the job as accepted and records a
+    /// `SpecChangeIgnored` Warning Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("type" = "object", "x-kubernetes-preserve-unknown-fields" = true))]
+    pub accepted_spec: Option<serde_json::Value>,
 }
 
 /// The trainer's latest progress report, as the operator last read it.
@@ -162,6 +185,7 @@ pub struct MultiTaskTrainingJobStatus {
 pub struct JobProgress {
     /// Optimizer steps done.
     pub step: u64,
+    /// Optimizer steps the run has in all.
     pub total_steps: u64,
     /// Share of the steps done, e.g. `42%` (the PROGRESS column).
     pub percent: String,

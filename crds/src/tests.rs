@@ -339,3 +339,169 @@ fn conditions_are_a_list_map_and_times_are_date_times() {
         "date-time"
     );
 }
+
+#[test]
+fn every_spec_field_but_run_policy_is_immutable() {
+    // A field added to the spec is immutable unless it is added to runPolicy.
+    let crd = serde_json::to_value(MultiTaskTrainingJob::crd()).unwrap();
+    let props =
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            .as_object()
+            .unwrap();
+    let mut fields: Vec<&str> = props
+        .keys()
+        .map(String::as_str)
+        .filter(|f| *f != "runPolicy")
+        .collect();
+    fields.sort_unstable();
+    let mut immutable = IMMUTABLE_FIELDS.to_vec();
+    immutable.sort_unstable();
+    assert_eq!(fields, immutable);
+}
+
+#[test]
+fn transition_rules_refuse_changes_to_immutable_fields() {
+    let old = spec_json();
+    let changes: [(&str, serde_json::Value); 6] = [
+        ("backend", "vertexAI".into()),
+        ("image", "other:1".into()),
+        ("tasks", serde_json::json!([old["tasks"][0]])),
+        ("training", serde_json::json!({"learningRate": 1e-3})),
+        (
+            "checkpoints",
+            serde_json::json!({"uri": "gs://bucket/run2"}),
+        ),
+        ("workers", 2.into()),
+    ];
+    for (field, value) in changes {
+        let mut new = old.clone();
+        new[field] = value;
+        if field == "backend" {
+            new["vertexAI"] = serde_json::json!({"project": "p", "region": "us-central1"});
+        }
+        let err = format!(
+            "{:?}",
+            MultiTaskTrainingJobSpec::validate_cel(&new, Some(&old)).unwrap_err()
+        );
+        assert!(
+            err.contains(&format!("spec.{field} cannot change once the job exists")),
+            "{field}: {err}"
+        );
+        // A create (no old object) is not a transition: the rules do not apply.
+        MultiTaskTrainingJobSpec::validate_cel(&new, None).unwrap();
+    }
+    // Removing a field that was set is a change too.
+    let mut with_image = old.clone();
+    with_image["image"] = "mtl-trainer:1".into();
+    let err = format!(
+        "{:?}",
+        MultiTaskTrainingJobSpec::validate_cel(&old, Some(&with_image)).unwrap_err()
+    );
+    assert!(err.contains("spec.image cannot change"), "{err}");
+    // runPolicy steers a running job.
+    let mut steered = old.clone();
+    steered["runPolicy"] = serde_json::json!({"suspend": true, "backoffLimit": 5,
+        "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 60, "maxPreemptions": 3});
+    MultiTaskTrainingJobSpec::validate_cel(&steered, Some(&old)).unwrap();
+}
+
+#[test]
+fn a_spec_is_run_as_accepted_with_its_own_run_policy() {
+    let accepted = parse_job("job.yaml", MINIMAL).unwrap();
+    let mut now = accepted.clone();
+    now.training.learning_rate = 1.0;
+    now.backend = Backend::VertexAi;
+    now.run_policy.suspend = true;
+    let (effective, changed) = now.against_accepted(&accepted);
+    assert_eq!(changed, ["spec.backend", "spec.training"]);
+    assert_eq!(effective.backend, Backend::Kubernetes);
+    assert_eq!(effective.training, accepted.training);
+    assert!(effective.run_policy.suspend);
+    let (same, none) = accepted.against_accepted(&accepted);
+    assert!(none.is_empty());
+    assert_eq!(same, accepted);
+}
+
+/// `kubectl explain` reads the schema's descriptions: every field of spec and status has one.
+#[test]
+fn every_field_is_described() {
+    fn walk(node: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = node["properties"].as_object() {
+            for (name, prop) in props {
+                let here = format!("{path}.{name}");
+                if prop["description"]
+                    .as_str()
+                    .is_none_or(|d| d.trim().is_empty())
+                {
+                    missing.push(here.clone());
+                }
+                walk(prop, &here, missing);
+                walk(&prop["items"], &format!("{here}[]"), missing);
+            }
+        }
+    }
+    let crd = serde_json::to_value(MultiTaskTrainingJob::crd()).unwrap();
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    let mut missing = Vec::new();
+    for part in ["spec", "status"] {
+        walk(&root[part], part, &mut missing);
+    }
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
+}
+
+#[test]
+fn resource_quantities_are_int_or_string() {
+    let text = format!(
+        "{MINIMAL}  resources:\n    cpu: 4\n    memory: 16Gi\n    shmSize: \"1073741824\"\n"
+    );
+    let spec = parse_job("job.yaml", &text).unwrap();
+    let res = spec.resources.clone().unwrap();
+    assert_eq!(res.cpu.as_deref(), Some("4"));
+    assert_eq!(res.memory.as_deref(), Some("16Gi"));
+    assert_eq!(res.shm_size.as_deref(), Some("1073741824"));
+    // The CEL rule checks the syntax of either form.
+    let mut v = serde_json::to_value(&spec).unwrap();
+    v["resources"]["cpu"] = 4.into();
+    MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap();
+    v["resources"]["cpu"] = "four".into();
+    let err = format!(
+        "{:?}",
+        MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err()
+    );
+    assert!(
+        err.contains("must be a quantity such as 4 or 500m"),
+        "{err}"
+    );
+    // A fraction is not an int-or-string; the error names the field.
+    let bad = text.replace("cpu: 4", "cpu: 0.5");
+    let err = parse_job("job.yaml", &bad).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.resources.cpu") && err.contains("a quantity"),
+        "{err}"
+    );
+    let crd = serde_json::to_value(MultiTaskTrainingJob::crd()).unwrap();
+    let cpu = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["resources"]["properties"]["cpu"];
+    assert_eq!(cpu["x-kubernetes-int-or-string"], true, "{cpu}");
+}
+
+#[test]
+fn kubectl_headers_follow_the_printer_columns() {
+    let plain = [
+        "NAME",
+        "PHASE",
+        "STEP",
+        "PROGRESS",
+        "ETA",
+        "LATEST CHECKPOINT",
+        "AGE",
+    ];
+    assert_eq!(kubectl_headers(false), plain);
+    assert_eq!(
+        kubectl_headers(true),
+        [&plain[..], &["RESTARTS", "PREEMPTIONS"]].concat()
+    );
+}

@@ -223,6 +223,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         namespace: String::new(),
         name: String::new(),
         code: 0,
+        user_agent: header(header::USER_AGENT),
     };
     let response = match route(&shared, &ctx, &mut record) {
         Ok(r) => r,

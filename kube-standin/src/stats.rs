@@ -21,6 +21,8 @@ pub struct RequestRecord {
     pub namespace: String,
     pub name: String,
     pub code: u16,
+    /// The client's `User-Agent` (empty when it sent none): whose request it was.
+    pub user_agent: String,
 }
 
 /// One counter.

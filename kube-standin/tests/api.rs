@@ -264,7 +264,8 @@ async fn generation_status_subresource_and_patches() {
         after.status.as_ref().unwrap().phase,
         mtl_crds::JobPhase::Running
     );
-    let spec = Patch::Merge(json!({"spec": {"image": "mtl-trainer:2"}}));
+    // (runPolicy: the spec's one mutable part; the CRD's transition rules refuse the rest.)
+    let spec = Patch::Merge(json!({"spec": {"runPolicy": {"backoffLimit": 5}}}));
     let after = jobs
         .patch("a", &PatchParams::default(), &spec)
         .await

@@ -134,8 +134,9 @@ async fn status_writes_are_validated_and_objects_defaulted() {
     );
     assert_eq!(err.code, 422);
     assert!(
-        err.message
-            .contains("spec.model: Invalid value: \"object\": model is immutable"),
+        err.message.contains(
+            "spec.model: Invalid value: \"object\": spec.model cannot change once the job exists"
+        ),
         "{}",
         err.message
     );

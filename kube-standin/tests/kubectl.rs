@@ -118,17 +118,6 @@ fn rows(table: &str) -> Vec<Vec<String>> {
     std::iter::once(header).chain(lines).map(cut).collect()
 }
 
-/// The columns of `kubectl get mttj` (the CRD's printer columns of priority 0).
-const COLUMNS: [&str; 7] = [
-    "NAME",
-    "PHASE",
-    "STEP",
-    "PROGRESS",
-    "ETA",
-    "LATEST CHECKPOINT",
-    "AGE",
-];
-
 #[tokio::test]
 async fn applying_the_crd_serves_the_resource_and_deleting_it_stops() {
     let (standin, _) = start_without_crd().await;
@@ -263,7 +252,7 @@ async fn get_prints_the_printer_columns_and_categories() {
         &["get", "multitasktrainingjobs.multitask.dev", "train"],
     ] {
         let table = rows(&cli.ok(args).await);
-        assert_eq!(table[0], COLUMNS, "{args:?}");
+        assert_eq!(table[0], mtl_crds::kubectl_headers(false), "{args:?}");
         assert_eq!(
             &table[1][..6],
             [
@@ -283,10 +272,7 @@ async fn get_prints_the_printer_columns_and_categories() {
     }
     // -o wide adds the priority-1 columns.
     let wide = rows(&cli.ok(&["get", "mttj", "-o", "wide"]).await);
-    assert_eq!(
-        wide[0],
-        [&COLUMNS[..], &["RESTARTS", "PREEMPTIONS"]].concat()
-    );
+    assert_eq!(wide[0], mtl_crds::kubectl_headers(true));
     let yaml = cli
         .ok(&[
             "get",

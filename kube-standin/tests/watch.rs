@@ -39,7 +39,7 @@ async fn watch_sees_added_modified_deleted_and_bookmarks() {
     jobs.patch(
         "a",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"image": "x:1"}})),
+        &Patch::Merge(json!({"spec": {"runPolicy": {"suspend": true}}})),
     )
     .await
     .unwrap();

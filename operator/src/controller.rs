@@ -48,6 +48,10 @@ pub struct Config {
     pub progress_poll: Duration,
     /// The wait between a failed attempt and the next.
     pub backoff: crate::decide::Backoff,
+    /// Trainer image of a job whose spec names none (`--default-image`).
+    pub default_image: Option<String>,
+    /// What jobs may run as (`--allowed-*` flags).
+    pub policy: crate::policy::Policy,
 }
 
 impl Default for Config {
@@ -59,6 +63,8 @@ impl Default for Config {
             concurrency: 16,
             progress_poll: Duration::from_secs(30),
             backoff: Default::default(),
+            default_image: None,
+            policy: Default::default(),
         }
     }
 }
@@ -121,6 +127,7 @@ pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Res
             field: "metadata.namespace",
         })?;
         let api: Api<MultiTaskTrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
+        let job = Arc::new(as_accepted(&job, &ctx).await);
         let result = finalizer(&api, FINALIZER, job, |event| async {
             match event {
                 Finalizer::Apply(job) => apply(&job, &ctx).await,
@@ -139,6 +146,55 @@ pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Res
     }
     .instrument(span)
     .await
+}
+
+/// The job as it runs: its spec as first accepted (`.status.acceptedSpec`) with its current
+/// `runPolicy`. The CRD's transition rules refuse a change to any other field; where an API
+/// server let one through (rules not enforced), the change is ignored and a Warning Event names
+/// the changed fields, once per generation. A job not accepted yet runs as it is, with the
+/// operator's `--default-image` when it names no image (the accepted spec then keeps that
+/// image, whatever the flag says later).
+async fn as_accepted(job: &MultiTaskTrainingJob, ctx: &Context) -> MultiTaskTrainingJob {
+    let mut current = job.clone();
+    let accepted = job.status.as_ref().and_then(|s| s.accepted_spec.as_ref());
+    let accepted = match accepted
+        .map(|a| serde_json::from_value::<mtl_crds::MultiTaskTrainingJobSpec>(a.clone()))
+    {
+        Some(Ok(a)) => a,
+        other => {
+            if let Some(Err(e)) = other {
+                warn!(error = %e, "status.acceptedSpec does not parse; running the job as it is");
+            }
+            if current.spec.image.is_none() {
+                current.spec.image = ctx.config.default_image.clone();
+            }
+            return current;
+        }
+    };
+    if current.spec.image.is_none() {
+        // Defaulted when accepted: an unset image is not a change.
+        current.spec.image = accepted.image.clone();
+    }
+    let (spec, changed) = current.spec.against_accepted(&accepted);
+    let seen = job.status.as_ref().and_then(|s| s.observed_generation);
+    if !changed.is_empty() && seen != job.metadata.generation {
+        publish(
+            ctx,
+            job,
+            &Note {
+                warning: true,
+                reason: "SpecChangeIgnored",
+                message: format!(
+                    "{} changed after the job was created; the job keeps running as created \
+                     (only spec.runPolicy can change: delete and re-create the job to change the rest)",
+                    changed.join(", ")
+                ),
+            },
+        )
+        .await;
+    }
+    current.spec = spec;
+    current
 }
 
 /// Requeue delay by error kind; counts the error.
@@ -254,13 +310,24 @@ async fn report_failure(
     e
 }
 
-/// What the trainer would reject before its first step, then what `backend` cannot run.
-fn validate<B: AttemptBackend>(backend: &B, job: &MultiTaskTrainingJob) -> Result<()> {
+/// What the trainer would reject before its first step, what `backend` cannot run, then what
+/// the operator's policy does not allow.
+fn validate<B: AttemptBackend>(
+    backend: &B,
+    job: &MultiTaskTrainingJob,
+    policy: &crate::policy::Policy,
+) -> Result<()> {
     job.spec.validate().map_err(|message| Error::InvalidSpec {
         job: job.name_any(),
         message,
     })?;
-    backend.validate(job)
+    backend.validate(job)?;
+    policy
+        .check(&job.spec)
+        .map_err(|message| Error::PolicyViolation {
+            job: job.name_any(),
+            message,
+        })
 }
 
 /// One reconcile of a live job on backend `backend`: observe, decide, act, write status, tell.
@@ -270,20 +337,27 @@ pub async fn reconcile_with<B: AttemptBackend>(
     ctx: &Context,
 ) -> Result<Action> {
     let old = job.status.clone().unwrap_or_default();
-    if !old.phase.is_finished()
-        && let Err(Error::InvalidSpec { message, .. }) = validate(backend, job)
-    {
+    let refused = if old.phase.is_finished() {
+        None
+    } else {
+        match validate(backend, job, &ctx.config.policy) {
+            Err(Error::InvalidSpec { message, .. }) => Some(("InvalidSpec", message)),
+            Err(Error::PolicyViolation { message, .. }) => Some(("PolicyViolation", message)),
+            _ => None,
+        }
+    };
+    if let Some((reason, message)) = refused {
         // Retrying will not fix the job: fail it with the reason instead of looping.
         let mut new = old.clone();
         new.observed_generation = job.metadata.generation;
-        mark_invalid(&mut new, &message, Timestamp::now());
+        mark_invalid(&mut new, reason, &message, Timestamp::now());
         patch_status(ctx, job, &new).await?;
         publish(
             ctx,
             job,
             &Note {
                 warning: true,
-                reason: "InvalidSpec",
+                reason,
                 message,
             },
         )
@@ -332,6 +406,10 @@ pub async fn reconcile_with<B: AttemptBackend>(
         backoff: ctx.config.backoff,
     });
     debug!(?actions, phase = new.phase.as_str(), "decided");
+    if new.accepted_spec.is_none() {
+        // From now on the job runs as it is now (see `as_accepted`).
+        new.accepted_spec = serde_json::to_value(&job.spec).ok();
+    }
 
     for action in actions {
         match action {
@@ -467,12 +545,13 @@ async fn fold_progress(
     Some(poll)
 }
 
-/// A job that cannot run as written fails at once, with the reason in its Failed condition.
-fn mark_invalid(st: &mut MultiTaskTrainingJobStatus, message: &str, now: Timestamp) {
+/// A job that cannot or may not run as written fails at once, with `reason` (`InvalidSpec`,
+/// `PolicyViolation`) and the message in its Failed condition.
+fn mark_invalid(st: &mut MultiTaskTrainingJobStatus, reason: &str, message: &str, now: Timestamp) {
     st.phase = JobPhase::Failed;
     st.completion_time = Some(status::format_time(now));
-    status::set(st, cond::FAILED, true, "InvalidSpec", message, now);
-    status::clear(st, cond::CREATED, "InvalidSpec", "", now);
+    status::set(st, cond::FAILED, true, reason, message, now);
+    status::clear(st, cond::CREATED, reason, "", now);
 }
 
 /// Writes `.status` with server-side apply under [`FIELD_MANAGER`].

@@ -421,7 +421,7 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
                 "{} disappeared while the job was running",
                 (o.describe)(current)
             );
-            replace_disrupted(&mut b, current, &message);
+            replace_disrupted(&mut b, current, "AttemptDisrupted", &message);
         }
         return b.d;
     };
@@ -477,48 +477,7 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
         // Handled before the deadline and suspend checks.
         AttemptState::Succeeded => {}
         AttemptState::Failed { reason, message } => {
-            let what = (o.describe)(a.attempt);
-            let detail = if message.is_empty() {
-                reason.clone()
-            } else {
-                format!("{reason}: {message}")
-            };
-            let limit = policy.backoff_limit;
-            if b.d.status.restarts < limit {
-                let restarts = b.d.status.restarts + 1;
-                b.st().restarts = restarts;
-                b.st().phase = JobPhase::Restarting;
-                let delay = o.backoff.delay(restarts);
-                let text = format!(
-                    "{what} failed ({detail}); starting {} in {} (restart {restarts} of backoffLimit {limit})",
-                    (o.describe)(current + 1),
-                    humantime(delay)
-                );
-                status::set(
-                    b.st(),
-                    cond::RESTARTING,
-                    true,
-                    "AttemptFailed",
-                    text.clone(),
-                    now,
-                );
-                b.note(true, "Restarting", text);
-                if delay.is_zero() {
-                    b.start_attempt(current + 1);
-                } else {
-                    b.st().next_attempt_time =
-                        Some(status::format_time(status::add_millis(now, delay)));
-                    b.requeue(delay);
-                }
-            } else {
-                // The trainer's own words go into the Failed condition's message.
-                let text = if message.is_empty() {
-                    format!("{what} failed ({reason}) and backoffLimit {limit} is spent")
-                } else {
-                    message.clone()
-                };
-                b.finish(JobPhase::Failed, "BackoffLimitExceeded", text);
-            }
+            replace_failed(&mut b, current, a.attempt, reason, message);
         }
         AttemptState::Cancelled { message } => {
             let what = (o.describe)(a.attempt);
@@ -529,19 +488,98 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
             );
         }
         AttemptState::Disrupted { reason, message } => {
-            let sep = if message.is_empty() { "" } else { ": " };
-            let message = format!(
-                "{} was disrupted ({reason}{sep}{message})",
-                (o.describe)(a.attempt)
-            );
-            replace_disrupted(&mut b, current, &message);
+            let refused = node_refused(reason);
+            // Still restarting from a refusal: this attempt never ran either.
+            let again = refused
+                && status::find(&b.d.status, cond::RESTARTING)
+                    .is_some_and(|c| c.status == "True" && c.reason == REJECTED_BY_NODE);
+            if again {
+                let reason = format!("refused by its node again ({reason})");
+                replace_failed(&mut b, current, a.attempt, &reason, message);
+            } else {
+                let sep = if message.is_empty() { "" } else { ": " };
+                let text = format!(
+                    "{} was {} ({reason}{sep}{message})",
+                    (o.describe)(a.attempt),
+                    if refused {
+                        "refused by its node"
+                    } else {
+                        "disrupted"
+                    }
+                );
+                let why = if refused {
+                    REJECTED_BY_NODE
+                } else {
+                    "AttemptDisrupted"
+                };
+                replace_disrupted(&mut b, current, why, &text);
+            }
         }
     }
     b.d
 }
 
-/// Replaces an attempt lost to the platform without spending backoffLimit.
-fn replace_disrupted(b: &mut Builder<'_>, current: u32, message: &str) {
+/// The Restarting condition's reason after a node refused the attempt's pod at admission.
+const REJECTED_BY_NODE: &str = "AttemptRejectedByNode";
+
+/// Pod reasons of the kubelet refusing a pod at admission. They recur on the same broken or
+/// misreported node, so only the first is replaced as a disruption; a repeat counts as a
+/// failure.
+fn node_refused(reason: &str) -> bool {
+    reason.starts_with("OutOf") || matches!(reason, "UnexpectedAdmissionError" | "NodeAffinity")
+}
+
+/// Replaces a failed attempt after its backoff, spending backoffLimit, or fails the job when
+/// it is spent.
+fn replace_failed(b: &mut Builder<'_>, current: u32, attempt: u32, reason: &str, message: &str) {
+    let (o, now) = (b.o, b.o.now);
+    let policy = &o.spec.run_policy;
+    let what = (o.describe)(attempt);
+    let detail = if message.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason}: {message}")
+    };
+    let limit = policy.backoff_limit;
+    if b.d.status.restarts < limit {
+        let restarts = b.d.status.restarts + 1;
+        b.st().restarts = restarts;
+        b.st().phase = JobPhase::Restarting;
+        let delay = o.backoff.delay(restarts);
+        let text = format!(
+            "{what} failed ({detail}); starting {} in {} (restart {restarts} of backoffLimit {limit})",
+            (o.describe)(current + 1),
+            humantime(delay)
+        );
+        status::set(
+            b.st(),
+            cond::RESTARTING,
+            true,
+            "AttemptFailed",
+            text.clone(),
+            now,
+        );
+        b.note(true, "Restarting", text);
+        if delay.is_zero() {
+            b.start_attempt(current + 1);
+        } else {
+            b.st().next_attempt_time = Some(status::format_time(status::add_millis(now, delay)));
+            b.requeue(delay);
+        }
+    } else {
+        // The trainer's own words go into the Failed condition's message.
+        let text = if message.is_empty() {
+            format!("{what} failed ({reason}) and backoffLimit {limit} is spent")
+        } else {
+            message.to_string()
+        };
+        b.finish(JobPhase::Failed, "BackoffLimitExceeded", text);
+    }
+}
+
+/// Replaces an attempt lost to the platform without spending backoffLimit; `why` is the
+/// Restarting condition's reason.
+fn replace_disrupted(b: &mut Builder<'_>, current: u32, why: &'static str, message: &str) {
     let now = b.o.now;
     let preemptions = b.d.status.preemptions + 1;
     b.st().preemptions = preemptions;
@@ -559,14 +597,7 @@ fn replace_disrupted(b: &mut Builder<'_>, current: u32, message: &str) {
         "{message}; starting {} (preemption {preemptions}, not counted against backoffLimit)",
         (b.o.describe)(current + 1)
     );
-    status::set(
-        b.st(),
-        cond::RESTARTING,
-        true,
-        "AttemptDisrupted",
-        text.clone(),
-        now,
-    );
+    status::set(b.st(), cond::RESTARTING, true, why, text.clone(), now);
     b.note(true, "Preempted", text);
     b.start_attempt(current + 1);
 }

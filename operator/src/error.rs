@@ -19,12 +19,23 @@ pub enum Error {
     #[error("job {job}: {message}")]
     InvalidSpec { job: String, message: String },
 
+    /// The job breaks the operator's policy (`crate::policy`); retrying will not help.
+    #[error("job {job}: {message}")]
+    PolicyViolation { job: String, message: String },
+
     /// An object from the API server lacks a field the API guarantees (name, namespace, uid).
     #[error("{kind} has no {field}")]
     MissingField {
         kind: &'static str,
         field: &'static str,
     },
+
+    /// An object of the name the job needs exists and is not the job's: a deleted job's pod
+    /// still terminating, or someone else's. Retried after a pause; it shows in `Synced`.
+    #[error(
+        "{what} exists but is not controlled by this job (a deleted job's pod still terminating, or another object of that name)"
+    )]
+    NotOwned { what: String },
 
     #[error("serialising {what}: {source}")]
     Serialize {
@@ -118,10 +129,10 @@ impl Error {
                     F::UnnamedObject | F::InvalidFinalizer => ErrorKind::Internal,
                 }
             }
-            Error::InvalidSpec { .. } => ErrorKind::BadSpec,
+            Error::InvalidSpec { .. } | Error::PolicyViolation { .. } => ErrorKind::BadSpec,
             Error::MissingField { .. } => ErrorKind::BadSpec,
             Error::Serialize { .. } => ErrorKind::Internal,
-            Error::Lease { .. } | Error::Io { .. } => ErrorKind::Transient,
+            Error::Lease { .. } | Error::Io { .. } | Error::NotOwned { .. } => ErrorKind::Transient,
         }
     }
 }

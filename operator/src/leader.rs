@@ -1,14 +1,21 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease, the protocol client-go uses: the holder
-//! renews `renewTime` well within `leaseDurationSeconds`; anyone may take the lease over once it
-//! has expired; every write is a create or a resourceVersion-guarded replace, so two replicas
-//! racing for it cannot both win.
+//! Leader election on a `coordination.k8s.io/v1` Lease, with client-go's semantics:
+//! - a candidate judges expiry by its own clock: the lease has expired when its record (holder,
+//!   times, transitions) has not changed for `leaseDurationSeconds` since the candidate first
+//!   saw it as it is, whatever `renewTime` says (the holder's clock may be skewed either way);
+//! - the holder gives leadership up when it has not renewed for `renew_deadline` (shorter
+//!   than the lease), each renewal bounded by what is left of it, so a hung call cannot keep a
+//!   leader acting after others may have taken over;
+//! - every write is a create or a resourceVersion-guarded replace, so two replicas racing for
+//!   the lease cannot both win.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::{Error, Result};
@@ -20,20 +27,35 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a lease stays valid without renewal.
     pub lease_duration: Duration,
-    /// How often the holder renews (well under `lease_duration`).
+    /// The holder steps down when it has not renewed for this long (client-go's
+    /// RenewDeadline; less than `lease_duration`).
+    pub renew_deadline: Duration,
+    /// How often the holder renews (well under `renew_deadline`).
     pub renew_interval: Duration,
-    /// How often a candidate retries.
+    /// How often a candidate retries, and the holder after a failed renewal.
     pub retry_interval: Duration,
 }
 
 impl LeaseConfig {
+    /// client-go's defaults: a 15 s lease, a 10 s renew deadline, 2 s retries.
     pub fn new(name: impl Into<String>, identity: impl Into<String>) -> Self {
+        Self::with_duration(name, identity, Duration::from_secs(15))
+    }
+
+    /// A lease of `duration`, renewed every third of it, given up after two thirds of it
+    /// without a renewal, retried every fifth of it (at least every 0.5 s).
+    pub fn with_duration(
+        name: impl Into<String>,
+        identity: impl Into<String>,
+        duration: Duration,
+    ) -> Self {
         Self {
             name: name.into(),
             identity: identity.into(),
-            lease_duration: Duration::from_secs(15),
-            renew_interval: Duration::from_secs(5),
-            retry_interval: Duration::from_secs(2),
+            lease_duration: duration,
+            renew_deadline: duration * 2 / 3,
+            renew_interval: duration / 3,
+            retry_interval: (duration / 5).max(Duration::from_millis(500)),
         }
     }
 }
@@ -51,12 +73,30 @@ pub enum LeaseStep {
     Wait { holder: String },
 }
 
-/// Decides the next step (pure: tested below).
-pub fn next_step(lease: Option<&Lease>, identity: &str, now: Timestamp) -> LeaseStep {
+/// The lease's record as this replica last saw it, and when (by this replica's clock): what
+/// expiry is judged by (client-go's observedRecord and observedTime).
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    record: Option<LeaseSpec>,
+    at: Option<Instant>,
+}
+
+/// Decides the next step, noting in `seen` when the record last changed (pure: tested in
+/// `tests.rs`).
+pub fn next_step(
+    lease: Option<&Lease>,
+    identity: &str,
+    seen: &mut Observed,
+    now: Instant,
+) -> LeaseStep {
     let Some(lease) = lease else {
         return LeaseStep::Create;
     };
     let spec = lease.spec.clone().unwrap_or_default();
+    if seen.record.as_ref() != Some(&spec) || seen.at.is_none() {
+        seen.record = Some(spec.clone());
+        seen.at = Some(now);
+    }
     let holder = spec.holder_identity.unwrap_or_default();
     if holder == identity {
         return LeaseStep::Renew;
@@ -64,16 +104,12 @@ pub fn next_step(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Lease
     if holder.is_empty() {
         return LeaseStep::TakeOver;
     }
-    let renewed = spec
-        .renew_time
-        .map(|t| t.0)
-        .or(spec.acquire_time.map(|t| t.0));
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    match renewed {
-        Some(t) if t.checked_add(duration).unwrap_or(Timestamp::MAX) > now => {
-            LeaseStep::Wait { holder }
-        }
-        _ => LeaseStep::TakeOver,
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+    let unchanged_for = now.saturating_duration_since(seen.at.unwrap_or(now));
+    if unchanged_for < duration {
+        LeaseStep::Wait { holder }
+    } else {
+        LeaseStep::TakeOver
     }
 }
 
@@ -85,11 +121,16 @@ fn is_conflict(e: &kube::Error) -> bool {
 pub struct LeaderElector {
     api: Api<Lease>,
     cfg: LeaseConfig,
+    seen: Mutex<Observed>,
 }
 
 impl LeaderElector {
     pub fn new(api: Api<Lease>, cfg: LeaseConfig) -> Self {
-        Self { api, cfg }
+        Self {
+            api,
+            cfg,
+            seen: Mutex::new(Observed::default()),
+        }
     }
 
     pub fn config(&self) -> &LeaseConfig {
@@ -128,7 +169,12 @@ impl LeaderElector {
             .get_opt(&self.cfg.name)
             .await
             .map_err(|e| self.err(e))?;
-        let step = next_step(current.as_ref(), &self.cfg.identity, now);
+        let step = next_step(
+            current.as_ref(),
+            &self.cfg.identity,
+            &mut self.seen.lock().unwrap_or_else(PoisonError::into_inner),
+            Instant::now(),
+        );
         let result = match (step, current) {
             (LeaseStep::Wait { .. }, _) => return Ok(false),
             (LeaseStep::Create, _) => {
@@ -196,29 +242,37 @@ impl LeaderElector {
     }
 
     /// Renews the lease until it is lost; returns the reason. Leadership is lost when another
-    /// replica holds the lease, or when renewals keep failing until the lease would have expired.
+    /// replica holds the lease, or when no renewal succeeded for `renew_deadline`: each call is
+    /// bounded by what is left of it, so a hung request ends leadership in time, before any
+    /// candidate can see the lease as expired (`lease_duration` after the last renewal).
     pub async fn hold(&self) -> Error {
-        let mut last_renewal = tokio::time::Instant::now();
+        let lost = |message: String| Error::Lease {
+            lease: self.cfg.name.clone(),
+            message,
+        };
+        let deadline = self.cfg.renew_deadline;
+        let mut last_renewal = Instant::now();
+        let mut wait = self.cfg.renew_interval;
         loop {
-            tokio::time::sleep(self.cfg.renew_interval).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
-                    return Error::Lease {
-                        lease: self.cfg.name.clone(),
-                        message: "another replica holds the lease".into(),
-                    };
+            tokio::time::sleep(wait).await;
+            let left = deadline.saturating_sub(last_renewal.elapsed());
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => {
+                    last_renewal = Instant::now();
+                    wait = self.cfg.renew_interval;
+                    continue;
                 }
-                Err(e) => {
-                    warn!(error = %e, "lease renewal failed");
-                    if last_renewal.elapsed() + self.cfg.renew_interval >= self.cfg.lease_duration {
-                        return Error::Lease {
-                            lease: self.cfg.name.clone(),
-                            message: format!("could not renew before expiry: {e}"),
-                        };
-                    }
-                }
+                Ok(Ok(false)) => return lost("another replica holds the lease".into()),
+                Ok(Err(e)) => warn!(error = %e, "lease renewal failed"),
+                Err(_) => {}
             }
+            if last_renewal.elapsed() + self.cfg.retry_interval >= deadline {
+                return lost(format!(
+                    "not renewed within the renew deadline ({:?}; the lease lasts {:?})",
+                    deadline, self.cfg.lease_duration
+                ));
+            }
+            wait = self.cfg.retry_interval;
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`backend`]: where attempts run (`backend/pods.rs`; Vertex AI plugs into the same trait)
 //! - [`status`]: conditions and the checkpoint manifest folded into `.status`
 //! - [`progress`]: the trainer's progress.json folded into `.status.progress`, `Stalled`
+//! - [`policy`]: the images, service accounts and Vertex AI projects jobs may use
 //! - [`leader`], [`metrics`], [`server`], [`manager`]: running it in production
 
 pub mod backend;
@@ -14,6 +15,7 @@ mod error;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
+pub mod policy;
 pub mod progress;
 pub mod server;
 pub mod status;
@@ -23,4 +25,7 @@ pub mod vertex;
 mod fixtures;
 
 pub use controller::{FIELD_MANAGER, FINALIZER};
+
+/// The operator's `User-Agent` on every Kubernetes API request.
+pub const USER_AGENT: &str = concat!("mtl-operator/", env!("CARGO_PKG_VERSION"));
 pub use error::{Error, ErrorKind, Result};

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (with leader election).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the MultiTaskTrainingJob CRD as YAML.
     Crd,
     /// Run a job on Vertex AI without a cluster (Application Default Credentials).
@@ -80,6 +80,39 @@ struct RunArgs {
     /// Reconciles in flight at once (0: unbounded).
     #[arg(long, env = "MTL_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Trainer image of jobs whose spec names none (recorded in the job's accepted spec, so
+    /// a later change of this flag does not change a running job's image).
+    #[arg(long, env = "MTL_DEFAULT_IMAGE")]
+    default_image: Option<String>,
+    /// Images jobs may run: each must start with one of these prefixes (repeat the flag, or
+    /// comma-separate; none: any image).
+    #[arg(
+        long = "allowed-image-prefix",
+        env = "MTL_ALLOWED_IMAGE_PREFIXES",
+        value_delimiter = ','
+    )]
+    allowed_image_prefixes: Vec<String>,
+    /// Kubernetes service accounts trainer pods may run as (none: any).
+    #[arg(
+        long = "allowed-service-account",
+        env = "MTL_ALLOWED_SERVICE_ACCOUNTS",
+        value_delimiter = ','
+    )]
+    allowed_service_accounts: Vec<String>,
+    /// Google Cloud projects Vertex AI jobs may run in (none: any).
+    #[arg(
+        long = "allowed-vertex-project",
+        env = "MTL_ALLOWED_VERTEX_PROJECTS",
+        value_delimiter = ','
+    )]
+    allowed_vertex_projects: Vec<String>,
+    /// Service accounts Vertex AI jobs may run as (none: any).
+    #[arg(
+        long = "allowed-vertex-service-account",
+        env = "MTL_ALLOWED_VERTEX_SERVICE_ACCOUNTS",
+        value_delimiter = ','
+    )]
+    allowed_vertex_service_accounts: Vec<String>,
     /// Log as text instead of JSON.
     #[arg(long)]
     text_logs: bool,
@@ -117,24 +150,43 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
+            let args = *args;
             manager::init_tracing(!args.text_logs);
             mtl_operator::vertex::install_crypto_provider();
-            let client = kube::Client::try_default()
+            let mut kube_config = kube::Config::infer()
                 .await
                 .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
-            let duration = Duration::from_secs(args.lease_duration_seconds.max(2));
-            let mut lease = LeaseConfig::new(
+            // Names the operator in the API server's audit log (and in the stand-in's request
+            // log, from which the tests derive the chart's RBAC).
+            kube_config.headers.push((
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(mtl_operator::USER_AGENT),
+            ));
+            let client = kube::Client::try_from(kube_config)
+                .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+            let lease = LeaseConfig::with_duration(
                 args.lease_name,
                 args.identity.unwrap_or_else(default_identity),
+                Duration::from_secs(args.lease_duration_seconds.max(2)),
             );
-            lease.lease_duration = duration;
-            lease.renew_interval = duration / 3;
-            lease.retry_interval = (duration / 5).max(Duration::from_millis(500));
             let mut config = Config::default();
             config.pod.grace_period_seconds = args.pod_grace_seconds;
             config.poll_interval = Duration::from_secs(args.poll_seconds.max(1));
             config.progress_poll = Duration::from_secs(args.progress_poll_seconds.max(1));
             config.concurrency = args.concurrency;
+            config.default_image = args.default_image.filter(|i| !i.trim().is_empty());
+            let given = |v: Vec<String>| -> Vec<String> {
+                v.into_iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            };
+            config.policy = mtl_operator::policy::Policy {
+                image_prefixes: given(args.allowed_image_prefixes),
+                service_accounts: given(args.allowed_service_accounts),
+                vertex_projects: given(args.allowed_vertex_projects),
+                vertex_service_accounts: given(args.allowed_vertex_service_accounts),
+            };
             config.backoff = mtl_operator::decide::Backoff {
                 base: Duration::from_secs(args.backoff_base_seconds),
                 max: Duration::from_secs(args.backoff_max_seconds.max(args.backoff_base_seconds)),

@@ -45,6 +45,8 @@ async fn job_runs_to_success_and_status_follows_the_manifest() {
     );
     let limits = c.resources.as_ref().unwrap().limits.clone().unwrap();
     assert_eq!(limits["nvidia.com/gpu"].0, "1");
+    // `cpu: 4` in the job (an int-or-string quantity, as on a pod).
+    assert_eq!(limits["cpu"].0, "4");
     assert_eq!(
         c.security_context
             .as_ref()
@@ -752,4 +754,126 @@ async fn progress_reaches_status_and_a_stale_one_stalls_the_job() {
         }
     })
     .await;
+}
+
+/// Where an API server lets a spec change through (transition rules not enforced), the
+/// operator keeps running the job as accepted: a backend switch under a running pod starts no
+/// Vertex AI job and the pod's outcome still decides the job; a Warning Event names the fields.
+#[tokio::test]
+async fn a_spec_change_the_api_server_let_through_is_ignored() {
+    let mut env = Env::start_without_crd().await;
+    env.install_crd_edited(strip_transition_rules).await;
+    env.operator("op-a");
+    env.apply("train", json!({})).await;
+    env.pod("train-1").await;
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    let st = env
+        .status_until("train", "Running", |s| {
+            s.phase == JobPhase::Running && s.accepted_spec.is_some()
+        })
+        .await;
+    assert_eq!(st.accepted_spec.unwrap()["backend"], "kubernetes");
+
+    env.apply(
+        "train",
+        json!({"backend": "vertexAI", "vertexAI": {"project": "p", "region": "us-central1"},
+               "training": {"learningRate": 0.5}}),
+    )
+    .await;
+    let note = eventually("a SpecChangeIgnored event", || async {
+        env.event_note("SpecChangeIgnored")
+    })
+    .await;
+    assert!(
+        note.contains("spec.backend, spec.training, spec.vertexAI changed"),
+        "{note}"
+    );
+    env.commit_checkpoint(100).await;
+    kubelet_ok(env.standin.kubelet().succeed(NS, "train-1"));
+    let st = env
+        .status_until("train", "Succeeded", |s| s.phase == JobPhase::Succeeded)
+        .await;
+    assert_eq!(st.step, Some(100));
+    assert!(st.vertex_job_name.is_none(), "{st:?}");
+    assert_eq!(st.accepted_spec.unwrap()["training"]["learningRate"], 1e-5);
+    assert_eq!(env.pod_names().await, ["train-1"]);
+}
+
+/// Drops every transition rule (`oldSelf`) from a CRD.
+fn strip_transition_rules(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(rules)) = map.get_mut("x-kubernetes-validations") {
+                rules.retain(|r| !r["rule"].as_str().unwrap_or("").contains("oldSelf"));
+            }
+            map.values_mut().for_each(strip_transition_rules);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_transition_rules),
+        _ => {}
+    }
+}
+
+/// A job that names no image runs the operator's `--default-image`, and keeps it: the image
+/// is part of the accepted spec.
+#[tokio::test]
+async fn a_job_without_an_image_runs_the_operators_default_image() {
+    let mut env = Env::start().await;
+    env.operator_env.push((
+        "MTL_DEFAULT_IMAGE".into(),
+        "registry.example/mtl-trainer:7".into(),
+    ));
+    env.operator("op-a");
+    env.apply("train", json!({"image": null})).await;
+    let pod = env.pod("train-1").await;
+    let image = pod.spec.unwrap().containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("registry.example/mtl-trainer:7"));
+    let st = env
+        .status_until("train", "the accepted spec", |s| s.accepted_spec.is_some())
+        .await;
+    assert_eq!(
+        st.accepted_spec.unwrap()["image"],
+        "registry.example/mtl-trainer:7"
+    );
+    let job = env.jobs().get("train").await.unwrap();
+    assert!(
+        job.spec.image.is_none(),
+        "the user's spec is left as written"
+    );
+    assert!(env.event_note("SpecChangeIgnored").is_none());
+}
+
+/// A job outside the operator's policy (here: an image from elsewhere) fails at once with
+/// reason `PolicyViolation`, and no pod is created; one inside it runs.
+#[tokio::test]
+async fn a_job_outside_the_operators_policy_fails_before_any_pod() {
+    let mut env = Env::start().await;
+    env.operator_env.push((
+        "MTL_ALLOWED_IMAGE_PREFIXES".into(),
+        "registry.example/mtl/,gcr.io/acme/".into(),
+    ));
+    env.operator("op-a");
+    env.apply("train", json!({})).await;
+    let st = env
+        .status_until("train", "phase Failed", |s| s.phase == JobPhase::Failed)
+        .await;
+    let failed = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.reason, "PolicyViolation");
+    assert_eq!(
+        failed.message,
+        "spec.image \"mtl-trainer:test\" is not allowed: images must start with \"registry.example/mtl/\" or \"gcr.io/acme/\""
+    );
+    assert!(
+        env.event_reasons()
+            .await
+            .iter()
+            .any(|r| r == "PolicyViolation")
+    );
+    assert!(env.pod_names().await.is_empty());
+
+    env.apply(
+        "allowed",
+        json!({"image": "registry.example/mtl/mtl-trainer:1"}),
+    )
+    .await;
+    env.pod("allowed-1").await;
 }

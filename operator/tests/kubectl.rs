@@ -90,17 +90,6 @@ fn example_with_checkpoints(dir: &str) -> String {
     text.replace("uri: gs://BUCKET/runs/mtl-demo", &format!("uri: {dir}"))
 }
 
-/// The columns of `kubectl get mttj` (the CRD's printer columns of priority 0).
-const COLUMNS: [&str; 7] = [
-    "NAME",
-    "PHASE",
-    "STEP",
-    "PROGRESS",
-    "ETA",
-    "LATEST CHECKPOINT",
-    "AGE",
-];
-
 #[tokio::test]
 async fn a_user_runs_the_example_job_with_kubectl() {
     let (env, kubectl) = env_with_operator().await;
@@ -131,7 +120,7 @@ async fn a_user_runs_the_example_job_with_kubectl() {
             .then_some(table)
     })
     .await;
-    assert_eq!(pending[0], COLUMNS);
+    assert_eq!(pending[0], mtl_crds::kubectl_headers(false));
     assert_eq!(&pending[1][..6], ["mtl-demo", "Pending", "", "", "", ""]);
 
     kubelet_ok(env.standin.kubelet().run(NS, "mtl-demo-1"));
@@ -151,11 +140,7 @@ async fn a_user_runs_the_example_job_with_kubectl() {
         })
         .await;
         let wide = args.contains(&"wide");
-        let columns = if wide {
-            [&COLUMNS[..], &["RESTARTS", "PREEMPTIONS"]].concat()
-        } else {
-            COLUMNS.to_vec()
-        };
+        let columns = mtl_crds::kubectl_headers(wide);
         assert_eq!(table[0], columns, "{args:?}");
         assert_eq!(
             &table[1][..6],
@@ -300,10 +285,11 @@ async fn kubectl_apply_refuses_invalid_jobs_with_the_rule_and_field() {
             vec![("    learningRate: 1.0e-5\n", "    learningRate: -0.001\n".into())],
             vec!["spec.training.learningRate: Invalid value: -0.001: spec.training.learningRate in body should be greater than or equal to 0".into()],
         ),
+        // A CEL failure reports the schema's type as the value: none for an int-or-string.
         Case(
             "a bad quantity",
             vec![("    memory: 16Gi\n", "    memory: 16GB\n".into())],
-            vec!["spec.resources.memory: Invalid value: \"string\": must be a quantity such as 16Gi or 512Mi".into()],
+            vec!["spec.resources.memory: Invalid value: \"\": must be a quantity such as 16Gi or 512Mi".into()],
         ),
         Case(
             "a string for an integer",
@@ -389,22 +375,42 @@ async fn kubectl_apply_refuses_invalid_jobs_with_the_rule_and_field() {
 }
 
 #[tokio::test]
-async fn immutable_model_and_unknown_fields_on_update() {
+async fn immutable_spec_and_unknown_fields_on_update() {
     let (env, kubectl) = env_with_operator().await;
     let out = apply(&kubectl, &job("train"), &[]).await;
     assert!(out.success(), "{out}");
     env.pod("train-1").await;
 
-    // A transition the CRD's rules forbid: the model of a running job.
+    // Transitions the CRD's rules forbid: any field but runPolicy of an existing job.
     let changed = job("train").replace("gs://models/minilm", "gs://models/roberta-base");
     let refused = apply(&kubectl, &changed, &[]).await;
     assert!(!refused.success(), "{refused}");
     assert!(
         refused.stderr.contains(
-            "The MultiTaskTrainingJob \"train\" is invalid: spec.model: Invalid value: \"object\": model is immutable: checkpoints resume only the encoder they were trained from"
+            "The MultiTaskTrainingJob \"train\" is invalid: spec.model: Invalid value: \"object\": spec.model cannot change once the job exists (only spec.runPolicy can): delete and re-create the job to change it"
         ),
         "{refused}"
     );
+    let switched = job("train").replace(
+        "  training:\n",
+        "  backend: vertexAI\n  vertexAI: {project: p, region: us-central1}\n  training:\n",
+    );
+    let refused = apply(&kubectl, &switched, &[]).await;
+    assert!(!refused.success(), "{refused}");
+    for field in ["backend", "vertexAI"] {
+        assert!(
+            refused.stderr.contains(&format!(
+                "spec.{field}: Invalid value: \"object\": spec.{field} cannot change once the job exists"
+            )),
+            "{refused}"
+        );
+    }
+    let steered = job("train").replace(
+        "  training:\n",
+        "  runPolicy: {backoffLimit: 5, activeDeadlineSeconds: 3600}\n  training:\n",
+    );
+    let out = apply(&kubectl, &steered, &[]).await;
+    assert!(out.success(), "runPolicy changes: {out}");
     let model = ok(
         &kubectl,
         &[

@@ -575,6 +575,42 @@ async fn restart_between_create_and_status_write_leaves_one_job() {
     assert_eq!(standin.jobs().len(), 3);
 }
 
+/// Two leaders at once (a split brain) can each create attempt 1's CustomJob. The next look
+/// follows the oldest and cancels every other one, so only one trains (and bills).
+#[tokio::test]
+async fn duplicate_custom_jobs_of_an_attempt_are_cancelled_but_the_oldest() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    let first = client.ensure_created(&job(), 1).await.unwrap();
+    // The other leader's copy, created later.
+    let mut copy = standin.job(&first.custom_job.name).unwrap();
+    copy.as_object_mut().unwrap().remove("state");
+    copy["createTime"] = json!("2099-01-01T00:00:00Z");
+    let duplicate = standin.insert_job("my-proj", "us-central1", copy);
+    standin.set_state(&duplicate, "JOB_STATE_RUNNING");
+
+    let found = client.find(&job(), 1).await.unwrap().unwrap();
+    assert_eq!(found.name, first.custom_job.name, "the oldest is followed");
+    let cancels: Vec<String> = standin
+        .requests_to(Route::Cancel)
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(cancels, [format!("/v1/{duplicate}:cancel")]);
+    assert_eq!(
+        standin.job(&duplicate).unwrap()["state"],
+        "JOB_STATE_CANCELLING"
+    );
+    assert_ne!(
+        standin.job(&first.custom_job.name).unwrap()["state"],
+        "JOB_STATE_CANCELLING"
+    );
+    // A duplicate already finished is not cancelled again.
+    standin.set_state(&duplicate, "JOB_STATE_CANCELLED");
+    client.find(&job(), 1).await.unwrap();
+    assert_eq!(standin.requests_to(Route::Cancel).len(), 1);
+}
+
 /// A create that Vertex committed but whose response was lost (503): the retry finds it.
 #[tokio::test]
 async fn lost_create_response_is_adopted() {

@@ -106,17 +106,9 @@ fn check_owner<K: Resource>(job: &MultiTaskTrainingJob, what: &str, obj: &K) -> 
     if ours {
         Ok(())
     } else {
-        Err(Error::Kube(kube::Error::Api(Box::new(
-            kube::core::Status {
-                code: 409,
-                reason: "AlreadyExists".into(),
-                message: format!(
-                    "{what} {} exists but is not controlled by this job",
-                    obj.meta().name.as_deref().unwrap_or_default()
-                ),
-                ..Default::default()
-            },
-        ))))
+        Err(Error::NotOwned {
+            what: format!("{what} {}", obj.meta().name.as_deref().unwrap_or_default()),
+        })
     }
 }
 

@@ -378,6 +378,8 @@ async fn quiet_poll_writes_nothing() {
         "pod train-1 is running",
         "2026-01-01T00:01:00Z".parse().unwrap(),
     );
+    // Accepted at an earlier reconcile.
+    st.accepted_spec = Some(serde_json::to_value(&test_job().spec).unwrap());
     let job = test_job().finalized().with_status(st);
     let mock = server.run(Scenario::Quiet(job.clone()));
     reconcile(Arc::new(job), ctx).await.expect("reconcile");

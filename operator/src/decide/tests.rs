@@ -1246,3 +1246,74 @@ fn a_stuck_pending_attempt_says_why_in_its_running_condition() {
         ("True", "AttemptRunning")
     );
 }
+
+/// A pod the node refused at admission (`OutOf<resource>`, `UnexpectedAdmissionError`,
+/// `NodeAffinity`) is replaced for free once; the same refusal of the next attempt counts as a
+/// failure (restart, backoff) so a broken node cannot drive a tight create/fail loop.
+#[test]
+fn a_repeated_node_admission_failure_counts_as_a_failure() {
+    use Action::*;
+    let rejected = |reason: &str| AttemptState::Disrupted {
+        reason: reason.into(),
+        message: "Node didn't have enough resource: nvidia.com/gpu".into(),
+    };
+    let first = run(
+        &spec(),
+        &status(JobPhase::Pending, 1),
+        Some(pod(1, rejected("OutOfnvidia.com/gpu"))),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(first.actions, vec![StartAttempt(2)]);
+    assert_eq!((first.status.restarts, first.status.preemptions), (0, 1));
+    let c = find(&first.status, cond::RESTARTING).unwrap();
+    assert_eq!(c.reason, "AttemptRejectedByNode");
+
+    // The next attempt refused the same way, before it ever ran: a failure, with backoff.
+    let again = run(
+        &spec(),
+        &first.status,
+        Some(pod(2, rejected("UnexpectedAdmissionError"))),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(again.actions, vec![], "waits out the backoff");
+    assert_eq!((again.status.restarts, again.status.preemptions), (1, 1));
+    assert_eq!(again.status.phase, JobPhase::Restarting);
+    let c = find(&again.status, cond::RESTARTING).unwrap();
+    assert_eq!(c.reason, "AttemptFailed");
+    assert!(
+        c.message
+            .contains("refused by its node again (UnexpectedAdmissionError"),
+        "{}",
+        c.message
+    );
+    assert!(again.status.next_attempt_time.is_some());
+
+    // An attempt that ran in between makes the next refusal a first one again.
+    let mut ran = first.status.clone();
+    crate::status::clear(&mut ran, cond::RESTARTING, "AttemptRunning", "", t(T0));
+    let fresh = run(
+        &spec(),
+        &ran,
+        Some(pod(2, rejected("NodeAffinity"))),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(fresh.actions, vec![StartAttempt(3)]);
+    assert_eq!((fresh.status.restarts, fresh.status.preemptions), (0, 2));
+
+    // A real preemption after a refusal is still free.
+    let preempt = run(
+        &spec(),
+        &first.status,
+        Some(pod(2, preempted())),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(preempt.actions, vec![StartAttempt(3)]);
+    assert_eq!(
+        (preempt.status.restarts, preempt.status.preemptions),
+        (0, 2)
+    );
+}

@@ -3,6 +3,8 @@ use kube::Client;
 use kube::client::Body;
 use tower_test::mock;
 
+use std::time::Duration;
+
 use super::*;
 use crate::fixtures::{ApiServerVerifier, finish, respond, respond_status, spawn};
 
@@ -30,40 +32,71 @@ fn lease(holder: Option<&str>, renewed: &str, duration: i32) -> Lease {
     }
 }
 
+/// The step for `l` at local time `at` after the observations before it.
+fn step_at(seen: &mut Observed, l: &Lease, start: Instant, at: u64) -> LeaseStep {
+    next_step(Some(l), "a", seen, start + Duration::from_secs(at))
+}
+
 #[test]
 fn next_step_table() {
-    let now = t("2026-01-01T00:00:10Z");
+    let start = Instant::now();
     let rows = [
-        ("no lease", None, LeaseStep::Create),
         (
             "ours",
-            Some(lease(Some("a"), "2026-01-01T00:00:05Z", 15)),
+            lease(Some("a"), "2026-01-01T00:00:05Z", 15),
             LeaseStep::Renew,
         ),
         (
-            "theirs, fresh",
-            Some(lease(Some("b"), "2026-01-01T00:00:05Z", 15)),
+            "theirs, first seen",
+            lease(Some("b"), "2026-01-01T00:00:05Z", 15),
             LeaseStep::Wait { holder: "b".into() },
         ),
         (
-            "theirs, expired",
-            Some(lease(Some("b"), "2026-01-01T00:00:00Z", 5)),
-            LeaseStep::TakeOver,
-        ),
-        (
             "released",
-            Some(lease(None, "2026-01-01T00:00:09Z", 1)),
+            lease(None, "2026-01-01T00:00:09Z", 1),
             LeaseStep::TakeOver,
         ),
         (
             "released (empty holder)",
-            Some(lease(Some(""), "2026-01-01T00:00:09Z", 15)),
+            lease(Some(""), "2026-01-01T00:00:09Z", 15),
             LeaseStep::TakeOver,
         ),
     ];
     for (name, l, want) in rows {
-        assert_eq!(next_step(l.as_ref(), "a", now), want, "{name}");
+        let mut seen = Observed::default();
+        assert_eq!(step_at(&mut seen, &l, start, 0), want, "{name}");
     }
+    let mut seen = Observed::default();
+    assert_eq!(next_step(None, "a", &mut seen, start), LeaseStep::Create);
+}
+
+/// Expiry is judged by this replica's clock from when it saw the record change, as client-go
+/// does, not by comparing the holder's `renewTime` with the local clock.
+#[test]
+fn expiry_counts_from_when_the_record_last_changed_here() {
+    let start = Instant::now();
+    let wait = LeaseStep::Wait { holder: "b".into() };
+    // The holder's clock runs an hour behind: every renewTime it writes is "long expired", yet
+    // it renews every 5 s, so the lease is live.
+    let mut seen = Observed::default();
+    for (i, at) in [0u64, 5, 10, 15, 20, 25].into_iter().enumerate() {
+        let renewed = format!("2026-01-01T00:00:{:02}Z", i * 5);
+        let l = lease(Some("b"), &renewed, 15);
+        assert_eq!(step_at(&mut seen, &l, start, at), wait, "renewal {i}");
+    }
+    // The holder's clock runs an hour ahead and it stopped renewing: expired 15 s (its
+    // leaseDurationSeconds) after the record last changed, not an hour later.
+    let ahead = lease(Some("b"), "2099-01-01T00:00:00Z", 15);
+    let mut seen = Observed::default();
+    assert_eq!(step_at(&mut seen, &ahead, start, 0), wait);
+    assert_eq!(step_at(&mut seen, &ahead, start, 14), wait);
+    assert_eq!(step_at(&mut seen, &ahead, start, 15), LeaseStep::TakeOver);
+    // A new holder (the record changed) restarts the count.
+    let other = lease(Some("c"), "2099-01-01T00:00:00Z", 15);
+    assert_eq!(
+        step_at(&mut seen, &other, start, 16),
+        LeaseStep::Wait { holder: "c".into() }
+    );
 }
 
 fn elector() -> (LeaderElector, ApiServerVerifier) {
@@ -127,10 +160,16 @@ fn format_now() -> String {
     Timestamp::now().to_string()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expired_lease_is_taken_over_with_resource_version() {
     let (e, server) = elector();
     let mock = spawn(server, |mut v| async move {
+        // First look: renewed long ago by the holder's clock, but only just seen here.
+        let (_, send) = v
+            .expect(Method::GET, &format!("{LEASES}/mtl-operator"))
+            .await;
+        respond(send, &lease(Some("replica-b"), "2020-01-01T00:00:00Z", 15));
+        // Unchanged a lease duration later: expired.
         let (_, send) = v
             .expect(Method::GET, &format!("{LEASES}/mtl-operator"))
             .await;
@@ -146,8 +185,53 @@ async fn expired_lease_is_taken_over_with_resource_version() {
         assert_eq!(req.body["spec"]["leaseTransitions"], 3);
         respond(send, &req.body);
     });
+    assert!(!e.try_acquire_or_renew().await.unwrap(), "first seen: wait");
+    tokio::time::advance(Duration::from_secs(15)).await;
     assert!(e.try_acquire_or_renew().await.unwrap());
     finish(mock).await;
+}
+
+/// A renewal that hangs (the API server never answers) ends leadership within the renew
+/// deadline, before the lease could expire for anyone else.
+#[tokio::test(start_paused = true)]
+async fn a_hung_renewal_ends_leadership_before_the_lease_expires() {
+    let (e, server) = elector();
+    let cfg = e.config().clone();
+    assert!(cfg.renew_deadline < cfg.lease_duration);
+    let mock = spawn(server, |mut v| async move {
+        // One renewal goes through.
+        let (_, send) = v
+            .expect(Method::GET, &format!("{LEASES}/mtl-operator"))
+            .await;
+        respond(send, &lease(Some("replica-a"), "2026-01-01T00:00:00Z", 15));
+        let (req, send) = v
+            .expect(Method::PUT, &format!("{LEASES}/mtl-operator"))
+            .await;
+        respond(send, &req.body);
+        // The next is never answered.
+        let (_req, _send) = v
+            .expect(Method::GET, &format!("{LEASES}/mtl-operator"))
+            .await;
+        std::future::pending::<()>().await;
+    });
+    let started = Instant::now();
+    let lost = e.hold().await;
+    let held = started.elapsed();
+    assert!(
+        lost.to_string()
+            .contains("not renewed within the renew deadline"),
+        "{lost}"
+    );
+    // Renewed at renew_interval, then given up renew_deadline after that renewal at the most.
+    assert!(
+        held <= cfg.renew_interval + cfg.renew_deadline,
+        "held {held:?}"
+    );
+    assert!(
+        held < cfg.renew_interval + cfg.lease_duration,
+        "stepped down after the lease could have expired: {held:?}"
+    );
+    mock.abort();
 }
 
 #[tokio::test]

@@ -291,7 +291,9 @@ impl VertexClient {
         }
     }
 
-    /// The CustomJob of `attempt` of `job`, if one exists (found by its labels).
+    /// The CustomJob of `attempt` of `job`, if one exists (found by its labels). Several (two
+    /// leaders at once, each creating the attempt): the oldest is the attempt, and every other
+    /// one still live is cancelled so that only one trains and bills.
     pub async fn find(
         &self,
         job: &MultiTaskTrainingJob,
@@ -308,15 +310,27 @@ impl VertexClient {
             .into_iter()
             .filter(|cj| is_attempt_of(cj, job, attempt))
             .collect();
-        if found.len() > 1 {
+        found.sort_by_key(|cj| {
+            (
+                cj.create_time.map(|t| (t.seconds(), t.nanos())),
+                cj.name.clone(),
+            )
+        });
+        let mut found = found.into_iter();
+        let oldest = found.next();
+        for duplicate in found.filter(|cj| !observe(cj).terminal) {
             warn!(
-                names = ?found.iter().map(|cj| cj.name.as_str()).collect::<Vec<_>>(),
+                kept = oldest.as_ref().map(|cj| cj.name.as_str()).unwrap_or_default(),
+                cancelling = %duplicate.name,
                 attempt,
-                "several Vertex AI CustomJobs carry the same attempt label; following the oldest"
+                "several Vertex AI CustomJobs carry the same attempt label; cancelling all but the oldest"
             );
+            if let Err(e) = self.cancel(&duplicate.name).await {
+                // The next look tries again; the oldest is followed either way.
+                warn!(name = %duplicate.name, error = %e, "could not cancel a duplicate CustomJob");
+            }
         }
-        found.sort_by_key(|cj| cj.create_time.map(|t| (t.seconds(), t.nanos())));
-        Ok(found.into_iter().next())
+        Ok(oldest)
     }
 
     /// Every CustomJob of `job` (all attempts), oldest attempt first.

@@ -166,7 +166,7 @@ pub fn validate_for_vertex(job: &MultiTaskTrainingJob) -> Result<&VertexAiSpec> 
         .is_none_or(|i| i.trim().is_empty())
     {
         return Err(invalid(
-            "spec.image: required for backend vertexAI (the trainer image, pushed to a registry Vertex AI can pull from)".into(),
+            "spec.image: required for backend vertexAI (the trainer image, pushed to a registry Vertex AI can pull from), or an operator --default-image".into(),
         ));
     }
     if !job.spec.checkpoints.uri.starts_with("gs://") {

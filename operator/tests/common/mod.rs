@@ -141,8 +141,16 @@ impl Env {
     /// Creates the CRD from `crds/multitasktrainingjobs.yaml` over HTTP (as
     /// `kubectl create -f` does) and waits until it is Established.
     pub async fn install_crd(&self) {
+        self.install_crd_edited(|_| {}).await
+    }
+
+    /// As [`Env::install_crd`], with the CRD changed by `edit` first (as an API server that
+    /// does not enforce some of it would have it).
+    pub async fn install_crd_edited(&self, edit: impl FnOnce(&mut serde_json::Value)) {
         let yaml = std::fs::read_to_string(CRD_FILE).expect("the CRD file is readable");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("the CRD parses");
+        let mut value: serde_json::Value = serde_yaml::from_str(&yaml).expect("the CRD parses");
+        edit(&mut value);
+        let crd: CustomResourceDefinition = serde_json::from_value(value).expect("the CRD parses");
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         crds.create(&PostParams::default(), &crd)
             .await
@@ -286,7 +294,7 @@ impl Env {
                     "format": "glueTsv", "textFields": ["sentence1", "sentence2"], "labelField": "score"
                 }],
                 "checkpoints": {"uri": self.checkpoints(), "everySteps": 100},
-                "resources": {"gpus": 1, "gpuType": "nvidia-l4", "cpu": "4", "memory": "16Gi",
+                "resources": {"gpus": 1, "gpuType": "nvidia-l4", "cpu": 4, "memory": "16Gi",
                               "serviceAccountName": "trainer"},
                 "runPolicy": {"backoffLimit": 1}
             }
@@ -401,6 +409,16 @@ impl Env {
             .expect("progress written");
     }
 
+    /// The note of an Event with `reason`.
+    pub fn event_note(&self, reason: &str) -> Option<String> {
+        self.standin
+            .list("events.k8s.io/v1", "events", Some(NS))
+            .unwrap_or_default()
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .and_then(|e| e["note"].as_str().map(str::to_string))
+    }
+
     pub async fn event_reasons(&self) -> Vec<String> {
         self.standin
             .list("events.k8s.io/v1", "events", Some(NS))
@@ -419,7 +437,12 @@ pub fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
     match (base, extra) {
         (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
             for (k, v) in e {
-                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                if v.is_null() {
+                    // As in a JSON merge patch: null leaves the field out.
+                    b.remove(&k);
+                } else {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
             }
         }
         (b, e) => *b = e,

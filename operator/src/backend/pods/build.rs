@@ -142,7 +142,12 @@ pub fn build_pod(
         .image
         .clone()
         .filter(|i| !i.is_empty())
-        .ok_or_else(|| invalid(job, "spec.image is required for backend kubernetes"))?;
+        .ok_or_else(|| {
+            invalid(
+                job,
+                "spec.image is required for backend kubernetes (or an operator --default-image)",
+            )
+        })?;
     let job_json = serde_json::to_string(spec).map_err(|source| Error::Serialize {
         what: "job spec",
         source,

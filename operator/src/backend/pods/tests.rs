@@ -767,3 +767,23 @@ fn a_pending_pod_says_what_keeps_it_from_running() {
         ("ErrImagePull", "worker pod train-1-1: not found")
     );
 }
+
+/// A pod of the attempt's name that the job does not control (a deleted job's pod still
+/// terminating, or someone else's) is an error that names it and is retried after a pause,
+/// not every second as a write conflict is.
+#[test]
+fn a_pod_the_job_does_not_own_is_retried_after_a_pause() {
+    let job = test_job();
+    let mut stray = build_pod(&job, 1, 0, &PodOptions::default()).unwrap();
+    stray.metadata.owner_references = None;
+    let err = check_owner(&job, "pod", &stray).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Transient, "{err}");
+    assert!(err.kind().requeue_after() >= std::time::Duration::from_secs(15));
+    assert!(
+        err.to_string()
+            .contains("pod train-1 exists but is not controlled by this job"),
+        "{err}"
+    );
+    let ours = build_pod(&job, 1, 0, &PodOptions::default()).unwrap();
+    check_owner(&job, "pod", &ours).unwrap();
+}
