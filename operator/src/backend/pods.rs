@@ -24,6 +24,18 @@ pub const LABEL_JOB: &str = "multitask.dev/job";
 pub const LABEL_ATTEMPT: &str = "multitask.dev/attempt";
 /// Label holding the worker index (the node rank) of a pod of a job with several workers.
 pub const LABEL_WORKER: &str = "multitask.dev/worker";
+/// Kueue's queue label: on the job, copied onto its pods (Kueue's plain-Pod integration).
+pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// Kueue's workload priority class label, copied with the queue label.
+pub const KUEUE_PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
+/// The pod group of an attempt with several workers: Kueue admits its pods together.
+pub const KUEUE_GROUP_LABEL: &str = "kueue.x-k8s.io/pod-group-name";
+/// How many pods the group has.
+pub const KUEUE_GROUP_COUNT_ANNOTATION: &str = "kueue.x-k8s.io/pod-group-total-count";
+/// The scheduling gate Kueue's webhook puts on a pod until its workload is admitted.
+pub const KUEUE_ADMISSION_GATE: &str = "kueue.x-k8s.io/admission";
+/// The pod condition Kueue sets before it deletes an evicted or preempted workload's pods.
+pub const KUEUE_TERMINATION_TARGET: &str = "TerminationTarget";
 /// The trainer's container name.
 pub const CONTAINER: &str = "trainer";
 /// Where the trainer caches downloads (on the /scratch emptyDir).

@@ -15,8 +15,9 @@ use mtl_crds::MultiTaskTrainingJob;
 
 use super::{
     CACHE_DIR, CONTAINER, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, DEFAULT_SCRATCH_SIZE,
-    DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL, GPU_RESOURCE, LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER,
-    MASTER_PORT, PodOptions, TMP_SIZE, pod_name, service_name,
+    DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL, GPU_RESOURCE, KUEUE_GROUP_COUNT_ANNOTATION,
+    KUEUE_GROUP_LABEL, KUEUE_PRIORITY_LABEL, KUEUE_QUEUE_LABEL, LABEL_ATTEMPT, LABEL_JOB,
+    LABEL_WORKER, MASTER_PORT, PodOptions, TMP_SIZE, pod_name, service_name,
 };
 use crate::{Error, Result};
 
@@ -204,6 +205,20 @@ pub fn build_pod(
         (LABEL_JOB.to_string(), name.clone()),
         (LABEL_ATTEMPT.to_string(), attempt.to_string()),
     ]);
+    let mut annotations = BTreeMap::new();
+    // Kueue's plain-Pod integration: the job's queue (and workload priority) labels go onto
+    // its pods; several workers are one pod group, admitted together.
+    let job_labels = job.labels();
+    if let Some(queue) = job_labels.get(KUEUE_QUEUE_LABEL) {
+        labels.insert(KUEUE_QUEUE_LABEL.into(), queue.clone());
+        if let Some(priority) = job_labels.get(KUEUE_PRIORITY_LABEL) {
+            labels.insert(KUEUE_PRIORITY_LABEL.into(), priority.clone());
+        }
+        if workers > 1 {
+            labels.insert(KUEUE_GROUP_LABEL.into(), format!("{name}-{attempt}"));
+            annotations.insert(KUEUE_GROUP_COUNT_ANNOTATION.into(), workers.to_string());
+        }
+    }
     let mut env_vars = vec![
         env("MTL_CACHE_DIR", CACHE_DIR),
         env("MTL_JOB_NAME", name.clone()),
@@ -286,6 +301,7 @@ pub fn build_pod(
             name: Some(pod.clone()),
             namespace: job.namespace(),
             labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },

@@ -4,7 +4,10 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use super::{CONTAINER, DISRUPTION_TARGET, SIGTERM_EXIT};
+use super::{
+    CONTAINER, DISRUPTION_TARGET, KUEUE_ADMISSION_GATE, KUEUE_QUEUE_LABEL,
+    KUEUE_TERMINATION_TARGET, SIGTERM_EXIT,
+};
 use crate::backend::{AttemptState, ObservedAttempt, Waiting};
 
 /// Pod-level `status.reason`s that mean the platform, not the trainer, ended the pod.
@@ -46,6 +49,22 @@ struct Worker {
 /// container's waiting reason (`ImagePullBackOff`, `ErrImagePull`,
 /// `CreateContainerConfigError`, …), but not the normal `ContainerCreating`.
 fn waiting(pod: &Pod) -> Option<Waiting> {
+    let gated = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| g.iter().any(|g| g.name == KUEUE_ADMISSION_GATE));
+    if gated {
+        let queue = pod
+            .labels()
+            .get(KUEUE_QUEUE_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        return Some(Waiting {
+            reason: "Queued".into(),
+            message: format!("waiting for Kueue to admit it (queue {queue})"),
+        });
+    }
     let status = pod.status.as_ref()?;
     if let Some(c) = status
         .conditions
@@ -79,11 +98,9 @@ fn waiting(pod: &Pod) -> Option<Waiting> {
 
 fn worker(pod: &Pod) -> Worker {
     let status = pod.status.clone().unwrap_or_default();
-    let disruption = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == DISRUPTION_TARGET && c.status == "True");
+    let disruption = status.conditions.iter().flatten().find(|c| {
+        (c.type_ == DISRUPTION_TARGET || c.type_ == KUEUE_TERMINATION_TARGET) && c.status == "True"
+    });
     let trainer = status
         .container_statuses
         .iter()

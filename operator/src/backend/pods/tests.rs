@@ -787,3 +787,95 @@ fn a_pod_the_job_does_not_own_is_retried_after_a_pause() {
     let ours = build_pod(&job, 1, 0, &PodOptions::default()).unwrap();
     check_owner(&job, "pod", &ours).unwrap();
 }
+
+/// Kueue's plain-Pod integration: a job labelled with a queue gets its pods labelled the same
+/// (with its workload priority class); several workers are one pod group of that many pods.
+#[test]
+fn a_queued_jobs_pods_carry_kueues_labels_and_group() {
+    let mut job = workers_job(3);
+    job.metadata.labels = Some(BTreeMap::from([
+        (KUEUE_QUEUE_LABEL.to_string(), "team-a".to_string()),
+        (KUEUE_PRIORITY_LABEL.to_string(), "low".to_string()),
+    ]));
+    for i in 0..3 {
+        let pod = build_pod(&job, 2, i, &PodOptions::default()).unwrap();
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels[KUEUE_QUEUE_LABEL], "team-a");
+        assert_eq!(labels[KUEUE_PRIORITY_LABEL], "low");
+        assert_eq!(labels[KUEUE_GROUP_LABEL], "train-2");
+        assert_eq!(
+            pod.metadata.annotations.unwrap()[KUEUE_GROUP_COUNT_ANNOTATION],
+            "3"
+        );
+    }
+    // One worker: a plain pod, no group.
+    let mut single = test_job();
+    single.metadata.labels = job.metadata.labels.clone();
+    let pod = build_pod(&single, 1, 0, &PodOptions::default()).unwrap();
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap()[KUEUE_QUEUE_LABEL],
+        "team-a"
+    );
+    assert!(!pod.metadata.labels.unwrap().contains_key(KUEUE_GROUP_LABEL));
+    assert!(pod.metadata.annotations.is_none());
+    // No queue: nothing of Kueue's.
+    let pod = build_pod(&workers_job(3), 1, 0, &PodOptions::default()).unwrap();
+    assert!(
+        pod.metadata
+            .labels
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("kueue.x-k8s.io/"))
+    );
+}
+
+/// A pod Kueue holds at its admission gate is `Queued`; one Kueue evicted (its
+/// `TerminationTarget` condition, set before it deletes the pod) is a disruption with Kueue's
+/// reason, replaced without spending backoffLimit.
+#[test]
+fn kueue_gated_pods_are_queued_and_its_evictions_are_disruptions() {
+    let mut gated = pod_with("Pending", |s| {
+        s.conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("SchedulingGated".into()),
+            message: Some("Scheduling is blocked due to non-empty scheduling gates".into()),
+            ..Default::default()
+        }]);
+    });
+    gated.metadata.labels = Some(BTreeMap::from([(
+        KUEUE_QUEUE_LABEL.to_string(),
+        "team-a".to_string(),
+    )]));
+    gated.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        scheduling_gates: Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+            name: KUEUE_ADMISSION_GATE.into(),
+        }]),
+        ..Default::default()
+    });
+    let seen = observe_pod(&gated, 1);
+    assert_eq!(seen.state, AttemptState::Pending);
+    let w = seen.waiting.unwrap();
+    assert_eq!(
+        (w.reason.as_str(), w.message.as_str()),
+        ("Queued", "waiting for Kueue to admit it (queue team-a)")
+    );
+
+    let evicted = pod_with("Failed", |s| {
+        s.conditions = Some(vec![PodCondition {
+            type_: KUEUE_TERMINATION_TARGET.into(),
+            status: "True".into(),
+            reason: Some("WorkloadEvictedDueToPreempted".into()),
+            message: Some("Preempted to accommodate a higher priority Workload".into()),
+            ..Default::default()
+        }]);
+        terminated(SIGTERM_EXIT, "Error", None)(s);
+    });
+    assert_eq!(
+        observe_pod(&evicted, 1).state,
+        AttemptState::Disrupted {
+            reason: "WorkloadEvictedDueToPreempted".into(),
+            message: "Preempted to accommodate a higher priority Workload".into(),
+        }
+    );
+}
