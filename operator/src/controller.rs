@@ -156,20 +156,19 @@ pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Res
 /// image, whatever the flag says later).
 async fn as_accepted(job: &MultiTaskTrainingJob, ctx: &Context) -> MultiTaskTrainingJob {
     let mut current = job.clone();
-    let accepted = job.status.as_ref().and_then(|s| s.accepted_spec.as_ref());
-    let accepted = match accepted
-        .map(|a| serde_json::from_value::<mtl_crds::MultiTaskTrainingJobSpec>(a.clone()))
-    {
-        Some(Ok(a)) => a,
-        other => {
-            if let Some(Err(e)) = other {
+    let accepted = job.status.as_ref().and_then(|s| s.accepted_spec.clone());
+    let accepted = accepted.and_then(|a| {
+        serde_json::from_value::<mtl_crds::MultiTaskTrainingJobSpec>(a)
+            .inspect_err(|e| {
                 warn!(error = %e, "status.acceptedSpec does not parse; running the job as it is");
-            }
-            if current.spec.image.is_none() {
-                current.spec.image = ctx.config.default_image.clone();
-            }
-            return current;
+            })
+            .ok()
+    });
+    let Some(accepted) = accepted else {
+        if current.spec.image.is_none() {
+            current.spec.image = ctx.config.default_image.clone();
         }
+        return current;
     };
     if current.spec.image.is_none() {
         // Defaulted when accepted: an unset image is not a change.

@@ -497,21 +497,16 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
                 let reason = format!("refused by its node again ({reason})");
                 replace_failed(&mut b, current, a.attempt, &reason, message);
             } else {
+                let (what, why) = if refused {
+                    ("refused by its node", REJECTED_BY_NODE)
+                } else {
+                    ("disrupted", "AttemptDisrupted")
+                };
                 let sep = if message.is_empty() { "" } else { ": " };
                 let text = format!(
-                    "{} was {} ({reason}{sep}{message})",
-                    (o.describe)(a.attempt),
-                    if refused {
-                        "refused by its node"
-                    } else {
-                        "disrupted"
-                    }
+                    "{} was {what} ({reason}{sep}{message})",
+                    (o.describe)(a.attempt)
                 );
-                let why = if refused {
-                    REJECTED_BY_NODE
-                } else {
-                    "AttemptDisrupted"
-                };
                 replace_disrupted(&mut b, current, why, &text);
             }
         }

@@ -76,10 +76,7 @@ pub enum LeaseStep {
 /// The lease's record as this replica last saw it, and when (by this replica's clock): what
 /// expiry is judged by (client-go's observedRecord and observedTime).
 #[derive(Clone, Debug, Default)]
-pub struct Observed {
-    record: Option<LeaseSpec>,
-    at: Option<Instant>,
-}
+pub struct Observed(Option<(LeaseSpec, Instant)>);
 
 /// Decides the next step, noting in `seen` when the record last changed (pure: tested in
 /// `tests.rs`).
@@ -93,10 +90,13 @@ pub fn next_step(
         return LeaseStep::Create;
     };
     let spec = lease.spec.clone().unwrap_or_default();
-    if seen.record.as_ref() != Some(&spec) || seen.at.is_none() {
-        seen.record = Some(spec.clone());
-        seen.at = Some(now);
-    }
+    let changed_at = match &seen.0 {
+        Some((record, at)) if *record == spec => *at,
+        _ => {
+            seen.0 = Some((spec.clone(), now));
+            now
+        }
+    };
     let holder = spec.holder_identity.unwrap_or_default();
     if holder == identity {
         return LeaseStep::Renew;
@@ -105,8 +105,7 @@ pub fn next_step(
         return LeaseStep::TakeOver;
     }
     let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
-    let unchanged_for = now.saturating_duration_since(seen.at.unwrap_or(now));
-    if unchanged_for < duration {
+    if now.saturating_duration_since(changed_at) < duration {
         LeaseStep::Wait { holder }
     } else {
         LeaseStep::TakeOver

@@ -427,12 +427,7 @@ async fn deleting_a_job_stops_its_pods_and_releases_the_finalizer() {
         .delete("train", &DeleteParams::default())
         .await
         .expect("delete accepted");
-    let jobs = env.jobs();
-    eventually("job gone", || {
-        let jobs = jobs.clone();
-        async move { jobs.get_opt("train").await.ok()?.is_none().then_some(()) }
-    })
-    .await;
+    env.job_gone("train", "job gone").await;
     let pods = env.pods();
     eventually("pods gone", || {
         let pods = pods.clone();
@@ -458,12 +453,7 @@ async fn finished_job_is_deleted_after_its_ttl() {
     kubelet_ok(env.standin.kubelet().succeed(NS, "train-1"));
     env.status_until("train", "Succeeded", |s| s.phase == JobPhase::Succeeded)
         .await;
-    let jobs = env.jobs();
-    eventually("job deleted by TTL", || {
-        let jobs = jobs.clone();
-        async move { jobs.get_opt("train").await.ok()?.is_none().then_some(()) }
-    })
-    .await;
+    env.job_gone("train", "job deleted by TTL").await;
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Env, NS, eventually, kubelet_ok};
+use common::{Env, NS, kubelet_ok};
 use mtl_crds::JobPhase;
 use serde_json::json;
 
@@ -131,12 +131,7 @@ async fn the_charts_rbac_is_exactly_what_the_operator_uses() {
     env.status_until("train", "Succeeded", |s| s.phase == JobPhase::Succeeded)
         .await;
     // The TTL passes: the operator deletes the job and then releases its finalizer.
-    let jobs = env.jobs();
-    eventually("the job deleted after its TTL", || {
-        let jobs = jobs.clone();
-        async move { jobs.get_opt("train").await.ok()?.is_none().then_some(()) }
-    })
-    .await;
+    env.job_gone("train", "the job deleted after its TTL").await;
 
     let used: BTreeSet<Grant> = env
         .standin

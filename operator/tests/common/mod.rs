@@ -310,6 +310,16 @@ impl Env {
             .expect("job applied");
     }
 
+    /// Waits until job `name` no longer exists.
+    pub async fn job_gone(&self, name: &str, what: &str) {
+        let jobs = self.jobs();
+        eventually(what, || {
+            let jobs = jobs.clone();
+            async move { jobs.get_opt(name).await.ok()?.is_none().then_some(()) }
+        })
+        .await;
+    }
+
     pub async fn status_until(
         &self,
         name: &str,
