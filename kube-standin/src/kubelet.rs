@@ -1,5 +1,6 @@
 //! The kubelet (and scheduler) stand-in: moves pods through Pending, Running, Succeeded or
-//! Failed, finishes graceful deletions, and disrupts pods the way GKE does. With
+//! Failed, finishes graceful deletions, and disrupts pods the way GKE does. As the real
+//! scheduler, it never binds a pod whose `spec.schedulingGates` is not empty. With
 //! [`KubeletConfig::podman`] it runs the pods' containers for real (`kubelet/podman.rs`).
 
 mod podman;
@@ -167,6 +168,21 @@ fn set_condition(
     }
 }
 
+/// The scheduler's refusal to bind a pod that still has scheduling gates.
+fn refuse_gated(pod: &Value) -> Result<(), ApiError> {
+    if crate::pods::gated(pod) {
+        let name = pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Err(ApiError::bad_request(format!(
+            "pod {name} has non-empty .spec.schedulingGates: {:?}",
+            crate::pods::scheduling_gates(pod)
+        )));
+    }
+    Ok(())
+}
+
 fn containers(pod: &Value) -> Vec<(String, String)> {
     pod.pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -294,7 +310,9 @@ impl Kubelet {
         Ok(self.store.update_internal(&self.pods, ns, name, f)?)
     }
 
-    fn bind(pod: &mut Value, node: &str) {
+    /// Binds `pod` to `node` (unless bound), as the scheduler does; a gated pod cannot be.
+    fn bind(pod: &mut Value, node: &str) -> Result<(), ApiError> {
+        refuse_gated(pod)?;
         let bound = pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -309,6 +327,7 @@ impl Kubelet {
         set_condition(status, "PodScheduled", "True", None, None);
         status["hostIP"] = json!("10.0.0.1");
         status["hostIPs"] = json!([{"ip": "10.0.0.1"}]);
+        Ok(())
     }
 
     /// The scheduler binds the pod to the node; containers are being created.
@@ -321,6 +340,7 @@ impl Kubelet {
     /// Insufficient nvidia.com/gpu.`).
     pub fn unschedulable(&self, ns: &str, name: &str, message: &str) -> Result<Value, Error> {
         self.update(ns, name, |pod| {
+            refuse_gated(pod)?;
             if !pod["status"].is_object() {
                 pod["status"] = json!({"phase": "Pending"});
             }
@@ -347,7 +367,7 @@ impl Kubelet {
     ) -> Result<Value, Error> {
         let node = self.config().node_name;
         self.update(ns, name, |pod| {
-            Self::bind(pod, &node);
+            Self::bind(pod, &node)?;
             let status = &mut pod["status"];
             status["phase"] = json!("Pending");
             set_condition(status, "Initialized", "True", None, None);
@@ -372,7 +392,7 @@ impl Kubelet {
     pub fn run(&self, ns: &str, name: &str) -> Result<Value, Error> {
         let node = self.config().node_name;
         self.update(ns, name, |pod| {
-            Self::bind(pod, &node);
+            Self::bind(pod, &node)?;
             let now = now_rfc3339();
             let status = &mut pod["status"];
             status["phase"] = json!("Running");
@@ -396,7 +416,7 @@ impl Kubelet {
     pub fn terminate(&self, ns: &str, name: &str, exit: ContainerExit) -> Result<Value, Error> {
         let node = self.config().node_name;
         self.update(ns, name, |pod| {
-            Self::bind(pod, &node);
+            Self::bind(pod, &node)?;
             let policy = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
             let terminal = policy == "Never" || (policy == "OnFailure" && exit.exit_code == 0);
             let started = running_since(pod);
@@ -530,13 +550,19 @@ impl Kubelet {
                     "finishedAt": now_rfc3339(),
                 }});
                 set_container_states(pod, &terminated, false, false);
+                let status = &mut pod["status"];
+                // As the kubelet does (Kubernetes 1.27+): a deleted pod reaches a terminal
+                // phase before it goes, which is what finalizers holding it show.
+                status["phase"] = json!("Failed");
+                set_condition(status, "PodReadyToStartContainers", "False", None, None);
                 set_condition(
-                    &mut pod["status"],
-                    "Ready",
+                    status,
+                    "ContainersReady",
                     "False",
                     Some("PodCompleted"),
                     None,
                 );
+                set_condition(status, "Ready", "False", Some("PodCompleted"), None);
                 Ok(())
             })?;
         }
@@ -591,7 +617,10 @@ impl Kubelet {
             } else {
                 Ok(())
             }
-        } else if cfg.auto_run && s("/spec/nodeName").is_empty() && s("/status/phase") == "Pending"
+        } else if cfg.auto_run
+            && s("/spec/nodeName").is_empty()
+            && s("/status/phase") == "Pending"
+            && !crate::pods::gated(pod)
         {
             self.run(ns, name).map(|_| ())
         } else {

@@ -5,11 +5,12 @@
 //! and `kubectl` use: discovery (legacy and aggregated), OpenAPI v2 (protobuf) and v3, Table
 //! output, get/list/create/replace/delete/patch (merge, strategic as merge, JSON patch,
 //! server-side apply), the status subresource, chunked watches with BOOKMARK events and
-//! `410 Gone` ERROR events, finalizers, graceful pod deletion and ownerReference garbage
-//! collection. CustomResourceDefinitions are real objects: creating one serves its resource,
-//! whose objects are pruned, defaulted and validated against the CRD's schema and CEL rules
+//! `410 Gone` ERROR events, finalizers, graceful pod deletion, pod scheduling gates and
+//! ownerReference garbage collection. CustomResourceDefinitions are real objects: creating
+//! one serves its resource, whose objects are pruned, defaulted and validated against the CRD's schema and CEL rules
 //! as the API server does. A kubelet stand-in moves pods through their phases and disrupts
-//! them, or runs their containers with podman.
+//! them, or runs their containers with podman. Tests can stand in for a mutating pod webhook
+//! (Kueue's, [`PodWebhook::kueue`]) and make writes fail or hang ([`Fault`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_standin::Error> {
@@ -52,9 +53,10 @@ use tokio::task::JoinHandle;
 pub use admission::FieldValidation;
 pub use crd::{CustomType, PrinterColumn};
 pub use error::{ApiError, Error};
-pub use faults::Fault;
+pub use faults::{Fault, FaultEffect};
 pub use kubectl::{Kubectl, KubectlOutput};
 pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome, PodmanConfig};
+pub use pods::PodWebhook;
 pub use resources::{Flavor, Registry, ResourceType};
 pub use stats::{RequestRecord, StatsSnapshot, VerbCount};
 
@@ -212,13 +214,20 @@ impl StandIn {
         self.stats.reset();
     }
 
-    /// Refuses writes as `fault` says (until [`clear_faults`](Self::clear_faults)).
+    /// Refuses or holds writes as `fault` says (until [`clear_faults`](Self::clear_faults)).
     pub fn inject_fault(&self, fault: Fault) {
         self.shared.faults.add(fault);
     }
 
+    /// Ends every fault; held writes are then served.
     pub fn clear_faults(&self) {
         self.shared.faults.clear();
+    }
+
+    /// Stands in for a mutating admission webhook on pods created from now on (e.g.
+    /// [`PodWebhook::kueue`]).
+    pub fn add_pod_webhook(&self, hook: PodWebhook) {
+        self.store.add_pod_webhook(hook);
     }
 
     /// The current (global) resourceVersion.

@@ -1,5 +1,6 @@
-//! Pod-specific server behaviour: defaulting, the initial status, QoS class, the spec
-//! fields an update may change, and the graceful deletion period.
+//! Pod-specific server behaviour: defaulting, mutating admission webhooks, the initial
+//! status, QoS class, scheduling gates, the spec fields an update may change, and the
+//! graceful deletion period.
 
 use serde_json::{Value, json};
 
@@ -116,7 +117,102 @@ pub(crate) fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
-/// Defaults a new pod and resets its status, like the real server's create strategy.
+/// A mutating admission webhook on pod creation, as a test registers it with
+/// [`StandIn::add_pod_webhook`](crate::StandIn::add_pod_webhook): pods created with the
+/// label `selector` get `labels`, `scheduling_gates` and `finalizers` added before they are
+/// stored, as Kueue's pod webhook does for pods of a queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodWebhook {
+    /// The label key a pod must carry (any value).
+    pub selector: String,
+    pub labels: Vec<(String, String)>,
+    pub scheduling_gates: Vec<String>,
+    pub finalizers: Vec<String>,
+}
+
+impl PodWebhook {
+    /// Kueue's plain-Pod webhook: pods labelled `kueue.x-k8s.io/queue-name` get the label
+    /// `kueue.x-k8s.io/managed: "true"`, the scheduling gate `kueue.x-k8s.io/admission`
+    /// (removed when Kueue admits the workload) and the finalizer `kueue.x-k8s.io/managed`
+    /// (removed by Kueue once the pod has finished).
+    pub fn kueue() -> Self {
+        Self {
+            selector: "kueue.x-k8s.io/queue-name".into(),
+            labels: vec![("kueue.x-k8s.io/managed".into(), "true".into())],
+            scheduling_gates: vec!["kueue.x-k8s.io/admission".into()],
+            finalizers: vec!["kueue.x-k8s.io/managed".into()],
+        }
+    }
+
+    /// Mutates `pod` when it carries the selector label.
+    pub(crate) fn admit(&self, pod: &mut Value) {
+        let selected = pod
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .is_some_and(|l| l.contains_key(&self.selector));
+        if !selected {
+            return;
+        }
+        if !pod["metadata"]["labels"].is_object() {
+            pod["metadata"]["labels"] = json!({});
+        }
+        for (k, v) in &self.labels {
+            pod["metadata"]["labels"][k] = json!(v);
+        }
+        /// Appends `item` to the list at `list` unless it holds it (by `key`, when given).
+        fn push(list: &mut Value, item: Value, key: Option<&str>) {
+            if !list.is_array() {
+                *list = json!([]);
+            }
+            if let Some(items) = list.as_array_mut() {
+                let present = items.iter().any(|i| match key {
+                    Some(k) => i[k] == item[k],
+                    None => *i == item,
+                });
+                if !present {
+                    items.push(item);
+                }
+            }
+        }
+        for f in &self.finalizers {
+            push(&mut pod["metadata"]["finalizers"], json!(f), None);
+        }
+        if pod["spec"].is_object() {
+            for g in &self.scheduling_gates {
+                push(
+                    &mut pod["spec"]["schedulingGates"],
+                    json!({"name": g}),
+                    Some("name"),
+                );
+            }
+        }
+    }
+}
+
+/// The names in `spec.schedulingGates`.
+pub(crate) fn scheduling_gates(pod: &Value) -> Vec<String> {
+    pod.pointer("/spec/schedulingGates")
+        .and_then(Value::as_array)
+        .map(|gates| {
+            gates
+                .iter()
+                .filter_map(|g| g["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A pod the scheduler leaves alone: its `spec.schedulingGates` is not empty.
+pub(crate) fn gated(pod: &Value) -> bool {
+    !scheduling_gates(pod).is_empty()
+}
+
+/// The condition the real server sets on a pod created with scheduling gates.
+pub(crate) const SCHEDULING_GATED: &str = "SchedulingGated";
+const SCHEDULING_GATED_MESSAGE: &str = "Scheduling is blocked due to non-empty scheduling gates";
+
+/// Defaults a new pod and resets its status, like the real server's create strategy (which
+/// marks a gated pod `PodScheduled=False`, reason `SchedulingGated`).
 pub(crate) fn prepare_create(obj: &mut Value) {
     if let Some(spec) = obj.get_mut("spec") {
         scheme_defaults(spec);
@@ -124,6 +220,16 @@ pub(crate) fn prepare_create(obj: &mut Value) {
     }
     let qos = qos_class(&obj["spec"]);
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    if gated(obj) {
+        obj["status"]["conditions"] = json!([{
+            "type": "PodScheduled",
+            "status": "False",
+            "lastProbeTime": null,
+            "lastTransitionTime": crate::store::now_rfc3339(),
+            "reason": SCHEDULING_GATED,
+            "message": SCHEDULING_GATED_MESSAGE,
+        }]);
+    }
 }
 
 const FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
@@ -145,6 +251,24 @@ pub(crate) fn validate_update(
             vec![FieldError::required("spec", "")],
         ));
     };
+    // Gates may be removed (that is how a pod is released to the scheduler), never added.
+    let before = scheduling_gates(old);
+    let added: Vec<FieldError> = scheduling_gates(new)
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !before.contains(g))
+        .map(|(i, g)| {
+            FieldError::new(
+                ErrorType::Forbidden,
+                &format!("spec.schedulingGates[{i}].name"),
+                None,
+                &format!("only deletion is allowed, but found new scheduling gate '{g}'"),
+            )
+        })
+        .collect();
+    if !added.is_empty() {
+        return Err(ApiError::invalid(rt, name, added));
+    }
     let mut normalized = new_spec.clone();
     for list in ["containers", "initContainers"] {
         if let (Some(o), Some(n)) = (

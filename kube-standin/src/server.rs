@@ -225,7 +225,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         code: 0,
         user_agent: header(header::USER_AGENT),
     };
-    let response = match route(&shared, &ctx, &mut record) {
+    let response = match route(&shared, &ctx, &mut record).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(method = %ctx.method, path = %ctx.path, error = %e, "request failed");
@@ -266,7 +266,7 @@ fn version_doc() -> Value {
     })
 }
 
-fn route(
+async fn route(
     shared: &Shared,
     ctx: &Ctx,
     record: &mut RequestRecord,
@@ -348,7 +348,7 @@ fn route(
         name,
         part,
     };
-    dispatch(shared, ctx, target, record)
+    dispatch(shared, ctx, target, record).await
 }
 
 /// The aggregated discovery version a client accepts (`v2` preferred over `v2beta1`).
@@ -426,7 +426,7 @@ fn selectors(rt: &ResourceType, ctx: &Ctx) -> Result<Selectors, ApiError> {
     })
 }
 
-fn dispatch(
+async fn dispatch(
     shared: &Shared,
     ctx: &Ctx,
     t: Target,
@@ -435,6 +435,10 @@ fn dispatch(
     let store = &shared.store;
     let ns = t.namespace.as_deref().unwrap_or_default();
     let rt = &t.rt;
+    if matches!(ctx.method, Method::POST | Method::PUT | Method::PATCH) {
+        // A held write waits here, on its own connection's task: other requests go on.
+        shared.faults.check(&rt.plural, ns).await?;
+    }
     let ok = |v: Value| {
         let v = match ctx.table() {
             Some(include) => {
@@ -452,9 +456,6 @@ fn dispatch(
     let written =
         |code: u16, w: Written| Ok(with_warnings(json_response(code, &w.object), &w.warnings));
     let verb = |r: &mut RequestRecord, v: &str| r.verb = v.to_string();
-    if matches!(ctx.method, Method::POST | Method::PUT | Method::PATCH) {
-        shared.faults.check(&rt.plural, ns)?;
-    }
     match (&ctx.method, t.name.as_deref()) {
         (&Method::GET, None) if ctx.flag("watch") => {
             verb(record, "watch");

@@ -176,6 +176,8 @@ struct Inner {
     served: Arc<Registry>,
     /// Warnings of the write in progress.
     warnings: Vec<String>,
+    /// Mutating admission on pod creation (a test standing in for a webhook).
+    pod_webhooks: Vec<pods::PodWebhook>,
 }
 
 const CRD_GROUP: &str = "apiextensions.k8s.io";
@@ -555,7 +557,12 @@ impl Inner {
             ));
         }
         match rt.flavor {
-            Flavor::Pod => pods::prepare_create(&mut obj),
+            Flavor::Pod => {
+                for hook in &self.pod_webhooks {
+                    hook.admit(&mut obj);
+                }
+                pods::prepare_create(&mut obj)
+            }
             _ if rt.status_subresource => {
                 if let Some(o) = obj.as_object_mut() {
                     o.remove("status");
@@ -901,6 +908,7 @@ impl Store {
                 rng: seed,
                 served,
                 warnings: Vec::new(),
+                pod_webhooks: Vec::new(),
             }),
             notify: watch::channel(0).0,
         }
@@ -1224,6 +1232,11 @@ impl Store {
             f(&mut obj)?;
             inner.update(reg, rt, &key, obj, Part::Internal, &WriteOpts::default())
         })
+    }
+
+    /// Registers a mutating admission webhook for pods created from now on.
+    pub(crate) fn add_pod_webhook(&self, hook: pods::PodWebhook) {
+        self.lock().pod_webhooks.push(hook);
     }
 
     /// All stored objects of a type (storage representation), for the kubelet.
