@@ -641,6 +641,17 @@ def markdown(out):
                 f"operator CPU per job x{b['operator_cpu_ms_per_job'] / max(a['operator_cpu_ms_per_job'], 1e-9):.2f}, "
                 f"requests per job x{b['requests_per_job'] / a['requests_per_job']:.2f}.",
             ]
+        top = ops[-1]
+        lines += [
+            "",
+            f"At {top['jobs']} jobs: **{fmt(top['requests_per_job'], 1)} API requests per job** (target 5), "
+            f"peak RSS **{fmt(top['peak_rss_bytes'] / 2**20, 1)} MiB** (target 64).",
+            "",
+            "| verb | resource | requests / job |",
+            "|---|---|---|",
+        ]
+        for k in sorted(top.get("requests_by_kind", []), key=lambda k: -k["count"]):
+            lines.append(f"| {k['verb']} | {k['resource']} | {fmt(k['count'] / top['jobs'], 2)} |")
         lines.append("")
     return "\n".join(lines)
 

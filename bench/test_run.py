@@ -98,5 +98,20 @@ class Parallel(unittest.TestCase):
         self.assertIn("At 12-39 tokens", text)
         self.assertIn("torch DDP reaches **0.60x**, mtl-trainer **0.70x**", text)
 
+class Operator(unittest.TestCase):
+    def test_reports_requests_per_job_against_the_target_and_by_kind(self):
+        def scale(jobs, requests):
+            return {"jobs": jobs, "seconds_to_pods": 1.0, "seconds_to_status": 2.0,
+                    "peak_rss_bytes": 30 * 2**20, "operator_cpu_ms_per_job": 1.0,
+                    "requests_per_job": requests / jobs, "reconciles_per_job": 3.0,
+                    "requests_by_kind": [{"verb": "patch", "resource": "pods", "count": jobs},
+                                         {"verb": "create", "resource": "events", "count": 2 * jobs}]}
+        text = run.markdown({"started": "t", "machine": "m",
+                             "operator": [scale(100, 420), scale(1000, 4100)]})
+        self.assertIn("At 1000 jobs: **4.1 API requests per job** (target 5)", text)
+        # Largest first.
+        self.assertLess(text.index("| create | events | 2.00 |"), text.index("| patch | pods | 1.00 |"))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -59,10 +59,10 @@ REQUIRED_RBAC: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("watch", "multitask.dev", "multitasktrainingjobs/status", ("patch",)),
     # ownerReferences with blockOwnerDeletion on the job's pods and Service.
     ("watch", "multitask.dev", "multitasktrainingjobs/finalizers", ("update",)),
-    # create + patch: server-side apply of a pod that does not exist yet needs both.
-    ("watch", "", "pods", ("get", "list", "watch", "create", "delete", "patch")),
-    # get, then server-side apply: the headless Service of a job with several workers.
-    ("watch", "", "services", ("get", "create", "patch")),
+    # create; get for one that already exists (its owner is checked); list + watch: the cache.
+    ("watch", "", "pods", ("get", "list", "watch", "create", "delete")),
+    # create (get as for pods): the headless Service of a job with several workers.
+    ("watch", "", "services", ("get", "create")),
     # kube's Recorder: events.k8s.io/v1 only; patch for a repeated event.
     ("watch", "events.k8s.io", "events", ("create", "patch")),
     # get/create/update (a resourceVersion-guarded replace) in operator/src/leader.rs.

@@ -61,7 +61,7 @@ class RealChart(unittest.TestCase):
         grants = {(g, r): set(v) for _, g, r, v in check_chart.REQUIRED_RBAC}
         self.assertEqual(grants[("multitask.dev", "multitasktrainingjobs")],
                          {"list", "watch", "patch", "delete"})
-        self.assertEqual(grants[("", "pods")], {"get", "list", "watch", "create", "delete", "patch"})
+        self.assertEqual(grants[("", "pods")], {"get", "list", "watch", "create", "delete"})
         self.assertEqual(grants[("multitask.dev", "multitasktrainingjobs/finalizers")], {"update"})
         self.assertEqual(grants[("coordination.k8s.io", "leases")], {"get", "create", "update"})
         self.assertNotIn(("", "events"), grants, "kube's Recorder writes events.k8s.io/v1 only")
@@ -115,7 +115,7 @@ class BrokenCopies(unittest.TestCase):
         self.assertFails(r"crds/multitasktrainingjobs\.yaml: differs from the generated")
 
     def test_rbac_missing_verb(self) -> None:
-        self.b.edit("templates/clusterrole.yaml", '"create", "delete", "patch"]', '"create", "patch"]')
+        self.b.edit("templates/clusterrole.yaml", '"watch", "create", "delete"]', '"watch", "create"]')
         self.assertFails(r"RBAC does not grant delete on pods \(apiGroup ''\) cluster-wide",
                          r"RBAC does not grant delete on pods \(apiGroup ''\) in namespace ml-jobs")
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, Toleration, VolumeMount};
 use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -83,6 +83,8 @@ pub enum Error {
     validation = Rule::new("self.tasks.all(t, self.tasks.exists_one(u, u.name == t.name))").message("task names must be unique"),
     validation = Rule::new("self.backend != 'vertexAI' || has(self.vertexAI)").message("backend vertexAI needs spec.vertexAI (project, region)"),
     validation = Rule::new("!has(self.workers) || self.workers <= 1 || self.checkpoints.uri.startsWith('gs://')").message("workers > 1 needs a gs:// checkpoints.uri: every worker and every attempt must reach the same checkpoints").field_path(".workers"),
+    validation = Rule::new("self.backend != 'kubernetes' || !has(self.checkpoints) || self.checkpoints.uri.startsWith('gs://') || has(self.checkpoints.persistentVolumeClaim)").message("backend kubernetes needs a gs:// checkpoints.uri, or checkpoints.persistentVolumeClaim: a pod's own disk is lost with the pod, and the next attempt resumes from these checkpoints").field_path(".checkpoints.uri"),
+    validation = Rule::new("!has(self.checkpoints) || !has(self.checkpoints.persistentVolumeClaim) || self.backend == 'kubernetes'").message("checkpoints.persistentVolumeClaim is mounted into pods: it needs backend kubernetes").field_path(".checkpoints.persistentVolumeClaim"),
     validation = Rule::new("!has(self.training) || !has(self.training.earlyStopping) || has(self.checkpoints.best)").message("training.earlyStopping watches checkpoints.best.metric: set checkpoints.best").field_path(".training.earlyStopping"),
     validation = immutable("backend"),
     validation = immutable("image"),
@@ -93,7 +95,9 @@ pub enum Error {
     validation = immutable("checkpoints"),
     validation = immutable("resources"),
     validation = immutable("vertexAI"),
-    validation = immutable("workers")
+    validation = immutable("workers"),
+    validation = immutable("podTemplate"),
+    validation = Rule::new("!has(self.podTemplate) || self.backend == 'kubernetes'").message("podTemplate shapes the trainer's pods: it needs backend kubernetes").field_path(".podTemplate")
 )]
 pub struct MultiTaskTrainingJobSpec {
     /// Where the trainer runs: a pod in this cluster, or a Vertex AI custom job.
@@ -126,6 +130,75 @@ pub struct MultiTaskTrainingJobSpec {
     #[serde(default = "default_workers", skip_serializing_if = "is_one")]
     #[schemars(range(min = 1, max = 64))]
     pub workers: u32,
+    /// What a platform adds to the trainer's pods (`backend: kubernetes`): labels,
+    /// annotations, environment, volumes (GCS FUSE, a dataset disk), scheduling. Merged onto
+    /// the pod the operator builds; what the operator sets itself cannot be overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
+}
+
+/// A Kubernetes object embedded as given (`x-kubernetes-preserve-unknown-fields`): the operator
+/// reads it as its Kubernetes type when it builds the pod, and refuses one that is not.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(transparent)]
+pub struct FreeForm(pub serde_json::Map<String, serde_json::Value>);
+
+impl JsonSchema for FreeForm {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FreeForm".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+/// Additions to every pod of a job. A name the operator already uses (a label, an
+/// environment variable, a volume or a mount path of its own) is refused with `InvalidSpec`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    /// Labels added to the pods. Kueue's queue and priority labels belong on the job's own
+    /// `metadata.labels`, from where the operator copies them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the pods (e.g. `gke-gcsfuse/volumes: "true"` for GCS FUSE).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
+    /// Environment variables added to the trainer container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+    /// Volumes added to the pods (Kubernetes `Volume` objects), mounted with
+    /// `volumeMounts`. Kept as given here and checked by the API server when the pod is
+    /// created (the whole Volume schema would make this CRD several times larger).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub volumes: Vec<FreeForm>,
+    /// Mounts of `volumes` in the trainer container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// PriorityClass of the pods (what the scheduler, and Kueue, preempt by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Scheduler of the pods, when not the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: Option<String>,
+    /// Node and pod (anti-)affinity of the pods (a Kubernetes `Affinity`), on top of the GPU
+    /// type's node selector; checked by the API server like `volumes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<FreeForm>,
+    /// Secrets for pulling the trainer image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
 /// The fields of a spec that cannot change once the job exists: all but `runPolicy`, whose
@@ -133,7 +206,7 @@ pub struct MultiTaskTrainingJobSpec {
 /// Kubernetes Job and Kubeflow's jobs. Changing any other field under a running attempt would
 /// start the next attempt (or another backend's) on a different job than the checkpoints
 /// belong to.
-pub const IMMUTABLE_FIELDS: [&str; 10] = [
+pub const IMMUTABLE_FIELDS: [&str; 11] = [
     "backend",
     "image",
     "model",
@@ -144,6 +217,7 @@ pub const IMMUTABLE_FIELDS: [&str; 10] = [
     "resources",
     "vertexAI",
     "workers",
+    "podTemplate",
 ];
 
 /// A transition rule keeping `spec.<field>` as it was created: set or unset as before, and
@@ -508,10 +582,22 @@ fn default_log_every() -> u64 {
 /// Where checkpoints go and how many stay.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.persistentVolumeClaim) || self.uri.startsWith('/')").message("with persistentVolumeClaim, uri is the absolute path the claim is mounted at in the trainer's pod").field_path(".uri"))]
 pub struct CheckpointSpec {
-    /// gs://bucket/prefix, or a local directory for local runs.
-    #[schemars(length(min = 1))]
+    /// gs://bucket/prefix; or, with `persistentVolumeClaim`, the absolute path the claim is
+    /// mounted at in the trainer's pod; or a local directory for local runs.
+    /// `backend: kubernetes` needs one of the first two, since an attempt's own disk is gone
+    /// with its pod.
+    #[schemars(length(min = 1, max = 1024))]
     pub uri: String,
+    /// A PersistentVolumeClaim of the job's namespace holding the checkpoints
+    /// (`backend: kubernetes`): mounted read-write at `uri`, which must then be an absolute
+    /// path. Several workers need a gs:// `uri` instead. The operator does not mount the
+    /// claim, so `.status` shows no checkpoints or progress for such a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("must be a PersistentVolumeClaim name (a DNS subdomain)"))]
+    pub persistent_volume_claim: Option<String>,
     /// Commit a checkpoint every N optimizer steps (and at the end, and on SIGTERM). Default
     /// 3000.
     #[serde(default = "default_every_steps")]

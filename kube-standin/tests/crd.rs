@@ -92,7 +92,7 @@ async fn status_writes_are_validated_and_objects_defaulted() {
         "spec": {
             "model": {"pretrained": "/m"},
             "tasks": [{"name": "t", "type": "regression", "format": "glueTsv", "train": "x", "textFields": ["s"]}],
-            "checkpoints": {"uri": "/c"}
+            "checkpoints": {"uri": "gs://b/c"}
         }
     });
     let created = jobs

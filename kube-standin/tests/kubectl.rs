@@ -213,7 +213,7 @@ async fn explain_reads_the_crd_schema_from_openapi_v3_and_v2() {
             "KIND:",
             "MultiTaskTrainingJob",
             "Where checkpoints go and how many stay.",
-            "gs://bucket/prefix, or a local directory for local runs.",
+            "gs://bucket/prefix; or, with `persistentVolumeClaim`, the absolute path",
             "Keep the newest N checkpoints (all when unset).",
             "everySteps",
         ] {

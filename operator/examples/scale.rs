@@ -151,7 +151,10 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, standin.kubeconfig(NS))?;
-    let checkpoints = dir.path().join("checkpoints").display().to_string();
+    // Checkpoints on gs:// (a real storage emulator), as `backend: kubernetes` requires: the
+    // operator reads each live job's manifest from it.
+    let emulator = mtl_storage::testing::Emulator::start();
+    let checkpoints = emulator.uri("bench");
     standin.create(
         "apiextensions.k8s.io/v1",
         "customresourcedefinitions",
@@ -174,6 +177,7 @@ async fn main() -> Result<()> {
             "bench",
         ])
         .env("KUBECONFIG", &kubeconfig)
+        .env("STORAGE_EMULATOR_HOST", emulator.endpoint())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -13,7 +13,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use mtl_crds::{Backend, JobPhase, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
 use mtl_storage::{Manifest, Progress, Storage};
@@ -81,6 +82,13 @@ pub struct Context {
     pub vertex: Arc<VertexClients>,
     /// Per job: when its progress object was last read and last seen to change.
     progress: Mutex<HashMap<String, ProgressSeen>>,
+    /// Per job: when its checkpoint manifest was last read, by the operator's clock.
+    manifest_read_at: Mutex<HashMap<String, Instant>>,
+    /// The pods the controller watches, once [`run`] started the watch.
+    pod_store: OnceLock<Store<Pod>>,
+    /// Per job: the status this operator last wrote, and the job's resourceVersion it was
+    /// written over (see [`Context::current_status`]).
+    written: Mutex<HashMap<String, (String, MultiTaskTrainingJobStatus)>>,
 }
 
 /// What the operator remembers of a job's progress object, by its own clock.
@@ -108,6 +116,36 @@ impl Context {
             config,
             vertex: Arc::new(VertexClients::from_env()),
             progress: Mutex::new(HashMap::new()),
+            manifest_read_at: Mutex::new(HashMap::new()),
+            pod_store: OnceLock::new(),
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The job's status as it is now. A reconcile can run on a cached job that does not show
+    /// our last status write yet (a pod event arrived before the job's own): while the job is
+    /// still at the resourceVersion that write went over, the status written is the current
+    /// one, so the reconcile neither decides again from the old status nor writes and
+    /// announces the same transition twice.
+    fn current_status(&self, job: &MultiTaskTrainingJob) -> MultiTaskTrainingJobStatus {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = job_key(job);
+        match written.get(&key) {
+            Some((rv, st)) if job.resource_version().as_ref() == Some(rv) => return st.clone(),
+            Some(_) => {
+                written.remove(&key);
+            }
+            None => {}
+        }
+        job.status.clone().unwrap_or_default()
+    }
+
+    /// The pods backend, reading pods from the controller's cache when it runs.
+    fn pods(&self) -> Pods {
+        Pods {
+            client: self.client.clone(),
+            opts: self.config.pod.clone(),
+            store: self.pod_store.get().cloned(),
         }
     }
 }
@@ -208,10 +246,7 @@ pub fn error_policy(job: Arc<MultiTaskTrainingJob>, error: &Error, ctx: Arc<Cont
 async fn apply(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
     match job.spec.backend {
         Backend::Kubernetes => {
-            let pods = Pods {
-                client: ctx.client.clone(),
-                opts: ctx.config.pod.clone(),
-            };
+            let pods = ctx.pods();
             reconcile_with(&pods, job, ctx).await
         }
         // Decisions, status, events and metrics are shared with the pods backend.
@@ -225,10 +260,7 @@ async fn apply(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
 async fn cleanup(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
     match job.spec.backend {
         Backend::Kubernetes => {
-            let pods = Pods {
-                client: ctx.client.clone(),
-                opts: ctx.config.pod.clone(),
-            };
+            let pods = ctx.pods();
             pods.cleanup(job).await?;
         }
         // Cancels every attempt's CustomJob; the finalizer stays until Vertex AI accepted.
@@ -251,7 +283,44 @@ async fn cleanup(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&job_key(job));
+    ctx.manifest_read_at
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&job_key(job));
+    ctx.written
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&job_key(job));
     Ok(Action::await_change())
+}
+
+/// Whether this reconcile reads the checkpoint manifest: while the job can still change, at
+/// most once per [`Config::poll_interval`] (so the reconcile caused by our own status write
+/// reads nothing), and always once the attempt has ended (the final read, which says whether
+/// the trainer stopped early). Never for checkpoints on a PersistentVolumeClaim, which the
+/// operator does not mount. Records the read.
+fn manifest_due(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+    status: &MultiTaskTrainingJobStatus,
+    attempt: Option<&crate::backend::ObservedAttempt>,
+) -> bool {
+    if !decide::needs_manifest(status) || job.spec.checkpoints.persistent_volume_claim.is_some() {
+        return false;
+    }
+    let mut reads = ctx
+        .manifest_read_at
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let key = job_key(job);
+    let due = attempt.is_some_and(|a| a.state.is_terminal())
+        || reads
+            .get(&key)
+            .is_none_or(|at| at.elapsed() >= ctx.config.poll_interval);
+    if due {
+        reads.insert(key, Instant::now());
+    }
+    due
 }
 
 async fn read_manifest(storage: &Storage, uri: &str, timeout: Duration) -> ManifestRead {
@@ -335,7 +404,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
     job: &MultiTaskTrainingJob,
     ctx: &Context,
 ) -> Result<Action> {
-    let old = job.status.clone().unwrap_or_default();
+    let old = ctx.current_status(job);
     let refused = if old.phase.is_finished() {
         None
     } else {
@@ -376,7 +445,8 @@ pub async fn reconcile_with<B: AttemptBackend>(
     } else {
         None
     };
-    let manifest = if decide::needs_manifest(&old) {
+    let manifest = if manifest_due(ctx, job, &old, observed.as_ref()) {
+        ctx.metrics.manifest_reads.inc();
         read_manifest(
             &ctx.storage,
             &job.spec.checkpoints.uri,
@@ -484,6 +554,8 @@ async fn fold_progress(
 ) -> Option<Duration> {
     let key = job_key(job);
     let interval = job.spec.checkpoints.progress_every_seconds;
+    // Progress on a PersistentVolumeClaim is out of the operator's reach, like the manifest.
+    let running = running && job.spec.checkpoints.persistent_volume_claim.is_none();
     if !running {
         ctx.progress
             .lock()
@@ -572,6 +644,12 @@ pub async fn patch_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    if let Some(rv) = job.resource_version() {
+        ctx.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job_key(job), (rv, status.clone()));
+    }
     Ok(())
 }
 
@@ -623,8 +701,19 @@ pub async fn run(
         ),
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
+    // One watch of the jobs' pods feeds both the cache the pods backend reads (so a
+    // reconcile GETs no pod the watch has seen) and the reconciles of their jobs, each
+    // triggered after the cache holds the change. Managed fields are dropped: nothing reads
+    // them, and they are a large part of a pod.
+    let (store, writer) = reflector::store::<Pod>();
+    let _ = ctx.pod_store.set(store);
+    let pod_events = watcher(pods, watcher::Config::default().labels(LABEL_JOB))
+        .default_backoff()
+        .modify(|pod| pod.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
     Controller::new(jobs, watcher::Config::default())
-        .owns(pods, watcher::Config::default().labels(LABEL_JOB))
+        .owns_stream(pod_events)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

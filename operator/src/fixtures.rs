@@ -22,8 +22,8 @@ pub const JOBS: &str = "/apis/multitask.dev/v1alpha1/namespaces/testns/multitask
 pub const PODS: &str = "/api/v1/namespaces/testns/pods";
 pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/testns/events";
 
-/// Job `testns/train` (uid `uid-train`), image `trainer:1`, checkpoints in a directory that does
-/// not exist (so the manifest reads as missing).
+/// Job `testns/train` (uid `uid-train`), image `trainer:1`, checkpoints on a
+/// PersistentVolumeClaim (so the operator reads no manifest; see [`JobExt::checkpoints_at`]).
 pub fn test_job() -> MultiTaskTrainingJob {
     let spec = mtl_crds::parse_job(
         "job.yaml",
@@ -32,7 +32,7 @@ image: trainer:1
 model: { pretrained: gs://m/roberta }
 tasks:
   - { name: stsb, type: regression, train: gs://d/stsb.tsv, format: glueTsv, textFields: [s1, s2], labelField: score }
-checkpoints: { uri: /nonexistent/mtl-operator-tests/out }
+checkpoints: { uri: /checkpoints/out, persistentVolumeClaim: ckpt }
 runPolicy: { backoffLimit: 1 }
 "#,
     )
@@ -50,6 +50,7 @@ pub trait JobExt: Sized {
     fn finalized(self) -> Self;
     fn with_status(self, status: MultiTaskTrainingJobStatus) -> Self;
     fn deleting(self) -> Self;
+    /// Checkpoints at `uri` (gs://), which the operator reads.
     fn checkpoints_at(self, uri: &str) -> Self;
 }
 
@@ -74,6 +75,7 @@ impl JobExt for MultiTaskTrainingJob {
 
     fn checkpoints_at(mut self, uri: &str) -> Self {
         self.spec.checkpoints.uri = uri.into();
+        self.spec.checkpoints.persistent_volume_claim = None;
         self
     }
 }
@@ -170,6 +172,11 @@ pub async fn finish(handle: JoinHandle<()>) {
 impl Context {
     /// A context whose client talks to a mock API server.
     pub fn test() -> (Arc<Self>, ApiServerVerifier) {
+        Self::test_with_storage(mtl_storage::Storage::new())
+    }
+
+    /// As [`Context::test`], reading checkpoints through `storage`.
+    pub fn test_with_storage(storage: mtl_storage::Storage) -> (Arc<Self>, ApiServerVerifier) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NS);
         let ctx = Context::new(
@@ -178,7 +185,7 @@ impl Context {
                 controller: "mtl-operator".into(),
                 instance: Some("test".into()),
             },
-            mtl_storage::Storage::new(),
+            storage,
             Arc::new(Metrics::new()),
             Config::default(),
         );

@@ -6,9 +6,10 @@
 //! - [`status`]: conditions and the checkpoint manifest folded into `.status`
 //! - [`progress`]: the trainer's progress.json folded into `.status.progress`, `Stalled`
 //! - [`policy`]: the images, service accounts and Vertex AI projects jobs may use
-//! - [`leader`], [`metrics`], [`server`], [`manager`]: running it in production
+//! - [`leader`], [`metrics`], [`server`], [`manager`], [`client`]: running it in production
 
 pub mod backend;
+pub mod client;
 pub mod controller;
 pub mod decide;
 mod error;

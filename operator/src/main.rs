@@ -77,6 +77,10 @@ struct RunArgs {
     /// The most the wait between attempts grows to.
     #[arg(long, default_value_t = 360)]
     backoff_max_seconds: u64,
+    /// Kubernetes API requests per second, at most (0: no limit): a burst of new jobs queues
+    /// in the operator instead of flooding the API server. Leader election is not limited.
+    #[arg(long, env = "MTL_KUBE_API_QPS", default_value_t = 50)]
+    kube_api_qps: u32,
     /// Reconciles in flight at once (0: unbounded).
     #[arg(long, env = "MTL_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -153,16 +157,10 @@ async fn main() -> anyhow::Result<()> {
             let args = *args;
             manager::init_tracing(!args.text_logs);
             mtl_operator::vertex::install_crypto_provider();
-            let mut kube_config = kube::Config::infer()
+            let kube_config = kube::Config::infer()
                 .await
                 .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
-            // Names the operator in the API server's audit log (and in the stand-in's request
-            // log, from which the tests derive the chart's RBAC).
-            kube_config.headers.push((
-                http::header::USER_AGENT,
-                http::HeaderValue::from_static(mtl_operator::USER_AGENT),
-            ));
-            let client = kube::Client::try_from(kube_config)
+            let clients = mtl_operator::client::connect(kube_config, args.kube_api_qps)
                 .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
             let lease = LeaseConfig::with_duration(
                 args.lease_name,
@@ -198,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
                 lease_namespace: args.lease_namespace,
                 config,
             };
-            manager::run(client, opts, manager::shutdown_signal()).await?;
+            manager::run(clients, opts, manager::shutdown_signal()).await?;
             Ok(())
         }
     }

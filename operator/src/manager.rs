@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::Reporter;
 use mtl_crds::MultiTaskTrainingJob;
@@ -16,6 +15,7 @@ use mtl_storage::Storage;
 use tracing::{error, info};
 
 use crate::Result;
+use crate::client::Clients;
 use crate::controller::{self, Config, Context};
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -38,10 +38,14 @@ type Shutdown = Shared<BoxFuture<'static, ()>>;
 /// Runs until `shutdown` resolves (clean exit, lease released) or leadership is lost (error:
 /// the process should exit so that it rejoins as a candidate).
 pub async fn run(
-    client: Client,
+    clients: Clients,
     opts: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let Clients {
+        api: client,
+        lease: lease_client,
+    } = clients;
     let shutdown: Shutdown = shutdown.boxed().shared();
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -63,7 +67,7 @@ pub async fn run(
     ready.store(true, Ordering::Relaxed);
 
     let elector = LeaderElector::new(
-        Api::namespaced(client.clone(), &opts.lease_namespace),
+        Api::namespaced(lease_client, &opts.lease_namespace),
         opts.lease.clone(),
     );
     tokio::select! {

@@ -129,6 +129,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Reads of trainers' progress objects.
     pub progress_reads: Counter,
+    pub manifest_reads: Counter,
     job: JobGauges,
     phases: Mutex<HashMap<String, JobPhase>>,
     registry: Registry,
@@ -149,11 +150,17 @@ impl Metrics {
         let leader = Gauge::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let progress_reads = Counter::default();
+        let manifest_reads = Counter::default();
         let job = JobGauges::register(&mut registry);
         registry.register(
             "progress_reads",
             "Reads of trainers' progress.json",
             progress_reads.clone(),
+        );
+        registry.register(
+            "manifest_reads",
+            "Reads of checkpoint manifests",
+            manifest_reads.clone(),
         );
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
@@ -194,6 +201,7 @@ impl Metrics {
             leader,
             reconcile_duration,
             progress_reads,
+            manifest_reads,
             job,
             phases: Mutex::default(),
             registry,

@@ -1,7 +1,7 @@
 //! End to end: the real `mtl-operator` binary against the Kubernetes API + kubelet stand-in
 //! (`kube-standin`, in-process, plain HTTP, with the CRD installed from `crds/`), through a
-//! kubeconfig file, with checkpoints in a local directory written the way the trainer writes
-//! them.
+//! kubeconfig file, with checkpoints on a real storage emulator written the way the trainer
+//! writes them.
 //!
 //! Every wait polls with a bounded deadline; nothing sleeps for synchronisation.
 
@@ -477,17 +477,10 @@ async fn operator_adds_its_finalizer() {
 #[tokio::test]
 async fn workers_are_one_attempt_replaced_together_and_counted_once() {
     use k8s_openapi::api::core::v1::Service;
-    let emulator = mtl_storage::testing::Emulator::start();
     let mut env = Env::start().await;
-    env.operator_env
-        .push(("STORAGE_EMULATOR_HOST".into(), emulator.endpoint()));
     env.operator("op-a");
-    let uri = emulator.uri("runs/train");
-    env.apply(
-        "train",
-        json!({"workers": 3, "checkpoints": {"uri": uri}, "resources": {"gpus": 2}}),
-    )
-    .await;
+    env.apply("train", json!({"workers": 3, "resources": {"gpus": 2}}))
+        .await;
 
     let pods: Vec<_> = futures::future::join_all((0..3).map(|i| {
         let env = &env;
@@ -613,11 +606,9 @@ async fn workers_are_one_attempt_replaced_together_and_counted_once() {
     .await;
 }
 
-/// The CRD refuses several workers without a gs:// checkpoint URI, at admission.
-#[tokio::test]
-async fn several_workers_need_gs_checkpoints_at_admission() {
-    let env = Env::start().await;
-    let job = serde_json::to_string(&json!({
+/// A job as `kubectl apply -f -` sends it, with `checkpoints` and `workers` as given.
+fn job_with_checkpoints(checkpoints: serde_json::Value, workers: u32) -> String {
+    serde_json::to_string(&json!({
         "apiVersion": "multitask.dev/v1alpha1",
         "kind": "MultiTaskTrainingJob",
         "metadata": {"name": "local"},
@@ -626,23 +617,203 @@ async fn several_workers_need_gs_checkpoints_at_admission() {
             "model": {"pretrained": "gs://models/minilm"},
             "tasks": [{"name": "stsb", "type": "regression", "train": "gs://data/stsb.tsv",
                        "format": "glueTsv", "textFields": ["s1", "s2"], "labelField": "score"}],
-            "checkpoints": {"uri": "/tmp/ckpt"},
-            "workers": 2
+            "checkpoints": checkpoints,
+            "workers": workers
         }
+    }))
+    .unwrap()
+}
+
+/// At admission, the CRD refuses checkpoints on a pod's own disk for `backend: kubernetes`
+/// (a path without a PersistentVolumeClaim), a claim not mounted at an absolute path, and
+/// several workers without gs://; a claim mounted at an absolute path is accepted.
+#[tokio::test]
+async fn pods_need_checkpoints_that_outlive_them_at_admission() {
+    let env = Env::start().await;
+    let kubectl = env.kubectl();
+    for (checkpoints, workers, refusal) in [
+        (
+            json!({"uri": "/tmp/ckpt"}),
+            1,
+            "backend kubernetes needs a gs:// checkpoints.uri, or checkpoints.persistentVolumeClaim",
+        ),
+        (
+            json!({"uri": "ckpt", "persistentVolumeClaim": "ckpt"}),
+            1,
+            "with persistentVolumeClaim, uri is the absolute path",
+        ),
+        (
+            json!({"uri": "/ckpt", "persistentVolumeClaim": "ckpt"}),
+            2,
+            "workers > 1 needs a gs:// checkpoints.uri",
+        ),
+    ] {
+        let job = job_with_checkpoints(checkpoints.clone(), workers);
+        let out = kubectl
+            .run(&["apply", "-f", "-"], Some(&job))
+            .await
+            .unwrap();
+        assert!(!out.success(), "accepted {checkpoints}: {out}");
+        assert!(
+            out.stderr.contains(refusal),
+            "{checkpoints}: {}",
+            out.stderr
+        );
+    }
+    let job = job_with_checkpoints(json!({"uri": "/ckpt", "persistentVolumeClaim": "ckpt"}), 1);
+    let out = kubectl
+        .run(&["apply", "-f", "-"], Some(&job))
+        .await
+        .unwrap();
+    assert!(out.success(), "{out}");
+}
+
+/// Checkpoints on a PersistentVolumeClaim: the claim is mounted at `checkpoints.uri`, and the
+/// operator, which cannot read it, never reads a manifest for the job. Where the API server
+/// lets a local path through (the rule stripped), the operator fails the job with
+/// `InvalidSpec` instead of running it on a disk that dies with the pod.
+#[tokio::test]
+async fn checkpoints_on_a_claim_are_mounted_and_local_ones_refused() {
+    let mut env = Env::start_without_crd().await;
+    env.install_crd_edited(|crd| {
+        strip_rules(crd, "backend kubernetes needs a gs:// checkpoints.uri")
+    })
+    .await;
+    env.operator("op-a");
+    env.apply(
+        "claim",
+        json!({"checkpoints": {"uri": "/checkpoints/run", "persistentVolumeClaim": "team-ckpt"}}),
+    )
+    .await;
+    let pod = env.pod("claim-1").await;
+    let spec = pod.spec.unwrap();
+    let volume = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "checkpoints")
+        .expect("a checkpoints volume");
+    assert_eq!(
+        volume.persistent_volume_claim.unwrap().claim_name,
+        "team-ckpt"
+    );
+    let mount = spec.containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == "checkpoints")
+        .expect("a checkpoints mount");
+    assert_eq!(mount.mount_path, "/checkpoints/run");
+    kubelet_ok(env.standin.kubelet().run(NS, "claim-1"));
+    env.status_until("claim", "Running", |s| s.phase == JobPhase::Running)
+        .await;
+
+    env.apply("local", json!({"checkpoints": {"uri": "/tmp/ckpt"}}))
+        .await;
+    let st = env
+        .status_until("local", "Failed", |s| s.phase == JobPhase::Failed)
+        .await;
+    let failed = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.reason, "InvalidSpec");
+    assert!(
+        failed.message.contains("lost with the pod"),
+        "{}",
+        failed.message
+    );
+    assert!(env.pods().get_opt("local-1").await.unwrap().is_none());
+    let text = env.metrics(0).await.expect("metrics served");
+    assert_eq!(
+        metric(&text, "mtl_operator_manifest_reads_total"),
+        Some(0.0),
+        "the claim's manifest is out of reach: {text}"
+    );
+}
+
+/// `spec.podTemplate` reaches the pod as the API server stores it, and cannot change once the
+/// job exists (the CRD's transition rule, enforced by the stand-in).
+#[tokio::test]
+async fn pod_template_reaches_the_pod_and_is_immutable() {
+    let mut env = Env::start().await;
+    env.operator("op-a");
+    let template = json!({
+        "labels": {"team": "nlp"},
+        "annotations": {"gke-gcsfuse/volumes": "true"},
+        "env": [{"name": "HF_DATASETS_OFFLINE", "value": "1"}],
+        "volumes": [{"name": "data", "csi": {"driver": "gcsfuse.csi.storage.gke.io",
+                     "volumeAttributes": {"bucketName": "datasets"}}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}],
+        "priorityClassName": "training-high",
+        "imagePullSecrets": [{"name": "registry"}]
+    });
+    env.apply("train", json!({"podTemplate": template})).await;
+    let pod = env.pod("train-1").await;
+    assert_eq!(pod.metadata.labels.as_ref().unwrap()["team"], "nlp");
+    assert_eq!(
+        pod.metadata.annotations.as_ref().unwrap()["gke-gcsfuse/volumes"],
+        "true"
+    );
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.priority_class_name.as_deref(), Some("training-high"));
+    assert_eq!(spec.image_pull_secrets.unwrap()[0].name, "registry");
+    let c = &spec.containers[0];
+    assert!(
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "HF_DATASETS_OFFLINE")
+    );
+    assert!(
+        c.volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.mount_path == "/data")
+    );
+    assert!(
+        spec.volumes
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "data" && v.csi.is_some())
+    );
+
+    let mut changed = template.clone();
+    changed["priorityClassName"] = json!("training-low");
+    let job = serde_json::to_string(&json!({
+        "apiVersion": "multitask.dev/v1alpha1", "kind": "MultiTaskTrainingJob",
+        "metadata": {"name": "train"}, "spec": {"podTemplate": changed}
     }))
     .unwrap();
     let out = env
         .kubectl()
-        .run(&["apply", "-f", "-"], Some(&job))
+        .run(
+            &["patch", "mttj", "train", "--type", "merge", "-p", &job],
+            None,
+        )
         .await
         .unwrap();
-    assert!(!out.success(), "accepted: {out}");
+    assert!(!out.success(), "changed: {out}");
     assert!(
         out.stderr
-            .contains("workers > 1 needs a gs:// checkpoints.uri"),
+            .contains("spec.podTemplate cannot change once the job exists"),
         "{}",
         out.stderr
     );
+}
+
+/// Removes the CRD's validation rules whose message contains `message`.
+fn strip_rules(v: &mut serde_json::Value, message: &str) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(rules)) = map.get_mut("x-kubernetes-validations") {
+                rules.retain(|r| !r["message"].as_str().unwrap_or("").contains(message));
+            }
+            map.values_mut().for_each(|v| strip_rules(v, message));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_rules(v, message)),
+        _ => {}
+    }
 }
 
 /// The trainer's progress.json reaches `.status.progress` and `kubectl get`'s PROGRESS and

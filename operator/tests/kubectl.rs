@@ -169,7 +169,7 @@ async fn a_user_runs_the_example_job_with_kubectl() {
     let explained = ok(&kubectl, &["explain", "mttj.spec.checkpoints"]).await;
     for want in [
         "Where checkpoints go and how many stay.",
-        "gs://bucket/prefix, or a local directory for local runs.",
+        "gs://bucket/prefix; or, with `persistentVolumeClaim`, the absolute path",
         "Keep the newest N checkpoints (all when unset).",
     ] {
         assert!(explained.contains(want), "no {want:?} in\n{explained}");
@@ -230,7 +230,7 @@ spec:
     batchSize: 8
     learningRate: 1.0e-5
   checkpoints:
-    uri: /tmp/{name}
+    uri: gs://mtl-test/runs/{name}
   resources:
     gpus: 1
     memory: 16Gi
@@ -249,7 +249,7 @@ async fn kubectl_apply_refuses_invalid_jobs_with_the_rule_and_field() {
     let cases: Vec<Case> = vec![
         Case(
             "a required field missing",
-            vec![("  checkpoints:\n    uri: /tmp/bad-1\n", String::new())],
+            vec![("  checkpoints:\n    uri: gs://mtl-test/runs/bad-1\n", String::new())],
             vec!["The MultiTaskTrainingJob \"bad-1\" is invalid: spec.checkpoints: Required value".into()],
         ),
         Case(
@@ -315,6 +315,11 @@ async fn kubectl_apply_refuses_invalid_jobs_with_the_rule_and_field() {
             "the vertexAI backend without its settings",
             vec![("  image: mtl-trainer:test\n", "  image: mtl-trainer:test\n  backend: vertexAI\n".into())],
             vec!["spec: Invalid value: \"object\": backend vertexAI needs spec.vertexAI (project, region)".into()],
+        ),
+        Case(
+            "checkpoints on the pod's own disk",
+            vec![("    uri: gs://mtl-test/runs/bad-1\n", "    uri: /tmp/ckpt\n".into())],
+            vec!["spec.checkpoints.uri: Invalid value: \"object\": backend kubernetes needs a gs:// checkpoints.uri, or checkpoints.persistentVolumeClaim".into()],
         ),
         Case(
             "a classification task without labels",

@@ -8,7 +8,8 @@ mod build;
 mod observe;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use mtl_crds::{MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
 
@@ -40,6 +41,8 @@ pub const KUEUE_TERMINATION_TARGET: &str = "TerminationTarget";
 pub const CONTAINER: &str = "trainer";
 /// Where the trainer caches downloads (on the /scratch emptyDir).
 pub const CACHE_DIR: &str = "/scratch/cache";
+/// The volume of `spec.checkpoints.persistentVolumeClaim`, mounted at `spec.checkpoints.uri`.
+pub const CHECKPOINTS_VOLUME: &str = "checkpoints";
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 pub const GKE_ACCELERATOR_LABEL: &str = "cloud.google.com/gke-accelerator";
 /// The pod condition Kubernetes sets on pods it is about to disrupt (preemption, eviction,
@@ -97,6 +100,10 @@ impl Default for PodOptions {
 pub struct Pods {
     pub client: Client,
     pub opts: PodOptions,
+    /// The operator's cache of the pods it watches (the controller's pod watch feeds it). A
+    /// pod found there costs no request; one missing is looked up on the API server, since
+    /// the cache may not have seen a pod created a moment ago.
+    pub store: Option<Store<Pod>>,
 }
 
 fn namespace(job: &MultiTaskTrainingJob) -> Result<String> {
@@ -141,9 +148,25 @@ impl Pods {
         Ok(Api::namespaced(self.client.clone(), &namespace(job)?))
     }
 
-    /// Creates `obj` unless an object of its name exists (which must be ours). Pod specs are
-    /// immutable: a status write lost after an earlier create must not turn into a rejected
-    /// update.
+    /// Pod `name` of the job's namespace as the cache has it.
+    fn cached(&self, job: &MultiTaskTrainingJob, name: &str) -> Option<Pod> {
+        let store = self.store.as_ref()?;
+        let key = ObjectRef::new(name).within(job.namespace().as_deref()?);
+        store.get(&key).map(|p| (*p).clone())
+    }
+
+    /// Pod `name`: from the cache, else from the API server.
+    async fn get_pod(&self, job: &MultiTaskTrainingJob, name: &str) -> Result<Option<Pod>> {
+        match self.cached(job, name) {
+            Some(pod) => Ok(Some(pod)),
+            None => Ok(self.api(job)?.get_opt(name).await?),
+        }
+    }
+
+    /// Creates `obj` unless an object of its name exists (which must be ours): one request
+    /// when it is new, as the Job controller creates its pods. Pod specs are immutable: a
+    /// status write lost after an earlier create must not turn into a rejected update, so an
+    /// existing object is left as it is.
     async fn create_missing<K>(
         &self,
         api: &Api<K>,
@@ -155,13 +178,18 @@ impl Pods {
         K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
     {
         let name = obj.meta().name.clone().unwrap_or_default();
-        match api.get_opt(&name).await? {
-            Some(existing) => check_owner(job, what, &existing),
-            None => {
-                let params = PatchParams::apply(&self.opts.field_manager).force();
-                api.patch(&name, &params, &Patch::Apply(obj)).await?;
-                Ok(())
-            }
+        let params = PostParams {
+            field_manager: Some(self.opts.field_manager.clone()),
+            ..Default::default()
+        };
+        match api.create(&params, obj).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await? {
+                Some(existing) => check_owner(job, what, &existing),
+                // Deleted since: the next reconcile decides again.
+                None => Ok(()),
+            },
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -203,7 +231,7 @@ impl AttemptBackend for Pods {
         let name = job.name_any();
         if workers <= 1 {
             let pod_name = pod_name(&name, attempt, 0, 1);
-            return match self.api(job)?.get_opt(&pod_name).await? {
+            return match self.get_pod(job, &pod_name).await? {
                 Some(pod) => {
                     check_owner(job, "pod", &pod)?;
                     Ok(Some(observe_pod(&pod, attempt)))
@@ -211,8 +239,15 @@ impl AttemptBackend for Pods {
                 None => Ok(None),
             };
         }
-        // One list for all workers.
-        let mut found = self.attempt_pods(job, attempt).await?;
+        // From the cache when it has every worker, else one list for all of them.
+        let cached: Vec<Pod> = (0..workers)
+            .filter_map(|i| self.cached(job, &pod_name(&name, attempt, i, workers)))
+            .collect();
+        let mut found = if cached.len() == workers as usize {
+            cached
+        } else {
+            self.attempt_pods(job, attempt).await?
+        };
         let mut pods = Vec::with_capacity(workers as usize);
         for i in 0..workers {
             let want = pod_name(&name, attempt, i, workers);
@@ -246,7 +281,10 @@ impl AttemptBackend for Pods {
         }
         let api = self.api(job)?;
         for pod in &pods {
-            self.create_missing(&api, job, "pod", pod).await?;
+            match self.cached(job, &pod.name_any()) {
+                Some(existing) => check_owner(job, "pod", &existing)?,
+                None => self.create_missing(&api, job, "pod", pod).await?,
+            }
         }
         status.pod_name = Some(pods[0].name_any());
         Ok(())

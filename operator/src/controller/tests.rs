@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Resource;
 use mtl_crds::{CheckpointRef, JobPhase, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
-use mtl_storage::{Manifest, Storage};
+use mtl_storage::Manifest;
 
 use super::*;
 use crate::backend::pods::build_pod;
@@ -100,10 +100,9 @@ impl ApiServerVerifier {
                     respond(send, &job.finalized());
                 }
                 Scenario::CreateFirstPod(job) => {
-                    let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
-                    respond_status(send, 404, "NotFound");
-                    let (req, send) = v.expect(Method::PATCH, &format!("{PODS}/train-1")).await;
-                    assert_eq!(req.content_type, "application/apply-patch+yaml");
+                    // One request: a create, as the Job controller makes its pods.
+                    let (req, send) = v.expect(Method::POST, PODS).await;
+                    assert_eq!(req.content_type, "application/json");
                     assert!(
                         req.query.contains("fieldManager=mtl-operator"),
                         "{}",
@@ -274,12 +273,12 @@ async fn finalized_job_creates_its_first_pod() {
 
 #[tokio::test]
 async fn running_pod_and_manifest_fill_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().display().to_string();
+    let emulator = mtl_storage::testing::Emulator::start();
+    let base = emulator.uri("out");
     let mut manifest = Manifest::default();
     manifest
         .commit(
-            &Storage::new(),
+            &emulator.storage(),
             &base,
             CheckpointRef {
                 step: 500,
@@ -292,7 +291,7 @@ async fn running_pod_and_manifest_fill_status() {
         )
         .await
         .unwrap();
-    let (ctx, server) = Context::test();
+    let (ctx, server) = Context::test_with_storage(emulator.storage());
     let job = test_job()
         .finalized()
         .checkpoints_at(&base)
@@ -416,4 +415,36 @@ fn owner_reference_points_at_the_job() {
     let owner = job.controller_owner_ref(&()).unwrap();
     assert_eq!(owner.controller, Some(true));
     assert_eq!(owner.kind, "MultiTaskTrainingJob");
+}
+
+/// A reconcile on a cached job that does not show our last status write yet decides from the
+/// status written, not from the stale one; once the job moves on, from the job.
+#[tokio::test]
+async fn a_stale_cached_job_is_read_with_the_status_last_written() {
+    let (ctx, mut server) = Context::test();
+    let job = test_job().with_status(status(JobPhase::Pending, 1));
+    let written = status(JobPhase::Running, 1);
+    let patch = tokio::spawn({
+        let (ctx, job, written) = (ctx.clone(), job.clone(), written.clone());
+        async move { patch_status(&ctx, &job, &written).await }
+    });
+    let (_, send) = server
+        .expect(Method::PATCH, &format!("{JOBS}/train/status"))
+        .await;
+    respond(send, &job);
+    patch.await.unwrap().expect("status written");
+    assert_eq!(
+        ctx.current_status(&job),
+        written,
+        "the cache still has rv 100"
+    );
+
+    let mut moved = job.clone();
+    moved.meta_mut().resource_version = Some("101".into());
+    assert_eq!(ctx.current_status(&moved).phase, JobPhase::Pending);
+    assert_eq!(
+        ctx.current_status(&job).phase,
+        JobPhase::Pending,
+        "forgotten once the job moved on"
+    );
 }

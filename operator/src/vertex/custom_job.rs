@@ -175,6 +175,19 @@ pub fn validate_for_vertex(job: &MultiTaskTrainingJob) -> Result<&VertexAiSpec> 
             job.spec.checkpoints.uri
         )));
     }
+    for (set, field) in [
+        (job.spec.pod_template.is_some(), "spec.podTemplate"),
+        (
+            job.spec.checkpoints.persistent_volume_claim.is_some(),
+            "spec.checkpoints.persistentVolumeClaim",
+        ),
+    ] {
+        if set {
+            return Err(invalid(format!(
+                "{field}: applies to the pods of backend kubernetes; a Vertex AI custom job has none"
+            )));
+        }
+    }
     if let Err(e) = serde_json::to_string(&job.spec) {
         return Err(invalid(format!("spec cannot be encoded as JSON: {e}")));
     }

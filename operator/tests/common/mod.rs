@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests: a kube-standin with the CRD installed from
 //! `crds/multitasktrainingjobs.yaml`, the real `mtl-operator` binary started against it
-//! through a kubeconfig, checkpoints written the way the trainer writes them, and bounded
+//! through a kubeconfig, checkpoints on gs:// (a real `gcp-storage-emulator`, as
+//! `backend: kubernetes` requires) written the way the trainer writes them, and bounded
 //! polling (nothing sleeps for synchronisation).
 #![allow(dead_code)]
 
@@ -18,6 +19,7 @@ use kube::{Client, Config};
 use kube_standin::{Kubectl, StandIn};
 use mtl_crds::{CheckpointRef, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
 use mtl_storage::manifest::checkpoint_uri;
+use mtl_storage::testing::Emulator;
 use mtl_storage::{Manifest, Storage};
 use serde_json::json;
 
@@ -72,9 +74,12 @@ fn operator_logs() -> String {
     })
 }
 
-/// One stand-in, a kubeconfig for it, a checkpoint directory and the operators started on it.
+/// One stand-in, a kubeconfig for it, a storage emulator for checkpoints and the operators
+/// started on it.
 pub struct Env {
     pub standin: StandIn,
+    /// Where `checkpoints()` lives; the operators find it through `STORAGE_EMULATOR_HOST`.
+    pub emulator: Emulator,
     pub client: Client,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
@@ -128,12 +133,15 @@ impl Env {
         let mut config = Config::new(standin.url().parse().expect("url"));
         config.default_namespace = NS.into();
         let client = Client::try_from(config).expect("client");
+        let emulator = Emulator::start();
+        let operator_env = vec![("STORAGE_EMULATOR_HOST".into(), emulator.endpoint())];
         Env {
             standin,
+            emulator,
             client,
             dir,
             kubeconfig,
-            operator_env: Vec::new(),
+            operator_env,
             operators: Vec::new(),
         }
     }
@@ -258,8 +266,14 @@ impl Env {
         Api::namespaced(self.client.clone(), NS)
     }
 
+    /// The checkpoints of the jobs `apply` creates: `gs://<bucket>/out` on the emulator.
     pub fn checkpoints(&self) -> String {
-        self.dir.path().join("out").display().to_string()
+        self.emulator.uri("out")
+    }
+
+    /// Storage that reaches [`Env::checkpoints`].
+    pub fn storage(&self) -> Storage {
+        self.emulator.storage()
     }
 
     /// `kubectl apply --server-side -f job.yaml`.
@@ -369,7 +383,7 @@ impl Env {
 
     /// Commits a checkpoint the way the trainer does: files first, then the manifest.
     pub async fn commit_checkpoint(&self, step: u64) {
-        let storage = Storage::new();
+        let storage = self.storage();
         let base = self.checkpoints();
         let dir = checkpoint_uri(&base, step);
         storage
@@ -414,7 +428,7 @@ impl Env {
             updated_at: format!("2026-01-01T00:00:{written:02}Z"),
             attempt: Some(1),
         };
-        p.store(&Storage::new(), &self.checkpoints())
+        p.store(&self.storage(), &self.checkpoints())
             .await
             .expect("progress written");
     }

@@ -4,20 +4,22 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext,
-    PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort,
-    ServiceSpec, Toleration, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use mtl_crds::MultiTaskTrainingJob;
+use mtl_crds::{MultiTaskTrainingJob, PodTemplate};
 
 use super::{
-    CACHE_DIR, CONTAINER, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, DEFAULT_SCRATCH_SIZE,
-    DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL, GPU_RESOURCE, KUEUE_GROUP_COUNT_ANNOTATION,
-    KUEUE_GROUP_LABEL, KUEUE_PRIORITY_LABEL, KUEUE_QUEUE_LABEL, LABEL_ATTEMPT, LABEL_JOB,
-    LABEL_WORKER, MASTER_PORT, PodOptions, TMP_SIZE, pod_name, service_name,
+    CACHE_DIR, CHECKPOINTS_VOLUME, CONTAINER, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST,
+    DEFAULT_SCRATCH_SIZE, DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL, GPU_RESOURCE,
+    KUEUE_GROUP_COUNT_ANNOTATION, KUEUE_GROUP_LABEL, KUEUE_PRIORITY_LABEL, KUEUE_QUEUE_LABEL,
+    LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, MASTER_PORT, PodOptions, TMP_SIZE, pod_name,
+    service_name,
 };
 use crate::{Error, Result};
 
@@ -138,6 +140,32 @@ pub fn build_pod(
                 ),
             ));
         }
+    }
+    let claim = spec
+        .checkpoints
+        .persistent_volume_claim
+        .as_deref()
+        .filter(|c| !c.is_empty());
+    match claim {
+        None if !spec.checkpoints.uri.starts_with("gs://") => {
+            return Err(invalid(
+                job,
+                format!(
+                    "spec.checkpoints.uri: {:?} is on the pod's own disk, which is lost with the pod (and the next attempt resumes from it): use a gs:// URI, or name a spec.checkpoints.persistentVolumeClaim mounted there",
+                    spec.checkpoints.uri
+                ),
+            ));
+        }
+        Some(_) if !spec.checkpoints.uri.starts_with('/') => {
+            return Err(invalid(
+                job,
+                format!(
+                    "spec.checkpoints.uri: {:?} must be the absolute path spec.checkpoints.persistentVolumeClaim is mounted at",
+                    spec.checkpoints.uri
+                ),
+            ));
+        }
+        _ => {}
     }
     let image = spec
         .image
@@ -265,11 +293,16 @@ pub fn build_pod(
             ..Default::default()
         }),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        volume_mounts: Some(vec![
-            mount("scratch", "/scratch"),
-            mount("tmp", "/tmp"),
-            mount("dshm", "/dev/shm"),
-        ]),
+        volume_mounts: Some(
+            [
+                mount("scratch", "/scratch"),
+                mount("tmp", "/tmp"),
+                mount("dshm", "/dev/shm"),
+            ]
+            .into_iter()
+            .chain(claim.map(|_| mount(CHECKPOINTS_VOLUME, &spec.checkpoints.uri)))
+            .collect(),
+        ),
         ..Default::default()
     };
 
@@ -296,7 +329,7 @@ pub fn build_pod(
         ..Default::default()
     };
 
-    Ok(Pod {
+    let mut built = Pod {
         metadata: ObjectMeta {
             name: Some(pod.clone()),
             namespace: job.namespace(),
@@ -325,15 +358,129 @@ pub fn build_pod(
                 }),
                 ..Default::default()
             }),
-            volumes: Some(vec![
-                empty_dir("scratch", &scratch_size),
-                empty_dir("tmp", TMP_SIZE),
-                shm,
-            ]),
+            volumes: Some(
+                [
+                    empty_dir("scratch", &scratch_size),
+                    empty_dir("tmp", TMP_SIZE),
+                    shm,
+                ]
+                .into_iter()
+                .chain(claim.map(|c| Volume {
+                    name: CHECKPOINTS_VOLUME.into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: c.into(),
+                        read_only: None,
+                    }),
+                    ..Default::default()
+                }))
+                .collect(),
+            ),
             ..Default::default()
         }),
         status: None,
-    })
+    };
+    if let Some(template) = &spec.pod_template {
+        merge_template(&mut built, template).map_err(|message| invalid(job, message))?;
+    }
+    Ok(built)
+}
+
+/// Adds `spec.podTemplate` to a built pod. What the operator set itself wins: a label,
+/// annotation, environment variable, volume or mount path it already uses is an error that
+/// names the field, and so is a mount of a volume the pod does not have.
+fn merge_template(pod: &mut Pod, t: &PodTemplate) -> std::result::Result<(), String> {
+    let meta = &mut pod.metadata;
+    for (field, theirs, ours) in [
+        ("labels", &t.labels, &mut meta.labels),
+        ("annotations", &t.annotations, &mut meta.annotations),
+    ] {
+        let ours = ours.get_or_insert_with(BTreeMap::new);
+        for (key, value) in theirs {
+            if ours.contains_key(key) || is_reserved_key(key) {
+                return Err(format!(
+                    "spec.podTemplate.{field}: {key:?} is set by the operator (job labels such as Kueue's queue go on the job's metadata.labels)"
+                ));
+            }
+            ours.insert(key.clone(), value.clone());
+        }
+    }
+    if meta.annotations.as_ref().is_some_and(BTreeMap::is_empty) {
+        meta.annotations = None;
+    }
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    let mut theirs = Vec::with_capacity(t.volumes.len());
+    for (i, v) in t.volumes.iter().enumerate() {
+        let v: Volume = as_kubernetes(&format!("spec.podTemplate.volumes[{i}]"), v)?;
+        if volumes.iter().any(|o| o.name == v.name) {
+            return Err(format!(
+                "spec.podTemplate.volumes[{i}].name: {:?} is a volume of the operator's (or named twice)",
+                v.name
+            ));
+        }
+        theirs.push(v.name.clone());
+        volumes.push(v);
+    }
+    let container = &mut spec.containers[0];
+    let env = container.env.get_or_insert_with(Vec::new);
+    for (i, e) in t.env.iter().enumerate() {
+        if env.iter().any(|o| o.name == e.name) {
+            return Err(format!(
+                "spec.podTemplate.env[{i}].name: {:?} is set by the operator (or named twice)",
+                e.name
+            ));
+        }
+        env.push(e.clone());
+    }
+    let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+    for (i, m) in t.volume_mounts.iter().enumerate() {
+        if !theirs.contains(&m.name) {
+            return Err(format!(
+                "spec.podTemplate.volumeMounts[{i}].name: {:?} is not one of spec.podTemplate.volumes",
+                m.name
+            ));
+        }
+        if mounts.iter().any(|o| o.mount_path == m.mount_path) {
+            return Err(format!(
+                "spec.podTemplate.volumeMounts[{i}].mountPath: {:?} is mounted by the operator (or twice)",
+                m.mount_path
+            ));
+        }
+        mounts.push(m.clone());
+    }
+    if t.priority_class_name.is_some() {
+        spec.priority_class_name = t.priority_class_name.clone();
+    }
+    if t.scheduler_name.is_some() {
+        spec.scheduler_name = t.scheduler_name.clone();
+    }
+    if let Some(a) = &t.affinity {
+        spec.affinity = Some(as_kubernetes("spec.podTemplate.affinity", a)?);
+    }
+    if !t.image_pull_secrets.is_empty() {
+        spec.image_pull_secrets = Some(t.image_pull_secrets.clone());
+    }
+    Ok(())
+}
+
+/// An embedded object (`field`) read as its Kubernetes type.
+fn as_kubernetes<T: serde::de::DeserializeOwned>(
+    field: &str,
+    value: &mtl_crds::FreeForm,
+) -> std::result::Result<T, String> {
+    serde_json::from_value(serde_json::Value::Object(value.0.clone()))
+        .map_err(|e| format!("{field}: not a Kubernetes {}: {e}", short_type::<T>()))
+}
+
+fn short_type<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+/// Label and annotation keys the operator owns, whether or not this pod carries them: its
+/// own `multitask.dev/` keys and Kueue's, which come from the job.
+fn is_reserved_key(key: &str) -> bool {
+    key.starts_with("multitask.dev/") || key.starts_with("kueue.x-k8s.io/")
 }
 
 /// The headless Service of a job with several workers: DNS records for every worker pod

@@ -9,10 +9,10 @@ use kube::api::ObjectMeta;
 
 use super::*;
 use crate::backend::AttemptState;
-use crate::fixtures::test_job;
+use crate::fixtures::{JobExt, test_job};
 
 fn gpu_job() -> MultiTaskTrainingJob {
-    let mut job = test_job();
+    let mut job = test_job().checkpoints_at("gs://b/out");
     job.spec.resources = Some(
         serde_json::from_value(serde_json::json!({
             "gpus": 2,
@@ -139,7 +139,6 @@ fn env_of(pod: &Pod) -> BTreeMap<String, String> {
 fn workers_job(workers: u32) -> MultiTaskTrainingJob {
     let mut job = gpu_job();
     job.spec.workers = workers;
-    job.spec.checkpoints.uri = "gs://b/out".into();
     job
 }
 
@@ -289,6 +288,152 @@ fn bad_jobs_are_spec_errors_not_panics() {
     let mut no_uid = test_job();
     no_uid.metadata.uid = None;
     assert!(build_pod(&no_uid, 1, 0, &PodOptions::default()).is_err());
+}
+
+/// Checkpoints must outlive the pod: gs://, or a PersistentVolumeClaim mounted at `uri`.
+#[test]
+fn checkpoints_go_to_gs_or_a_claim_mounted_at_the_uri() {
+    let mut local = test_job().checkpoints_at("/tmp/ckpt");
+    let err = build_pod(&local, 1, 0, &PodOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::BadSpec);
+    assert!(err.to_string().contains("lost with the pod"), "{err}");
+    local.spec.checkpoints.persistent_volume_claim = Some("ckpt".into());
+    let pod = build_pod(&local, 1, 0, &PodOptions::default()).unwrap();
+    let spec = pod.spec.unwrap();
+    let claim = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == CHECKPOINTS_VOLUME);
+    assert_eq!(
+        claim.unwrap().persistent_volume_claim.unwrap().claim_name,
+        "ckpt"
+    );
+    let mount = spec.containers[0].volume_mounts.clone().unwrap();
+    assert!(
+        mount
+            .iter()
+            .any(|m| m.name == CHECKPOINTS_VOLUME && m.mount_path == "/tmp/ckpt")
+    );
+
+    local.spec.checkpoints.uri = "ckpt".into();
+    let err = build_pod(&local, 1, 0, &PodOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("absolute path"), "{err}");
+
+    let gs = test_job().checkpoints_at("gs://b/out");
+    let pod = build_pod(&gs, 1, 0, &PodOptions::default()).unwrap();
+    assert!(
+        !pod.spec
+            .unwrap()
+            .volumes
+            .unwrap()
+            .iter()
+            .any(|v| v.name == CHECKPOINTS_VOLUME)
+    );
+}
+
+fn with_template(template: serde_json::Value) -> MultiTaskTrainingJob {
+    let mut job = test_job();
+    job.spec.pod_template = Some(serde_json::from_value(template).unwrap());
+    job
+}
+
+/// `spec.podTemplate` is merged onto the built pod: a GCS FUSE volume with its annotation,
+/// extra environment, scheduling fields.
+#[test]
+fn pod_template_is_merged_onto_the_pod() {
+    let job = with_template(serde_json::json!({
+        "labels": {"team": "nlp"},
+        "annotations": {"gke-gcsfuse/volumes": "true"},
+        "env": [{"name": "HF_DATASETS_OFFLINE", "value": "1"}],
+        "volumes": [{"name": "data", "csi": {"driver": "gcsfuse.csi.storage.gke.io",
+                     "volumeAttributes": {"bucketName": "datasets"}}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}],
+        "priorityClassName": "training-high",
+        "schedulerName": "gang",
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        "imagePullSecrets": [{"name": "registry"}]
+    }));
+    let pod = build_pod(&job, 1, 0, &PodOptions::default()).unwrap();
+    let labels = pod.metadata.labels.unwrap();
+    assert_eq!(labels["team"], "nlp");
+    assert_eq!(labels[LABEL_JOB], "train", "the operator's labels stay");
+    assert_eq!(
+        pod.metadata.annotations.unwrap()["gke-gcsfuse/volumes"],
+        "true"
+    );
+    let spec = pod.spec.unwrap();
+    let c = &spec.containers[0];
+    let env = c.env.clone().unwrap();
+    assert!(env.iter().any(|e| e.name == "HF_DATASETS_OFFLINE"));
+    assert!(env.iter().any(|e| e.name == "MTL_JOB_NAME"));
+    let mounts = c.volume_mounts.clone().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.name == "data" && m.mount_path == "/data")
+    );
+    assert!(mounts.iter().any(|m| m.mount_path == "/scratch"));
+    let volumes = spec.volumes.unwrap();
+    let data = volumes.iter().find(|v| v.name == "data").unwrap();
+    assert_eq!(
+        data.csi.as_ref().unwrap().driver,
+        "gcsfuse.csi.storage.gke.io"
+    );
+    assert_eq!(spec.priority_class_name.as_deref(), Some("training-high"));
+    assert_eq!(spec.scheduler_name.as_deref(), Some("gang"));
+    assert!(spec.affinity.unwrap().node_affinity.is_some());
+    assert_eq!(spec.image_pull_secrets.unwrap()[0].name, "registry");
+}
+
+#[test]
+fn pod_template_cannot_override_what_the_operator_sets() {
+    for (template, says) in [
+        (
+            serde_json::json!({"labels": {"multitask.dev/job": "other"}}),
+            "spec.podTemplate.labels: \"multitask.dev/job\"",
+        ),
+        (
+            serde_json::json!({"labels": {"kueue.x-k8s.io/queue-name": "q"}}),
+            "job's metadata.labels",
+        ),
+        (
+            serde_json::json!({"env": [{"name": "MTL_ATTEMPT", "value": "9"}]}),
+            "spec.podTemplate.env[0].name: \"MTL_ATTEMPT\"",
+        ),
+        (
+            serde_json::json!({"volumes": [{"name": "scratch", "emptyDir": {}}]}),
+            "spec.podTemplate.volumes[0].name: \"scratch\"",
+        ),
+        (
+            serde_json::json!({"volumes": [{"name": "d", "emptyDir": {}}],
+                               "volumeMounts": [{"name": "d", "mountPath": "/tmp"}]}),
+            "spec.podTemplate.volumeMounts[0].mountPath: \"/tmp\"",
+        ),
+        (
+            serde_json::json!({"volumeMounts": [{"name": "nowhere", "mountPath": "/x"}]}),
+            "is not one of spec.podTemplate.volumes",
+        ),
+        (
+            serde_json::json!({"volumes": [{"name": 7}]}),
+            "spec.podTemplate.volumes[0]: not a Kubernetes Volume",
+        ),
+        (
+            serde_json::json!({"affinity": {"nodeAffinity": "near"}}),
+            "spec.podTemplate.affinity: not a Kubernetes Affinity",
+        ),
+    ] {
+        let err = build_pod(
+            &with_template(template.clone()),
+            1,
+            0,
+            &PodOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::BadSpec, "{template}");
+        assert!(err.to_string().contains(says), "{template}: {err}");
+    }
 }
 
 fn pod_with(phase: &str, f: impl FnOnce(&mut PodStatus)) -> Pod {
