@@ -703,13 +703,20 @@ pub async fn run(
     };
     // One watch of the jobs' pods feeds both the cache the pods backend reads (so a
     // reconcile GETs no pod the watch has seen) and the reconciles of their jobs, each
-    // triggered after the cache holds the change. Managed fields are dropped: nothing reads
-    // them, and they are a large part of a pod.
+    // triggered after the cache holds the change. Managed fields and the trainer container's
+    // arguments (the whole job spec) and environment are dropped: nothing reads them from the
+    // cache, and they are most of a pod.
     let (store, writer) = reflector::store::<Pod>();
     let _ = ctx.pod_store.set(store);
     let pod_events = watcher(pods, watcher::Config::default().labels(LABEL_JOB))
         .default_backoff()
-        .modify(|pod| pod.managed_fields_mut().clear())
+        .modify(|pod| {
+            pod.managed_fields_mut().clear();
+            for c in pod.spec.iter_mut().flat_map(|s| s.containers.iter_mut()) {
+                c.args = None;
+                c.env = None;
+            }
+        })
         .reflect(writer)
         .touched_objects();
     Controller::new(jobs, watcher::Config::default())
