@@ -53,7 +53,8 @@ CRD_FILE_NAME = "multitasktrainingjobs.yaml"
 # requests differ; this list adds the scopes). Scope "watch": cluster-wide, or the
 # watchNamespace when set. Scope "release": the release namespace (leader election).
 REQUIRED_RBAC: list[tuple[str, str, str, tuple[str, ...]]] = [
-    # patch: the finalizer (JSON patch); delete: a finished job past ttlSecondsAfterFinished.
+    # patch: Vertex AI jobs' finalizer, an older operator's released (JSON patch);
+    # delete: a finished job past ttlSecondsAfterFinished.
     ("watch", "multitask.dev", "multitasktrainingjobs", ("list", "watch", "patch", "delete")),
     # server-side apply of .status.
     ("watch", "multitask.dev", "multitasktrainingjobs/status", ("patch",)),

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -28,8 +28,12 @@ use crate::status::{self, cond};
 use crate::vertex::{VertexBackend, VertexClients};
 use crate::{Error, Result};
 
-/// Finalizer that lets the operator stop a job's pods (and let them checkpoint) before the job
-/// goes away.
+/// Finalizer of `backend: vertexAi` jobs: deleting one cancels its CustomJobs, which nothing
+/// else would, before the job goes away. `backend: kubernetes` jobs carry none, as a Job
+/// carries none: their pods and Services are owned by the job, and the garbage collector
+/// deletes them gracefully (the trainer checkpoints on SIGTERM) once the job is gone. A
+/// deletion then never waits for the operator, and a job costs no finalizer write. Jobs that
+/// an older operator gave it are released.
 pub const FINALIZER: &str = "multitask.dev/cleanup";
 /// The one server-side apply field manager for pods and status.
 pub const FIELD_MANAGER: &str = "mtl-operator";
@@ -80,15 +84,23 @@ pub struct Context {
     /// Vertex AI clients, one per region (regional endpoints with ADC, or
     /// `MTL_VERTEX_ENDPOINT` for a stand-in).
     pub vertex: Arc<VertexClients>,
-    /// Per job: when its progress object was last read and last seen to change.
-    progress: Mutex<HashMap<String, ProgressSeen>>,
-    /// Per job: when its checkpoint manifest was last read, by the operator's clock.
-    manifest_read_at: Mutex<HashMap<String, Instant>>,
+    /// What the operator remembers of each job (`namespace/name`) between reconciles;
+    /// forgotten when the job is deleted ([`Context::forget`]).
+    memory: Mutex<HashMap<String, JobMemory>>,
     /// The pods the controller watches, once [`run`] started the watch.
     pod_store: OnceLock<Store<Pod>>,
-    /// Per job: the status this operator last wrote, and the job's resourceVersion it was
-    /// written over (see [`Context::current_status`]).
-    written: Mutex<HashMap<String, (String, MultiTaskTrainingJobStatus)>>,
+}
+
+/// What the operator remembers of one job between reconciles, by its own clock.
+#[derive(Clone, Debug, Default)]
+struct JobMemory {
+    /// When its progress object was last read and last seen to change, while it runs.
+    progress: Option<ProgressSeen>,
+    /// When its checkpoint manifest was last read.
+    manifest_read_at: Option<Instant>,
+    /// The status this operator last wrote, and the job's resourceVersion it was written
+    /// over (see [`Context::current_status`]).
+    written: Option<(String, MultiTaskTrainingJobStatus)>,
 }
 
 /// What the operator remembers of a job's progress object, by its own clock.
@@ -115,11 +127,43 @@ impl Context {
             metrics,
             config,
             vertex: Arc::new(VertexClients::from_env()),
-            progress: Mutex::new(HashMap::new()),
-            manifest_read_at: Mutex::new(HashMap::new()),
+            memory: Mutex::new(HashMap::new()),
             pod_store: OnceLock::new(),
-            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs `f` on what is remembered of job `key`.
+    fn remember<T>(&self, key: &str, f: impl FnOnce(&mut JobMemory) -> T) -> T {
+        let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+        f(memory.entry(key.to_string()).or_default())
+    }
+
+    /// Forgets job `key` (`namespace/name`): what the operator remembered of it and its
+    /// per-job metrics. Called when the job's watch reports it deleted.
+    pub fn forget(&self, key: &str) {
+        self.memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        self.metrics.forget_job(key);
+    }
+
+    /// Forgets every job but those in `live`: after the job watch listed again, the jobs
+    /// deleted while it was away, whose deletions it never saw.
+    pub fn forget_all_but(&self, live: &std::collections::HashSet<String>) {
+        self.memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| live.contains(key));
+        self.metrics.forget_jobs_except(live);
+    }
+
+    /// How many jobs the operator remembers something of.
+    pub fn remembered(&self) -> usize {
+        self.memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// The job's status as it is now. A reconcile can run on a cached job that does not show
@@ -128,16 +172,15 @@ impl Context {
     /// one, so the reconcile neither decides again from the old status nor writes and
     /// announces the same transition twice.
     fn current_status(&self, job: &MultiTaskTrainingJob) -> MultiTaskTrainingJobStatus {
-        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = job_key(job);
-        match written.get(&key) {
-            Some((rv, st)) if job.resource_version().as_ref() == Some(rv) => return st.clone(),
-            Some(_) => {
-                written.remove(&key);
+        let rv = job.resource_version();
+        let written = self.remember(&job_key(job), |m| match m.written.take() {
+            Some((at, st)) if rv.as_ref() == Some(&at) => {
+                m.written = Some((at, st.clone()));
+                Some(st)
             }
-            None => {}
-        }
-        job.status.clone().unwrap_or_default()
+            _ => None,
+        });
+        written.unwrap_or_else(|| job.status.clone().unwrap_or_default())
     }
 
     /// The pods backend, reading pods from the controller's cache when it runs.
@@ -154,7 +197,8 @@ fn job_key(job: &MultiTaskTrainingJob) -> String {
     format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
 }
 
-/// Entry point for kube-runtime: the finalizer splits into apply and cleanup.
+/// Entry point for kube-runtime. A Vertex AI job's finalizer splits it into apply and
+/// cleanup; a pods job has none (see [`FINALIZER`]).
 pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Result<Action> {
     let span = info_span!("reconcile", job = %job_key(&job), generation = job.metadata.generation);
     async move {
@@ -166,17 +210,23 @@ pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Res
         })?;
         let api: Api<MultiTaskTrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
         let job = Arc::new(as_accepted(&job, &ctx).await);
-        let result = finalizer(&api, FINALIZER, job, |event| async {
-            match event {
-                Finalizer::Apply(job) => apply(&job, &ctx).await,
-                Finalizer::Cleanup(job) => cleanup(&job, &ctx).await,
-            }
-        })
-        .await
-        .map_err(|e| Error::Finalizer {
-            finalizer: FINALIZER,
-            source: Box::new(e),
-        });
+        let result = match job.spec.backend {
+            Backend::Kubernetes => reconcile_pods(&api, &job, &ctx).await,
+            Backend::VertexAi => finalizer(&api, FINALIZER, job, |event| async {
+                match event {
+                    Finalizer::Apply(job) => {
+                        let vertex = VertexBackend::new(ctx.vertex.clone());
+                        reconcile_with(&vertex, &job, &ctx).await
+                    }
+                    Finalizer::Cleanup(job) => cleanup_vertex(&job, &ctx).await,
+                }
+            })
+            .await
+            .map_err(|e| Error::Finalizer {
+                finalizer: FINALIZER,
+                source: Box::new(e),
+            }),
+        };
         ctx.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
@@ -242,32 +292,51 @@ pub fn error_policy(job: Arc<MultiTaskTrainingJob>, error: &Error, ctx: Arc<Cont
     Action::requeue(kind.requeue_after())
 }
 
-/// Reconciles a live job on its backend.
-async fn apply(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
-    match job.spec.backend {
-        Backend::Kubernetes => {
-            let pods = ctx.pods();
-            reconcile_with(&pods, job, ctx).await
-        }
-        // Decisions, status, events and metrics are shared with the pods backend.
-        Backend::VertexAi => {
-            reconcile_with(&VertexBackend::new(ctx.vertex.clone()), job, ctx).await
-        }
+/// A pods job: released from the finalizer an older operator gave it, left to the garbage
+/// collector once it is being deleted, reconciled otherwise.
+async fn reconcile_pods(
+    api: &Api<MultiTaskTrainingJob>,
+    job: &MultiTaskTrainingJob,
+    ctx: &Context,
+) -> Result<Action> {
+    if let Some(i) = job.finalizers().iter().position(|f| f == FINALIZER) {
+        // The same JSON patch kube-runtime's finalizer helper removes one with: the `test`
+        // fails (422, retried) if someone changed the list meanwhile.
+        use json_patch::{PatchOperation, RemoveOperation, TestOperation, jsonptr::PointerBuf};
+        let path =
+            PointerBuf::from_tokens(["metadata".to_string(), "finalizers".into(), i.to_string()]);
+        let patch = json_patch::Patch(vec![
+            PatchOperation::Test(TestOperation {
+                path: path.clone(),
+                value: FINALIZER.into(),
+            }),
+            PatchOperation::Remove(RemoveOperation { path }),
+        ]);
+        api.patch::<MultiTaskTrainingJob>(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Json(patch),
+        )
+        .await
+        .map_err(|e| Error::Finalizer {
+            finalizer: FINALIZER,
+            source: Box::new(kube::runtime::finalizer::Error::RemoveFinalizer(e)),
+        })?;
+        info!("released the finalizer of an older operator; pods are garbage-collected");
+        // The patch is a change of the job: its watch brings the next reconcile.
+        return Ok(Action::await_change());
     }
+    if job.meta().deletion_timestamp.is_some() {
+        // Someone else's finalizer holds the job: start nothing; its pods go with it.
+        return Ok(Action::await_change());
+    }
+    reconcile_with(&ctx.pods(), job, ctx).await
 }
 
-/// Cleans up a job being deleted: stops its attempts (the trainer checkpoints on SIGTERM).
-async fn cleanup(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
-    match job.spec.backend {
-        Backend::Kubernetes => {
-            let pods = ctx.pods();
-            pods.cleanup(job).await?;
-        }
-        // Cancels every attempt's CustomJob; the finalizer stays until Vertex AI accepted.
-        Backend::VertexAi => {
-            VertexBackend::new(ctx.vertex.clone()).cleanup(job).await?;
-        }
-    }
+/// Cleans up a Vertex AI job being deleted: cancels every attempt's CustomJob (the trainer
+/// checkpoints on SIGTERM); the finalizer stays until Vertex AI accepted.
+async fn cleanup_vertex(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
+    VertexBackend::new(ctx.vertex.clone()).cleanup(job).await?;
     publish(
         ctx,
         job,
@@ -278,19 +347,7 @@ async fn cleanup(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Action> {
         },
     )
     .await;
-    ctx.metrics.forget_job(&job_key(job));
-    ctx.progress
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&job_key(job));
-    ctx.manifest_read_at
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&job_key(job));
-    ctx.written
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&job_key(job));
+    ctx.forget(&job_key(job));
     Ok(Action::await_change())
 }
 
@@ -308,19 +365,16 @@ fn manifest_due(
     if !decide::needs_manifest(status) || job.spec.checkpoints.persistent_volume_claim.is_some() {
         return false;
     }
-    let mut reads = ctx
-        .manifest_read_at
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    let key = job_key(job);
-    let due = attempt.is_some_and(|a| a.state.is_terminal())
-        || reads
-            .get(&key)
-            .is_none_or(|at| at.elapsed() >= ctx.config.poll_interval);
-    if due {
-        reads.insert(key, Instant::now());
-    }
-    due
+    let ended = attempt.is_some_and(|a| a.state.is_terminal());
+    ctx.remember(&job_key(job), |m| {
+        let due = ended
+            || m.manifest_read_at
+                .is_none_or(|at| at.elapsed() >= ctx.config.poll_interval);
+        if due {
+            m.manifest_read_at = Some(Instant::now());
+        }
+        due
+    })
 }
 
 async fn read_manifest(storage: &Storage, uri: &str, timeout: Duration) -> ManifestRead {
@@ -557,19 +611,11 @@ async fn fold_progress(
     // Progress on a PersistentVolumeClaim is out of the operator's reach, like the manifest.
     let running = running && job.spec.checkpoints.persistent_volume_claim.is_none();
     if !running {
-        ctx.progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&key);
+        ctx.remember(&key, |m| m.progress = None);
         crate::progress::fold_stalled(st, false, None, interval, now);
         return None;
     }
-    let seen = ctx
-        .progress
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&key)
-        .cloned();
+    let seen = ctx.remember(&key, |m| m.progress.clone());
     let poll = ctx.config.progress_poll;
     let due = seen.as_ref().is_none_or(|s| s.read_at.elapsed() >= poll);
     let mut changed_at = seen.as_ref().map(|s| s.changed_at);
@@ -599,10 +645,7 @@ async fn fold_progress(
             Err(_) => debug!("reading the progress object timed out"),
         }
         changed_at = Some(entry.changed_at);
-        ctx.progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, entry);
+        ctx.remember(&key, |m| m.progress = Some(entry));
     }
     // Counted from when the attempt started running if the object has not changed since.
     let running_since = status::find(st, cond::RUNNING)
@@ -645,10 +688,7 @@ pub async fn patch_status(
     )
     .await?;
     if let Some(rv) = job.resource_version() {
-        ctx.written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(job_key(job), (rv, status.clone()));
+        ctx.remember(&job_key(job), |m| m.written = Some((rv, status.clone())));
     }
     Ok(())
 }
@@ -719,7 +759,26 @@ pub async fn run(
         })
         .reflect(writer)
         .touched_objects();
-    Controller::new(jobs, watcher::Config::default())
+    // The jobs' watch feeds the controller's store and trigger, and tells the operator to
+    // forget a job when it is deleted (pods jobs have no finalizer, so no reconcile sees
+    // them go), or when a new list no longer holds it (deleted while the watch was away).
+    let (job_store, job_writer) = reflector::store::<MultiTaskTrainingJob>();
+    let job_events = watcher(jobs, watcher::Config::default())
+        .default_backoff()
+        .reflect(job_writer)
+        .inspect_ok({
+            let (ctx, store) = (ctx.clone(), job_store.clone());
+            move |event| match event {
+                watcher::Event::Delete(job) => ctx.forget(&job_key(job)),
+                watcher::Event::InitDone => {
+                    let live = store.state().iter().map(|j| job_key(j)).collect();
+                    ctx.forget_all_but(&live);
+                }
+                _ => {}
+            }
+        })
+        .applied_objects();
+    Controller::for_stream(job_events, job_store)
         .owns_stream(pod_events)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)

@@ -457,21 +457,12 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
             b.requeue(o.poll_interval);
         }
         AttemptState::Running => {
-            let was_running = b.d.status.phase == JobPhase::Running;
+            // No Event: the Running condition says when (a Job records none either); Events
+            // are for what was done to the job and what went wrong.
             b.st().phase = JobPhase::Running;
             let message = format!("{} is running", (o.describe)(a.attempt));
-            status::set(
-                b.st(),
-                cond::RUNNING,
-                true,
-                "AttemptRunning",
-                message.clone(),
-                now,
-            );
+            status::set(b.st(), cond::RUNNING, true, "AttemptRunning", message, now);
             status::clear(b.st(), cond::RESTARTING, "AttemptRunning", "", now);
-            if !was_running {
-                b.note(false, "Running", message);
-            }
             b.requeue(o.poll_interval);
         }
         // Handled before the deadline and suspend checks.

@@ -274,6 +274,21 @@ impl Metrics {
         }
     }
 
+    /// Forgets every job not in `live` (`namespace/name` keys).
+    pub fn forget_jobs_except(&self, live: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = {
+            let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+            phases
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned()
+                .collect()
+        };
+        for job in gone {
+            self.forget_job(&job);
+        }
+    }
+
     pub fn forget_job(&self, job: &str) {
         self.with_phases(|m| {
             m.remove(job);

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use kube::api::{Api, DeleteParams, ListParams};
 use mtl_crds::{JobPhase, MultiTaskTrainingJobStatus};
+use mtl_operator::status::find as condition;
 use serde_json::json;
 
 #[tokio::test]
@@ -91,7 +92,7 @@ async fn job_runs_to_success_and_status_follows_the_manifest() {
     assert_eq!((st.restarts, st.preemptions), (0, 0));
 
     let reasons = env.event_reasons().await;
-    for want in ["Created", "Running", "CheckpointCommitted", "Succeeded"] {
+    for want in ["Created", "CheckpointCommitted", "Succeeded"] {
         assert!(
             reasons.iter().any(|r| r == want),
             "no {want} event in {reasons:?}"
@@ -148,8 +149,7 @@ async fn a_refused_pod_create_shows_in_status_and_is_retried() {
         .inject_fault(kube_standin::Fault::forbidden("pods", NS, quota));
     env.operator("op-a");
     env.apply("train", json!({})).await;
-    let synced =
-        |s: &MultiTaskTrainingJobStatus| s.conditions.iter().find(|c| c.type_ == "Synced").cloned();
+    let synced = |s: &MultiTaskTrainingJobStatus| condition(s, "Synced").cloned();
     let st = env
         .status_until("train", "Synced False", |s| {
             synced(s).is_some_and(|c| c.status == "False")
@@ -205,7 +205,7 @@ async fn a_stuck_pod_shows_why_in_the_job_status() {
         })
         .await;
     assert_eq!(st.phase, JobPhase::Pending);
-    let c = st.conditions.iter().find(|c| c.type_ == "Running").unwrap();
+    let c = condition(&st, "Running").unwrap();
     assert!(
         c.message.contains("Insufficient nvidia.com/gpu"),
         "{}",
@@ -257,11 +257,7 @@ async fn failures_past_backoff_limit_fail_the_job_with_the_termination_message()
         .await;
     assert_eq!((st.restarts, st.phase), (1, JobPhase::Restarting));
     assert_eq!(st.next_attempt_time, None);
-    let restarting = st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Restarting")
-        .unwrap();
+    let restarting = condition(&st, "Restarting").unwrap();
     assert!(
         restarting.message.contains("starting pod train-2 in 1s"),
         "{}",
@@ -275,7 +271,7 @@ async fn failures_past_backoff_limit_fail_the_job_with_the_termination_message()
     let st = env
         .status_until("train", "phase Failed", |s| s.phase == JobPhase::Failed)
         .await;
-    let failed = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    let failed = condition(&st, "Failed").unwrap();
     assert_eq!(
         (failed.status.as_str(), failed.reason.as_str()),
         ("True", "BackoffLimitExceeded")
@@ -354,11 +350,7 @@ async fn suspend_deletes_the_pod_and_resume_starts_a_new_attempt() {
         })
         .await;
     assert_eq!((st.attempt, st.restarts, st.preemptions), (2, 0, 0));
-    let suspended = st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Suspended")
-        .unwrap();
+    let suspended = condition(&st, "Suspended").unwrap();
     assert_eq!(suspended.status, "False");
     let reasons = env.event_reasons().await;
     assert!(reasons.iter().any(|r| r == "Suspended") && reasons.iter().any(|r| r == "Resumed"));
@@ -408,26 +400,48 @@ async fn two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
     assert_eq!(env.pod_names().await, ["train-1"]);
 }
 
+/// A pods job carries no finalizer: deleting it does not wait for the operator (here: no
+/// operator runs any more), and the garbage collector deletes its pods gracefully, as it
+/// deletes a Job's (the trainer gets SIGTERM and its grace period to checkpoint).
 #[tokio::test]
-async fn deleting_a_job_stops_its_pods_and_releases_the_finalizer() {
+async fn deleting_a_job_deletes_its_pods_without_the_operator() {
     let mut env = Env::start().await;
-    env.operator("op-a");
+    let op = env.operator("op-a");
     env.apply("train", json!({})).await;
     env.pod("train-1").await;
-    env.status_until("train", "finalizer and status", |s| s.attempt == 1)
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    env.status_until("train", "Running", |s| s.phase == JobPhase::Running)
         .await;
     let job = env.jobs().get("train").await.unwrap();
     assert_eq!(
-        job.metadata.finalizers.as_deref(),
-        Some(&["multitask.dev/cleanup".to_string()][..])
+        job.metadata.finalizers.unwrap_or_default(),
+        Vec::<String>::new(),
+        "a pods job has no finalizer"
     );
-    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    env.signal(op, "-KILL");
+    env.wait_exit(op).await;
 
+    // Hold the pod's graceful deletion (as a trainer still checkpointing would) to see it.
+    env.standin.kubelet().set_auto_finish_deletion(false);
     env.jobs()
         .delete("train", &DeleteParams::default())
         .await
         .expect("delete accepted");
     env.job_gone("train", "job gone").await;
+    let pod = eventually("the pod's graceful deletion", || {
+        let pods = env.pods();
+        async move {
+            let pod = pods.get("train-1").await.ok()?;
+            pod.metadata.deletion_timestamp.is_some().then_some(pod)
+        }
+    })
+    .await;
+    assert!(
+        pod.metadata.deletion_grace_period_seconds.unwrap_or(0) > 0,
+        "deleted gracefully: {:?}",
+        pod.metadata
+    );
+    env.standin.kubelet().set_auto_finish_deletion(true);
     let pods = env.pods();
     eventually("pods gone", || {
         let pods = pods.clone();
@@ -456,18 +470,35 @@ async fn finished_job_is_deleted_after_its_ttl() {
     env.job_gone("train", "job deleted by TTL").await;
 }
 
+/// A pods job that an older operator gave its finalizer is released from it and runs on.
+/// (The per-job state going with a deleted job is checked by the progress test below.)
 #[tokio::test]
-async fn operator_adds_its_finalizer() {
+async fn an_older_operators_finalizer_is_released() {
     let mut env = Env::start().await;
     env.operator("op-a");
-    env.apply_with_meta("train", json!({"name": "train"}), json!({}))
-        .await;
+    env.apply_with_meta(
+        "train",
+        json!({"name": "train", "finalizers": [mtl_operator::FINALIZER]}),
+        json!({}),
+    )
+    .await;
     env.pod("train-1").await;
-    let job = env.jobs().get("train").await.unwrap();
-    assert_eq!(
-        job.metadata.finalizers.as_deref(),
-        Some(&[mtl_operator::FINALIZER.to_string()][..])
-    );
+    let jobs = env.jobs();
+    eventually("the finalizer released", || {
+        let jobs = jobs.clone();
+        async move {
+            let job = jobs.get("train").await.ok()?;
+            job.metadata
+                .finalizers
+                .unwrap_or_default()
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    env.status_until("train", "Running", |s| s.phase == JobPhase::Running)
+        .await;
 }
 
 /// `workers: 3`: three pods under a headless Service, each with its rank's rendezvous
@@ -569,11 +600,7 @@ async fn workers_are_one_attempt_replaced_together_and_counted_once() {
         .status_until("train", "attempt 3 after a failure", |s| s.attempt == 3)
         .await;
     assert_eq!((st.preemptions, st.restarts), (1, 1));
-    let restarting = st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Restarting")
-        .expect("a Restarting condition");
+    let restarting = condition(&st, "Restarting").expect("a Restarting condition");
     assert!(
         restarting.message.contains("illegal memory access"),
         "{}",
@@ -676,7 +703,13 @@ async fn pods_need_checkpoints_that_outlive_them_at_admission() {
 async fn checkpoints_on_a_claim_are_mounted_and_local_ones_refused() {
     let mut env = Env::start_without_crd().await;
     env.install_crd_edited(|crd| {
-        strip_rules(crd, "backend kubernetes needs a gs:// checkpoints.uri")
+        strip_rules(
+            crd,
+            &rule_has(
+                "message",
+                "backend kubernetes needs a gs:// checkpoints.uri",
+            ),
+        )
     })
     .await;
     env.operator("op-a");
@@ -714,7 +747,7 @@ async fn checkpoints_on_a_claim_are_mounted_and_local_ones_refused() {
     let st = env
         .status_until("local", "Failed", |s| s.phase == JobPhase::Failed)
         .await;
-    let failed = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    let failed = condition(&st, "Failed").unwrap();
     assert_eq!(failed.reason, "InvalidSpec");
     assert!(
         failed.message.contains("lost with the pod"),
@@ -802,18 +835,23 @@ async fn pod_template_reaches_the_pod_and_is_immutable() {
     );
 }
 
-/// Removes the CRD's validation rules whose message contains `message`.
-fn strip_rules(v: &mut serde_json::Value, message: &str) {
+/// Removes the CRD's validation rules (`x-kubernetes-validations` entries) that `drop` picks.
+fn strip_rules(v: &mut serde_json::Value, drop: &dyn Fn(&serde_json::Value) -> bool) {
     match v {
         serde_json::Value::Object(map) => {
             if let Some(serde_json::Value::Array(rules)) = map.get_mut("x-kubernetes-validations") {
-                rules.retain(|r| !r["message"].as_str().unwrap_or("").contains(message));
+                rules.retain(|r| !drop(r));
             }
-            map.values_mut().for_each(|v| strip_rules(v, message));
+            map.values_mut().for_each(|v| strip_rules(v, drop));
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_rules(v, message)),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_rules(v, drop)),
         _ => {}
     }
+}
+
+/// Whether rule field `field` (`rule`, `message`) contains `text`.
+fn rule_has(field: &'static str, text: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |r| r[field].as_str().unwrap_or("").contains(text)
 }
 
 /// The trainer's progress.json reaches `.status.progress` and `kubectl get`'s PROGRESS and
@@ -868,7 +906,7 @@ async fn progress_reaches_status_and_a_stale_one_stalls_the_job() {
                 .any(|c| c.type_ == "Stalled" && c.status == "True")
         })
         .await;
-    let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    let stalled = condition(&st, "Stalled").unwrap();
     assert_eq!(stalled.reason, "ProgressStale");
     env.write_progress(200, 400, 600.0, 2).await;
     env.status_until("train", "Stalled cleared", |s| {
@@ -923,7 +961,9 @@ async fn progress_reaches_status_and_a_stale_one_stalls_the_job() {
 #[tokio::test]
 async fn a_spec_change_the_api_server_let_through_is_ignored() {
     let mut env = Env::start_without_crd().await;
-    env.install_crd_edited(strip_transition_rules).await;
+    // Every transition rule (`oldSelf`) dropped.
+    env.install_crd_edited(|crd| strip_rules(crd, &rule_has("rule", "oldSelf")))
+        .await;
     env.operator("op-a");
     env.apply("train", json!({})).await;
     env.pod("train-1").await;
@@ -958,20 +998,6 @@ async fn a_spec_change_the_api_server_let_through_is_ignored() {
     assert!(st.vertex_job_name.is_none(), "{st:?}");
     assert_eq!(st.accepted_spec.unwrap()["training"]["learningRate"], 1e-5);
     assert_eq!(env.pod_names().await, ["train-1"]);
-}
-
-/// Drops every transition rule (`oldSelf`) from a CRD.
-fn strip_transition_rules(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            if let Some(serde_json::Value::Array(rules)) = map.get_mut("x-kubernetes-validations") {
-                rules.retain(|r| !r["rule"].as_str().unwrap_or("").contains("oldSelf"));
-            }
-            map.values_mut().for_each(strip_transition_rules);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_transition_rules),
-        _ => {}
-    }
 }
 
 /// A job that names no image runs the operator's `--default-image`, and keeps it: the image
@@ -1017,7 +1043,7 @@ async fn a_job_outside_the_operators_policy_fails_before_any_pod() {
     let st = env
         .status_until("train", "phase Failed", |s| s.phase == JobPhase::Failed)
         .await;
-    let failed = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    let failed = condition(&st, "Failed").unwrap();
     assert_eq!(failed.reason, "PolicyViolation");
     assert_eq!(
         failed.message,

@@ -1,7 +1,7 @@
 //! What a user does with the real `kubectl` while the real `mtl-operator` runs against
 //! kube-standin: install the CRD, apply `examples/job.yaml`, follow the job with `get` and
 //! `describe`, read `explain`, have every invalid job refused at `apply` (no pod created),
-//! and delete the job (the operator's finalizer stops its pods first).
+//! and delete the job (the garbage collector deletes its pods).
 
 mod common;
 
@@ -175,7 +175,7 @@ async fn a_user_runs_the_example_job_with_kubectl() {
         assert!(explained.contains(want), "no {want:?} in\n{explained}");
     }
 
-    // Deletion waits for the operator's finalizer, which stops the pod first.
+    // A pods job has no finalizer: the garbage collector deletes its pod once it is gone.
     let finalizers = ok(
         &kubectl,
         &[
@@ -187,7 +187,7 @@ async fn a_user_runs_the_example_job_with_kubectl() {
         ],
     )
     .await;
-    assert_eq!(finalizers, "[\"multitask.dev/cleanup\"]");
+    assert_eq!(finalizers, "");
     let deleted = ok(&kubectl, &["delete", "mttj", "mtl-demo", "--timeout=30s"]).await;
     assert_eq!(
         deleted.trim(),

@@ -18,6 +18,7 @@ use mtl_operator::backend::pods::{
     KUEUE_ADMISSION_GATE, KUEUE_GROUP_COUNT_ANNOTATION, KUEUE_GROUP_LABEL, KUEUE_QUEUE_LABEL,
     KUEUE_TERMINATION_TARGET,
 };
+use mtl_operator::status::find as condition;
 use serde_json::json;
 
 /// The finalizer Kueue's webhook adds to the pods it manages.
@@ -38,7 +39,6 @@ async fn apply_queued(env: &Env, name: &str, extra: serde_json::Value) {
         name,
         json!({
             "name": name,
-            "finalizers": [mtl_operator::FINALIZER],
             "labels": {KUEUE_QUEUE_LABEL: "team-a"},
         }),
         extra,
@@ -70,10 +70,7 @@ fn unbound(pod: &Pod) -> bool {
 
 /// The Running condition's (status, reason, message).
 fn running_condition(s: &MultiTaskTrainingJobStatus) -> Option<(String, String, String)> {
-    s.conditions
-        .iter()
-        .find(|c| c.type_ == "Running")
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    condition(s, "Running").map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 fn queued(s: &MultiTaskTrainingJobStatus) -> bool {
@@ -206,11 +203,7 @@ async fn a_kueue_eviction_is_a_preemption_and_the_next_attempt_queues_again() {
         .status_until("train", "attempt 2 after the eviction", |s| s.attempt == 2)
         .await;
     assert_eq!((st.preemptions, st.restarts), (1, 0));
-    let restarting = st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Restarting")
-        .expect("a Restarting condition");
+    let restarting = condition(&st, "Restarting").expect("a Restarting condition");
     assert!(
         restarting.message.contains("WorkloadEvictedDueToPreempted"),
         "{}",

@@ -1,9 +1,10 @@
 //! The Helm chart's RBAC is derived from what the operator does, not from a list kept by hand:
 //! the real `mtl-operator` runs a job through its whole life against kube-standin (several
-//! workers and their Service, suspend and resume, success, deletion after its TTL, leader
-//! election, Events), the stand-in's request log gives every (API group, resource, verb) the
-//! operator asked for (its requests carry `User-Agent: mtl-operator/…`), and the chart's Roles
-//! must grant exactly those plus what they need implicitly (below), nothing more.
+//! workers and their Service, suspend and resume, success, deletion after its TTL, an older
+//! operator's finalizer released, leader election, Events), the stand-in's request log gives
+//! every (API group, resource, verb) the operator asked for (its requests carry
+//! `User-Agent: mtl-operator/…`), and the chart's Roles must grant exactly those plus what they
+//! need implicitly (below), nothing more.
 
 mod common;
 
@@ -127,8 +128,29 @@ async fn the_charts_rbac_is_exactly_what_the_operator_uses() {
     kubelet_ok(env.standin.kubelet().succeed(NS, "train-2-0"));
     env.status_until("train", "Succeeded", |s| s.phase == JobPhase::Succeeded)
         .await;
-    // The TTL passes: the operator deletes the job and then releases its finalizer.
+    // The TTL passes: the operator deletes the job.
     env.job_gone("train", "the job deleted after its TTL").await;
+    // A job from an older operator, which gave it a finalizer: released.
+    env.apply_with_meta(
+        "legacy",
+        json!({"name": "legacy", "finalizers": [mtl_operator::FINALIZER]}),
+        json!({}),
+    )
+    .await;
+    env.pod("legacy-1").await;
+    let jobs = env.jobs();
+    common::eventually("the finalizer released", || {
+        let jobs = jobs.clone();
+        async move {
+            let job = jobs.get("legacy").await.ok()?;
+            job.metadata
+                .finalizers
+                .unwrap_or_default()
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
 
     let used: BTreeSet<Grant> = env
         .standin

@@ -131,7 +131,4 @@ pub trait AttemptBackend {
         attempt: u32,
         name: &str,
     ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Stops and removes every attempt of `job` (the job is being deleted).
-    fn cleanup(&self, job: &MultiTaskTrainingJob) -> impl Future<Output = Result<()>> + Send;
 }

@@ -306,18 +306,6 @@ impl AttemptBackend for Pods {
         }
         Ok(())
     }
-
-    async fn cleanup(&self, job: &MultiTaskTrainingJob) -> Result<()> {
-        let api = self.api(job)?;
-        let selector = format!("{LABEL_JOB}={}", job.name_any());
-        let pods = api.list(&ListParams::default().labels(&selector)).await?;
-        for pod in pods {
-            if pod.metadata.deletion_timestamp.is_none() {
-                delete(&api, &pod.name_any()).await?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

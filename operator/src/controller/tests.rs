@@ -17,9 +17,10 @@ use crate::fixtures::*;
 
 /// What the API server should see, request by request.
 enum Scenario {
-    /// A new job gets the finalizer and nothing else (the patch triggers the next reconcile).
+    /// A new Vertex AI job gets the finalizer and nothing else (the patch triggers the next
+    /// reconcile).
     FinalizerCreation(MultiTaskTrainingJob),
-    /// A finalized job without status: pod `train-1` is applied, status patched, event recorded.
+    /// A new pods job (no finalizer): pod `train-1` is created, status patched, event recorded.
     CreateFirstPod(MultiTaskTrainingJob),
     /// The pod runs and a checkpoint was committed: status carries phase and checkpoints.
     PodRunningWithCheckpoint(MultiTaskTrainingJob),
@@ -27,8 +28,9 @@ enum Scenario {
     FailedPastBackoffLimit(MultiTaskTrainingJob),
     /// Suspend: the pod is deleted and status says Suspended.
     Suspend(MultiTaskTrainingJob),
-    /// Deleting the job: pods deleted, event recorded, finalizer removed.
-    Cleanup(MultiTaskTrainingJob),
+    /// A pods job with an older operator's finalizer: the finalizer is removed, nothing else
+    /// (deleting or not: the garbage collector deletes the pods).
+    FinalizerRelease(MultiTaskTrainingJob),
     /// A job that cannot run: failed at once with a message holding the `&str`, no pod.
     InvalidSpec(MultiTaskTrainingJob, &'static str),
     /// Nothing changed: one GET of the pod, no writes.
@@ -140,7 +142,6 @@ impl ApiServerVerifier {
                     );
                     assert_eq!(status.metrics["mean"], 0.5);
                     expect_event(&mut v, "CheckpointCommitted").await;
-                    expect_event(&mut v, "Running").await;
                 }
                 Scenario::FailedPastBackoffLimit(job) => {
                     let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-2")).await;
@@ -183,23 +184,9 @@ impl ApiServerVerifier {
                     expect_event(&mut v, "Suspended").await;
                     expect_event(&mut v, "Stopping").await;
                 }
-                Scenario::Cleanup(job) => {
-                    let (req, send) = v.expect(Method::GET, PODS).await;
-                    assert!(
-                        req.query
-                            .contains("labelSelector=multitask.dev%2Fjob%3Dtrain"),
-                        "{}",
-                        req.query
-                    );
-                    let list = serde_json::json!({
-                        "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
-                        "items": [owned_pod(&job, 1, phase("Running"))],
-                    });
-                    respond(send, &list);
-                    let (_, send) = v.expect(Method::DELETE, &format!("{PODS}/train-1")).await;
-                    respond(send, &owned_pod(&job, 1, phase("Running")));
-                    expect_event(&mut v, "Deleting").await;
+                Scenario::FinalizerRelease(job) => {
                     let (req, send) = v.expect(Method::PATCH, &format!("{JOBS}/train")).await;
+                    assert_eq!(req.content_type, "application/json-patch+json");
                     assert_eq!(
                         req.body,
                         serde_json::json!([
@@ -245,19 +232,21 @@ fn status(phase: JobPhase, attempt: u32) -> MultiTaskTrainingJobStatus {
 }
 
 #[tokio::test]
-async fn new_job_gets_the_finalizer() {
+async fn new_vertex_job_gets_the_finalizer() {
     let (ctx, server) = Context::test();
-    let job = test_job();
+    let mut job = test_job();
+    job.spec.backend = mtl_crds::Backend::VertexAi;
     let mock = server.run(Scenario::FinalizerCreation(job.clone()));
     let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
     assert_eq!(action, Action::await_change());
     finish(mock).await;
 }
 
+/// A pods job gets no finalizer: its first reconcile creates the pod.
 #[tokio::test]
-async fn finalized_job_creates_its_first_pod() {
+async fn new_job_creates_its_first_pod_without_a_finalizer() {
     let (ctx, server) = Context::test();
-    let job = test_job().finalized();
+    let job = test_job();
     let mock = server.run(Scenario::CreateFirstPod(job.clone()));
     let action = reconcile(Arc::new(job), ctx.clone())
         .await
@@ -293,7 +282,6 @@ async fn running_pod_and_manifest_fill_status() {
         .unwrap();
     let (ctx, server) = Context::test_with_storage(emulator.storage());
     let job = test_job()
-        .finalized()
         .checkpoints_at(&base)
         .with_status(status(JobPhase::Pending, 1));
     let mock = server.run(Scenario::PodRunningWithCheckpoint(job.clone()));
@@ -306,7 +294,7 @@ async fn failure_past_backoff_limit_fails_with_termination_message() {
     let (ctx, server) = Context::test();
     let mut st = status(JobPhase::Running, 2);
     st.restarts = 1; // backoffLimit is 1 in test_job
-    let job = test_job().finalized().with_status(st);
+    let job = test_job().with_status(st);
     let mock = server.run(Scenario::FailedPastBackoffLimit(job.clone()));
     let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
     assert_eq!(action, Action::await_change());
@@ -316,31 +304,91 @@ async fn failure_past_backoff_limit_fails_with_termination_message() {
 #[tokio::test]
 async fn suspend_deletes_the_pod() {
     let (ctx, server) = Context::test();
-    let mut job = test_job()
-        .finalized()
-        .with_status(status(JobPhase::Running, 1));
+    let mut job = test_job().with_status(status(JobPhase::Running, 1));
     job.spec.run_policy.suspend = true;
     let mock = server.run(Scenario::Suspend(job.clone()));
     reconcile(Arc::new(job), ctx).await.expect("reconcile");
     finish(mock).await;
 }
 
+/// A pods job that an older operator gave its finalizer is released from it, running or
+/// being deleted; nothing else is asked (the garbage collector deletes the pods of a deleted
+/// job gracefully).
 #[tokio::test]
-async fn deleted_job_stops_pods_then_drops_finalizer() {
-    let (ctx, server) = Context::test();
-    let job = test_job()
-        .finalized()
+async fn an_older_operators_finalizer_is_released() {
+    for deleting in [false, true] {
+        let (ctx, server) = Context::test();
+        let mut job = test_job()
+            .finalized()
+            .with_status(status(JobPhase::Running, 1));
+        if deleting {
+            job = job.deleting();
+        }
+        let mock = server.run(Scenario::FinalizerRelease(job.clone()));
+        let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        finish(mock).await;
+    }
+}
+
+/// A pods job held by someone else's finalizer while being deleted: nothing is started or
+/// stopped, no request made.
+#[tokio::test]
+async fn a_deleting_job_is_left_to_the_garbage_collector() {
+    let (ctx, mut server) = Context::test();
+    let mut job = test_job()
         .deleting()
         .with_status(status(JobPhase::Running, 1));
-    let mock = server.run(Scenario::Cleanup(job.clone()));
-    reconcile(Arc::new(job), ctx).await.expect("reconcile");
-    finish(mock).await;
+    job.meta_mut().finalizers = Some(vec!["example.com/audit".into()]);
+    let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    let extra = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        server.0.next_request(),
+    )
+    .await;
+    assert!(
+        !matches!(extra, Ok(Some(_))),
+        "a deleting pods job made a request"
+    );
+}
+
+/// What the operator remembers of a job goes when the job's watch reports it deleted, or
+/// when a new list no longer holds it; so do its per-job metrics.
+#[tokio::test]
+async fn a_deleted_job_is_forgotten() {
+    let (ctx, mut server) = Context::test();
+    for name in ["a", "b", "c"] {
+        let mut job = test_job().with_status(status(JobPhase::Running, 1));
+        job.meta_mut().name = Some(name.into());
+        let patch = tokio::spawn({
+            let (ctx, job) = (ctx.clone(), job.clone());
+            async move { patch_status(&ctx, &job, &status(JobPhase::Running, 1)).await }
+        });
+        let (_, send) = server
+            .expect(Method::PATCH, &format!("{JOBS}/{name}/status"))
+            .await;
+        respond(send, &job);
+        patch.await.unwrap().expect("status written");
+        ctx.metrics
+            .set_job_phase(&format!("testns/{name}"), JobPhase::Running);
+    }
+    assert_eq!(ctx.remembered(), 3);
+    ctx.forget("testns/a");
+    assert_eq!(ctx.remembered(), 2);
+    ctx.forget_all_but(&["testns/b".to_string()].into());
+    assert_eq!(ctx.remembered(), 1);
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("mtl_operator_jobs{phase=\"Running\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn job_without_image_fails_once_instead_of_looping() {
     let (ctx, server) = Context::test();
-    let mut job = test_job().finalized();
+    let mut job = test_job();
     job.spec.image = None;
     let mock = server.run(Scenario::InvalidSpec(job.clone(), "spec.image"));
     let action = reconcile(Arc::new(job), ctx).await.expect("reconcile");
@@ -354,7 +402,7 @@ async fn job_without_image_fails_once_instead_of_looping() {
 #[tokio::test]
 async fn job_the_trainer_would_reject_fails_before_any_pod() {
     let (ctx, server) = Context::test();
-    let mut job = test_job().finalized();
+    let mut job = test_job();
     job.spec.training.early_stopping = Some(mtl_crds::EarlyStoppingSpec {
         patience: 2,
         min_delta: 0.0,
@@ -379,7 +427,7 @@ async fn quiet_poll_writes_nothing() {
     );
     // Accepted at an earlier reconcile.
     st.accepted_spec = Some(serde_json::to_value(&test_job().spec).unwrap());
-    let job = test_job().finalized().with_status(st);
+    let job = test_job().with_status(st);
     let mock = server.run(Scenario::Quiet(job.clone()));
     reconcile(Arc::new(job), ctx).await.expect("reconcile");
     finish(mock).await;
@@ -388,11 +436,7 @@ async fn quiet_poll_writes_nothing() {
 #[tokio::test]
 async fn api_errors_count_and_requeue_by_kind() {
     let (ctx, server) = Context::test();
-    let job = Arc::new(
-        test_job()
-            .finalized()
-            .with_status(status(JobPhase::Running, 1)),
-    );
+    let job = Arc::new(test_job().with_status(status(JobPhase::Running, 1)));
     let mock = spawn(server, |mut v| async move {
         let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
         respond_status(send, 409, "Conflict");

@@ -183,7 +183,7 @@ fn attempt_lifecycle_table() {
             notes: vec![],
         },
         Row {
-            name: "pod starts running",
+            name: "pod starts running: a condition, no event",
             status: status(JobPhase::Pending, 1),
             attempt: Some(pod(1, Running)),
             actions: vec![],
@@ -191,7 +191,7 @@ fn attempt_lifecycle_table() {
             attempt_no: 1,
             restarts: 0,
             preemptions: 0,
-            notes: vec!["Running"],
+            notes: vec![],
         },
         Row {
             name: "still running: no event",
@@ -301,7 +301,7 @@ fn attempt_lifecycle_table() {
             attempt_no: 2,
             restarts: 0,
             preemptions: 1,
-            notes: vec!["Running"],
+            notes: vec![],
         },
         Row {
             name: "finished job: nothing more",

@@ -28,6 +28,30 @@ impl VertexBackend {
     pub fn new(clients: Arc<VertexClients>) -> Self {
         Self { clients }
     }
+
+    /// Cancels every CustomJob of `job` (its finalizer, when the job is deleted).
+    pub async fn cleanup(&self, job: &MultiTaskTrainingJob) -> crate::Result<()> {
+        if validate_for_vertex(job).is_err() {
+            // Without project and region nothing can have been created.
+            return Ok(());
+        }
+        let client = self
+            .clients
+            .for_job(job)
+            .await
+            .map_err(|e| into_operator_error(job, e))?;
+        match client
+            .stop(job)
+            .await
+            .map_err(|e| into_operator_error(job, e))?
+        {
+            StopState::Stopped => info!(job = %job_key(job), "no Vertex AI CustomJob left running"),
+            StopState::Stopping { names } => {
+                info!(job = %job_key(job), ?names, "Vertex AI accepted the cancellation")
+            }
+        }
+        Ok(())
+    }
 }
 
 fn job_key(job: &MultiTaskTrainingJob) -> String {
@@ -171,29 +195,6 @@ impl AttemptBackend for VertexBackend {
             .await
             .map_err(|e| into_operator_error(job, e))?;
         info!(job = %job_key(job), attempt, %name, ?outcome, "stopping Vertex AI CustomJob");
-        Ok(())
-    }
-
-    async fn cleanup(&self, job: &MultiTaskTrainingJob) -> crate::Result<()> {
-        if validate_for_vertex(job).is_err() {
-            // Without project and region nothing can have been created.
-            return Ok(());
-        }
-        let client = self
-            .clients
-            .for_job(job)
-            .await
-            .map_err(|e| into_operator_error(job, e))?;
-        match client
-            .stop(job)
-            .await
-            .map_err(|e| into_operator_error(job, e))?
-        {
-            StopState::Stopped => info!(job = %job_key(job), "no Vertex AI CustomJob left running"),
-            StopState::Stopping { names } => {
-                info!(job = %job_key(job), ?names, "Vertex AI accepted the cancellation")
-            }
-        }
         Ok(())
     }
 }

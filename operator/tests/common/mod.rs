@@ -277,17 +277,9 @@ impl Env {
     }
 
     /// `kubectl apply --server-side -f job.yaml`.
-    ///
-    /// The job arrives already carrying the operator's finalizer, so the scenarios start at the
-    /// first pod; adding the finalizer is checked by `operator_adds_its_finalizer` below and
-    /// request by request in the controller's mock tests.
     pub async fn apply(&self, name: &str, extra: serde_json::Value) {
-        self.apply_with_meta(
-            name,
-            json!({"name": name, "finalizers": [mtl_operator::FINALIZER]}),
-            extra,
-        )
-        .await
+        self.apply_with_meta(name, json!({"name": name}), extra)
+            .await
     }
 
     pub async fn apply_with_meta(
