@@ -89,6 +89,8 @@ pub struct Context {
     memory: Mutex<HashMap<String, JobMemory>>,
     /// The pods the controller watches, once [`run`] started the watch.
     pod_store: OnceLock<Store<Pod>>,
+    /// The jobs the controller watches, once [`run`] started the watch.
+    job_store: OnceLock<Store<MultiTaskTrainingJob>>,
 }
 
 /// What the operator remembers of one job between reconciles, by its own clock.
@@ -129,6 +131,7 @@ impl Context {
             vertex: Arc::new(VertexClients::from_env()),
             memory: Mutex::new(HashMap::new()),
             pod_store: OnceLock::new(),
+            job_store: OnceLock::new(),
         }
     }
 
@@ -212,7 +215,7 @@ pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Res
         let job = Arc::new(as_accepted(&job, &ctx).await);
         let result = match job.spec.backend {
             Backend::Kubernetes => reconcile_pods(&api, &job, &ctx).await,
-            Backend::VertexAi => finalizer(&api, FINALIZER, job, |event| async {
+            Backend::VertexAi => finalizer(&api, FINALIZER, job.clone(), |event| async {
                 match event {
                     Finalizer::Apply(job) => {
                         let vertex = VertexBackend::new(ctx.vertex.clone());
@@ -227,6 +230,14 @@ pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Res
                 source: Box::new(e),
             }),
         };
+        // A reconcile that ran while its job was deleted may have remembered it after the
+        // watch's Delete made the operator forget it: forget it again. (Its store entry goes
+        // before the Delete is seen, so one of the two comes after every write.)
+        if let Some(store) = ctx.job_store.get()
+            && store.get(&reflector::ObjectRef::from_obj(&*job)).is_none()
+        {
+            ctx.forget(&job_key(&job));
+        }
         ctx.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
@@ -763,6 +774,7 @@ pub async fn run(
     // forget a job when it is deleted (pods jobs have no finalizer, so no reconcile sees
     // them go), or when a new list no longer holds it (deleted while the watch was away).
     let (job_store, job_writer) = reflector::store::<MultiTaskTrainingJob>();
+    let _ = ctx.job_store.set(job_store.clone());
     let job_events = watcher(jobs, watcher::Config::default())
         .default_backoff()
         .reflect(job_writer)

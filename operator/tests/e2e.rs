@@ -916,19 +916,23 @@ async fn progress_reaches_status_and_a_stale_one_stalls_the_job() {
     })
     .await;
 
-    let text = env.metrics(0).await.expect("metrics served");
+    // Per-job gauges, labelled by namespace and name, gone with the job. The operator sets
+    // them right after the status write the test saw.
+    let job = r#"{namespace="default",name="train"}"#;
+    let ratio = format!("mtl_operator_job_progress_ratio{job}");
+    let text = eventually("the job's gauges at step 200", || {
+        let (env, ratio) = (&env, &ratio);
+        async move {
+            let text = env.metrics(0).await?;
+            (metric(&text, ratio) == Some(0.5)).then_some(text)
+        }
+    })
+    .await;
     let reads = metric(&text, "mtl_operator_progress_reads_total").unwrap();
     let bound = started.elapsed().as_secs_f64() + 2.0;
     assert!(
         reads >= 3.0 && reads <= bound,
         "{reads} progress reads in {bound:.0} s with --progress-poll-seconds 1"
-    );
-    // Per-job gauges, labelled by namespace and name, gone with the job.
-    let job = r#"{namespace="default",name="train"}"#;
-    assert_eq!(
-        metric(&text, &format!("mtl_operator_job_progress_ratio{job}")),
-        Some(0.5),
-        "{text}"
     );
     assert_eq!(
         metric(&text, &format!("mtl_operator_job_step{job}")),

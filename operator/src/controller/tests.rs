@@ -396,6 +396,28 @@ async fn job_without_image_fails_once_instead_of_looping() {
     finish(mock).await;
 }
 
+/// A reconcile that finishes after its job left the watch's store (deleted meanwhile) leaves
+/// nothing of the job behind: not its last status, not its metrics.
+#[tokio::test]
+async fn a_reconcile_of_a_job_deleted_meanwhile_forgets_it() {
+    let (ctx, server) = Context::test();
+    let (store, _writer) = reflector::store::<MultiTaskTrainingJob>();
+    let _ = ctx.job_store.set(store);
+    let mut job = test_job();
+    job.spec.image = None;
+    let mock = server.run(Scenario::InvalidSpec(job.clone(), "spec.image"));
+    reconcile(Arc::new(job), ctx.clone())
+        .await
+        .expect("reconcile");
+    finish(mock).await;
+    assert_eq!(ctx.remembered(), 0);
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("mtl_operator_jobs{phase=\"Failed\"} 0"),
+        "{metrics}"
+    );
+}
+
 /// What the trainer would reject before its first step (`MultiTaskTrainingJobSpec::validate`,
 /// rules the schema cannot express) fails the job at once instead of costing
 /// `backoffLimit + 1` GPU pods.
