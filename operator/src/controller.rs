@@ -42,8 +42,10 @@ pub const FIELD_MANAGER: &str = "mtl-operator";
 #[derive(Clone, Debug)]
 pub struct Config {
     pub pod: PodOptions,
-    /// How often a live job is looked at (manifest polling).
+    /// How often a live job is looked at (its attempt observed, the manifest maybe read).
     pub poll_interval: Duration,
+    /// At most one read of a live job's checkpoint manifest per this long.
+    pub manifest_poll: Duration,
     /// Upper bound on one manifest read.
     pub manifest_timeout: Duration,
     /// Reconciles in flight at once (0: unbounded). A burst of new jobs then queues instead
@@ -64,6 +66,7 @@ impl Default for Config {
         Self {
             pod: PodOptions::default(),
             poll_interval: Duration::from_secs(30),
+            manifest_poll: Duration::from_secs(30),
             manifest_timeout: Duration::from_secs(20),
             concurrency: 16,
             progress_poll: Duration::from_secs(30),
@@ -363,7 +366,7 @@ async fn cleanup_vertex(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Act
 }
 
 /// Whether this reconcile reads the checkpoint manifest: while the job can still change, at
-/// most once per [`Config::poll_interval`] (so the reconcile caused by our own status write
+/// most once per [`Config::manifest_poll`] (so the reconcile caused by our own status write
 /// reads nothing), and always once the attempt has ended (the final read, which says whether
 /// the trainer stopped early). Never for checkpoints on a PersistentVolumeClaim, which the
 /// operator does not mount. Records the read.
@@ -380,7 +383,7 @@ fn manifest_due(
     ctx.remember(&job_key(job), |m| {
         let due = ended
             || m.manifest_read_at
-                .is_none_or(|at| at.elapsed() >= ctx.config.poll_interval);
+                .is_none_or(|at| at.elapsed() >= ctx.config.manifest_poll);
         if due {
             m.manifest_read_at = Some(Instant::now());
         }

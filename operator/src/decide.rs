@@ -396,10 +396,9 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
     }
 
     // A failed attempt, already counted, waits out its backoff (whether or not its pods are
-    // still there) before the next starts.
-    if let Some(at) = status::parse_time(b.d.status.next_attempt_time.as_deref())
-        && attempt.is_none_or(|a| a.state.is_terminal())
-    {
+    // still there) before the next starts. Its failure was seen: an observation of it pending
+    // or running again is a cache behind that read (a pod first read with a GET), not news.
+    if let Some(at) = status::parse_time(b.d.status.next_attempt_time.as_deref()) {
         let left = now.duration_until(at);
         if left <= SignedDuration::ZERO {
             b.start_attempt(current + 1);

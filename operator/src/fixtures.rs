@@ -177,6 +177,14 @@ impl Context {
 
     /// As [`Context::test`], reading checkpoints through `storage`.
     pub fn test_with_storage(storage: mtl_storage::Storage) -> (Arc<Self>, ApiServerVerifier) {
+        Self::test_with(storage, Config::default())
+    }
+
+    /// As [`Context::test`], with `config`.
+    pub fn test_with(
+        storage: mtl_storage::Storage,
+        config: Config,
+    ) -> (Arc<Self>, ApiServerVerifier) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NS);
         let ctx = Context::new(
@@ -187,7 +195,7 @@ impl Context {
             },
             storage,
             Arc::new(Metrics::new()),
-            Config::default(),
+            config,
         );
         (Arc::new(ctx), ApiServerVerifier(handle))
     }

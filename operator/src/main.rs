@@ -65,9 +65,13 @@ struct RunArgs {
     /// terminationGracePeriodSeconds of trainer pods: time to write a checkpoint on SIGTERM.
     #[arg(long, default_value_t = 300)]
     pod_grace_seconds: i64,
-    /// Seconds between looks at a live job (checkpoint manifest polling).
+    /// Seconds between looks at a live job (a Vertex AI job's state, the manifest's reads).
     #[arg(long, default_value_t = 30)]
     poll_seconds: u64,
+    /// Seconds between reads of a live job's checkpoint manifest (at most, per job; on the
+    /// looks of --poll-seconds, and once when an attempt ends).
+    #[arg(long, env = "MTL_MANIFEST_POLL_SECONDS", default_value_t = 30)]
+    manifest_poll_seconds: u64,
     /// Seconds between reads of a running job's progress.json (at most, per job).
     #[arg(long, default_value_t = 30)]
     progress_poll_seconds: u64,
@@ -171,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
             config.pod.grace_period_seconds = args.pod_grace_seconds;
             config.poll_interval = Duration::from_secs(args.poll_seconds.max(1));
             config.progress_poll = Duration::from_secs(args.progress_poll_seconds.max(1));
+            config.manifest_poll = Duration::from_secs(args.manifest_poll_seconds.max(1));
             config.concurrency = args.concurrency;
             config.default_image = args.default_image.filter(|i| !i.trim().is_empty());
             let given = |v: Vec<String>| -> Vec<String> {

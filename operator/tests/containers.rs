@@ -184,7 +184,14 @@ impl World {
                 "op",
             ])
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--pod-grace-seconds", "120", "--poll-seconds", "1"])
+            .args([
+                "--pod-grace-seconds",
+                "120",
+                "--poll-seconds",
+                "1",
+                "--manifest-poll-seconds",
+                "1",
+            ])
             .env("KUBECONFIG", &kubeconfig)
             .env("STORAGE_EMULATOR_HOST", emulator.endpoint())
             .env("RUST_LOG", "info,kube=warn,tower=warn,hyper=warn")

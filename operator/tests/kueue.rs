@@ -163,9 +163,7 @@ async fn a_queued_job_waits_at_kueues_gate_and_runs_once_admitted() {
         ),
         "{message}"
     );
-    let note = env
-        .event_note("AttemptWaiting")
-        .expect("an AttemptWaiting Event");
+    let note = env.event("AttemptWaiting").await;
     assert!(note.contains("Queued"), "{note}");
     // The kubelet runs every pod it may, yet the gated one stays unbound: no trainer runs.
     let pod = env.pod("train-1").await;

@@ -396,6 +396,40 @@ async fn job_without_image_fails_once_instead_of_looping() {
     finish(mock).await;
 }
 
+/// The manifest of a live job is read at most once per `--manifest-poll-seconds`, however
+/// often the job is looked at, and always once its attempt has ended; never for a claim.
+#[tokio::test]
+async fn manifest_reads_are_bounded_by_the_manifest_poll() {
+    use crate::backend::{AttemptState, ObservedAttempt};
+    let config = Config {
+        poll_interval: std::time::Duration::from_secs(1),
+        manifest_poll: std::time::Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let (ctx, _server) = Context::test_with(mtl_storage::Storage::new(), config);
+    let job = test_job().checkpoints_at("gs://b/out");
+    let st = status(JobPhase::Running, 1);
+    let running = ObservedAttempt::single(1, "train-1".into(), AttemptState::Running, false);
+    let ended = ObservedAttempt::single(1, "train-1".into(), AttemptState::Succeeded, false);
+    assert!(manifest_due(&ctx, &job, &st, Some(&running)), "first look");
+    assert!(
+        !manifest_due(&ctx, &job, &st, Some(&running)),
+        "within the poll"
+    );
+    assert!(!manifest_due(&ctx, &job, &st, None));
+    assert!(
+        manifest_due(&ctx, &job, &st, Some(&ended)),
+        "the final read"
+    );
+    let claim = test_job();
+    assert!(!manifest_due(&ctx, &claim, &st, Some(&ended)), "a claim");
+    let finished = status(JobPhase::Succeeded, 1);
+    assert!(
+        !manifest_due(&ctx, &job, &finished, Some(&ended)),
+        "finished"
+    );
+}
+
 /// A reconcile that finishes after its job left the watch's store (deleted meanwhile) leaves
 /// nothing of the job behind: not its last status, not its metrics.
 #[tokio::test]

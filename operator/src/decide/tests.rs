@@ -1053,6 +1053,32 @@ fn a_failed_attempt_is_replaced_once_its_backoff_has_passed() {
         assert_eq!((due.status.restarts, due.status.preemptions), (1, 0));
         assert_eq!(due.status.next_attempt_time, None);
     }
+    // A pod cache behind the read that saw the failure (the failed pod was first read with a
+    // GET) shows the attempt pending or running again: stale, nothing changes. It must not
+    // turn the job Running, nor the next attempt start from a Running job (which its pending
+    // pod would then show as Pending instead of Restarting).
+    for stale in [AttemptState::Running, AttemptState::Pending] {
+        let seen = run(
+            &spec,
+            &d.status,
+            Some(pod(1, stale.clone())),
+            ManifestRead::Missing,
+            "2026-01-01T00:00:04Z",
+        );
+        assert_eq!(seen.actions, vec![], "{stale:?}");
+        assert_eq!(seen.status.phase, JobPhase::Restarting, "{stale:?}");
+        assert_eq!(seen.status.next_attempt_time, d.status.next_attempt_time);
+        assert!(reasons(&seen).is_empty(), "{:?}", reasons(&seen));
+        let due = run(
+            &spec,
+            &d.status,
+            Some(pod(1, stale.clone())),
+            ManifestRead::Missing,
+            "2026-01-01T00:00:10Z",
+        );
+        assert_eq!(due.actions, vec![StartAttempt(2)], "{stale:?}");
+        assert_eq!(due.status.phase, JobPhase::Restarting, "{stale:?}");
+    }
     // The second failure waits twice as long.
     let mut st = with(status(JobPhase::Running, 2), 1, 0);
     st.start_time = Some(T0.into());

@@ -206,6 +206,8 @@ impl Env {
                 "5",
                 "--poll-seconds",
                 "1",
+                "--manifest-poll-seconds",
+                "1",
                 "--progress-poll-seconds",
                 "1",
                 "--backoff-base-seconds",
@@ -435,13 +437,13 @@ impl Env {
             .and_then(|e| e["note"].as_str().map(str::to_string))
     }
 
-    pub async fn event_reasons(&self) -> Vec<String> {
-        self.standin
-            .list("events.k8s.io/v1", "events", Some(NS))
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| e["reason"].as_str().map(str::to_string))
-            .collect()
+    /// Waits for an Event of `reason` on the job and returns its note. The operator records
+    /// Events after the status write they go with, so a test that saw the status waits.
+    pub async fn event(&self, reason: &str) -> String {
+        eventually(&format!("a {reason} event"), || async {
+            self.event_note(reason)
+        })
+        .await
     }
 
     pub async fn metrics(&self, i: usize) -> Option<String> {
