@@ -463,26 +463,9 @@ async fn finished_job_is_deleted_after_its_ttl() {
 async fn an_older_operators_finalizer_is_released() {
     let mut env = Env::start().await;
     env.operator("op-a");
-    env.apply_with_meta(
-        "train",
-        json!({"name": "train", "finalizers": [mtl_operator::FINALIZER]}),
-        json!({}),
-    )
-    .await;
+    env.apply_with_old_finalizer("train").await;
     env.pod("train-1").await;
-    let jobs = env.jobs();
-    eventually("the finalizer released", || {
-        let jobs = jobs.clone();
-        async move {
-            let job = jobs.get("train").await.ok()?;
-            job.metadata
-                .finalizers
-                .unwrap_or_default()
-                .is_empty()
-                .then_some(())
-        }
-    })
-    .await;
+    env.finalizers_released("train").await;
     kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
     env.status_until("train", "Running", |s| s.phase == JobPhase::Running)
         .await;

@@ -131,26 +131,9 @@ async fn the_charts_rbac_is_exactly_what_the_operator_uses() {
     // The TTL passes: the operator deletes the job.
     env.job_gone("train", "the job deleted after its TTL").await;
     // A job from an older operator, which gave it a finalizer: released.
-    env.apply_with_meta(
-        "legacy",
-        json!({"name": "legacy", "finalizers": [mtl_operator::FINALIZER]}),
-        json!({}),
-    )
-    .await;
+    env.apply_with_old_finalizer("legacy").await;
     env.pod("legacy-1").await;
-    let jobs = env.jobs();
-    common::eventually("the finalizer released", || {
-        let jobs = jobs.clone();
-        async move {
-            let job = jobs.get("legacy").await.ok()?;
-            job.metadata
-                .finalizers
-                .unwrap_or_default()
-                .is_empty()
-                .then_some(())
-        }
-    })
-    .await;
+    env.finalizers_released("legacy").await;
 
     let used: BTreeSet<Grant> = env
         .standin

@@ -284,6 +284,33 @@ impl Env {
             .await
     }
 
+    /// Applies job `name` as an older operator left it: carrying `multitask.dev/cleanup`.
+    pub async fn apply_with_old_finalizer(&self, name: &str) {
+        self.apply_with_meta(
+            name,
+            json!({"name": name, "finalizers": [mtl_operator::FINALIZER]}),
+            json!({}),
+        )
+        .await
+    }
+
+    /// Waits until job `name` carries no finalizer.
+    pub async fn finalizers_released(&self, name: &str) {
+        let jobs = self.jobs();
+        eventually("the finalizer released", || {
+            let jobs = jobs.clone();
+            async move {
+                let job = jobs.get(name).await.ok()?;
+                job.metadata
+                    .finalizers
+                    .unwrap_or_default()
+                    .is_empty()
+                    .then_some(())
+            }
+        })
+        .await
+    }
+
     pub async fn apply_with_meta(
         &self,
         name: &str,
