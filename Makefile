@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 TRAINER := target/release/mtl-trainer
 MINILM_FILES := config.json model.safetensors tokenizer.json tokenizer_config.json special_tokens_map.json vocab.txt
 
-.PHONY: setup run-local build test lint crds bench verify-model create-bucket \
+.PHONY: setup run-local build test lint crds crd-costs bench verify-model create-bucket \
         docker-local-train docker-build docker-push deploy cloud-train clean
 
 setup: $(VENV)/.installed .cache/minilm/model.safetensors gloo-headers
@@ -71,6 +71,12 @@ crds:
 	cargo run -q -p mtl-crds --bin crdgen > crds/multitasktrainingjobs.yaml
 	cp crds/multitasktrainingjobs.yaml charts/mtl-operator/crds/multitasktrainingjobs.yaml
 
+# Each CEL rule of the CRD with the cost the API server estimates for it when the CRD is
+# created, and the totals against its limits (kube-standin's estimate); fails when a real
+# API server would refuse the CRD.
+crd-costs:
+	cargo run -q -p kube-standin --bin crd-costs -- crds/multitasktrainingjobs.yaml
+
 # Committed checkpoints of a run, newest last (CHECKPOINTS=gs://bucket/runs/x or a directory).
 CHECKPOINTS ?= out/mtl-local
 verify-model: setup
@@ -110,7 +116,7 @@ cloud-train: docker-push
 # the operator at 100 and 1000 jobs; results in bench/results/. A quick run:
 #   make bench BENCH_ARGS="--config small --jobs 100"
 BENCH_ARGS ?=
-bench: setup
+bench: setup crd-costs
 	$(PY) -m pip install -q -r bench/requirements.txt
 	cargo build --release -p mtl-trainer --bin mtl-bench --bin mtl-trainer
 	cargo build --release -p mtl-operator --bin mtl-operator --example scale

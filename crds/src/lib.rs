@@ -105,8 +105,9 @@ pub struct MultiTaskTrainingJobSpec {
     pub backend: Backend,
     /// Trainer image (the image built from Dockerfile.trainer). Unset: the operator's
     /// `--default-image` (chart value `defaultTrainerImage`); the job fails with `InvalidSpec`
-    /// when neither names one.
+    /// when neither names one. At most 512 characters (a registry, repository, tag and digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
     pub image: Option<String>,
     pub model: ModelSpec,
     /// The tasks trained jointly; each gets its own head on the shared encoder.
@@ -162,18 +163,21 @@ impl JsonSchema for FreeForm {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodTemplate {
-    /// Labels added to the pods. Kueue's queue and priority labels belong on the job's own
-    /// `metadata.labels`, from where the operator copies them.
+    /// Labels added to the pods (at most 64; values of at most 63 characters, as Kubernetes
+    /// allows). Kueue's queue and priority labels belong on the job's own `metadata.labels`,
+    /// from where the operator copies them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64), transform = bounds::strings::<63>)]
     pub labels: BTreeMap<String, String>,
-    /// Annotations added to the pods (e.g. `gke-gcsfuse/volumes: "true"` for GCS FUSE).
+    /// Annotations added to the pods (e.g. `gke-gcsfuse/volumes: "true"` for GCS FUSE); at
+    /// most 64, values of at most 4096 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64), transform = bounds::strings::<4096>)]
     pub annotations: BTreeMap<String, String>,
-    /// Environment variables added to the trainer container.
+    /// Environment variables added to the trainer container (at most 64; each string in them
+    /// of at most 32768 characters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), transform = bounds::strings::<32768>)]
     pub env: Vec<EnvVar>,
     /// Volumes added to the pods (Kubernetes `Volume` objects), mounted with
     /// `volumeMounts`. Kept as given here and checked by the API server when the pod is
@@ -181,23 +185,28 @@ pub struct PodTemplate {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub volumes: Vec<FreeForm>,
-    /// Mounts of `volumes` in the trainer container.
+    /// Mounts of `volumes` in the trainer container (at most 16; paths and names of at most
+    /// 4096 characters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), transform = bounds::strings::<4096>)]
     pub volume_mounts: Vec<VolumeMount>,
-    /// PriorityClass of the pods (what the scheduler, and Kueue, preempt by).
+    /// PriorityClass of the pods (what the scheduler, and Kueue, preempt by); a name of at
+    /// most 253 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub priority_class_name: Option<String>,
-    /// Scheduler of the pods, when not the default one.
+    /// Scheduler of the pods, when not the default one; a name of at most 253 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub scheduler_name: Option<String>,
     /// Node and pod (anti-)affinity of the pods (a Kubernetes `Affinity`), on top of the GPU
     /// type's node selector; checked by the API server like `volumes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<FreeForm>,
-    /// Secrets for pulling the trainer image from a private registry.
+    /// Secrets for pulling the trainer image from a private registry (at most 8 names of at
+    /// most 253 characters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = 8), transform = bounds::strings::<253>)]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
@@ -254,7 +263,7 @@ pub enum Backend {
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     /// Directory or gs:// prefix holding config.json, model.safetensors and tokenizer.json.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 1024))]
     pub pretrained: String,
     /// Sequences (or sentence pairs) are truncated longest-first to this many tokens.
     #[serde(default = "default_max_length")]
@@ -320,31 +329,40 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 64))]
     pub num_choices: Option<u32>,
-    /// Training file: local path or gs:// URI.
-    #[schemars(length(min = 1))]
+    /// Training file: local path or gs:// URI, at most 1024 characters (GCS's longest
+    /// object name).
+    #[schemars(length(min = 1, max = 1024))]
     pub train: String,
-    /// Validation file: local path or gs:// URI.
+    /// Validation file: local path or gs:// URI, at most 1024 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub validation: Option<String>,
     /// How the train and validation files are read: glueTsv, commonsenseQaJsonl or jsonl.
     pub format: DataFormat,
     /// Columns or fields holding the text: one for single sentences, two for pairs.
-    /// For multipleChoice, the question field.
+    /// For multipleChoice, the question field. Names of at most 128 characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 2))]
+    #[schemars(length(max = 2), inner(length(max = 128)))]
     pub text_fields: Vec<String>,
-    /// Column or field holding the label (score, class name or index, answer).
+    /// Column or field holding the label (score, class name or index, answer); at most 128
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub label_field: Option<String>,
-    /// Class names in label order (classification) or choice labels (multipleChoice).
+    /// Class names in label order (classification) or choice labels (multipleChoice): at
+    /// most 10000 (as `numLabels`), each of at most 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10000), inner(length(max = 128)))]
     pub label_names: Option<Vec<String>>,
-    /// For jsonl multipleChoice: the field with the list of choices (strings or objects with `text`).
+    /// For jsonl multipleChoice: the field with the list of choices (strings or objects with
+    /// `text`); at most 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub choices_field: Option<String>,
     /// The class whose F1 is reported for a two-class task (default: the second label, as
-    /// sklearn's pos_label=1).
+    /// sklearn's pos_label=1); at most 128 characters, as a label name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub positive_label: Option<String>,
     /// Train on the first N examples of the training file only (quick runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -493,8 +511,9 @@ pub struct BestCheckpointSpec {
     /// A metric evaluation reports: `mean` (of the tasks' headline scores), or
     /// `<task>/<metric>` with metric `pearson`/`spearman` (regression), `accuracy`/`f1`
     /// (classification), `accuracy` (multipleChoice), or `loss` (any task).
+    /// At most 128 characters.
     #[serde(default = "default_best_metric")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 128))]
     pub metric: String,
     /// Whether larger (`max`) or smaller (`min`) is better. Default: `min` for a loss,
     /// `max` for everything else.
@@ -648,8 +667,10 @@ pub struct ResourcesSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 16))]
     pub gpus: u32,
-    /// GKE accelerator, e.g. nvidia-tesla-t4, nvidia-l4 (node selector cloud.google.com/gke-accelerator).
+    /// GKE accelerator, e.g. nvidia-tesla-t4, nvidia-l4 (node selector
+    /// cloud.google.com/gke-accelerator); a label value of at most 63 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub gpu_type: Option<String>,
     /// CPU request and limit of the trainer container, a quantity (`4`, `"500m"`).
     #[serde(
@@ -658,7 +679,6 @@ pub struct ResourcesSpec {
         deserialize_with = "quantity::deserialize"
     )]
     #[schemars(schema_with = "quantity::schema")]
-    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a quantity such as 4 or 500m"))]
     pub cpu: Option<String>,
     /// Memory request and limit of the trainer container, a quantity (`16Gi`).
     #[serde(
@@ -667,16 +687,21 @@ pub struct ResourcesSpec {
         deserialize_with = "quantity::deserialize"
     )]
     #[schemars(schema_with = "quantity::schema")]
-    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a quantity such as 16Gi or 512Mi"))]
     pub memory: Option<String>,
-    /// Node labels the trainer pod must run on, added to the GPU type's selector.
+    /// Node labels the trainer pod must run on, added to the GPU type's selector (at most
+    /// 64; values of at most 63 characters).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64), transform = bounds::strings::<63>)]
     pub node_selector: BTreeMap<String, String>,
-    /// Tolerations of the trainer pod, added to the one for GKE's GPU taint.
+    /// Tolerations of the trainer pod, added to the one for GKE's GPU taint (at most 32;
+    /// keys and values of at most 317 characters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), transform = bounds::strings::<317>)]
     pub tolerations: Vec<Toleration>,
-    /// Kubernetes service account bound to a Google service account (Workload Identity).
+    /// Kubernetes service account bound to a Google service account (Workload Identity); a
+    /// name of at most 253 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub service_account_name: Option<String>,
     /// Size limit of the `/scratch` emptyDir (downloads, the token cache, checkpoint staging),
     /// also requested as ephemeral storage so the scheduler picks a node with that much disk.
@@ -687,7 +712,6 @@ pub struct ResourcesSpec {
         deserialize_with = "quantity::deserialize"
     )]
     #[schemars(schema_with = "quantity::schema")]
-    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a quantity such as 20Gi"))]
     pub scratch_size: Option<String>,
     /// Size of the memory-backed `/dev/shm` (NCCL and libtorch need more than the 64 MiB a
     /// container gets by default); counts against the pod's memory. Default 2Gi.
@@ -697,21 +721,96 @@ pub struct ResourcesSpec {
         deserialize_with = "quantity::deserialize"
     )]
     #[schemars(schema_with = "quantity::schema")]
-    #[x_kube(validation = Rule::new("isQuantity(string(self))").message("must be a quantity such as 2Gi"))]
     pub shm_size: Option<String>,
 }
 
+/// The syntax of a resource quantity (`resources.cpu`, `memory`, ...), as the schema's
+/// `pattern`.
+pub use quantity::PATTERN as QUANTITY_PATTERN;
+
+/// Bounds for the Kubernetes objects a job embeds (env, mounts, tolerations): the API server
+/// estimates the cost of the CRD's CEL rules from the schema's bounds, and Kubernetes' own
+/// schemas leave most strings unbounded.
+mod bounds {
+    use schemars::Schema;
+    use serde_json::Value;
+
+    /// Lists and maps nested in an embedded object.
+    const NESTED_ITEMS: u64 = 16;
+
+    /// Gives every string below `schema` without a `maxLength` one of `N` characters, and
+    /// every list and map without a bound `NESTED_ITEMS` entries.
+    pub fn strings<const N: u64>(schema: &mut Schema) {
+        if let Some(obj) = schema.as_object_mut() {
+            bound(obj, N);
+        }
+    }
+
+    fn bound(node: &mut serde_json::Map<String, Value>, n: u64) {
+        let is = |node: &serde_json::Map<String, Value>, t: &str| match node.get("type") {
+            Some(Value::String(s)) => s == t,
+            Some(Value::Array(a)) => a.iter().any(|v| v == t),
+            _ => false,
+        };
+        let int_or_string = node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+        if (is(node, "string") || int_or_string) && !node.contains_key("maxLength") {
+            node.insert("maxLength".into(), n.into());
+        }
+        if is(node, "array") && !node.contains_key("maxItems") {
+            node.insert("maxItems".into(), NESTED_ITEMS.into());
+        }
+        if node
+            .get("additionalProperties")
+            .is_some_and(Value::is_object)
+            && !node.contains_key("maxProperties")
+        {
+            node.insert("maxProperties".into(), NESTED_ITEMS.into());
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(Value::Object(child)) = node.get_mut(key) {
+                bound(child, n);
+            }
+        }
+        for key in ["properties"] {
+            if let Some(Value::Object(children)) = node.get_mut(key) {
+                for child in children.values_mut().filter_map(Value::as_object_mut) {
+                    bound(child, n);
+                }
+            }
+        }
+        for key in ["anyOf", "allOf", "oneOf"] {
+            if let Some(Value::Array(children)) = node.get_mut(key) {
+                for child in children.iter_mut().filter_map(Value::as_object_mut) {
+                    bound(child, n);
+                }
+            }
+        }
+    }
+}
+
 /// Resource quantities as Kubernetes takes them: int-or-string (`cpu: 4`, `memory: 16Gi`),
-/// kept as the string the API would print; `isQuantity` (CEL) checks the syntax.
+/// kept as the string the API would print. The schema checks a string's syntax with the
+/// pattern Kubernetes' own CRDs use for `resource.Quantity`: a CEL `isQuantity(string(self))`
+/// would do the same, but the API server cannot bound the cost of `string()` on an
+/// int-or-string and refuses such a rule when the CRD is created.
 mod quantity {
     use std::fmt;
 
     use schemars::{Schema, SchemaGenerator, json_schema};
     use serde::de::{self, Deserializer, Visitor};
 
+    /// `resource.Quantity`'s syntax, as Kubernetes publishes it in its CRDs' schemas.
+    pub const PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
     pub fn schema(_: &mut SchemaGenerator) -> Schema {
-        // Kubernetes' own IntOrString in a structural schema: no `type`, the extension says it.
-        json_schema!({ "x-kubernetes-int-or-string": true })
+        // Kubernetes' own IntOrString in a structural schema: no `type`, the extension says
+        // it; the pattern applies to strings only.
+        json_schema!({
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": true,
+            "pattern": PATTERN,
+            "maxLength": 64,
+        })
     }
 
     struct IntOrString;
@@ -753,29 +852,36 @@ mod quantity {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VertexAiSpec {
-    /// Google Cloud project the CustomJob runs in.
-    #[schemars(length(min = 1))]
+    /// Google Cloud project the CustomJob runs in (an ID or number, at most 63 characters).
+    #[schemars(length(min = 1, max = 63))]
     pub project: String,
-    /// Vertex AI region, e.g. us-central1.
-    #[schemars(length(min = 1))]
+    /// Vertex AI region, e.g. us-central1 (at most 63 characters).
+    #[schemars(length(min = 1, max = 63))]
     pub region: String,
-    /// Compute Engine machine type of each replica. Default n1-standard-8.
+    /// Compute Engine machine type of each replica (at most 63 characters). Default
+    /// n1-standard-8.
     #[serde(default = "default_machine_type")]
+    #[schemars(length(max = 63))]
     pub machine_type: String,
-    /// e.g. NVIDIA_TESLA_T4, NVIDIA_L4.
+    /// e.g. NVIDIA_TESLA_T4, NVIDIA_L4 (at most 63 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub accelerator_type: Option<String>,
     /// GPUs per replica (needs acceleratorType). Default 0.
     #[serde(default)]
     pub accelerator_count: u32,
-    /// Google service account the job runs as.
+    /// Google service account the job runs as (an e-mail address, at most 254 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 254))]
     pub service_account: Option<String>,
     /// A Vertex AI TensorBoard to upload the trainer's summaries to,
     /// `projects/P/locations/L/tensorboards/ID` (Vertex then sets `AIP_TENSORBOARD_LOG_DIR`;
-    /// it needs `serviceAccount`).
+    /// it needs `serviceAccount`). At most 1024 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^projects/[^/]+/locations/[^/]+/tensorboards/[^/]+$"))]
+    #[schemars(
+        length(max = 1024),
+        regex(pattern = r"^projects/[^/]+/locations/[^/]+/tensorboards/[^/]+$")
+    )]
     pub tensorboard: Option<String>,
     /// How Vertex AI provisions the machines: `STANDARD` (on demand), `SPOT` (preemptible,
     /// cheaper) or `FLEX_START` (waits for capacity). Vertex's default when unset.

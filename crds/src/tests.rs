@@ -462,19 +462,14 @@ fn resource_quantities_are_int_or_string() {
     assert_eq!(res.cpu.as_deref(), Some("4"));
     assert_eq!(res.memory.as_deref(), Some("16Gi"));
     assert_eq!(res.shm_size.as_deref(), Some("1073741824"));
-    // The CEL rule checks the syntax of either form.
-    let mut v = serde_json::to_value(&spec).unwrap();
-    v["resources"]["cpu"] = 4.into();
-    MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap();
-    v["resources"]["cpu"] = "four".into();
-    let err = format!(
-        "{:?}",
-        MultiTaskTrainingJobSpec::validate_cel(&v, None).unwrap_err()
-    );
-    assert!(
-        err.contains("must be a quantity such as 4 or 500m"),
-        "{err}"
-    );
+    // The schema's pattern checks a string's syntax (ints pass it), as Kubernetes' own CRDs do.
+    let pattern = regex::Regex::new(quantity::PATTERN).unwrap();
+    for good in ["4", "500m", "16Gi", "1073741824", "1.5", "2e3", "+1Ki"] {
+        assert!(pattern.is_match(good), "{good}");
+    }
+    for bad in ["four", "16 Gi", "1GiB", "", "-"] {
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
     // A fraction is not an int-or-string; the error names the field.
     let bad = text.replace("cpu: 4", "cpu: 0.5");
     let err = parse_job("job.yaml", &bad).unwrap_err().to_string();
@@ -486,6 +481,49 @@ fn resource_quantities_are_int_or_string() {
     let cpu = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         ["resources"]["properties"]["cpu"];
     assert_eq!(cpu["x-kubernetes-int-or-string"], true, "{cpu}");
+    assert_eq!(cpu["pattern"], quantity::PATTERN, "{cpu}");
+}
+
+/// The API server estimates the cost of the CEL rules from the schema's bounds, and refuses
+/// the CRD when a rule could cost too much: every string, list and map of the spec has one
+/// (kube-standin's `cel::budget` tests hold the rules to the budget).
+#[test]
+fn every_string_list_and_map_of_the_spec_is_bounded() {
+    fn walk(node: &serde_json::Value, path: &str, open: &mut Vec<String>) {
+        let has = |key: &str| node.get(key).is_some();
+        let is = |t: &str| node["type"] == t;
+        let fixed_format = matches!(
+            node["format"].as_str(),
+            Some("date-time" | "date" | "duration")
+        );
+        if (is("string") && !has("enum") && !fixed_format
+            || node["x-kubernetes-int-or-string"] == true)
+            && !has("maxLength")
+        {
+            open.push(format!("{path} (maxLength)"));
+        }
+        if is("array") && !has("maxItems") {
+            open.push(format!("{path} (maxItems)"));
+        }
+        if node["additionalProperties"].is_object() && !has("maxProperties") {
+            open.push(format!("{path} (maxProperties)"));
+        }
+        for (name, prop) in node["properties"].as_object().into_iter().flatten() {
+            walk(prop, &format!("{path}.{name}"), open);
+        }
+        walk_child(node, "items", &format!("{path}[]"), open);
+        walk_child(node, "additionalProperties", &format!("{path}{{}}"), open);
+    }
+    fn walk_child(node: &serde_json::Value, key: &str, path: &str, open: &mut Vec<String>) {
+        if node[key].is_object() {
+            walk(&node[key], path, open);
+        }
+    }
+    let crd = serde_json::to_value(MultiTaskTrainingJob::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut open = Vec::new();
+    walk(spec, "spec", &mut open);
+    assert!(open.is_empty(), "unbounded fields: {open:?}");
 }
 
 #[test]

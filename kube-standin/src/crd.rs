@@ -211,24 +211,34 @@ fn check(obj: &Value) -> Vec<FieldError> {
             "must have exactly one version marked as storage version",
         ));
     }
+    // Like the API server, which validates the versions' schema once, as `spec.validation`,
+    // when every version has the same one.
+    let schemas: Vec<Option<&Value>> = versions
+        .iter()
+        .map(|v| v.pointer("/schema/openAPIV3Schema"))
+        .collect();
+    let shared = schemas
+        .first()
+        .copied()
+        .flatten()
+        .filter(|first| schemas.iter().all(|s| *s == Some(*first)));
+    if let Some(doc) = shared {
+        check_schema(doc, "spec.validation.openAPIV3Schema", &mut errors);
+    }
     for (i, v) in versions.iter().enumerate() {
         let at = format!("spec.versions[{i}]");
         if s(v, "/name").is_empty() {
             errors.push(FieldError::required(&format!("{at}.name"), ""));
         }
-        let Some(doc) = v.pointer("/schema/openAPIV3Schema") else {
-            errors.push(FieldError::required(
+        match schemas[i] {
+            None => errors.push(FieldError::required(
                 &format!("{at}.schema.openAPIV3Schema"),
                 "schemas are required",
-            ));
-            continue;
-        };
-        let path = format!("{at}.schema.openAPIV3Schema");
-        match Schema::parse(doc) {
-            Ok(mut schema) => {
-                schema.compile(&path, true, &mut errors);
+            )),
+            Some(doc) if shared.is_none() => {
+                check_schema(doc, &format!("{at}.schema.openAPIV3Schema"), &mut errors)
             }
-            Err(e) => errors.push(FieldError::invalid(&path, Some(quote("object")), &e)),
+            Some(_) => {}
         }
         for (j, c) in v["additionalPrinterColumns"]
             .as_array()
@@ -261,6 +271,25 @@ fn check(obj: &Value) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+/// A version's schema: structural, its rules compiling and, when it is, within the CEL cost
+/// budget (the API server estimates costs only for a structural schema).
+fn check_schema(doc: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    match Schema::parse(doc) {
+        Ok(mut schema) => {
+            let mut problems = Vec::new();
+            schema.compile(path, true, &mut problems);
+            let structural = problems
+                .iter()
+                .all(|p| p.field.contains(".x-kubernetes-validations["));
+            errors.append(&mut problems);
+            if structural {
+                errors.extend(crate::cel::budget::check(&schema, path).1);
+            }
+        }
+        Err(e) => errors.push(FieldError::invalid(path, Some(quote("object")), &e)),
+    }
 }
 
 /// The resource types a stored CRD serves (one per served version).
@@ -398,9 +427,9 @@ mod tests {
         assert!(causes.contains(&"metadata.name".to_string()), "{causes:?}");
         assert!(causes.contains(&"spec.scope".to_string()), "{causes:?}");
         assert!(
+            // One version: the API server validates its schema as `spec.validation`.
             causes.contains(
-                &"spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations[0].rule"
-                    .to_string()
+                &"spec.validation.openAPIV3Schema.x-kubernetes-validations[0].rule".to_string()
             ),
             "{causes:?}"
         );

@@ -51,6 +51,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use admission::FieldValidation;
+pub use cel::budget::{RULE_COST_LIMIT, RuleCost, SCHEMA_COST_LIMIT, rule_costs};
 pub use crd::{CustomType, PrinterColumn};
 pub use error::{ApiError, Error};
 pub use faults::{Fault, FaultEffect};

@@ -160,6 +160,25 @@ impl Schema {
             }
         }
         let map_list = self.is_map_list();
+        if map_list && let Some(items) = &self.items {
+            // A key must be present in every item for the items to be told apart.
+            for key in &self.list_map_keys {
+                match items.properties.get(key) {
+                    Some(p) if p.default.is_none() && !items.required.contains(key) => {
+                        problems.push(FieldError::required(
+                            &format!("{path}.items.properties[{key}].default"),
+                            "this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property",
+                        ));
+                    }
+                    Some(_) => {}
+                    None => problems.push(FieldError::invalid(
+                        &format!("{path}.x-kubernetes-list-map-keys"),
+                        Some(format!("[{}]", self.list_map_keys.join(" "))),
+                        "entries must all be names of item properties",
+                    )),
+                }
+            }
+        }
         for (name, prop) in &mut self.properties {
             prop.compile(
                 &format!("{path}.properties[{name}]"),
@@ -268,6 +287,30 @@ mod tests {
                 &"openAPIV3Schema.properties[list].items.x-kubernetes-validations[0].rule"
             ),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn map_list_keys_must_be_required_or_defaulted() {
+        let list = |required: Value| {
+            json!({"type": "array", "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name", "port"],
+            "items": {"type": "object", "required": required, "properties": {
+                "name": {"type": "string"}, "port": {"type": "integer", "default": 80}
+            }}})
+        };
+        let problems = |s: Value| {
+            let mut s = Schema::parse(&s).unwrap();
+            let mut problems = Vec::new();
+            s.compile("openAPIV3Schema", true, &mut problems);
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert!(problems(list(json!(["name"]))).is_empty());
+        assert_eq!(
+            problems(list(json!([]))),
+            [
+                "openAPIV3Schema.items.properties[name].default: Required value: this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property"
+            ]
         );
     }
 }

@@ -196,6 +196,45 @@ async fn applying_the_crd_serves_the_resource_and_deleting_it_stops() {
     );
 }
 
+/// The API server estimates the cost of every CEL rule when a CRD is written and refuses
+/// one over budget: the job CRD as it was before its lists and strings were bounded
+/// (`labelNames` unbounded under 32 tasks, `isQuantity(string(self))` on int-or-strings).
+#[tokio::test]
+async fn a_crd_whose_rules_are_over_the_cost_budget_is_refused() {
+    let (standin, _) = start_without_crd().await;
+    let cli = Cli::new(&standin);
+    let mut crd: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(CRD_FILE).unwrap()).unwrap();
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let labels = &mut spec["properties"]["tasks"]["items"]["properties"]["labelNames"];
+    labels.as_object_mut().unwrap().remove("maxItems");
+    labels["items"].as_object_mut().unwrap().remove("maxLength");
+    spec["properties"]["resources"]["properties"]["cpu"]["x-kubernetes-validations"] =
+        json!([{"rule": "isQuantity(string(self))"}]);
+    let out = cli.apply(&serde_yaml::to_string(&crd).unwrap(), &[]).await;
+    assert!(!out.success(), "{out}");
+    let at = "spec.validation.openAPIV3Schema.properties[spec]";
+    let advice = "(try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
+    for expected in [
+        format!("The CustomResourceDefinition \"multitasktrainingjobs.multitask.dev\" is invalid"),
+        format!(
+            "{at}.properties[tasks].items.x-kubernetes-validations[7].rule: Forbidden: estimated rule cost exceeds budget by factor of 3.4x {advice}"
+        ),
+        format!(
+            "{at}.properties[resources].properties[cpu].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x {advice}"
+        ),
+        format!(
+            "spec.validation.openAPIV3Schema: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of more than 100x {advice}"
+        ),
+    ] {
+        assert!(
+            out.stderr.contains(&expected),
+            "missing {expected:?} in {out}"
+        );
+    }
+    cli.install_crd().await;
+}
+
 #[tokio::test]
 async fn explain_reads_the_crd_schema_from_openapi_v3_and_v2() {
     let (standin, _) = start_without_crd().await;

@@ -343,6 +343,8 @@ pub fn build_pod(
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(opts.grace_period_seconds),
             service_account_name: res.service_account_name.clone(),
+            // The trainer never calls the Kubernetes API; Workload Identity needs no token.
+            automount_service_account_token: Some(false),
             node_selector: (!node_selector.is_empty()).then_some(node_selector),
             tolerations: (!tolerations.is_empty()).then_some(tolerations),
             hostname: (workers > 1).then(|| pod.clone()),
@@ -352,6 +354,9 @@ pub fn build_pod(
                 run_as_user: Some(1000),
                 run_as_group: Some(1000),
                 fs_group: Some(1000),
+                // Re-own a checkpoint claim only when its root is not the group's already,
+                // rather than walking every file of it on each attempt.
+                fs_group_change_policy: Some("OnRootMismatch".into()),
                 seccomp_profile: Some(SeccompProfile {
                     type_: "RuntimeDefault".into(),
                     ..Default::default()

@@ -62,6 +62,10 @@ fn pod_spec_carries_everything_the_trainer_needs() {
     assert_eq!(psc["runAsNonRoot"], true);
     assert_eq!(psc["runAsUser"], 1000);
     assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault");
+    // A checkpoint claim is re-chowned only when its root is not the pod's group already.
+    assert_eq!(psc["fsGroupChangePolicy"], "OnRootMismatch");
+    // The trainer never calls the Kubernetes API (Workload Identity needs no mounted token).
+    assert_eq!(spec["automountServiceAccountToken"], false);
     assert_eq!(
         spec["volumes"][0],
         serde_json::json!({"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}})

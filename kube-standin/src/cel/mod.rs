@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use crate::schema::{Schema, ValidationRule};
 
+pub(crate) mod budget;
+pub(crate) mod cost;
+pub(crate) mod decl;
+
 /// A rule with its programs.
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRule {
@@ -63,6 +67,16 @@ impl CompiledRule {
             message,
             transition,
         })
+    }
+
+    /// The rule's parsed program.
+    pub(crate) fn program(&self) -> Option<&Program> {
+        Some(&self.program)
+    }
+
+    /// The parsed `messageExpression`, when there is one.
+    pub(crate) fn message_program(&self) -> Option<&Program> {
+        self.message.as_deref()
     }
 
     /// The message of a failed rule without a usable `messageExpression`.
