@@ -20,6 +20,12 @@ pub const GROUP: &str = "multitask.dev";
 pub const VERSION: &str = "v1alpha1";
 pub const KIND: &str = "MultiTaskTrainingJob";
 
+/// The trainer's exit code for an error no retry can fix (an invalid spec, data file, model
+/// or tokenizer, a checkpoint the job cannot resume from): the operator fails the job at
+/// once, reason `InvalidInput`, without spending `backoffLimit` (as a Job's
+/// `podFailurePolicy` `FailJob` rule on that exit code would).
+pub const EXIT_INVALID_INPUT: u8 = 2;
+
 /// Errors reading a job manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

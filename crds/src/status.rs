@@ -136,6 +136,11 @@ pub struct MultiTaskTrainingJobStatus {
     /// Attempt number of the current pod or Vertex AI job.
     #[serde(default)]
     pub attempt: u32,
+    /// The platform disruption the current attempt was seen to end on (a worker preempted,
+    /// evicted or on a lost node), kept so that what follows from it (its pod force-deleted,
+    /// its peers failing on the lost rank) cannot turn it into a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_disruption: Option<AttemptDisruption>,
     /// The current attempt's pod (rank 0's pod when `spec.workers` > 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
@@ -177,6 +182,19 @@ pub struct MultiTaskTrainingJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("type" = "object", "x-kubernetes-preserve-unknown-fields" = true))]
     pub accepted_spec: Option<serde_json::Value>,
+}
+
+/// Why an attempt was disrupted, as first seen.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptDisruption {
+    /// The attempt disrupted.
+    pub attempt: u32,
+    /// The platform's reason, e.g. `PreemptionByScheduler`, `DeletionByTaintManager`.
+    pub reason: String,
+    /// The platform's words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// The trainer's latest progress report, as the operator last read it.

@@ -16,6 +16,9 @@ pub struct Fault {
     pub resource: String,
     pub namespace: Option<String>,
     pub effect: FaultEffect,
+    /// Writes let through before the fault applies (a ResourceQuota with room for that many
+    /// more objects).
+    pub after: u32,
 }
 
 /// What a faulty write gets.
@@ -39,12 +42,19 @@ impl Fault {
         Self::refuse(resource, namespace, 422, message)
     }
 
+    /// The same fault once `writes` more writes have gone through: a quota with room left.
+    pub fn after(mut self, writes: u32) -> Self {
+        self.after = writes;
+        self
+    }
+
     /// Writes held without an answer until [`StandIn::clear_faults`](crate::StandIn::clear_faults).
     pub fn hang(resource: &str, namespace: &str) -> Self {
         Self {
             resource: resource.into(),
             namespace: Some(namespace.into()),
             effect: FaultEffect::Hang,
+            after: 0,
         }
     }
 
@@ -56,6 +66,7 @@ impl Fault {
                 code,
                 message: message.into(),
             },
+            after: 0,
         }
     }
 }
@@ -103,15 +114,18 @@ impl Faults {
         self.cleared.send_modify(|n| *n += 1);
     }
 
-    /// The effect of the first fault matching a write to `resource` in `namespace`.
+    /// The effect of the first fault matching a write to `resource` in `namespace`; a write
+    /// it still lets through counts against its `after`.
     fn find(&self, resource: &str, namespace: &str) -> Option<FaultEffect> {
-        let faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        faults
-            .iter()
-            .find(|f| {
-                f.resource == resource && f.namespace.as_deref().is_none_or(|n| n == namespace)
-            })
-            .map(|f| f.effect.clone())
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let f = faults.iter_mut().find(|f| {
+            f.resource == resource && f.namespace.as_deref().is_none_or(|n| n == namespace)
+        })?;
+        if f.after > 0 {
+            f.after -= 1;
+            return None;
+        }
+        Some(f.effect.clone())
     }
 
     /// Waits while a write to `resource` in `namespace` is held, then gives its refusal, if

@@ -115,6 +115,17 @@ impl Disruption {
         }
     }
 
+    /// A node lost (unreachable): the taint manager's `DeletionByTaintManager`, then a
+    /// graceful deletion that the unreachable kubelet never completes (turn off
+    /// `auto_finish_deletion`; PodGC force-deletes such a pod once the node is gone).
+    pub fn node_lost() -> Self {
+        Self {
+            condition_reason: "DeletionByTaintManager".into(),
+            message: "Taint manager: deleting due to NoExecute taint".into(),
+            outcome: Outcome::Delete,
+        }
+    }
+
     /// Scheduler preemption: `PreemptionByScheduler`, then the pod is deleted.
     pub fn scheduler_preemption() -> Self {
         Self {
@@ -511,6 +522,32 @@ impl Kubelet {
                     .delete(&self.pods, ns, name, &DeleteOpts::default())?)
             }
         }
+    }
+
+    /// An eviction for outgrowing the pod's own storage (an emptyDir's `sizeLimit`, its
+    /// ephemeral-storage limit): the eviction manager fails the pod with reason `Evicted` and
+    /// its message, and sets no `DisruptionTarget`, since the pod, not the node, is at fault.
+    pub fn evict_over_limit(&self, ns: &str, name: &str, message: &str) -> Result<Value, Error> {
+        self.update(ns, name, |pod| {
+            let started = running_since(pod);
+            let was_running = pod.pointer("/status/phase") == Some(&json!("Running"));
+            let status = &mut pod["status"];
+            status["phase"] = json!("Failed");
+            status["reason"] = json!("Evicted");
+            status["message"] = json!(message);
+            set_condition(status, "ContainersReady", "False", Some("PodFailed"), None);
+            set_condition(status, "Ready", "False", Some("PodFailed"), None);
+            if was_running {
+                let terminated = json!({"terminated": {
+                    "exitCode": 137,
+                    "reason": "Error",
+                    "startedAt": started,
+                    "finishedAt": now_rfc3339(),
+                }});
+                set_container_states(pod, &terminated, false, false);
+            }
+            Ok(())
+        })
     }
 
     /// Node-pressure eviction (see [`Disruption::eviction`]).

@@ -103,6 +103,10 @@ struct JobMemory {
     progress: Option<ProgressSeen>,
     /// When its checkpoint manifest was last read.
     manifest_read_at: Option<Instant>,
+    /// The ended attempt whose manifest was read once more (the final read).
+    manifest_read_after: Option<u32>,
+    /// A policy tightened after the job was accepted has been reported.
+    policy_change_reported: bool,
     /// The status this operator last wrote, and the job's resourceVersion it was written
     /// over (see [`Context::current_status`]).
     written: Option<(String, MultiTaskTrainingJobStatus)>,
@@ -367,8 +371,8 @@ async fn cleanup_vertex(job: &MultiTaskTrainingJob, ctx: &Context) -> Result<Act
 
 /// Whether this reconcile reads the checkpoint manifest: while the job can still change, at
 /// most once per [`Config::manifest_poll`] (so the reconcile caused by our own status write
-/// reads nothing), and always once the attempt has ended (the final read, which says whether
-/// the trainer stopped early). Never for checkpoints on a PersistentVolumeClaim, which the
+/// reads nothing), and once more when an attempt has ended (the final read, which says whether
+/// the trainer stopped early), not on every look while it waits out a backoff or a teardown. Never for checkpoints on a PersistentVolumeClaim, which the
 /// operator does not mount. Records the read.
 fn manifest_due(
     ctx: &Context,
@@ -379,13 +383,17 @@ fn manifest_due(
     if !decide::needs_manifest(status) || job.spec.checkpoints.persistent_volume_claim.is_some() {
         return false;
     }
-    let ended = attempt.is_some_and(|a| a.state.is_terminal());
+    let ended = attempt.filter(|a| a.state.is_terminal()).map(|a| a.attempt);
     ctx.remember(&job_key(job), |m| {
-        let due = ended
+        let final_read = ended.is_some() && m.manifest_read_after != ended;
+        let due = final_read
             || m.manifest_read_at
                 .is_none_or(|at| at.elapsed() >= ctx.config.manifest_poll);
         if due {
             m.manifest_read_at = Some(Instant::now());
+        }
+        if final_read {
+            m.manifest_read_after = ended;
         }
         due
     })
@@ -446,24 +454,41 @@ async fn report_failure(
     e
 }
 
-/// What the trainer would reject before its first step, what `backend` cannot run, then what
-/// the operator's policy does not allow.
-fn validate<B: AttemptBackend>(
-    backend: &B,
-    job: &MultiTaskTrainingJob,
-    policy: &crate::policy::Policy,
-) -> Result<()> {
+/// What the trainer would reject before its first step, then what `backend` cannot run.
+fn validate<B: AttemptBackend>(backend: &B, job: &MultiTaskTrainingJob) -> Result<()> {
     job.spec.validate().map_err(|message| Error::InvalidSpec {
         job: job.name_any(),
         message,
     })?;
-    backend.validate(job)?;
-    policy
-        .check(&job.spec)
-        .map_err(|message| Error::PolicyViolation {
-            job: job.name_any(),
-            message,
-        })
+    backend.validate(job)
+}
+
+/// What the operator's policy does not allow, judged when the job is accepted (before its
+/// first attempt): a policy tightened later does not fail a job already running, which gets
+/// one Warning Event instead and runs on as accepted.
+async fn policy_refusal(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+    old: &MultiTaskTrainingJobStatus,
+) -> Option<String> {
+    let message = ctx.config.policy.check(&job.spec).err()?;
+    if old.attempt == 0 {
+        return Some(message);
+    }
+    let first = ctx.remember(&job_key(job), |m| {
+        !std::mem::replace(&mut m.policy_change_reported, true)
+    });
+    if first {
+        let note = Note {
+            warning: true,
+            reason: "PolicyChanged",
+            message: format!(
+                "the operator's policy no longer allows this job ({message}); it was accepted before and runs on as accepted"
+            ),
+        };
+        publish(ctx, job, &note).await;
+    }
+    None
 }
 
 /// One reconcile of a live job on backend `backend`: observe, decide, act, write status, tell.
@@ -475,12 +500,12 @@ pub async fn reconcile_with<B: AttemptBackend>(
     let old = ctx.current_status(job);
     let refused = if old.phase.is_finished() {
         None
+    } else if let Err(Error::InvalidSpec { message, .. }) = validate(backend, job) {
+        Some(("InvalidSpec", message))
     } else {
-        match validate(backend, job, &ctx.config.policy) {
-            Err(Error::InvalidSpec { message, .. }) => Some(("InvalidSpec", message)),
-            Err(Error::PolicyViolation { message, .. }) => Some(("PolicyViolation", message)),
-            _ => None,
-        }
+        policy_refusal(ctx, job, &old)
+            .await
+            .map(|message| ("PolicyViolation", message))
     };
     if let Some((reason, message)) = refused {
         // Retrying will not fix the job: fail it with the reason instead of looping.
@@ -649,8 +674,18 @@ async fn fold_progress(
         match read {
             Ok(Ok(Some(p))) => {
                 if p.updated_at != entry.updated_at {
+                    entry.changed_at = if seen.is_none() {
+                        // First read since a restart: the status says how long it has
+                        // not changed.
+                        crate::progress::changed_at_after_restart(
+                            st.progress.as_ref(),
+                            &p.updated_at,
+                            now,
+                        )
+                    } else {
+                        now
+                    };
                     entry.updated_at = p.updated_at.clone();
-                    entry.changed_at = now;
                 }
                 st.progress = Some(crate::progress::to_status(&p, now));
             }

@@ -137,6 +137,7 @@ impl Builder<'_> {
         let st = self.st();
         st.attempt = attempt;
         st.next_attempt_time = None;
+        st.attempt_disruption = None;
         if st.start_time.is_none() {
             st.start_time = Some(status::format_time(now));
         }
@@ -274,8 +275,26 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
     }
 
     b.fold_manifest();
-    let attempt = o.attempt;
     let current = b.d.status.attempt;
+    // The first disruption seen of the current attempt is how it ended, whatever its pods do
+    // while it winds down (a vanished pod, peers failing on the lost rank).
+    if let Some(a) = o.attempt
+        && a.attempt == current
+        && let AttemptState::Disrupted { reason, message } = &a.state
+        && b.d
+            .status
+            .attempt_disruption
+            .as_ref()
+            .is_none_or(|d| d.attempt != current)
+    {
+        b.st().attempt_disruption = Some(mtl_crds::AttemptDisruption {
+            attempt: current,
+            reason: reason.clone(),
+            message: message.clone(),
+        });
+    }
+    let judged = o.attempt.map(|a| kept_disruption(a, &b.d.status));
+    let attempt = judged.as_ref();
 
     // A finished trainer wins over everything (a suspend or deadline racing with success).
     if let Some(a) = attempt
@@ -368,6 +387,13 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
     }
 
     if b.d.status.phase == JobPhase::Suspended {
+        // The pod cache may still show the suspended attempt up: start the next only once it
+        // is seen to have ended, never beside it.
+        if attempt.is_some_and(|a| !a.state.is_terminal()) {
+            b.stop_if_live();
+            b.requeue(TERMINATING_POLL);
+            return b.d;
+        }
         let next = current + 1;
         b.st().phase = if current == 0 {
             JobPhase::Pending
@@ -469,6 +495,15 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
         AttemptState::Failed { reason, message } => {
             replace_failed(&mut b, current, a.attempt, reason, message);
         }
+        AttemptState::InvalidInput { message } => {
+            let what = (o.describe)(a.attempt);
+            let text = if message.is_empty() {
+                format!("{what} failed on input no retry can fix (exit code 2)")
+            } else {
+                message.clone()
+            };
+            b.finish(JobPhase::Failed, "InvalidInput", text);
+        }
         AttemptState::Cancelled { message } => {
             let what = (o.describe)(a.attempt);
             b.finish(
@@ -502,6 +537,25 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
         }
     }
     b.d
+}
+
+/// `a` as it ended: the disruption kept in `status` when it was one, over what its workers
+/// did after it (see [`MultiTaskTrainingJobStatus::attempt_disruption`]).
+fn kept_disruption(a: &ObservedAttempt, status: &MultiTaskTrainingJobStatus) -> ObservedAttempt {
+    let mut a = a.clone();
+    if let Some(d) = status
+        .attempt_disruption
+        .as_ref()
+        .filter(|d| d.attempt == a.attempt)
+        && a.state.is_terminal()
+        && a.state != AttemptState::Succeeded
+    {
+        a.state = AttemptState::Disrupted {
+            reason: d.reason.clone(),
+            message: d.message.clone(),
+        };
+    }
+    a
 }
 
 /// The Restarting condition's reason after a node refused the attempt's pod at admission.

@@ -19,10 +19,6 @@ pub enum Error {
     #[error("job {job}: {message}")]
     InvalidSpec { job: String, message: String },
 
-    /// The job breaks the operator's policy (`crate::policy`); retrying will not help.
-    #[error("job {job}: {message}")]
-    PolicyViolation { job: String, message: String },
-
     /// An object from the API server lacks a field the API guarantees (name, namespace, uid).
     #[error("{kind} has no {field}")]
     MissingField {
@@ -129,7 +125,7 @@ impl Error {
                     F::UnnamedObject | F::InvalidFinalizer => ErrorKind::Internal,
                 }
             }
-            Error::InvalidSpec { .. } | Error::PolicyViolation { .. } => ErrorKind::BadSpec,
+            Error::InvalidSpec { .. } => ErrorKind::BadSpec,
             Error::MissingField { .. } => ErrorKind::BadSpec,
             Error::Serialize { .. } => ErrorKind::Internal,
             Error::Lease { .. } | Error::Io { .. } | Error::NotOwned { .. } => ErrorKind::Transient,

@@ -50,6 +50,23 @@ pub fn human(secs: u64) -> String {
     }
 }
 
+/// When the progress object last changed, on the first read after the operator lost its
+/// memory of it (a restart): the report the status already shows was written at its
+/// `updatedAt` (the trainer's clock, never later than `now`), so a job stalled before the
+/// restart stays stalled; a new report changed now.
+pub fn changed_at_after_restart(
+    shown: Option<&JobProgress>,
+    updated_at: &str,
+    now: Timestamp,
+) -> Timestamp {
+    match shown {
+        Some(p) if p.updated_at == updated_at => {
+            status::parse_time(Some(updated_at)).map_or(now, |t| t.min(now))
+        }
+        _ => now,
+    }
+}
+
 /// Sets or clears `Stalled`: true while the attempt runs and the progress object has not
 /// changed for [`STALE_INTERVALS`] × `interval_secs` (counted from when the operator last saw
 /// it change, or from when the attempt started running if it never did). Returns true when the
@@ -162,6 +179,45 @@ mod tests {
         for (secs, want) in rows {
             assert_eq!(human(secs), want, "{secs}");
         }
+    }
+
+    #[test]
+    fn a_restart_keeps_a_stalled_job_stalled() {
+        let now = t("2026-01-01T01:00:00Z");
+        let shown = JobProgress {
+            updated_at: "2026-01-01T00:10:00Z".into(),
+            ..Default::default()
+        };
+        // The same report as the status shows: unchanged since it was written.
+        assert_eq!(
+            changed_at_after_restart(Some(&shown), "2026-01-01T00:10:00Z", now),
+            t("2026-01-01T00:10:00Z")
+        );
+        let mut st = MultiTaskTrainingJobStatus::default();
+        let since = changed_at_after_restart(Some(&shown), &shown.updated_at, now);
+        fold_stalled(&mut st, true, Some(since), 30, now);
+        assert!(status::find(&st, cond::STALLED).is_some_and(|c| c.status == "True"));
+        // A newer report, or none shown before: it changed now.
+        assert_eq!(
+            changed_at_after_restart(Some(&shown), "2026-01-01T00:59:50Z", now),
+            now
+        );
+        assert_eq!(
+            changed_at_after_restart(None, "2026-01-01T00:10:00Z", now),
+            now
+        );
+        // A trainer clock ahead of the operator's is not believed past now.
+        assert_eq!(
+            changed_at_after_restart(
+                Some(&JobProgress {
+                    updated_at: "2026-01-01T02:00:00Z".into(),
+                    ..Default::default()
+                }),
+                "2026-01-01T02:00:00Z",
+                now
+            ),
+            now
+        );
     }
 
     #[test]

@@ -134,6 +134,129 @@ async fn preemption_replaces_the_pod_without_spending_backoff_limit() {
     env.event("Preempted").await;
 }
 
+/// A worker whose node is lost while its peers run: the taint manager marks it
+/// (`DeletionByTaintManager`) and asks for its deletion, which its unreachable kubelet never
+/// completes. The attempt ends at once (the peers are stopped, not left in the rendezvous),
+/// and what follows (the peer failing on the lost rank, PodGC force-deleting the pod) does
+/// not make it a failure: one preemption, no backoff spent.
+#[tokio::test]
+async fn a_worker_on_a_lost_node_is_a_preemption_whatever_follows() {
+    use kube_standin::Disruption;
+    let mut env = Env::start().await;
+    env.operator("op-a");
+    env.apply("train", json!({"workers": 2})).await;
+    for i in 0..2 {
+        env.pod(&format!("train-1-{i}")).await;
+        kubelet_ok(env.standin.kubelet().run(NS, &format!("train-1-{i}")));
+    }
+    env.status_until("train", "Running with 2 workers", |s| {
+        s.phase == JobPhase::Running && s.running_workers == Some(2)
+    })
+    .await;
+    // Nothing finishes a deletion now: the lost node's kubelet cannot.
+    env.standin.kubelet().set_auto_finish_deletion(false);
+    kubelet_ok(
+        env.standin
+            .kubelet()
+            .disrupt(NS, "train-1-1", Disruption::node_lost()),
+    );
+    let st = env
+        .status_until("train", "the disruption kept in status", |s| {
+            s.attempt_disruption.is_some()
+        })
+        .await;
+    assert_eq!(
+        st.attempt_disruption.as_ref().map(|d| d.reason.as_str()),
+        Some("DeletionByTaintManager")
+    );
+    // The peer is stopped rather than left waiting for rank 1 until --dist-timeout.
+    eventually("the peer to be asked to stop", || {
+        let env = &env;
+        async move {
+            let pod = env.pods().get("train-1-0").await.ok()?;
+            pod.metadata.deletion_timestamp.map(|_| ())
+        }
+    })
+    .await;
+    // The peer fails on the lost rank, then PodGC force-deletes both pods.
+    kubelet_ok(env.standin.kubelet().fail(
+        NS,
+        "train-1-0",
+        1,
+        "distributed: allreduce failed: lost rank 1",
+    ));
+    for i in 0..2 {
+        env.pods()
+            .delete(
+                &format!("train-1-{i}"),
+                &DeleteParams::default().grace_period(0),
+            )
+            .await
+            .expect("force delete");
+    }
+    let st = env
+        .status_until("train", "attempt 2 after the lost node", |s| s.attempt == 2)
+        .await;
+    assert_eq!((st.preemptions, st.restarts), (1, 0), "{st:#?}");
+    assert_eq!(st.attempt_disruption, None);
+    env.event("Preempted").await;
+}
+
+/// A pod evicted for outgrowing its `/scratch` emptyDir (no `DisruptionTarget`: the pod, not
+/// the node, is at fault) is the job's failure, and says which limit to raise.
+#[tokio::test]
+async fn an_emptydir_eviction_is_a_failure_that_names_the_limit() {
+    let mut env = Env::start().await;
+    env.operator("op-a");
+    env.apply("train", json!({})).await;
+    env.pod("train-1").await;
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    kubelet_ok(env.standin.kubelet().evict_over_limit(
+        NS,
+        "train-1",
+        "Usage of EmptyDir volume \"scratch\" exceeds the limit \"20Gi\". ",
+    ));
+    let st = env
+        .status_until("train", "attempt 2 after the eviction", |s| s.attempt == 2)
+        .await;
+    assert_eq!((st.restarts, st.preemptions), (1, 0));
+    let restarting = condition(&st, "Restarting").expect("a Restarting condition");
+    assert!(
+        restarting
+            .message
+            .contains("exceeds the limit \"20Gi\". Raise spec.resources.scratchSize."),
+        "{}",
+        restarting.message
+    );
+}
+
+/// The trainer's exit code 2 (input no retry can fix) fails the job after one attempt, with
+/// reason `InvalidInput` and the trainer's termination message.
+#[tokio::test]
+async fn invalid_input_fails_the_job_after_one_attempt() {
+    let mut env = Env::start().await;
+    env.operator("op-a");
+    env.apply("train", json!({"runPolicy": {"backoffLimit": 3}}))
+        .await;
+    env.pod("train-1").await;
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    let message = "tasks[1] (rte): rte/train.tsv:3: label \"neutral\" is not one of [\"entailment\", \"not_entailment\"]";
+    kubelet_ok(env.standin.kubelet().fail(
+        NS,
+        "train-1",
+        i32::from(mtl_crds::EXIT_INVALID_INPUT),
+        message,
+    ));
+    let st = env
+        .status_until("train", "phase Failed", |s| s.phase == JobPhase::Failed)
+        .await;
+    let failed = condition(&st, "Failed").unwrap();
+    assert_eq!(failed.reason, "InvalidInput");
+    assert_eq!(failed.message, message);
+    assert_eq!((st.restarts, st.attempt), (0, 1));
+    assert_eq!(env.pod_names().await, ["train-1"], "no second attempt");
+}
+
 /// A pod create the API server refuses (a ResourceQuota's 403) shows in the job's status,
 /// with the API's message, and as a Warning Event; once the quota allows it the pod is
 /// created and the condition clears.
@@ -164,6 +287,48 @@ async fn a_refused_pod_create_shows_in_status_and_is_retried() {
     // Quota freed: retried (a quota refusal is retried soon), created, condition cleared.
     env.standin.clear_faults();
     env.pod("train-1").await;
+    env.status_until("train", "Synced True", |s| {
+        synced(s).is_some_and(|c| c.status == "True")
+    })
+    .await;
+}
+
+/// A gang refused part way (a quota with room for two of three workers): the workers this
+/// reconcile created are deleted again, so none holds its GPUs in a rendezvous that cannot
+/// complete and no pod runs untracked; once the quota allows, the attempt starts whole.
+#[tokio::test]
+async fn a_gang_refused_part_way_leaves_no_pod_behind() {
+    use kube_standin::Fault;
+    let mut env = Env::start().await;
+    env.standin
+        .inject_fault(Fault::forbidden("pods", NS, "exceeded quota: gpus").after(2));
+    env.operator("op-a");
+    env.apply("train", json!({"workers": 3})).await;
+    let synced = |s: &MultiTaskTrainingJobStatus| condition(s, "Synced").cloned();
+    let st = env
+        .status_until("train", "the refusal in Synced", |s| {
+            synced(s).is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let c = synced(&st).unwrap();
+    assert!(
+        c.message.contains("creating attempt 1") && c.message.contains("exceeded quota"),
+        "{}",
+        c.message
+    );
+    // Two were created, then taken back.
+    assert!(env.standin.stats().count("create", "pods") >= 2);
+    eventually("no pod of the half-made gang left", || {
+        let env = &env;
+        async move { env.pod_names().await.is_empty().then_some(()) }
+    })
+    .await;
+    assert_eq!(st.attempt, 0, "the attempt was not recorded as started");
+
+    env.standin.clear_faults();
+    for i in 0..3 {
+        env.pod(&format!("train-1-{i}")).await;
+    }
     env.status_until("train", "Synced True", |s| {
         synced(s).is_some_and(|c| c.status == "True")
     })
@@ -1002,6 +1167,45 @@ async fn a_job_without_an_image_runs_the_operators_default_image() {
 
 /// A job outside the operator's policy (here: an image from elsewhere) fails at once with
 /// reason `PolicyViolation`, and no pod is created; one inside it runs.
+/// The policy is judged when a job is accepted: one tightened afterwards (a new flag on an
+/// operator restart) leaves a running job alone, with one Warning Event, and refuses new jobs.
+#[tokio::test]
+async fn a_tightened_policy_leaves_an_accepted_job_running() {
+    let mut env = Env::start().await;
+    let first = env.operator("op-a");
+    env.apply("train", json!({})).await;
+    env.pod("train-1").await;
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    env.status_until("train", "Running", |s| s.phase == JobPhase::Running)
+        .await;
+    env.signal(first, "-TERM");
+    env.wait_exit(first).await;
+    env.operator_env.push((
+        "MTL_ALLOWED_IMAGE_PREFIXES".into(),
+        "registry.example/mtl/".into(),
+    ));
+    env.operator("op-b");
+    let note = env.event("PolicyChanged").await;
+    assert!(
+        note.contains("spec.image \"mtl-trainer:test\" is not allowed"),
+        "{note}"
+    );
+    env.commit_checkpoint(100).await;
+    let st = env
+        .status_until("train", "op-b reconciles (step 100)", |s| {
+            s.step == Some(100)
+        })
+        .await;
+    assert_eq!(st.phase, JobPhase::Running);
+    assert_eq!(env.pod_names().await, ["train-1"]);
+
+    env.apply("late", json!({})).await;
+    let st = env
+        .status_until("late", "phase Failed", |s| s.phase == JobPhase::Failed)
+        .await;
+    assert_eq!(condition(&st, "Failed").unwrap().reason, "PolicyViolation");
+}
+
 #[tokio::test]
 async fn a_job_outside_the_operators_policy_fails_before_any_pod() {
     let mut env = Env::start().await;

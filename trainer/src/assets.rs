@@ -26,7 +26,7 @@ impl ModelAssets {
             checkpoint::MODEL_FILE,
         ] {
             let missing = || {
-                Error::file(
+                Error::invalid_input(
                     join(uri, name),
                     "not found: spec.model.pretrained must hold config.json, model.safetensors and tokenizer.json",
                 )
@@ -59,7 +59,7 @@ impl ModelAssets {
         let encoder = TextEncoder::load(&path, max_length, config.type_vocab_size <= 1)?;
         let vocab = encoder.vocab_size();
         if vocab as i64 > config.vocab_size {
-            return Err(Error::file(
+            return Err(Error::invalid_input(
                 path.display(),
                 format!(
                     "the tokenizer has {vocab} tokens but config.json's vocab_size is {}: ids past it have no embedding (a tokenizer from another model?)",

@@ -180,7 +180,7 @@ impl ModelConfig {
             } else {
                 format!("invalid config.json: {field}: {}", e.inner())
             };
-            Error::file(path, message)
+            Error::invalid_input(path, message)
         })?;
         config.validate(path)?;
         Ok(config)
@@ -193,7 +193,7 @@ impl ModelConfig {
 
     fn validate(&self, path: &str) -> Result<()> {
         if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(Error::file(
+            return Err(Error::invalid_input(
                 path,
                 format!(
                     "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -211,7 +211,7 @@ impl ModelConfig {
             ("type_vocab_size", self.type_vocab_size),
         ] {
             if value < 1 {
-                return Err(Error::file(
+                return Err(Error::invalid_input(
                     path,
                     format!("{field} {value} must be at least 1"),
                 ));
@@ -220,7 +220,7 @@ impl ModelConfig {
         if let Some(p) = &self.position_embedding_type
             && p != "absolute"
         {
-            return Err(Error::file(
+            return Err(Error::invalid_input(
                 path,
                 format!("position_embedding_type {p:?} is not supported (only \"absolute\")"),
             ));

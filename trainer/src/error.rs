@@ -11,6 +11,10 @@ pub enum Error {
     Stopped,
     #[error("{path}: {message}")]
     File { path: String, message: String },
+    /// What a file holds cannot be used, however often it is read (see
+    /// [`Error::is_invalid_input`]).
+    #[error("{path}: {message}")]
+    InvalidInput { path: String, message: String },
     #[error("{path}:{line}: {message}")]
     Line {
         path: String,
@@ -53,6 +57,8 @@ pub enum Error {
         local_rank: usize,
         pid: u32,
         status: String,
+        /// Its exit code, when it exited rather than being killed by a signal.
+        code: Option<i32>,
     },
 }
 
@@ -86,6 +92,38 @@ impl From<tch::TchError> for Error {
 }
 
 impl Error {
+    /// Whether running again cannot help: the job, its data, model or tokenizer is wrong, or
+    /// its checkpoints belong to another job. The process then exits with
+    /// [`mtl_crds::EXIT_INVALID_INPUT`], and the operator fails the job at once. Storage,
+    /// device, memory and peer failures may pass and are retried.
+    pub fn is_invalid_input(&self) -> bool {
+        match self {
+            Error::Job(_)
+            | Error::Invalid(_)
+            | Error::Line { .. }
+            | Error::Tokenizer { .. }
+            | Error::Env { .. }
+            | Error::InvalidInput { .. } => true,
+            // A data or model file that is not there stays missing until someone acts.
+            Error::Storage(e) => e.is_not_found(),
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            // A worker that exited for invalid input: every rank would.
+            Error::WorkerFailed { code, .. } => {
+                *code == Some(i32::from(mtl_crds::EXIT_INVALID_INPUT))
+            }
+            _ => false,
+        }
+    }
+
+    /// An error no retry can fix, about the file or URI at `path` (a data file's content, a
+    /// model's config, a checkpoint of another job).
+    pub fn invalid_input(path: impl std::fmt::Display, message: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
     pub fn file(path: impl std::fmt::Display, message: impl Into<String>) -> Self {
         Error::File {
             path: path.to_string(),

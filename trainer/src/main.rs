@@ -200,7 +200,17 @@ fn main() -> ExitCode {
             if std::path::Path::new(&log).exists() {
                 let _ = std::fs::write(&log, &message);
             }
-            ExitCode::FAILURE
+            // Input no retry can fix gets its own code, which the operator does not retry.
+            let invalid = e.chain().any(|c| {
+                c.downcast_ref::<mtl_crds::Error>().is_some()
+                    || c.downcast_ref::<mtl_trainer::Error>()
+                        .is_some_and(mtl_trainer::Error::is_invalid_input)
+            });
+            if invalid {
+                ExitCode::from(mtl_crds::EXIT_INVALID_INPUT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -256,6 +256,9 @@ fn bad_jobs_data_and_models_fail_before_training_naming_what_is_wrong() {
         let err = match result {
             Err(panic) => panic!("{what}: panicked: {:?}", panic.downcast_ref::<String>()),
             Ok(Ok(_)) => panic!("{what}: trained"),
+            // Running again cannot help: the trainer exits EXIT_INVALID_INPUT, which the
+            // operator does not retry.
+            Ok(Err(e)) if !e.is_invalid_input() => panic!("{what}: retryable: {e:?}"),
             Ok(Err(e)) => e.to_string(),
         };
         assert!(
@@ -264,4 +267,45 @@ fn bad_jobs_data_and_models_fail_before_training_naming_what_is_wrong() {
         );
         assert!(!out.exists(), "{what}: wrote under the checkpoint location");
     }
+}
+
+/// The process exits with `EXIT_INVALID_INPUT` (2) on input no retry can fix, with the error
+/// in its termination log, and 1 on an error that may pass.
+#[test]
+fn the_trainer_exits_2_on_input_no_retry_can_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    copy_data(tmp.path());
+    let run = |edit: &dyn Fn(&mut MultiTaskTrainingJobSpec), name: &str| {
+        let mut spec = job(&model, &tmp.path().join(name).join("out"));
+        edit(&mut spec);
+        let job_path = tmp.path().join(format!("{name}.json"));
+        std::fs::write(&job_path, serde_json::to_string(&spec).unwrap()).unwrap();
+        let log = tmp.path().join(format!("{name}.termination-log"));
+        std::fs::write(&log, "").unwrap();
+        let out = common::trainer()
+            .args(["--device", "cpu", "train", "--job"])
+            .arg(&job_path)
+            .env("MTL_CACHE_DIR", tmp.path().join("cache"))
+            .env("MTL_TERMINATION_LOG", &log)
+            .output()
+            .unwrap();
+        (out.status.code(), std::fs::read_to_string(&log).unwrap())
+    };
+    let train = data(tmp.path(), "rte", "train.tsv");
+    set_line(&train, 3, |l| l.replace("entailment", "neutral"));
+    let (code, log) = run(
+        &|s| s.tasks[1].train = train.display().to_string(),
+        "bad-row",
+    );
+    assert_eq!(code, Some(i32::from(mtl_crds::EXIT_INVALID_INPUT)), "{log}");
+    assert!(log.contains("rte/train.tsv:3: label"), "{log}");
+    // A checkpoint location the trainer cannot write to may be fixed meanwhile: retried.
+    let blocked = tmp.path().join("blocked");
+    std::fs::write(&blocked, "a file, not a directory").unwrap();
+    let (code, log) = run(
+        &|s| s.checkpoints.uri = blocked.join("out").display().to_string(),
+        "unwritable",
+    );
+    assert_eq!(code, Some(1), "{log}");
 }

@@ -78,6 +78,11 @@ pub enum AttemptState {
         reason: String,
         message: String,
     },
+    /// The trainer exited with `EXIT_INVALID_INPUT`: its spec, data, model or checkpoints are
+    /// wrong in a way no retry fixes. The job fails at once, reason `InvalidInput`.
+    InvalidInput {
+        message: String,
+    },
     /// Stopped by someone outside the operator (a Vertex AI CustomJob cancelled in the
     /// console): the job fails with reason `Cancelled` rather than being replaced.
     Cancelled {
@@ -93,6 +98,7 @@ impl AttemptState {
                 | AttemptState::Failed { .. }
                 | AttemptState::Disrupted { .. }
                 | AttemptState::Cancelled { .. }
+                | AttemptState::InvalidInput { .. }
         )
     }
 }

@@ -280,10 +280,24 @@ impl AttemptBackend for Pods {
                 .await?;
         }
         let api = self.api(job)?;
+        let mut created = Vec::new();
         for pod in &pods {
             match self.cached(job, &pod.name_any()) {
                 Some(existing) => check_owner(job, "pod", &existing)?,
-                None => self.create_missing(&api, job, "pod", pod).await?,
+                None => match self.create_missing(&api, job, "pod", pod).await {
+                    Ok(()) => created.push(pod.name_any()),
+                    Err(e) => {
+                        // Half a gang would hold its GPUs in a rendezvous that cannot
+                        // complete, with no attempt in status to account for it: take back
+                        // what this call made; a later reconcile starts the attempt whole.
+                        for name in created.iter().rev() {
+                            if let Err(de) = delete(&api, name).await {
+                                tracing::warn!(pod = %name, error = %de, "could not take back a pod of a half-created attempt");
+                            }
+                        }
+                        return Err(e);
+                    }
+                },
             }
         }
         status.pod_name = Some(pods[0].name_any());

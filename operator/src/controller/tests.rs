@@ -397,7 +397,7 @@ async fn job_without_image_fails_once_instead_of_looping() {
 }
 
 /// The manifest of a live job is read at most once per `--manifest-poll-seconds`, however
-/// often the job is looked at, and always once its attempt has ended; never for a claim.
+/// often the job is looked at, and once more when its attempt has ended; never for a claim.
 #[tokio::test]
 async fn manifest_reads_are_bounded_by_the_manifest_poll() {
     use crate::backend::{AttemptState, ObservedAttempt};
@@ -420,6 +420,17 @@ async fn manifest_reads_are_bounded_by_the_manifest_poll() {
     assert!(
         manifest_due(&ctx, &job, &st, Some(&ended)),
         "the final read"
+    );
+    // Once per ended attempt: a job waiting out a backoff or a teardown is not read again
+    // on every look.
+    assert!(
+        !manifest_due(&ctx, &job, &st, Some(&ended)),
+        "the final read is done"
+    );
+    let ended_2 = ObservedAttempt::single(2, "train-2".into(), AttemptState::Succeeded, false);
+    assert!(
+        manifest_due(&ctx, &job, &status(JobPhase::Running, 2), Some(&ended_2)),
+        "the next attempt's final read"
     );
     let claim = test_job();
     assert!(!manifest_due(&ctx, &claim, &st, Some(&ended)), "a claim");

@@ -424,6 +424,22 @@ fn suspend_and_resume_table() {
             preemptions: 0,
             notes: vec![],
         },
+        // The pod cache may not show the suspended attempt's deletion yet: the next attempt
+        // starts only once the old one is seen gone, never beside it.
+        Row {
+            name: "resume waits for an old pod the cache still shows running",
+            status: status(JobPhase::Suspended, 1),
+            attempt: Some(pod(1, Running)),
+            actions: vec![StopAttempt {
+                attempt: 1,
+                name: "train-1".into(),
+            }],
+            phase: JobPhase::Suspended,
+            attempt_no: 1,
+            restarts: 0,
+            preemptions: 0,
+            notes: vec![],
+        },
         Row {
             name: "resume a job created suspended starts attempt 1",
             status: MultiTaskTrainingJobStatus {
@@ -940,6 +956,114 @@ fn an_attempt_of_several_workers_ends_for_all_and_counts_once() {
         T0,
     );
     assert_eq!(d.status.running_workers, None);
+}
+
+/// Input the trainer says no retry can fix fails the job at once, backoffLimit untouched, with
+/// the trainer's words; with several workers, once the others are stopped.
+#[test]
+fn invalid_input_fails_the_job_without_a_retry() {
+    use Action::*;
+    let invalid = || AttemptState::InvalidInput {
+        message: "rte/train.tsv:3: label \"neutral\" is unknown".into(),
+    };
+    let d = run(
+        &spec(),
+        &status(JobPhase::Running, 1),
+        Some(pod(1, invalid())),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.actions, []);
+    assert_eq!((d.status.phase, d.status.restarts), (JobPhase::Failed, 0));
+    let failed = find(&d.status, cond::FAILED).unwrap();
+    assert_eq!(failed.reason, "InvalidInput");
+    assert_eq!(
+        failed.message,
+        "rte/train.tsv:3: label \"neutral\" is unknown"
+    );
+    assert_eq!(reasons(&d), ["InvalidInput"]);
+
+    let mut three = spec();
+    three.workers = 3;
+    let d = run(
+        &three,
+        &status(JobPhase::Running, 1),
+        Some(workers(invalid(), true, 2, 2)),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(
+        d.actions,
+        [StopAttempt {
+            attempt: 1,
+            name: "train-1-0".into()
+        }]
+    );
+    assert_eq!(d.status.phase, JobPhase::Running);
+}
+
+/// A worker's disruption seen while its peers are up is kept in status: its pod vanishing
+/// and its peers failing on the lost rank, which follow from it, do not make it a failure.
+#[test]
+fn a_disruption_is_kept_while_the_attempt_winds_down() {
+    use Action::*;
+    use AttemptState::*;
+    let mut spec = spec();
+    spec.workers = 3;
+    let lost = || Disrupted {
+        reason: "DeletionByTaintManager".into(),
+        message: "node unreachable".into(),
+    };
+    let d = run(
+        &spec,
+        &status(JobPhase::Running, 1),
+        Some(workers(lost(), true, 3, 2)),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(
+        d.actions,
+        [StopAttempt {
+            attempt: 1,
+            name: "train-1-0".into()
+        }]
+    );
+    let kept = d.status.attempt_disruption.clone().expect("kept in status");
+    assert_eq!(
+        (kept.attempt, kept.reason.as_str(), kept.message.as_str()),
+        (1, "DeletionByTaintManager", "node unreachable")
+    );
+    assert_eq!((d.status.restarts, d.status.preemptions), (0, 0));
+
+    // The pod was force-deleted and the peers failed on the lost rank: still a preemption.
+    let d = run(
+        &spec,
+        &d.status,
+        Some(workers(failed("lost rank 1"), false, 0, 0)),
+        ManifestRead::Missing,
+        T0,
+    );
+    assert_eq!(d.actions, [StartAttempt(2)]);
+    assert_eq!((d.status.restarts, d.status.preemptions), (0, 1));
+    assert_eq!(reasons(&d), ["Preempted"]);
+    let restarting = find(&d.status, cond::RESTARTING).unwrap();
+    assert!(
+        restarting
+            .message
+            .contains("DeletionByTaintManager: node unreachable"),
+        "{}",
+        restarting.message
+    );
+    // The next attempt starts with a clean slate.
+    assert_eq!(d.status.attempt_disruption, None);
+
+    // A disruption of an earlier attempt says nothing about the current one.
+    let mut st = status(JobPhase::Running, 2);
+    st.attempt_disruption = kept.into();
+    let mut two = workers(failed("boom"), false, 0, 0);
+    two.attempt = 2;
+    let d = run(&spec, &st, Some(two), ManifestRead::Missing, T0);
+    assert_eq!((d.status.restarts, d.status.preemptions), (1, 0));
 }
 
 #[test]

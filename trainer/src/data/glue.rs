@@ -25,7 +25,7 @@ pub fn read(
         .from_reader(input);
     let headers = reader
         .headers()
-        .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
+        .map_err(|e| Error::invalid_input(path, format!("cannot read the header row: {e}")))?
         .clone();
     let column = |name: &str| {
         headers
@@ -46,12 +46,15 @@ pub fn read(
         .map(|f| column(f))
         .collect::<Result<Vec<_>>>()?;
     if text_cols.is_empty() || text_cols.len() > 2 {
-        return Err(Error::file(path, "textFields must name one or two columns"));
+        return Err(Error::invalid_input(
+            path,
+            "textFields must name one or two columns",
+        ));
     }
     let label_col = match &task.label_field {
         Some(f) => Some(column(f)),
         None if require_labels => {
-            return Err(Error::file(
+            return Err(Error::invalid_input(
                 path,
                 format!(
                     "task {}: labelField is required for training data",

@@ -70,7 +70,7 @@ pub fn read_examples(
         Ok(true)
     })?;
     if examples.is_empty() {
-        return Err(Error::file(shown, "no examples in file"));
+        return Err(Error::invalid_input(shown, "no examples in file"));
     }
     Ok(examples)
 }

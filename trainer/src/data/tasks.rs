@@ -209,7 +209,7 @@ impl<'a> Loader<'a> {
         })?;
         flush(&mut chunk, &mut out)?;
         if out.examples() == 0 {
-            return Err(Error::file(uri, "no examples in file"));
+            return Err(Error::invalid_input(uri, "no examples in file"));
         }
         let meta = out.finish()?;
         let secs = started.elapsed().as_secs_f64();

@@ -192,6 +192,7 @@ impl LocalWorkers {
                     if ok || stop || failure.is_some() || kill_at.is_some() {
                         continue;
                     }
+                    let code = status.as_ref().ok().and_then(ExitStatus::code);
                     let status = describe(&status, forwarded);
                     tracing::error!(rank = w.rank, %status, "worker failed; stopping the others");
                     failure = Some(Error::WorkerFailed {
@@ -199,6 +200,7 @@ impl LocalWorkers {
                         local_rank: w.local_rank,
                         pid: w.pid,
                         status,
+                        code,
                     });
                     self.signal_running(&workers, SIGTERM);
                     kill_at = Some(Instant::now() + self.stop_grace);

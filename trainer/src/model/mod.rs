@@ -190,7 +190,7 @@ impl MultiTaskModel {
             .filter(|n| !n.contains(".pooler."))
             .collect();
         if !essential.is_empty() {
-            return Err(Error::file(
+            return Err(Error::invalid_input(
                 &shown,
                 format!(
                     "not a {} checkpoint for this config.json: {} encoder tensors missing, e.g. {}",
@@ -266,7 +266,7 @@ fn other_prefixes(bare: &str) -> impl Iterator<Item = String> + '_ {
 
 fn copy_into(var: &Tensor, src: &Tensor, name: &str, file: &str) -> Result<()> {
     if var.size() != src.size() {
-        return Err(Error::file(
+        return Err(Error::invalid_input(
             file,
             format!(
                 "tensor {name} has shape {:?}, the model expects {:?}",

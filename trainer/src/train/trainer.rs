@@ -278,7 +278,7 @@ impl Trainer {
             (Some(then), Some(now)) => {
                 if let Some(diff) = then.difference(now) {
                     if !self.opts.force_resume {
-                        return Err(Error::file(
+                        return Err(Error::invalid_input(
                             &latest.uri,
                             format!(
                                 "cannot resume: {diff}; resuming would change which batches the rest of the run trains on (use a new checkpoints.uri, restore the setting, or pass --force-resume)"
@@ -789,7 +789,7 @@ fn check_same_heads(
     if shape(saved) != shape(&spec.tasks) {
         let names =
             |ts: &[mtl_crds::TaskSpec]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
-        return Err(Error::file(
+        return Err(Error::invalid_input(
             at,
             format!(
                 "checkpoint was trained on tasks {:?}, the job has {:?} (names, types and label counts must match to resume; use a new checkpoints.uri for a different job)",

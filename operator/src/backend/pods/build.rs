@@ -87,6 +87,10 @@ fn world_env(job: &MultiTaskTrainingJob, name: &str, attempt: u32, index: u32) -
     ]
 }
 
+/// The largest attempt number the pod names are sized for: `backoffLimit` (≤ 100) and
+/// `maxPreemptions` (≤ 100,000) leave room for resumes within six digits.
+const MAX_ATTEMPT: u32 = 999_999;
+
 /// The pod of worker `index` of attempt `attempt` of `job` (worker 0 when the job has one).
 pub fn build_pod(
     job: &MultiTaskTrainingJob,
@@ -123,11 +127,17 @@ pub fn build_pod(
                 ),
             ));
         }
-        if pod.len() > 63 {
+        // Judged once for every attempt to come: the longest hostname is that of the last
+        // worker of an attempt numbered with as many digits as attempts can reach
+        // (backoffLimit, maxPreemptions and resumes: 6 digits reserved).
+        let longest = pod_name(&name, MAX_ATTEMPT, workers - 1, workers);
+        if longest.len() > 63 {
+            let room = 63 - (longest.len() - name.len());
             return Err(invalid(
                 job,
                 format!(
-                    "pod hostname {pod:?} is longer than 63 characters: shorten the job's name"
+                    "pod hostname {longest:?} (attempt {MAX_ATTEMPT}, worker {}) would be longer than 63 characters: with {workers} workers the job's name may have at most {room} characters",
+                    workers - 1
                 ),
             ));
         }

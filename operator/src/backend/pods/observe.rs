@@ -20,7 +20,12 @@ const DISRUPTION_REASONS: &[&str] = &[
     "NodeShutdown",
     "Terminated",
     "UnexpectedAdmissionError",
+    "NodeAffinity",
 ];
+
+/// How the kubelet words an eviction for node pressure, the one eviction that is the node's
+/// doing when a kubelet sets no `DisruptionTarget` condition.
+const NODE_PRESSURE: &str = "The node was low on resource";
 
 /// Container waiting reasons that are a normal step of starting, not something to report.
 const NORMAL_WAITING: &[&str] = &["ContainerCreating", "PodInitializing"];
@@ -34,6 +39,10 @@ pub const GONE_REASON: &str = "PodDeleted";
 /// One pod as the state of its attempt, with when its trainer finished (for ordering workers).
 struct Worker {
     state: AttemptState,
+    /// The pod's containers may still run (its phase is not Succeeded or Failed).
+    alive: bool,
+    /// The pod's phase is Running.
+    running: bool,
     /// Teardown began: deletion requested, or the platform marked it for disruption.
     terminating: bool,
     finished_at: Option<String>,
@@ -118,8 +127,17 @@ fn worker(pod: &Pod) -> Worker {
         .map(|t| t.0.to_string());
     let pod_reason = status.reason.clone().unwrap_or_default();
     let pod_message = status.message.clone().unwrap_or_default();
+    let platform = |c: &k8s_openapi::api::core::v1::PodCondition| AttemptState::Disrupted {
+        reason: c.reason.clone().unwrap_or_else(|| DISRUPTION_TARGET.into()),
+        message: c.message.clone().unwrap_or_default(),
+    };
+    let phase = status.phase.as_deref();
+    let alive = !matches!(phase, Some("Succeeded" | "Failed"));
 
-    let (state, weight) = match status.phase.as_deref() {
+    // Marked for disruption (a lost node, a preemption): the attempt ends now, whatever the
+    // pod's phase, while its trainer may still checkpoint.
+    let marked = disruption.filter(|_| alive).map(|c| (platform(c), 3));
+    let (state, weight) = marked.unwrap_or_else(|| match phase {
         Some("Running") => (AttemptState::Running, 0),
         Some("Succeeded") => (AttemptState::Succeeded, 0),
         Some("Failed") => {
@@ -127,12 +145,15 @@ fn worker(pod: &Pod) -> Worker {
                 .as_ref()
                 .is_some_and(|t| t.exit_code == SIGTERM_EXIT);
             if let Some(c) = disruption {
+                (platform(c), 3)
+            } else if pod_reason == "Evicted" && !pod_message.starts_with(NODE_PRESSURE) {
+                // Evicted without DisruptionTarget: the pod outgrew its own limits.
                 (
-                    AttemptState::Disrupted {
-                        reason: c.reason.clone().unwrap_or_else(|| DISRUPTION_TARGET.into()),
-                        message: c.message.clone().unwrap_or_default(),
+                    AttemptState::Failed {
+                        reason: pod_reason,
+                        message: outgrown(&pod_message),
                     },
-                    3,
+                    2,
                 )
             } else if DISRUPTION_REASONS.contains(&pod_reason.as_str())
                 || pod_reason.starts_with("OutOf")
@@ -154,6 +175,16 @@ fn worker(pod: &Pod) -> Worker {
                 )
             } else {
                 let state = match terminated {
+                    Some(t) if t.exit_code == i32::from(mtl_crds::EXIT_INVALID_INPUT) => {
+                        let message = t.message.as_deref().map(str::trim).unwrap_or_default();
+                        AttemptState::InvalidInput {
+                            message: if message.is_empty() {
+                                pod_message
+                            } else {
+                                message.to_string()
+                            },
+                        }
+                    }
                     Some(t) => {
                         let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
                         let message = t.message.as_deref().map(str::trim).unwrap_or_default();
@@ -180,10 +211,12 @@ fn worker(pod: &Pod) -> Worker {
         }
         // Pending, Unknown (node unreachable) or not yet reported.
         _ => (AttemptState::Pending, 0),
-    };
+    });
     let terminating = pod.metadata.deletion_timestamp.is_some() || disruption.is_some();
     Worker {
-        terminating: terminating && !state.is_terminal(),
+        terminating: terminating && alive,
+        alive,
+        running: phase == Some("Running"),
         waiting: (state == AttemptState::Pending)
             .then(|| waiting(pod))
             .flatten(),
@@ -193,12 +226,31 @@ fn worker(pod: &Pod) -> Worker {
     }
 }
 
+/// The kubelet's words for a pod evicted for outgrowing its own storage, with the field of
+/// the job that raises the limit.
+fn outgrown(message: &str) -> String {
+    let message = message.trim();
+    let field = if message.contains("\"dshm\"") {
+        "spec.resources.shmSize"
+    } else {
+        // The scratch emptyDir, or the pod's ephemeral storage (which scratchSize requests).
+        "spec.resources.scratchSize"
+    };
+    format!("{message} Raise {field}.")
+}
+
 /// Reduces one pod (the only worker of its attempt) to an [`ObservedAttempt`].
 pub fn observe_pod(pod: &Pod, attempt: u32) -> ObservedAttempt {
     let w = worker(pod);
     ObservedAttempt {
+        attempt,
+        name: pod.name_any(),
+        running: u32::from(w.running),
+        unstopped: u32::from(w.alive && !w.terminating),
+        terminating: w.terminating,
+        workers: 1,
         waiting: w.waiting,
-        ..ObservedAttempt::single(attempt, pod.name_any(), w.state, w.terminating)
+        state: w.state,
     }
 }
 
@@ -224,6 +276,8 @@ pub fn observe_workers(pods: &[(String, Option<Pod>)], attempt: u32) -> Option<O
                     reason: GONE_REASON.into(),
                     message: format!("worker pod {name} is gone"),
                 },
+                alive: false,
+                running: false,
                 terminating: false,
                 finished_at: None,
                 weight: 1,
@@ -231,11 +285,8 @@ pub fn observe_workers(pods: &[(String, Option<Pod>)], attempt: u32) -> Option<O
             },
         })
         .collect();
-    let up = |w: &Worker| !w.state.is_terminal();
-    let running = workers
-        .iter()
-        .filter(|w| w.state == AttemptState::Running)
-        .count() as u32;
+    let up = |w: &Worker| w.alive;
+    let running = workers.iter().filter(|w| w.running).count() as u32;
     let unstopped = workers.iter().filter(|w| up(w) && !w.terminating).count() as u32;
     let any_up = workers.iter().any(up);
     let name = pods[0].0.clone();

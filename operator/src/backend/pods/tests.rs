@@ -225,6 +225,20 @@ fn several_workers_need_shared_checkpoints_and_dns_names() {
     long.metadata.name = Some("x".repeat(60));
     let err = build_pod(&long, 1, 0, &PodOptions::default()).unwrap_err();
     assert!(err.to_string().contains("longer than 63"), "{err}");
+    // Judged at acceptance for the longest hostname any attempt and worker can have: a name
+    // that fits attempt 1 but not attempt 100000 is refused before the first pod.
+    let mut later = workers_job(12);
+    later.metadata.name = Some("x".repeat(55));
+    let err = build_pod(&later, 1, 0, &PodOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("{}-999999-11", "x".repeat(55))),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at most 53 characters"), "{err}");
+    let mut fits = workers_job(12);
+    fits.metadata.name = Some("x".repeat(52));
+    assert!(build_pod(&fits, 1, 0, &PodOptions::default()).is_ok());
 
     let mut many = workers_job(65);
     many.spec.workers = 65;
@@ -539,6 +553,21 @@ fn observe_pod_table() {
             false,
         ),
         (
+            "input the trainer says no retry can fix (exit code 2)",
+            pod_with(
+                "Failed",
+                terminated(
+                    2,
+                    "Error",
+                    Some("rte/train.tsv:3: label \"neutral\" is not one of [\"entailment\"]\n"),
+                ),
+            ),
+            AttemptState::InvalidInput {
+                message: "rte/train.tsv:3: label \"neutral\" is not one of [\"entailment\"]".into(),
+            },
+            false,
+        ),
+        (
             "OOM kill is the trainer's failure",
             pod_with("Failed", terminated(137, "OOMKilled", None)),
             failed("OOMKilled, exit code 137", ""),
@@ -596,11 +625,87 @@ fn observe_pod_table() {
             ),
             false,
         ),
+        // A worker the platform marked for disruption ends the attempt at once, whatever its
+        // phase; it is terminating while its trainer checkpoints.
         (
-            "running but marked for disruption: terminating",
+            "running but marked for disruption: disrupted, terminating",
             pod_with("Running", disruption_target("DeletionByTaintManager")),
-            AttemptState::Running,
+            disrupted(
+                "DeletionByTaintManager",
+                "preempted by a higher-priority pod",
+            ),
             true,
+        ),
+        (
+            "on an unreachable node and marked for disruption",
+            pod_with("Unknown", disruption_target("DeletionByTaintManager")),
+            disrupted(
+                "DeletionByTaintManager",
+                "preempted by a higher-priority pod",
+            ),
+            true,
+        ),
+        (
+            "evicted under node pressure (the kubelet's DisruptionTarget)",
+            pod_with("Failed", |s| {
+                disruption_target("TerminationByKubelet")(s);
+                s.reason = Some("Evicted".into());
+            }),
+            disrupted("TerminationByKubelet", "preempted by a higher-priority pod"),
+            false,
+        ),
+        // Evicted for outgrowing its own limits (no DisruptionTarget): the job's failure,
+        // with the limit to raise.
+        (
+            "scratch outgrown",
+            pod_with("Failed", |s| {
+                s.reason = Some("Evicted".into());
+                s.message = Some(
+                    "Usage of EmptyDir volume \"scratch\" exceeds the limit \"20Gi\". ".into(),
+                );
+            }),
+            failed(
+                "Evicted",
+                "Usage of EmptyDir volume \"scratch\" exceeds the limit \"20Gi\". Raise spec.resources.scratchSize.",
+            ),
+            false,
+        ),
+        (
+            "shared memory outgrown",
+            pod_with("Failed", |s| {
+                s.reason = Some("Evicted".into());
+                s.message =
+                    Some("Usage of EmptyDir volume \"dshm\" exceeds the limit \"2Gi\".".into());
+            }),
+            failed(
+                "Evicted",
+                "Usage of EmptyDir volume \"dshm\" exceeds the limit \"2Gi\". Raise spec.resources.shmSize.",
+            ),
+            false,
+        ),
+        (
+            "ephemeral storage outgrown",
+            pod_with("Failed", |s| {
+                s.reason = Some("Evicted".into());
+                s.message = Some(
+                    "Pod ephemeral local storage usage exceeds the total limit of containers 20Gi."
+                        .into(),
+                );
+            }),
+            failed(
+                "Evicted",
+                "Pod ephemeral local storage usage exceeds the total limit of containers 20Gi. Raise spec.resources.scratchSize.",
+            ),
+            false,
+        ),
+        (
+            "refused by its node's affinity at admission",
+            pod_with("Failed", |s| {
+                s.reason = Some("NodeAffinity".into());
+                s.message = Some("Pod Predicate NodeAffinity failed".into());
+            }),
+            disrupted("NodeAffinity", "Pod Predicate NodeAffinity failed"),
+            false,
         ),
     ];
     for (name, pod, state, terminating) in rows {
@@ -810,6 +915,22 @@ fn workers_reduce_to_one_attempt() {
             unstopped: 2,
         },
         Row {
+            name: "a worker whose node is lost ends the attempt at once; its peers are stopped",
+            pods: vec![
+                named("t-1-0", running()),
+                named(
+                    "t-1-1",
+                    pod_with("Running", disruption_target("DeletionByTaintManager")),
+                ),
+                named("t-1-2", running()),
+            ],
+            state: "Disrupted",
+            reason: "DeletionByTaintManager",
+            terminating: true,
+            running: 3,
+            unstopped: 2,
+        },
+        Row {
             name: "a failure wins over pods the operator deleted",
             pods: vec![
                 gone("t-1-0"),
@@ -832,6 +953,7 @@ fn workers_reduce_to_one_attempt() {
             AttemptState::Failed { reason, .. } => ("Failed", reason.as_str()),
             AttemptState::Disrupted { reason, .. } => ("Disrupted", reason.as_str()),
             AttemptState::Cancelled { .. } => ("Cancelled", ""),
+            AttemptState::InvalidInput { .. } => ("InvalidInput", ""),
         };
         assert_eq!(
             (state, reason),
