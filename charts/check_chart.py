@@ -17,7 +17,8 @@ What it checks (exit status 1 and one line per problem, naming the file, when an
   * cross-object wiring: selectors match pod labels, Service/ServiceMonitor/probe port names exist,
     the Deployment runs `run --metrics-addr 0.0.0.0:<metrics.port>` with the downward-API env,
     restricted security contexts, bindings point at rendered roles and the operator's ServiceAccount.
-  * RBAC: the rules bound to the operator's ServiceAccount grant exactly REQUIRED_RBAC (below):
+  * RBAC: the rules bound to the operator's ServiceAccount grant exactly REQUIRED_RBAC (below),
+    and REQUIRED_RBAC_WHEN's where its value is switched on:
     everything in it, in the right scope (cluster or watchNamespace; the Lease in the release
     namespace), and nothing else (no wildcards, no extra verbs or resources).
   * the chart's crds/multitasktrainingjobs.yaml equals the generated crds/multitasktrainingjobs.yaml
@@ -70,6 +71,12 @@ REQUIRED_RBAC: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("release", "coordination.k8s.io", "leases", ("get", "create", "update")),
 ]
 
+# Grants needed only with a value switched on: (values path, then as REQUIRED_RBAC).
+REQUIRED_RBAC_WHEN: list[tuple[str, str, str, str, tuple[str, ...]]] = [
+    # create (get as for pods): the PodGroup of each attempt of several workers.
+    ("coscheduling.enabled", "watch", "scheduling.x-k8s.io", "podgroups", ("get", "create")),
+]
+
 RELEASE_NAME = "mtl"
 RELEASE_NAMESPACE = "mtl-system"
 
@@ -105,6 +112,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
         "affinity": {"nodeAffinity": {}},
         "defaultTrainerImage": "us-docker.pkg.dev/proj/mtl/mtl-trainer:1.2.3",
+        "coscheduling": {"enabled": True},
         "policy": {
             "allowedImagePrefixes": ["us-docker.pkg.dev/proj/mtl/", "gcr.io/proj/"],
             "allowedServiceAccounts": ["trainer"],
@@ -1254,8 +1262,17 @@ class Checker:
             if rkey not in bound_roles:
                 self.err(w, f"{rkey[0]} {rkey[2]} is not bound to anything")
 
+        def switched_on(path: str) -> bool:
+            node: Any = values
+            for part in path.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            return node is True
+
+        required = list(REQUIRED_RBAC) + [
+            rule for when, *rule in REQUIRED_RBAC_WHEN if switched_on(when)
+        ]
         wanted = set()
-        for scope, group, resource, verbs in REQUIRED_RBAC:
+        for scope, group, resource, verbs in required:
             ns = RELEASE_NAMESPACE if scope == "release" else watch_ns
             for v in verbs:
                 wanted.add((ns, group, resource, v))
@@ -1317,7 +1334,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ndocs = sum(len(d) for d in checker.rendered.values())
     print(f"check_chart: {checker.rel(checker.chart)} ok ({len(SCENARIOS)} value sets, {ndocs} rendered objects, "
-          f"{sum(len(v) for *_, v in REQUIRED_RBAC)} required RBAC grants)")
+          f"{sum(len(v) for *_, v in REQUIRED_RBAC)} required RBAC grants, "
+          f"{sum(len(v) for *_, v in REQUIRED_RBAC_WHEN)} more with values switched on)")
     return 0
 
 

@@ -934,7 +934,18 @@ pub struct RunPolicy {
     /// is kept, and resuming starts a new attempt from the newest checkpoint.
     #[serde(default)]
     pub suspend: bool,
+    /// Seconds an attempt of several workers may take from its creation (for a job in a Kueue
+    /// queue, from its admission) until all its workers run. Past it, the attempt is stopped
+    /// and replaced as a disruption (a preemption, not a failure): the workers already running
+    /// would otherwise hold their GPUs in the rendezvous until the trainer's --dist-timeout
+    /// (30 min) and then fail. Default 1200 (20 min: time for GKE to add GPU nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub startup_timeout_seconds: Option<u32>,
 }
+
+/// [`RunPolicy::startup_timeout_seconds`] when unset.
+pub const DEFAULT_STARTUP_TIMEOUT_SECONDS: u32 = 1200;
 
 impl Default for RunPolicy {
     fn default() -> Self {
@@ -944,6 +955,7 @@ impl Default for RunPolicy {
             active_deadline_seconds: None,
             ttl_seconds_after_finished: None,
             suspend: false,
+            startup_timeout_seconds: None,
         }
     }
 }

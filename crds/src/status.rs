@@ -136,6 +136,11 @@ pub struct MultiTaskTrainingJobStatus {
     /// Attempt number of the current pod or Vertex AI job.
     #[serde(default)]
     pub attempt: u32,
+    /// When the current attempt was created, or for a job in a Kueue queue admitted: where
+    /// `runPolicy.startupTimeoutSeconds` counts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub attempt_start_time: Option<String>,
     /// The platform disruption the current attempt was seen to end on (a worker preempted,
     /// evicted or on a lost node), kept so that what follows from it (its pod force-deleted,
     /// its peers failing on the lost rank) cannot turn it into a failure.

@@ -30,6 +30,7 @@ mod error;
 mod faults;
 mod kubectl;
 mod kubelet;
+mod kueue;
 mod openapi;
 mod patch;
 mod pods;
@@ -57,6 +58,7 @@ pub use error::{ApiError, Error};
 pub use faults::{Fault, FaultEffect};
 pub use kubectl::{Kubectl, KubectlOutput};
 pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome, PodmanConfig};
+pub use kueue::Kueue;
 pub use pods::PodWebhook;
 pub use resources::{Flavor, Registry, ResourceType};
 pub use stats::{RequestRecord, StatsSnapshot, VerbCount};
@@ -229,6 +231,15 @@ impl StandIn {
     /// [`PodWebhook::kueue`]).
     pub fn add_pod_webhook(&self, hook: PodWebhook) {
         self.store.add_pod_webhook(hook);
+    }
+
+    /// Stands in for Kueue (its pod webhook, and one ClusterQueue admitting `quota` pods at
+    /// once with the pod controller's rules for groups; see [`Kueue`]) from now on.
+    pub fn enable_kueue(&mut self, quota: u32) -> Kueue {
+        self.store.add_pod_webhook(PodWebhook::kueue());
+        let kueue = Kueue::new(self.store.clone(), quota);
+        self.tasks.push(kueue.spawn());
+        kueue
     }
 
     /// The current (global) resourceVersion.

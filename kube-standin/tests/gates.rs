@@ -233,3 +233,104 @@ async fn a_hung_write_waits_until_cleared_and_other_requests_are_served() {
     let created = within("the held write", held).await.unwrap().unwrap();
     assert_eq!(created.metadata.name.as_deref(), Some("l"));
 }
+
+/// A pod of group `group` (of `count` pods) in Kueue's queue.
+fn group_pod(name: &str, group: &str, count: u32, unretriable: bool) -> Pod {
+    let mut p = queued_pod(name);
+    p.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("kueue.x-k8s.io/pod-group-name".into(), group.into());
+    let annotations = p.metadata.annotations.get_or_insert_default();
+    annotations.insert(
+        "kueue.x-k8s.io/pod-group-total-count".into(),
+        count.to_string(),
+    );
+    if unretriable {
+        annotations.insert("kueue.x-k8s.io/retriable-in-group".into(), "false".into());
+    }
+    p
+}
+
+async fn admitted(kueue: &kube_standin::Kueue, want: &[&str]) {
+    poll(&format!("admitted {want:?}"), || async {
+        (kueue.admitted() == want).then_some(())
+    })
+    .await;
+}
+
+/// Kueue's pod controller, stood in: a group is admitted once all its pods exist and the
+/// quota has room (oldest first); a group with a failed pod keeps its quota while it waits for
+/// replacements, unless a pod says `retriable-in-group: "false"`; a finished group gives its
+/// quota back and lets its pods go.
+#[tokio::test]
+async fn kueue_admits_whole_groups_within_its_quota_and_holds_a_failed_retriable_one() {
+    let (mut standin, client) = start().await;
+    let kueue = standin.enable_kueue(2);
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let create = |p: Pod| {
+        let pods = pods.clone();
+        async move { pods.create(&PostParams::default(), &p).await.unwrap() }
+    };
+    // Half a group: no workload, nothing admitted.
+    create(group_pod("a-0", "a", 2, false)).await;
+    create(group_pod("b-0", "b", 2, true)).await;
+    create(group_pod("b-1", "b", 2, true)).await;
+    admitted(&kueue, &["b"]).await;
+    create(group_pod("a-1", "a", 2, false)).await;
+    // "a" is complete now but the quota (2 pods) is b's.
+    let a0 = pods.get("a-0").await.unwrap();
+    assert_eq!(gates(&a0), [GATE]);
+    for name in ["b-0", "b-1"] {
+        poll(&format!("{name} ungated"), || async {
+            pods.get(name).await.ok().filter(|p| gates(p).is_empty())
+        })
+        .await;
+        standin.kubelet().run(NS, name).unwrap();
+    }
+    // One of b fails, the other is deleted: b is unretriable, so it is finished once both
+    // ended; its quota goes to a, and b's deleted pod goes.
+    standin.kubelet().fail(NS, "b-1", 1, "boom").unwrap();
+    // The kubelet stand-in finishes the deletion (the trainer exits 143).
+    pods.delete("b-0", &DeleteParams::default()).await.unwrap();
+    admitted(&kueue, &["a"]).await;
+    poll("b-0 gone", || async {
+        pods.get_opt("b-0").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let b1 = pods.get("b-1").await.unwrap();
+    assert!(
+        !b1.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER)
+    );
+
+    // a is retriable: a failed pod holds the quota (Kueue waits for a replacement), and the
+    // deleted one stays, terminating, under Kueue's finalizer.
+    for name in ["a-0", "a-1"] {
+        poll(&format!("{name} ungated"), || async {
+            pods.get(name).await.ok().filter(|p| gates(p).is_empty())
+        })
+        .await;
+        standin.kubelet().run(NS, name).unwrap();
+    }
+    standin.kubelet().fail(NS, "a-1", 1, "boom").unwrap();
+    pods.delete("a-0", &DeleteParams::default()).await.unwrap();
+    create(group_pod("c-0", "c", 1, true)).await;
+    let a0 = wait_phase(&pods, "a-0", "Failed").await;
+    assert!(a0.metadata.deletion_timestamp.is_some());
+    assert!(
+        a0.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER)
+    );
+    assert_eq!(kueue.admitted(), ["a"]);
+    assert_eq!(gates(&pods.get("c-0").await.unwrap()), [GATE]);
+    // A larger quota admits the next one.
+    kueue.set_quota(3);
+    admitted(&kueue, &["a", "c"]).await;
+}

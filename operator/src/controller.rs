@@ -415,7 +415,8 @@ async fn read_manifest(storage: &Storage, uri: &str, timeout: Duration) -> Manif
 /// A call for `job` failed: the `Synced` condition (False, `reason`, what was done and the
 /// API's message) on the status as it was, and a Warning Event, so `kubectl describe` shows
 /// why nothing happens; then the error goes back to the controller to be retried. A failure to
-/// record it is logged only.
+/// record it is logged only. `rewrite`: a newer status was written meanwhile (an attempt
+/// recorded before its start), which the status as it was replaces in any case.
 async fn report_failure(
     ctx: &Context,
     job: &MultiTaskTrainingJob,
@@ -423,12 +424,13 @@ async fn report_failure(
     reason: &'static str,
     what: &str,
     e: Error,
+    rewrite: bool,
 ) -> Error {
     let message = format!("{what}: {e}");
     let mut st = old.clone();
     let changed = status::find(&st, cond::SYNCED)
         .is_none_or(|c| c.status != "False" || c.reason != reason || c.message != message);
-    if changed {
+    if changed || rewrite {
         status::set(
             &mut st,
             cond::SYNCED,
@@ -440,6 +442,8 @@ async fn report_failure(
         if let Err(pe) = patch_status(ctx, job, &st).await {
             warn!(error = %pe, "could not record the failure in status");
         }
+    }
+    if changed {
         publish(
             ctx,
             job,
@@ -532,7 +536,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
             Ok(o) => o,
             Err(e) => {
                 let what = format!("looking up {}", backend.describe(job, old.attempt));
-                return Err(report_failure(ctx, job, &old, "ObserveFailed", &what, e).await);
+                return Err(report_failure(ctx, job, &old, "ObserveFailed", &what, e, false).await);
             }
         }
     } else {
@@ -557,6 +561,10 @@ pub async fn reconcile_with<B: AttemptBackend>(
         mut notes,
         mut requeue_after,
     } = decide::decide(&Observation {
+        queued: job.spec.backend == mtl_crds::Backend::Kubernetes
+            && job
+                .labels()
+                .contains_key(crate::backend::pods::KUEUE_QUEUE_LABEL),
         spec: &job.spec,
         generation: job.metadata.generation,
         status: &old,
@@ -573,13 +581,25 @@ pub async fn reconcile_with<B: AttemptBackend>(
         new.accepted_spec = serde_json::to_value(&job.spec).ok();
     }
 
+    // The status last written: `old`, or the decision recorded before an attempt started.
+    let mut written = old.clone();
     for action in actions {
         match action {
             decide::Action::StartAttempt(n) => {
+                if backend.record_before_start(job, n, &mut new) {
+                    // Recorded first: what the start creates is tracked even if this
+                    // operator stops halfway.
+                    patch_status(ctx, job, &new).await?;
+                    written = new.clone();
+                }
                 if let Err(e) = backend.start(job, n, &mut new).await {
-                    // Nothing of the decision is kept: the next reconcile decides again.
+                    // Nothing of the decision is kept (the backend took back what it made):
+                    // the status as it was, and the next reconcile decides again.
                     let what = format!("creating {}", backend.describe(job, n));
-                    return Err(report_failure(ctx, job, &old, "CreateFailed", &what, e).await);
+                    let rewrite = written != old;
+                    return Err(
+                        report_failure(ctx, job, &old, "CreateFailed", &what, e, rewrite).await,
+                    );
                 }
                 info!(attempt = n, "started attempt");
             }
@@ -619,7 +639,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
     if status::find(&new, cond::SYNCED).is_some_and(|c| c.status != "True") {
         status::set(&mut new, cond::SYNCED, true, "Synced", "", now);
     }
-    if new != old {
+    if new != written {
         patch_status(ctx, job, &new).await?;
     }
     for note in &notes {

@@ -27,6 +27,8 @@ pub enum ManifestRead {
 
 /// Everything one decision looks at.
 pub struct Observation<'a> {
+    /// The job waits in a Kueue queue (its pods are gated until Kueue admits them).
+    pub queued: bool,
     pub spec: &'a MultiTaskTrainingJobSpec,
     /// `metadata.generation` of the job.
     pub generation: Option<i64>,
@@ -97,6 +99,9 @@ impl Backoff {
     }
 }
 
+/// The waiting reason of an attempt Kueue has not admitted yet.
+pub const QUEUED: &str = "Queued";
+
 /// While waiting for a terminating attempt to go away.
 pub const TERMINATING_POLL: Duration = Duration::from_secs(5);
 
@@ -133,12 +138,16 @@ impl Builder<'_> {
 
     fn start_attempt(&mut self, attempt: u32) {
         let now = self.o.now;
+        let queued = self.o.queued;
         self.d.actions.push(Action::StartAttempt(attempt));
         let st = self.st();
         st.attempt = attempt;
         st.next_attempt_time = None;
         st.attempt_disruption = None;
-        if st.start_time.is_none() {
+        // A queued job starts when Kueue first admits it, and so does each of its attempts
+        // (see `decide_phase`).
+        st.attempt_start_time = (!queued).then(|| status::format_time(now));
+        if st.start_time.is_none() && !queued {
             st.start_time = Some(status::format_time(now));
         }
         let what = (self.o.describe)(attempt);
@@ -293,6 +302,21 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
             message: message.clone(),
         });
     }
+    // A queued job's clock starts when Kueue first admits its attempt (as a Job's startTime is
+    // set when Kueue unsuspends it): queue time does not count against its deadline.
+    if o.queued
+        && let Some(a) = o.attempt
+        && a.attempt == current
+        && !(a.state == AttemptState::Pending
+            && a.waiting.as_ref().is_some_and(|w| w.reason == QUEUED))
+    {
+        let st = b.st();
+        for time in [&mut st.start_time, &mut st.attempt_start_time] {
+            if time.is_none() {
+                *time = Some(status::format_time(now));
+            }
+        }
+    }
     let judged = o.attempt.map(|a| kept_disruption(a, &b.d.status));
     let attempt = judged.as_ref();
 
@@ -414,8 +438,9 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
         );
         b.note(false, "Resumed", message);
         if current > 0 {
-            // As Kubernetes Job: the deadline counts from the resume.
-            b.st().start_time = Some(status::format_time(now));
+            // As Kubernetes Job: the deadline counts from the resume (for a queued job, from
+            // when Kueue admits the resumed attempt).
+            b.st().start_time = (!o.queued).then(|| status::format_time(now));
         }
         b.start_attempt(next);
         return b.d;
@@ -441,11 +466,13 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
             let message = format!("created {}", (o.describe)(1));
             b.note(false, "Created", message);
         } else {
-            // Gone without a trace: deleted by the cluster (node lost, pod GC) or by a person.
-            let message = format!(
-                "{} disappeared while the job was running",
-                (o.describe)(current)
-            );
+            // Gone without a trace: deleted by the cluster (node lost, pod GC) or by a person,
+            // or stopped after the disruption kept in status.
+            let what = (o.describe)(current);
+            let message = match b.d.status.attempt_disruption.as_ref() {
+                Some(d) if d.attempt == current => disrupted_text(&what, &d.reason, &d.message),
+                _ => format!("{what} disappeared while the job was running"),
+            };
             replace_disrupted(&mut b, current, "AttemptDisrupted", &message);
         }
         return b.d;
@@ -456,6 +483,7 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
             if b.d.status.phase != JobPhase::Restarting {
                 b.st().phase = JobPhase::Pending;
             }
+            check_startup(&mut b, a);
             // What keeps it from running, when the platform says (a bad image, no node):
             // in the Running condition, and a Warning Event when it first appears.
             if let Some(w) = &a.waiting {
@@ -527,11 +555,15 @@ fn decide_phase(o: &Observation<'_>) -> Decision {
                 } else {
                     ("disrupted", "AttemptDisrupted")
                 };
-                let sep = if message.is_empty() { "" } else { ": " };
-                let text = format!(
-                    "{} was {what} ({reason}{sep}{message})",
-                    (o.describe)(a.attempt)
-                );
+                let text = if refused {
+                    let sep = if message.is_empty() { "" } else { ": " };
+                    format!(
+                        "{} was {what} ({reason}{sep}{message})",
+                        (o.describe)(a.attempt)
+                    )
+                } else {
+                    disrupted_text(&(o.describe)(a.attempt), reason, message)
+                };
                 replace_disrupted(&mut b, current, why, &text);
             }
         }
@@ -556,6 +588,53 @@ fn kept_disruption(a: &ObservedAttempt, status: &MultiTaskTrainingJobStatus) -> 
         };
     }
     a
+}
+
+/// `pod x-3 was disrupted (reason: message)`.
+fn disrupted_text(what: &str, reason: &str, message: &str) -> String {
+    let sep = if message.is_empty() { "" } else { ": " };
+    format!("{what} was disrupted ({reason}{sep}{message})")
+}
+
+/// Stops an attempt of several workers that has not had all of them running for
+/// `runPolicy.startupTimeoutSeconds` since it started (was admitted), keeping why as its
+/// disruption; until then, looks again when the time is up.
+fn check_startup(b: &mut Builder<'_>, a: &ObservedAttempt) {
+    let o = b.o;
+    if o.spec.workers <= 1 || a.waiting.as_ref().is_some_and(|w| w.reason == QUEUED) {
+        return;
+    }
+    let Some(started) = status::parse_time(b.d.status.attempt_start_time.as_deref()) else {
+        return;
+    };
+    let timeout = o
+        .spec
+        .run_policy
+        .startup_timeout_seconds
+        .unwrap_or(mtl_crds::DEFAULT_STARTUP_TIMEOUT_SECONDS);
+    let left = o
+        .now
+        .duration_until(status::add_seconds(started, i64::from(timeout)));
+    if left > SignedDuration::ZERO {
+        b.requeue(Duration::from_millis(left.as_millis().max(1) as u64));
+        return;
+    }
+    let message = format!(
+        "{} of {} workers were running {timeout}s after the attempt started (runPolicy.startupTimeoutSeconds); stopping it",
+        a.running, a.workers
+    );
+    b.st().attempt_disruption = Some(mtl_crds::AttemptDisruption {
+        attempt: a.attempt,
+        reason: "StartupTimeout".into(),
+        message: message.clone(),
+    });
+    b.stop_if_live();
+    b.requeue(TERMINATING_POLL);
+    b.note(
+        true,
+        "StartupTimeout",
+        format!("{}: {message}", (o.describe)(a.attempt)),
+    );
 }
 
 /// The Restarting condition's reason after a node refused the attempt's pod at admission.

@@ -121,6 +121,13 @@ struct RunArgs {
         value_delimiter = ','
     )]
     allowed_vertex_service_accounts: Vec<String>,
+    /// Gang-schedule attempts of several workers with scheduler-plugins' coscheduling plugin,
+    /// run by the scheduler of this name: each such attempt gets a PodGroup
+    /// (`scheduling.x-k8s.io/v1alpha1`, `minMember` = workers) and its pods go to that
+    /// scheduler, which places all of them or none. Unset: the pods go to the default
+    /// scheduler one by one (use Kueue, or this, for gangs).
+    #[arg(long, env = "MTL_COSCHEDULING_SCHEDULER_NAME")]
+    coscheduling_scheduler_name: Option<String>,
     /// Log as text instead of JSON.
     #[arg(long)]
     text_logs: bool,
@@ -173,6 +180,9 @@ async fn main() -> anyhow::Result<()> {
             );
             let mut config = Config::default();
             config.pod.grace_period_seconds = args.pod_grace_seconds;
+            config.pod.coscheduling_scheduler = args
+                .coscheduling_scheduler_name
+                .filter(|n| !n.trim().is_empty());
             config.poll_interval = Duration::from_secs(args.poll_seconds.max(1));
             config.progress_poll = Duration::from_secs(args.progress_poll_seconds.max(1));
             config.manifest_poll = Duration::from_secs(args.manifest_poll_seconds.max(1));

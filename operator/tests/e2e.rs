@@ -202,6 +202,94 @@ async fn a_worker_on_a_lost_node_is_a_preemption_whatever_follows() {
     env.event("Preempted").await;
 }
 
+/// A gang one of whose workers is never scheduled: the running worker would wait in the
+/// rendezvous until --dist-timeout and then fail. After `runPolicy.startupTimeoutSeconds` the
+/// attempt is stopped and replaced as a disruption (a preemption, not a failure).
+#[tokio::test]
+async fn a_gang_not_running_within_its_startup_timeout_is_replaced_as_a_disruption() {
+    let mut env = Env::start().await;
+    env.operator("op-a");
+    env.apply(
+        "train",
+        json!({"workers": 2, "runPolicy": {"startupTimeoutSeconds": 2}}),
+    )
+    .await;
+    env.pod("train-1-0").await;
+    env.pod("train-1-1").await;
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1-0"));
+    let st = env
+        .status_until("train", "attempt 2 after the start-up timeout", |s| {
+            s.attempt == 2
+        })
+        .await;
+    assert_eq!((st.preemptions, st.restarts), (1, 0), "{st:#?}");
+    let restarting = condition(&st, "Restarting").expect("a Restarting condition");
+    assert!(
+        restarting
+            .message
+            .contains("StartupTimeout: 1 of 2 workers were running 2s after"),
+        "{}",
+        restarting.message
+    );
+    let note = env.event("StartupTimeout").await;
+    assert!(note.contains("runPolicy.startupTimeoutSeconds"), "{note}");
+    let names = env.pod_names().await;
+    assert!(
+        !names.iter().any(|n| n.starts_with("train-1-")),
+        "attempt 1's workers were stopped: {names:?}"
+    );
+}
+
+/// With coscheduling (scheduler-plugins' PodGroup, the Kueue-less gang option) an attempt of
+/// several workers gets a PodGroup with `minMember` = workers, owned by the job, before its
+/// pods, which carry its label and go to the plugin's scheduler.
+#[tokio::test]
+async fn coscheduling_gives_each_gang_a_pod_group() {
+    use kube::api::{ApiResource, DynamicObject};
+    let mut env = Env::start().await;
+    env.with_coscheduling().await;
+    env.operator("op-a");
+    env.apply("train", json!({"workers": 3})).await;
+    let ar = ApiResource {
+        group: "scheduling.x-k8s.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "scheduling.x-k8s.io/v1alpha1".into(),
+        kind: "PodGroup".into(),
+        plural: "podgroups".into(),
+    };
+    let groups: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), NS, &ar);
+    let group = eventually("the PodGroup of attempt 1", || {
+        let groups = groups.clone();
+        async move { groups.get_opt("train-1").await.ok().flatten() }
+    })
+    .await;
+    assert_eq!(group.data["spec"]["minMember"], 3);
+    let owner = &group.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("MultiTaskTrainingJob", Some(true))
+    );
+    for i in 0..3 {
+        let pod = env.pod(&format!("train-1-{i}")).await;
+        assert_eq!(
+            pod.metadata.labels.as_ref().unwrap()["scheduling.x-k8s.io/pod-group"],
+            "train-1"
+        );
+        assert_eq!(
+            pod.spec.as_ref().unwrap().scheduler_name.as_deref(),
+            Some("scheduler-plugins-scheduler")
+        );
+    }
+    // One worker: no gang, no PodGroup.
+    env.apply("solo", json!({})).await;
+    let pod = env.pod("solo-1").await;
+    assert_ne!(
+        pod.spec.as_ref().unwrap().scheduler_name.as_deref(),
+        Some("scheduler-plugins-scheduler")
+    );
+    assert!(groups.get_opt("solo-1").await.unwrap().is_none());
+}
+
 /// A pod evicted for outgrowing its `/scratch` emptyDir (no `DisruptionTarget`: the pod, not
 /// the node, is at fault) is the job's failure, and says which limit to raise.
 #[tokio::test]

@@ -9,14 +9,14 @@
 
 mod common;
 
-use common::{Env, eventually};
+use common::{Env, NS, eventually, kubelet_ok};
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube_standin::PodWebhook;
 use mtl_crds::{JobPhase, MultiTaskTrainingJobStatus};
 use mtl_operator::backend::pods::{
     KUEUE_ADMISSION_GATE, KUEUE_GROUP_COUNT_ANNOTATION, KUEUE_GROUP_LABEL, KUEUE_QUEUE_LABEL,
-    KUEUE_TERMINATION_TARGET,
+    KUEUE_RETRIABLE_ANNOTATION, KUEUE_TERMINATION_TARGET,
 };
 use mtl_operator::status::find as condition;
 use serde_json::json;
@@ -263,10 +263,9 @@ async fn the_workers_of_a_queued_job_are_one_pod_group() {
         let labels = pod.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[KUEUE_QUEUE_LABEL], "team-a");
         assert_eq!(labels[KUEUE_GROUP_LABEL], "train-1");
-        assert_eq!(
-            pod.metadata.annotations.as_ref().unwrap()[KUEUE_GROUP_COUNT_ANNOTATION],
-            "2"
-        );
+        let annotations = pod.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[KUEUE_GROUP_COUNT_ANNOTATION], "2");
+        assert_eq!(annotations[KUEUE_RETRIABLE_ANNOTATION], "false");
         assert_eq!(gates(&pod), [KUEUE_ADMISSION_GATE]);
     }
     let st = env.status_until("train", "the group Queued", queued).await;
@@ -283,4 +282,55 @@ async fn the_workers_of_a_queued_job_are_one_pod_group() {
         })
         .await;
     assert_eq!((st.attempt, st.preemptions, st.restarts), (1, 0, 0));
+}
+
+/// Against kube-standin's Kueue (its pod controller's rules for groups, one ClusterQueue with
+/// room for one group of two): Kueue keeps a group with a failed pod admitted, holding its
+/// quota while it waits for replacement pods, unless a pod says `retriable-in-group:
+/// "false"`. The operator never replaces pods within a group, so it says so: when a worker
+/// fails and the other is stopped, the group is finished, its quota given back, its pods let
+/// go, and the next attempt's group is admitted.
+#[tokio::test]
+async fn a_failed_groups_quota_goes_back_and_the_next_attempt_is_admitted() {
+    let mut env = Env::start().await;
+    let kueue = env.standin.enable_kueue(2);
+    env.standin.kubelet().set_auto_run(true);
+    env.operator("op-a");
+    apply_queued(&env, "train", json!({"workers": 2})).await;
+    env.status_until("train", "attempt 1 admitted and running", |s| {
+        s.phase == JobPhase::Running && s.running_workers == Some(2)
+    })
+    .await;
+    assert_eq!(kueue.admitted(), ["train-1"]);
+
+    kubelet_ok(env.standin.kubelet().fail(
+        NS,
+        "train-1-1",
+        1,
+        "CUDA error: an illegal memory access",
+    ));
+    let st = env
+        .status_until("train", "attempt 2 admitted and running", |s| {
+            s.attempt == 2 && s.phase == JobPhase::Running && s.running_workers == Some(2)
+        })
+        .await;
+    assert_eq!((st.restarts, st.preemptions), (1, 0));
+    assert_eq!(kueue.admitted(), ["train-2"]);
+    // Kueue lets attempt 1's pods go: the stopped one, held while terminating, is gone; the
+    // failed one stays (its job owns it) without Kueue's finalizer.
+    eventually("attempt 1's pods let go by Kueue", || {
+        let env = &env;
+        async move {
+            let stopped = env.pods().get_opt("train-1-0").await.ok()?;
+            let failed = env.pods().get_opt("train-1-1").await.ok()??;
+            let held = failed
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == KUEUE_FINALIZER);
+            (stopped.is_none() && !held).then_some(())
+        }
+    })
+    .await;
 }

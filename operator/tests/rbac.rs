@@ -34,7 +34,7 @@ fn split_resource(full: &str) -> (String, String) {
 }
 
 /// What the operator's requests need besides their own verb:
-/// - a create of a pod or Service that already exists (a status write lost after an earlier
+/// - a create of a pod, Service or PodGroup that already exists (a status write lost after an earlier
 ///   create) is followed by a `get` to check whose it is;
 /// - pods and Services carry an owner reference with `blockOwnerDeletion` to their job, which
 ///   the API server allows only with `update` on the owner's `finalizers` subresource;
@@ -43,7 +43,8 @@ fn implied(used: &BTreeSet<Grant>) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for (group, resource, verb) in used {
         match (group.as_str(), resource.as_str(), verb.as_str()) {
-            ("", "pods" | "services", "create") => {
+            ("", "pods" | "services", "create")
+            | ("scheduling.x-k8s.io", "podgroups", "create") => {
                 out.insert(grant(group, resource, "get"));
                 out.insert(grant(
                     "multitask.dev",
@@ -104,6 +105,8 @@ fn chart_grants() -> BTreeSet<Grant> {
 #[tokio::test]
 async fn the_charts_rbac_is_exactly_what_the_operator_uses() {
     let mut env = Env::start().await;
+    // With every option that needs a grant of its own (coscheduling.enabled: PodGroups).
+    env.with_coscheduling().await;
     env.operator("op-a");
     let spec = |suspend: bool| {
         json!({"workers": 2,

@@ -8,12 +8,12 @@ mod build;
 mod observe;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use mtl_crds::{MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
 
-pub use build::{build_pod, build_service, procs_per_worker};
+pub use build::{build_pod, build_pod_group, build_service, procs_per_worker};
 pub use observe::{GONE_REASON, observe_pod, observe_workers};
 
 use super::{AttemptBackend, ObservedAttempt};
@@ -33,6 +33,23 @@ pub const KUEUE_PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
 pub const KUEUE_GROUP_LABEL: &str = "kueue.x-k8s.io/pod-group-name";
 /// How many pods the group has.
 pub const KUEUE_GROUP_COUNT_ANNOTATION: &str = "kueue.x-k8s.io/pod-group-total-count";
+/// The label scheduler-plugins' coscheduling groups pods by (the PodGroup's name).
+pub const COSCHEDULING_GROUP_LABEL: &str = "scheduling.x-k8s.io/pod-group";
+
+/// scheduler-plugins' PodGroup (`scheduling.x-k8s.io/v1alpha1`).
+pub fn pod_group_resource() -> ApiResource {
+    ApiResource {
+        group: "scheduling.x-k8s.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "scheduling.x-k8s.io/v1alpha1".into(),
+        kind: "PodGroup".into(),
+        plural: "podgroups".into(),
+    }
+}
+
+/// Marks a pod group that Kueue should not wait to see replaced: once all its pods ended, its
+/// workload is finished and its quota given back.
+pub const KUEUE_RETRIABLE_ANNOTATION: &str = "kueue.x-k8s.io/retriable-in-group";
 /// The scheduling gate Kueue's webhook puts on a pod until its workload is admitted.
 pub const KUEUE_ADMISSION_GATE: &str = "kueue.x-k8s.io/admission";
 /// The pod condition Kueue sets before it deletes an evicted or preempted workload's pods.
@@ -84,6 +101,10 @@ pub struct PodOptions {
     pub grace_period_seconds: i64,
     /// Server-side apply field manager.
     pub field_manager: String,
+    /// Gang-schedule attempts of several workers with scheduler-plugins' coscheduling: the
+    /// name of the scheduler that runs the plugin (`--coscheduling-scheduler-name`); each
+    /// such attempt gets a PodGroup and its pods go to that scheduler.
+    pub coscheduling_scheduler: Option<String>,
 }
 
 impl Default for PodOptions {
@@ -91,6 +112,7 @@ impl Default for PodOptions {
         Self {
             grace_period_seconds: 300,
             field_manager: crate::FIELD_MANAGER.into(),
+            coscheduling_scheduler: None,
         }
     }
 }
@@ -264,6 +286,16 @@ impl AttemptBackend for Pods {
         Ok(observe_workers(&pods, attempt))
     }
 
+    fn record_before_start(
+        &self,
+        job: &MultiTaskTrainingJob,
+        attempt: u32,
+        status: &mut MultiTaskTrainingJobStatus,
+    ) -> bool {
+        status.pod_name = Some(pod_name(&job.name_any(), attempt, 0, job.spec.workers));
+        true
+    }
+
     async fn start(
         &self,
         job: &MultiTaskTrainingJob,
@@ -278,6 +310,14 @@ impl AttemptBackend for Pods {
             let services: Api<Service> = Api::namespaced(self.client.clone(), &namespace(job)?);
             self.create_missing(&services, job, "service", &build_service(job)?)
                 .await?;
+            if self.opts.coscheduling_scheduler.is_some() {
+                // Before its pods, so the scheduler holds them until all can be placed.
+                let ar = pod_group_resource();
+                let groups: Api<DynamicObject> =
+                    Api::namespaced_with(self.client.clone(), &namespace(job)?, &ar);
+                self.create_missing(&groups, job, "PodGroup", &build_pod_group(job, attempt)?)
+                    .await?;
+            }
         }
         let api = self.api(job)?;
         let mut created = Vec::new();

@@ -98,8 +98,21 @@ fn run(
     manifest: ManifestRead,
     now: &str,
 ) -> Decision {
+    run_in_queue(false, spec, status, attempt, manifest, now)
+}
+
+/// As [`run`], for a job in a Kueue queue when `queued`.
+fn run_in_queue(
+    queued: bool,
+    spec: &MultiTaskTrainingJobSpec,
+    status: &MultiTaskTrainingJobStatus,
+    attempt: Option<ObservedAttempt>,
+    manifest: ManifestRead,
+    now: &str,
+) -> Decision {
     let describe = |n: u32| format!("pod train-{n}");
     decide(&Observation {
+        queued,
         spec,
         generation: Some(7),
         status,
@@ -956,6 +969,143 @@ fn an_attempt_of_several_workers_ends_for_all_and_counts_once() {
         T0,
     );
     assert_eq!(d.status.running_workers, None);
+}
+
+/// An attempt of several workers whose workers do not all run within
+/// `runPolicy.startupTimeoutSeconds` is stopped and replaced as a disruption: the running ones
+/// would hold their GPUs in the rendezvous until --dist-timeout and then fail.
+#[test]
+fn a_gang_that_does_not_start_in_time_is_replaced_as_a_disruption() {
+    use Action::*;
+    let mut spec = spec();
+    spec.workers = 3;
+    spec.run_policy.startup_timeout_seconds = Some(600);
+    let created = run(
+        &spec,
+        &MultiTaskTrainingJobStatus::default(),
+        None,
+        ManifestRead::NotRead,
+        T0,
+    );
+    assert_eq!(created.status.attempt_start_time.as_deref(), Some(T0));
+    let mut st = created.status;
+    st.phase = JobPhase::Pending;
+    // Two of three running, 599 s in: wait, and look again when the time is up.
+    let d = run(
+        &spec,
+        &st,
+        Some(workers(AttemptState::Pending, false, 2, 3)),
+        ManifestRead::Missing,
+        "2026-01-01T00:09:59Z",
+    );
+    assert_eq!(d.actions, []);
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(1)));
+    // 600 s: stopped, the disruption kept.
+    let d = run(
+        &spec,
+        &st,
+        Some(workers(AttemptState::Pending, false, 2, 3)),
+        ManifestRead::Missing,
+        "2026-01-01T00:10:00Z",
+    );
+    assert_eq!(
+        d.actions,
+        [StopAttempt {
+            attempt: 1,
+            name: "train-1-0".into()
+        }]
+    );
+    let kept = d.status.attempt_disruption.clone().unwrap();
+    assert_eq!(kept.reason, "StartupTimeout");
+    assert!(
+        kept.message
+            .contains("2 of 3 workers were running 600s after the attempt started"),
+        "{}",
+        kept.message
+    );
+    assert_eq!(reasons(&d), ["StartupTimeout"]);
+    // The stopped workers exit on SIGTERM or with a lost rank: one preemption.
+    let d = run(
+        &spec,
+        &d.status,
+        Some(workers(failed("lost rank 2"), false, 0, 0)),
+        ManifestRead::Missing,
+        "2026-01-01T00:10:30Z",
+    );
+    assert_eq!(d.actions, [StartAttempt(2)]);
+    assert_eq!((d.status.restarts, d.status.preemptions), (0, 1));
+    assert_eq!(
+        d.status.attempt_start_time.as_deref(),
+        Some("2026-01-01T00:10:30Z")
+    );
+    // One worker: no start-up timeout (nothing waits in a rendezvous).
+    let one = self::spec();
+    let d = run(
+        &one,
+        &status(JobPhase::Pending, 1),
+        Some(pod(1, AttemptState::Pending)),
+        ManifestRead::Missing,
+        "2026-01-02T00:00:00Z",
+    );
+    assert_eq!(d.actions, []);
+}
+
+/// A job in a Kueue queue is not running while Kueue holds it: `activeDeadlineSeconds`
+/// counts from when its attempt was first admitted (as a Job's `startTime` is set when Kueue
+/// unsuspends it), not from when the operator created the gated pod.
+#[test]
+fn a_queued_jobs_deadline_counts_from_its_admission() {
+    let mut spec = spec();
+    spec.run_policy.active_deadline_seconds = Some(3600);
+    let queued = ObservedAttempt {
+        waiting: Some(crate::backend::Waiting {
+            reason: "Queued".into(),
+            message: "waiting for Kueue to admit it (queue team-a)".into(),
+        }),
+        ..pod(1, AttemptState::Pending)
+    };
+    let created = run_in_queue(
+        true,
+        &spec,
+        &MultiTaskTrainingJobStatus::default(),
+        None,
+        ManifestRead::NotRead,
+        T0,
+    );
+    assert_eq!(created.actions, [Action::StartAttempt(1)]);
+    assert_eq!(created.status.start_time, None, "not started while queued");
+    // Two hours in the queue: no deadline yet.
+    let later = "2026-01-01T02:00:00Z";
+    let d = run_in_queue(
+        true,
+        &spec,
+        &created.status,
+        Some(queued),
+        ManifestRead::Missing,
+        later,
+    );
+    assert_eq!(d.status.phase, JobPhase::Pending);
+    assert_eq!(d.status.start_time, None);
+    // Admitted: the clock starts.
+    let d = run_in_queue(
+        true,
+        &spec,
+        &d.status,
+        Some(pod(1, AttemptState::Running)),
+        ManifestRead::Missing,
+        later,
+    );
+    assert_eq!(d.status.phase, JobPhase::Running);
+    assert_eq!(d.status.start_time.as_deref(), Some(later));
+    // A job outside a queue starts its clock when its first attempt is created, as before.
+    let plain = run(
+        &spec,
+        &MultiTaskTrainingJobStatus::default(),
+        None,
+        ManifestRead::NotRead,
+        T0,
+    );
+    assert_eq!(plain.status.start_time.as_deref(), Some(T0));
 }
 
 /// Input the trainer says no retry can fix fails the job at once, backoffLimit untouched, with

@@ -177,6 +177,56 @@ impl Env {
         .await;
     }
 
+    /// scheduler-plugins' PodGroup CRD (`scheduling.x-k8s.io/v1alpha1`), as its chart installs
+    /// it, in the parts the operator writes; and the operator to be started with coscheduling.
+    pub async fn with_coscheduling(&mut self) {
+        let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "podgroups.scheduling.x-k8s.io"},
+            "spec": {
+                "group": "scheduling.x-k8s.io",
+                "scope": "Namespaced",
+                "names": {"plural": "podgroups", "singular": "podgroup", "kind": "PodGroup",
+                          "shortNames": ["pg", "pgs"]},
+                "versions": [{
+                    "name": "v1alpha1", "served": true, "storage": true,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "properties": {
+                            "minMember": {"type": "integer", "format": "int32"},
+                            "scheduleTimeoutSeconds": {"type": "integer", "format": "int32"},
+                            "minResources": {"type": "object", "additionalProperties": {
+                                "x-kubernetes-int-or-string": true}}
+                        }},
+                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                    }}}
+                }]
+            }
+        }))
+        .expect("the PodGroup CRD parses");
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("the PodGroup CRD is created");
+        eventually("the PodGroup CRD to be established", || {
+            let crds = crds.clone();
+            async move {
+                let crd = crds.get("podgroups.scheduling.x-k8s.io").await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+        self.operator_env.push((
+            "MTL_COSCHEDULING_SCHEDULER_NAME".into(),
+            "scheduler-plugins-scheduler".into(),
+        ));
+    }
+
     /// The real `kubectl`, with its own home directory under this environment's.
     pub fn kubectl(&self) -> Kubectl {
         let home = self.dir.path().join("kubectl");

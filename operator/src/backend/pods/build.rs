@@ -10,16 +10,16 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::ObjectMeta;
+use kube::api::{DynamicObject, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use mtl_crds::{MultiTaskTrainingJob, PodTemplate};
 
 use super::{
-    CACHE_DIR, CHECKPOINTS_VOLUME, CONTAINER, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST,
-    DEFAULT_SCRATCH_SIZE, DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL, GPU_RESOURCE,
-    KUEUE_GROUP_COUNT_ANNOTATION, KUEUE_GROUP_LABEL, KUEUE_PRIORITY_LABEL, KUEUE_QUEUE_LABEL,
-    LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, MASTER_PORT, PodOptions, TMP_SIZE, pod_name,
-    service_name,
+    CACHE_DIR, CHECKPOINTS_VOLUME, CONTAINER, COSCHEDULING_GROUP_LABEL, DEFAULT_CPU_REQUEST,
+    DEFAULT_MEMORY_REQUEST, DEFAULT_SCRATCH_SIZE, DEFAULT_SHM_SIZE, GKE_ACCELERATOR_LABEL,
+    GPU_RESOURCE, KUEUE_GROUP_COUNT_ANNOTATION, KUEUE_GROUP_LABEL, KUEUE_PRIORITY_LABEL,
+    KUEUE_QUEUE_LABEL, KUEUE_RETRIABLE_ANNOTATION, LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER,
+    MASTER_PORT, PodOptions, TMP_SIZE, pod_group_resource, pod_name, service_name,
 };
 use crate::{Error, Result};
 
@@ -255,7 +255,17 @@ pub fn build_pod(
         if workers > 1 {
             labels.insert(KUEUE_GROUP_LABEL.into(), format!("{name}-{attempt}"));
             annotations.insert(KUEUE_GROUP_COUNT_ANNOTATION.into(), workers.to_string());
+            // The operator never replaces a pod within a group (each attempt is a new group):
+            // without this, Kueue keeps a group with a failed pod admitted, holding its
+            // quota while it waits for replacements, and the next attempt may never fit.
+            annotations.insert(KUEUE_RETRIABLE_ANNOTATION.into(), "false".into());
         }
+    }
+    // scheduler-plugins' coscheduling: the attempt's PodGroup, placed all or nothing by the
+    // scheduler that runs the plugin.
+    let coscheduler = opts.coscheduling_scheduler.clone().filter(|_| workers > 1);
+    if coscheduler.is_some() {
+        labels.insert(COSCHEDULING_GROUP_LABEL.into(), format!("{name}-{attempt}"));
     }
     let mut env_vars = vec![
         env("MTL_CACHE_DIR", CACHE_DIR),
@@ -353,6 +363,7 @@ pub fn build_pod(
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(opts.grace_period_seconds),
             service_account_name: res.service_account_name.clone(),
+            scheduler_name: coscheduler,
             // The trainer never calls the Kubernetes API; Workload Identity needs no token.
             automount_service_account_token: Some(false),
             node_selector: (!node_selector.is_empty()).then_some(node_selector),
@@ -501,6 +512,25 @@ fn is_reserved_key(key: &str) -> bool {
 /// The headless Service of a job with several workers: DNS records for every worker pod
 /// (`<pod>.<service>`), published before the pods are ready, since rank 0's store must be
 /// reachable while the others start. Owned by the job, so it goes away with it.
+/// The PodGroup of attempt `attempt` of a job with several workers (scheduler-plugins'
+/// coscheduling): all `workers` pods are placed, or none, and it goes with the job.
+pub fn build_pod_group(job: &MultiTaskTrainingJob, attempt: u32) -> Result<DynamicObject> {
+    let name = job_name(job)?;
+    let owner = job.controller_owner_ref(&()).ok_or(Error::MissingField {
+        kind: mtl_crds::KIND,
+        field: "metadata.uid",
+    })?;
+    let mut group = DynamicObject::new(&format!("{name}-{attempt}"), &pod_group_resource());
+    group.metadata.namespace = job.namespace();
+    group.metadata.labels = Some(BTreeMap::from([
+        (LABEL_JOB.to_string(), name.clone()),
+        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+    ]));
+    group.metadata.owner_references = Some(vec![owner]);
+    group.data = serde_json::json!({"spec": {"minMember": job.spec.workers}});
+    Ok(group)
+}
+
 pub fn build_service(job: &MultiTaskTrainingJob) -> Result<Service> {
     let name = job_name(job)?;
     let owner = job.controller_owner_ref(&()).ok_or(Error::MissingField {

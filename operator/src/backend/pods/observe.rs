@@ -70,7 +70,7 @@ fn waiting(pod: &Pod) -> Option<Waiting> {
             .cloned()
             .unwrap_or_default();
         return Some(Waiting {
-            reason: "Queued".into(),
+            reason: crate::decide::QUEUED.into(),
             message: format!("waiting for Kueue to admit it (queue {queue})"),
         });
     }

@@ -254,6 +254,7 @@ fn cpu_only_pod_has_no_gpu_bits() {
         &PodOptions {
             grace_period_seconds: 60,
             field_manager: "x".into(),
+            coscheduling_scheduler: None,
         },
     )
     .unwrap();
