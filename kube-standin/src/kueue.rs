@@ -87,7 +87,8 @@ fn runnable(pod: &Value) -> bool {
         .pointer("/metadata/deletionTimestamp")
         .is_some_and(|v| !v.is_null());
     let bound = !text(pod, "/spec/nodeName").is_empty();
-    phase(pod) != "Failed" && !(deleting && !bound)
+    // Deleted before it was bound, it never runs.
+    phase(pod) != "Failed" && (bound || !deleting)
 }
 
 fn has_finalizer(pod: &Value) -> bool {

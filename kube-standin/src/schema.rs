@@ -127,6 +127,19 @@ impl Schema {
                 "must not be empty for specified object fields",
             ));
         }
+        if !self.properties.is_empty()
+            && matches!(
+                self.additional_properties,
+                Some(AdditionalProperties::Schema(_))
+            )
+        {
+            problems.push(FieldError::new(
+                crate::admission::field_error::ErrorType::Forbidden,
+                &format!("{path}.additionalProperties"),
+                None,
+                "additionalProperties and properties are mutual exclusive",
+            ));
+        }
         self.rules.clear();
         for (i, rule) in self.validations.iter().enumerate() {
             let at = format!("{path}.x-kubernetes-validations[{i}]");
@@ -287,6 +300,23 @@ mod tests {
                 &"openAPIV3Schema.properties[list].items.x-kubernetes-validations[0].rule"
             ),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn properties_and_additional_properties_exclude_each_other() {
+        let mut s = Schema::parse(&json!({"type": "object",
+            "properties": {"a": {"type": "string"}},
+            "additionalProperties": {"type": "string"}}))
+        .unwrap();
+        let mut problems = Vec::new();
+        s.compile("openAPIV3Schema", true, &mut problems);
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "openAPIV3Schema.additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive"
+            ]
         );
     }
 

@@ -216,7 +216,8 @@ async fn a_crd_whose_rules_are_over_the_cost_budget_is_refused() {
     let at = "spec.validation.openAPIV3Schema.properties[spec]";
     let advice = "(try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
     for expected in [
-        format!("The CustomResourceDefinition \"multitasktrainingjobs.multitask.dev\" is invalid"),
+        "The CustomResourceDefinition \"multitasktrainingjobs.multitask.dev\" is invalid"
+            .to_string(),
         format!(
             "{at}.properties[tasks].items.x-kubernetes-validations[7].rule: Forbidden: estimated rule cost exceeds budget by factor of 3.4x {advice}"
         ),

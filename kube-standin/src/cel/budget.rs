@@ -69,7 +69,7 @@ pub(crate) fn check(schema: &Schema, path: &str) -> (Vec<RuleCost>, Vec<FieldErr
             .iter()
             .filter(|c| c.total >= SCHEMA_COST_LIMIT / 100)
             .collect();
-        expensive.sort_by(|a, b| b.total.cmp(&a.total));
+        expensive.sort_by_key(|c| std::cmp::Reverse(c.total));
         for c in expensive.into_iter().take(MOST_EXPENSIVE_NAMED) {
             errors.push(FieldError::new(
                 ErrorType::Forbidden,
