@@ -90,9 +90,22 @@ pub fn into_operator_error(job: &MultiTaskTrainingJob, e: VertexError) -> crate:
 /// with reason `Cancelled`: a person stopped it, so it is not started again).
 pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt {
     let seen = observe(custom_job);
+    // Vertex words a replica's exit as "The replica workerpool0-0 exited with a non-zero
+    // status of 2. ...": the trainer's code for input no retry can fix.
+    let invalid_input = format!(
+        "exited with a non-zero status of {}.",
+        mtl_crds::EXIT_INVALID_INPUT
+    );
+    let exited_invalid = custom_job
+        .error
+        .as_ref()
+        .is_some_and(|e| e.message.contains(&invalid_input));
     let state = match custom_job.state {
         JobState::Running | JobState::Updating => AttemptState::Running,
         JobState::Succeeded => AttemptState::Succeeded,
+        JobState::Failed if exited_invalid => AttemptState::InvalidInput {
+            message: seen.message,
+        },
         JobState::Failed | JobState::Expired | JobState::PartiallySucceeded => {
             AttemptState::Failed {
                 reason: seen.reason.to_string(),
@@ -236,6 +249,29 @@ mod tests {
         assert!(matches!(
             observed_attempt(&cj(JobState::Cancelled), 1).state,
             AttemptState::Cancelled { message } if message.contains("was cancelled")
+        ));
+        // A replica that exited with the trainer's invalid-input code: not retried.
+        let failed_with = |message: &str| -> CustomJob {
+            serde_json::from_value(serde_json::json!({
+                "name": "projects/p/locations/l/customJobs/1",
+                "state": "JOB_STATE_FAILED",
+                "error": {"code": 3, "message": message},
+            }))
+            .unwrap()
+        };
+        let invalid = failed_with(
+            "The replica workerpool0-0 exited with a non-zero status of 2. Termination reason: Error.",
+        );
+        assert!(matches!(
+            observed_attempt(&invalid, 1).state,
+            AttemptState::InvalidInput { message } if message.contains("status of 2")
+        ));
+        let crashed = failed_with(
+            "The replica workerpool0-0 exited with a non-zero status of 1. Termination reason: Error.",
+        );
+        assert!(matches!(
+            observed_attempt(&crashed, 1).state,
+            AttemptState::Failed { .. }
         ));
     }
 }
