@@ -697,9 +697,11 @@ async fn deleting_a_job_deletes_its_pods_without_the_operator() {
 async fn finished_job_is_deleted_after_its_ttl() {
     let mut env = Env::start().await;
     env.operator("op-a");
+    // Times in status have whole seconds, as metav1.Time: a TTL of 1 s can run out within
+    // milliseconds of the Succeeded status, before a poll sees it; 3 s leaves at least 2.
     env.apply(
         "train",
-        json!({"runPolicy": {"ttlSecondsAfterFinished": 1}}),
+        json!({"runPolicy": {"ttlSecondsAfterFinished": 3}}),
     )
     .await;
     env.pod("train-1").await;

@@ -110,7 +110,8 @@ async fn the_charts_rbac_is_exactly_what_the_operator_uses() {
     env.operator("op-a");
     let spec = |suspend: bool| {
         json!({"workers": 2,
-               "runPolicy": {"suspend": suspend, "ttlSecondsAfterFinished": 1}})
+               // Whole-second times in status: 3 s leaves at least 2 to see Succeeded.
+               "runPolicy": {"suspend": suspend, "ttlSecondsAfterFinished": 3}})
     };
     env.apply("train", spec(false)).await;
     for i in 0..2 {
