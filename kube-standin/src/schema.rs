@@ -127,6 +127,12 @@ impl Schema {
                 "must not be empty for specified object fields",
             ));
         }
+        if self.type_ == "array" && self.items.is_none() {
+            problems.push(FieldError::required(
+                &format!("{path}.items"),
+                "must be specified",
+            ));
+        }
         if !self.properties.is_empty()
             && matches!(
                 self.additional_properties,
@@ -300,6 +306,20 @@ mod tests {
                 &"openAPIV3Schema.properties[list].items.x-kubernetes-validations[0].rule"
             ),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn an_array_says_what_its_items_are() {
+        let mut s = Schema::parse(&json!({"type": "object",
+            "properties": {"tags": {"type": "array"}}}))
+        .unwrap();
+        let mut problems = Vec::new();
+        s.compile("openAPIV3Schema", true, &mut problems);
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            ["openAPIV3Schema.properties[tags].items: Required value: must be specified"]
         );
     }
 
