@@ -109,7 +109,7 @@ struct JobMemory {
     policy_change_reported: bool,
     /// The status this operator last wrote, and the job's resourceVersion it was written
     /// over (see [`Context::current_status`]).
-    written: Option<(String, MultiTaskTrainingJobStatus)>,
+    written: Option<(Vec<String>, MultiTaskTrainingJobStatus)>,
 }
 
 /// What the operator remembers of a job's progress object, by its own clock.
@@ -178,14 +178,14 @@ impl Context {
 
     /// The job's status as it is now. A reconcile can run on a cached job that does not show
     /// our last status write yet (a pod event arrived before the job's own): while the job is
-    /// still at the resourceVersion that write went over, the status written is the current
-    /// one, so the reconcile neither decides again from the old status nor writes and
+    /// still at the resourceVersion our writes went over, or at one of our own earlier writes,
+    /// the status written last is the current one, so the reconcile neither decides again from the old status nor writes and
     /// announces the same transition twice.
     fn current_status(&self, job: &MultiTaskTrainingJob) -> MultiTaskTrainingJobStatus {
         let rv = job.resource_version();
         let written = self.remember(&job_key(job), |m| match m.written.take() {
-            Some((at, st)) if rv.as_ref() == Some(&at) => {
-                m.written = Some((at, st.clone()));
+            Some((seen, st)) if rv.as_ref().is_some_and(|rv| seen.contains(rv)) => {
+                m.written = Some((seen, st.clone()));
                 Some(st)
             }
             _ => None,
@@ -415,8 +415,7 @@ async fn read_manifest(storage: &Storage, uri: &str, timeout: Duration) -> Manif
 /// A call for `job` failed: the `Synced` condition (False, `reason`, what was done and the
 /// API's message) on the status as it was, and a Warning Event, so `kubectl describe` shows
 /// why nothing happens; then the error goes back to the controller to be retried. A failure to
-/// record it is logged only. `rewrite`: a newer status was written meanwhile (an attempt
-/// recorded before its start), which the status as it was replaces in any case.
+/// record it is logged only.
 async fn report_failure(
     ctx: &Context,
     job: &MultiTaskTrainingJob,
@@ -424,13 +423,12 @@ async fn report_failure(
     reason: &'static str,
     what: &str,
     e: Error,
-    rewrite: bool,
 ) -> Error {
     let message = format!("{what}: {e}");
     let mut st = old.clone();
     let changed = status::find(&st, cond::SYNCED)
         .is_none_or(|c| c.status != "False" || c.reason != reason || c.message != message);
-    if changed || rewrite {
+    if changed {
         status::set(
             &mut st,
             cond::SYNCED,
@@ -442,8 +440,6 @@ async fn report_failure(
         if let Err(pe) = patch_status(ctx, job, &st).await {
             warn!(error = %pe, "could not record the failure in status");
         }
-    }
-    if changed {
         publish(
             ctx,
             job,
@@ -536,7 +532,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
             Ok(o) => o,
             Err(e) => {
                 let what = format!("looking up {}", backend.describe(job, old.attempt));
-                return Err(report_failure(ctx, job, &old, "ObserveFailed", &what, e, false).await);
+                return Err(report_failure(ctx, job, &old, "ObserveFailed", &what, e).await);
             }
         }
     } else {
@@ -581,25 +577,14 @@ pub async fn reconcile_with<B: AttemptBackend>(
         new.accepted_spec = serde_json::to_value(&job.spec).ok();
     }
 
-    // The status last written: `old`, or the decision recorded before an attempt started.
-    let mut written = old.clone();
     for action in actions {
         match action {
             decide::Action::StartAttempt(n) => {
-                if backend.record_before_start(job, n, &mut new) {
-                    // Recorded first: what the start creates is tracked even if this
-                    // operator stops halfway.
-                    patch_status(ctx, job, &new).await?;
-                    written = new.clone();
-                }
                 if let Err(e) = backend.start(job, n, &mut new).await {
                     // Nothing of the decision is kept (the backend took back what it made):
-                    // the status as it was, and the next reconcile decides again.
+                    // the next reconcile decides again, and finishes a start cut short.
                     let what = format!("creating {}", backend.describe(job, n));
-                    let rewrite = written != old;
-                    return Err(
-                        report_failure(ctx, job, &old, "CreateFailed", &what, e, rewrite).await,
-                    );
+                    return Err(report_failure(ctx, job, &old, "CreateFailed", &what, e).await);
                 }
                 info!(attempt = n, "started attempt");
             }
@@ -639,7 +624,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
     if status::find(&new, cond::SYNCED).is_some_and(|c| c.status != "True") {
         status::set(&mut new, cond::SYNCED, true, "Synced", "", now);
     }
-    if new != written {
+    if new != old {
         patch_status(ctx, job, &new).await?;
     }
     for note in &notes {
@@ -750,17 +735,35 @@ pub async fn patch_status(
         "kind": MultiTaskTrainingJob::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &job.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    if let Some(rv) = job.resource_version() {
-        ctx.remember(&job_key(job), |m| m.written = Some((rv, status.clone())));
+    let written = api
+        .patch_status(
+            &job.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    // The resourceVersions the job has had since this operator's writes began: the one the
+    // first went over and each write's. The cache may still show an earlier write of ours
+    // after a later one was made; any of them is older than the status written last.
+    if let Some(over) = job.resource_version() {
+        let after = written.resource_version();
+        ctx.remember(&job_key(job), |m| {
+            let mut seen = match m.written.take() {
+                Some((seen, _)) if seen.contains(&over) => seen,
+                _ => vec![over],
+            };
+            seen.extend(after);
+            let extra = seen.len().saturating_sub(WRITES_REMEMBERED);
+            seen.drain(..extra);
+            m.written = Some((seen, status.clone()));
+        });
     }
     Ok(())
 }
+
+/// The resourceVersions of a job's own status writes remembered (the cache is behind by a few
+/// writes at most).
+const WRITES_REMEMBERED: usize = 8;
 
 /// Records a Kubernetes Event on the job. Events are best effort: a failure is logged, not fatal.
 async fn publish(ctx: &Context, job: &MultiTaskTrainingJob, note: &Note) {

@@ -33,6 +33,11 @@ pub enum Error {
     )]
     NotOwned { what: String },
 
+    /// An object the start needs is still being deleted (taken back after an earlier start
+    /// was cut short): retried once it is gone.
+    #[error("{what} is still terminating from an earlier try; retrying once it is gone")]
+    Terminating { what: String },
+
     #[error("serialising {what}: {source}")]
     Serialize {
         what: &'static str,
@@ -128,7 +133,10 @@ impl Error {
             Error::InvalidSpec { .. } => ErrorKind::BadSpec,
             Error::MissingField { .. } => ErrorKind::BadSpec,
             Error::Serialize { .. } => ErrorKind::Internal,
-            Error::Lease { .. } | Error::Io { .. } | Error::NotOwned { .. } => ErrorKind::Transient,
+            Error::Lease { .. }
+            | Error::Io { .. }
+            | Error::NotOwned { .. }
+            | Error::Terminating { .. } => ErrorKind::Transient,
         }
     }
 }

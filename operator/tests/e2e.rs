@@ -837,8 +837,10 @@ async fn workers_are_one_attempt_replaced_together_and_counted_once() {
         "the failed attempt's other workers were stopped: {names:?}"
     );
 
-    // Rank 0 finishes: the job succeeded; the workers still up are stopped.
+    // Rank 0 finishes: the job succeeded; the workers still up are stopped. (Status names
+    // an attempt before its pods exist: wait for them.)
     for i in 0..3 {
+        env.pod(&format!("train-3-{i}")).await;
         kubelet_ok(env.standin.kubelet().run(NS, &format!("train-3-{i}")));
     }
     kubelet_ok(env.standin.kubelet().succeed(NS, "train-3-0"));

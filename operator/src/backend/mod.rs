@@ -120,20 +120,6 @@ pub trait AttemptBackend {
         attempt: u32,
     ) -> impl Future<Output = Result<Option<ObservedAttempt>>> + Send;
 
-    /// Sets in `status` what names attempt `attempt` before it is started, when the backend
-    /// knows it beforehand, and says whether it did: the controller then records the attempt
-    /// in `.status` before anything of it exists, so nothing it creates runs untracked (a
-    /// crash between the creates and the status write would leave it so). A backend whose
-    /// platform names the attempt (a Vertex AI job) records it after [`Self::start`].
-    fn record_before_start(
-        &self,
-        _job: &MultiTaskTrainingJob,
-        _attempt: u32,
-        _status: &mut MultiTaskTrainingJobStatus,
-    ) -> bool {
-        false
-    }
-
     /// Starts attempt `attempt`. Idempotent: starting an attempt that already exists is a no-op.
     /// Records the attempt's backend name in `status`.
     fn start(

@@ -207,6 +207,11 @@ impl Pods {
         match api.create(&params, obj).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await? {
+                Some(existing) if existing.meta().deletion_timestamp.is_some() => {
+                    Err(Error::Terminating {
+                        what: format!("{what} {name}"),
+                    })
+                }
                 Some(existing) => check_owner(job, what, &existing),
                 // Deleted since: the next reconcile decides again.
                 None => Ok(()),
@@ -286,16 +291,6 @@ impl AttemptBackend for Pods {
         Ok(observe_workers(&pods, attempt))
     }
 
-    fn record_before_start(
-        &self,
-        job: &MultiTaskTrainingJob,
-        attempt: u32,
-        status: &mut MultiTaskTrainingJobStatus,
-    ) -> bool {
-        status.pod_name = Some(pod_name(&job.name_any(), attempt, 0, job.spec.workers));
-        true
-    }
-
     async fn start(
         &self,
         job: &MultiTaskTrainingJob,
@@ -323,6 +318,12 @@ impl AttemptBackend for Pods {
         let mut created = Vec::new();
         for pod in &pods {
             match self.cached(job, &pod.name_any()) {
+                Some(existing) if existing.metadata.deletion_timestamp.is_some() => {
+                    // Taken back after a start cut short: this attempt must not count it.
+                    return Err(Error::Terminating {
+                        what: format!("pod {}", pod.name_any()),
+                    });
+                }
                 Some(existing) => check_owner(job, "pod", &existing)?,
                 None => match self.create_missing(&api, job, "pod", pod).await {
                     Ok(()) => created.push(pod.name_any()),

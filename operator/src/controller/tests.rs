@@ -102,16 +102,7 @@ impl ApiServerVerifier {
                     respond(send, &job.finalized());
                 }
                 Scenario::CreateFirstPod(job) => {
-                    // The attempt is recorded before its pod exists, so nothing it creates
-                    // runs untracked; then one create, as the Job controller makes its pods,
-                    // and no second status write.
-                    let status = expect_status_patch(&mut v, &job).await;
-                    assert_eq!(status.phase, JobPhase::Pending);
-                    assert_eq!(status.attempt, 1);
-                    assert_eq!(status.pod_name.as_deref(), Some("train-1"));
-                    assert_eq!(status.observed_generation, Some(1));
-                    assert!(status.start_time.is_some());
-                    assert!(crate::status::is_true(&status, cond::CREATED));
+                    // One request: a create, as the Job controller makes its pods.
                     let (req, send) = v.expect(Method::POST, PODS).await;
                     assert_eq!(req.content_type, "application/json");
                     assert!(
@@ -126,6 +117,13 @@ impl ApiServerVerifier {
                     assert_eq!(pod["spec"]["containers"][0]["image"], "trainer:1");
                     assert_eq!(pod["spec"]["containers"][0]["args"][1], "--job-json");
                     respond(send, pod);
+                    let status = expect_status_patch(&mut v, &job).await;
+                    assert_eq!(status.phase, JobPhase::Pending);
+                    assert_eq!(status.attempt, 1);
+                    assert_eq!(status.pod_name.as_deref(), Some("train-1"));
+                    assert_eq!(status.observed_generation, Some(1));
+                    assert!(status.start_time.is_some());
+                    assert!(crate::status::is_true(&status, cond::CREATED));
                     expect_event(&mut v, "Created").await;
                 }
                 Scenario::PodRunningWithCheckpoint(job) => {
