@@ -159,14 +159,20 @@ impl Env {
         let mut value: serde_json::Value = serde_yaml::from_str(&yaml).expect("the CRD parses");
         edit(&mut value);
         let crd: CustomResourceDefinition = serde_json::from_value(value).expect("the CRD parses");
+        self.create_crd(&crd).await;
+    }
+
+    /// Creates `crd` and waits until it is established.
+    async fn create_crd(&self, crd: &CustomResourceDefinition) {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        crds.create(&PostParams::default(), &crd)
+        crds.create(&PostParams::default(), crd)
             .await
             .expect("the CRD is created");
-        eventually("the CRD to be established", || {
-            let crds = crds.clone();
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        eventually(&format!("CRD {name} to be established"), || {
+            let (crds, name) = (crds.clone(), name.clone());
             async move {
-                let crd = crds.get("multitasktrainingjobs.multitask.dev").await.ok()?;
+                let crd = crds.get(&name).await.ok()?;
                 crd.status?
                     .conditions?
                     .iter()
@@ -205,22 +211,7 @@ impl Env {
             }
         }))
         .expect("the PodGroup CRD parses");
-        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("the PodGroup CRD is created");
-        eventually("the PodGroup CRD to be established", || {
-            let crds = crds.clone();
-            async move {
-                let crd = crds.get("podgroups.scheduling.x-k8s.io").await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
+        self.create_crd(&crd).await;
         self.operator_env.push((
             "MTL_COSCHEDULING_SCHEDULER_NAME".into(),
             "scheduler-plugins-scheduler".into(),
