@@ -251,6 +251,28 @@ fn set_container_states(pod: &mut Value, state: &Value, running: bool, restarted
     pod["status"]["containerStatuses"] = json!(statuses);
 }
 
+/// The kubelet ending a pod on its own account: `Failed` with `reason` and `message`, its
+/// containers killed (137) if they ran.
+fn fail_pod(pod: &mut Value, reason: &str, message: &str) {
+    let started = running_since(pod);
+    let was_running = pod.pointer("/status/phase") == Some(&json!("Running"));
+    let status = &mut pod["status"];
+    status["phase"] = json!("Failed");
+    status["reason"] = json!(reason);
+    status["message"] = json!(message);
+    set_condition(status, "ContainersReady", "False", Some("PodFailed"), None);
+    set_condition(status, "Ready", "False", Some("PodFailed"), None);
+    if was_running {
+        let terminated = json!({"terminated": {
+            "exitCode": 137,
+            "reason": "Error",
+            "startedAt": started,
+            "finishedAt": now_rfc3339(),
+        }});
+        set_container_states(pod, &terminated, false, false);
+    }
+}
+
 fn running_since(pod: &Value) -> String {
     pod.pointer("/status/containerStatuses/0/state/running/startedAt")
         .and_then(Value::as_str)
@@ -486,31 +508,15 @@ impl Kubelet {
     /// Sets the `DisruptionTarget` condition, then fails or deletes the pod.
     pub fn disrupt(&self, ns: &str, name: &str, d: Disruption) -> Result<Value, Error> {
         let pod = self.update(ns, name, |pod| {
-            let started = running_since(pod);
-            let was_running = pod.pointer("/status/phase") == Some(&json!("Running"));
-            let status = &mut pod["status"];
             set_condition(
-                status,
+                &mut pod["status"],
                 "DisruptionTarget",
                 "True",
                 Some(&d.condition_reason),
                 Some(&d.message),
             );
             if let Outcome::Fail { reason } = &d.outcome {
-                status["phase"] = json!("Failed");
-                status["reason"] = json!(reason);
-                status["message"] = json!(d.message);
-                set_condition(status, "ContainersReady", "False", Some("PodFailed"), None);
-                set_condition(status, "Ready", "False", Some("PodFailed"), None);
-                if was_running {
-                    let terminated = json!({"terminated": {
-                        "exitCode": 137,
-                        "reason": "Error",
-                        "startedAt": started,
-                        "finishedAt": now_rfc3339(),
-                    }});
-                    set_container_states(pod, &terminated, false, false);
-                }
+                fail_pod(pod, reason, &d.message);
             }
             Ok(())
         })?;
@@ -529,23 +535,7 @@ impl Kubelet {
     /// its message, and sets no `DisruptionTarget`, since the pod, not the node, is at fault.
     pub fn evict_over_limit(&self, ns: &str, name: &str, message: &str) -> Result<Value, Error> {
         self.update(ns, name, |pod| {
-            let started = running_since(pod);
-            let was_running = pod.pointer("/status/phase") == Some(&json!("Running"));
-            let status = &mut pod["status"];
-            status["phase"] = json!("Failed");
-            status["reason"] = json!("Evicted");
-            status["message"] = json!(message);
-            set_condition(status, "ContainersReady", "False", Some("PodFailed"), None);
-            set_condition(status, "Ready", "False", Some("PodFailed"), None);
-            if was_running {
-                let terminated = json!({"terminated": {
-                    "exitCode": 137,
-                    "reason": "Error",
-                    "startedAt": started,
-                    "finishedAt": now_rfc3339(),
-                }});
-                set_container_states(pod, &terminated, false, false);
-            }
+            fail_pod(pod, "Evicted", message);
             Ok(())
         })
     }
