@@ -473,6 +473,40 @@ impl Inner {
         }
     }
 
+    /// The garbage collector's look at a created or updated object whose owners may already
+    /// be gone (a controller that acted on a stale cache): without a live owner it is
+    /// deleted, otherwise its dangling references are removed (`attemptToDeleteItem` in
+    /// kube-controller-manager's garbagecollector, which runs on every add and update).
+    fn collect_if_dangling(&mut self, reg: &Registry, key: &Key) {
+        let Some(obj) = self.objects.get(key).cloned() else {
+            return;
+        };
+        let (solid, dangling): (Vec<String>, Vec<String>) = owner_uids(&obj)
+            .into_iter()
+            .partition(|u| self.uid_exists(u));
+        if dangling.is_empty() {
+            return;
+        }
+        if solid.is_empty() {
+            if !deleting(&obj) {
+                tracing::debug!(?key, "garbage-collecting a dependent whose owners are gone");
+                if let Err(e) = self.delete(reg, key, &DeleteOpts::default()) {
+                    tracing::warn!(?key, error = %e, "garbage collection failed");
+                }
+            }
+            return;
+        }
+        let mut obj = obj;
+        if let Some(Value::Array(refs)) = meta_mut(&mut obj).get_mut("ownerReferences") {
+            refs.retain(|r| {
+                r.get("uid")
+                    .and_then(Value::as_str)
+                    .is_none_or(|u| !dangling.iter().any(|d| d == u))
+            });
+        }
+        self.put(key, obj, EventType::Modified);
+    }
+
     fn drop_owner_ref(&mut self, key: &Key, mut obj: Value, owner_uid: &str) {
         if let Some(Value::Array(refs)) = meta_mut(&mut obj).get_mut("ownerReferences") {
             refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
@@ -597,6 +631,7 @@ impl Inner {
         if rt.flavor == Flavor::Crd {
             self.rebuild_served(reg);
         }
+        self.collect_if_dangling(reg, &key);
         Ok(out)
     }
 
@@ -740,6 +775,7 @@ impl Inner {
         if rt.flavor == Flavor::Crd {
             self.rebuild_served(reg);
         }
+        self.collect_if_dangling(reg, key);
         Ok(out)
     }
 

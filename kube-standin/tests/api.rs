@@ -401,6 +401,51 @@ async fn owner_references_are_garbage_collected() {
     assert!(shared.owner_references().is_empty());
 }
 
+/// The garbage collector also acts on an object created after its owner went (a controller
+/// acting on a stale cache): with no owner left it is deleted, otherwise its dangling
+/// references are removed, as kube-controller-manager's `attemptToDeleteItem` does.
+#[tokio::test]
+async fn dependents_created_after_their_owner_are_collected() {
+    let (standin, client) = start().await;
+    let jobs: Api<MultiTaskTrainingJob> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let gone = jobs
+        .create(&PostParams::default(), &job("gone"))
+        .await
+        .unwrap();
+    let alive = jobs
+        .create(&PostParams::default(), &job("alive"))
+        .await
+        .unwrap();
+    jobs.delete("gone", &DeleteParams::default()).await.unwrap();
+
+    let mut orphan = pod("gone-2");
+    orphan.metadata.owner_references = Some(vec![gone.controller_owner_ref(&()).unwrap()]);
+    pods.create(&PostParams::default(), &orphan).await.unwrap();
+    standin.kubelet().run(NS, "gone-2").ok();
+    common::poll("the orphan to be collected", || async {
+        pods.get_opt("gone-2")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    let mut half = pod("half");
+    half.metadata.owner_references = Some(vec![
+        gone.controller_owner_ref(&()).unwrap(),
+        alive.owner_ref(&()).unwrap(),
+    ]);
+    pods.create(&PostParams::default(), &half).await.unwrap();
+    let half = common::poll("the dangling reference to go", || async {
+        let p = pods.get("half").await.unwrap();
+        (p.owner_references().len() == 1).then_some(p)
+    })
+    .await;
+    assert_eq!(half.owner_references()[0].uid, alive.uid().unwrap());
+}
+
 #[tokio::test]
 async fn leases_and_events_of_both_groups() {
     let (standin, client) = start().await;
