@@ -66,16 +66,18 @@ lint: setup
 	cargo fmt --all --check
 	set -e; for c in $(TEST_CRATES); do cargo clippy -p $$c --all-targets --all-features -- -D warnings; done
 
-# Regenerate the CRD YAML from the Rust types (a test fails when it is stale).
+# Regenerate the CRDs' YAML from the Rust types (a test fails when one is stale).
 crds:
-	cargo run -q -p mtl-crds --bin crdgen > crds/multitasktrainingjobs.yaml
-	cp crds/multitasktrainingjobs.yaml charts/mtl-operator/crds/multitasktrainingjobs.yaml
+	cargo run -q -p mtl-crds --bin crdgen job > crds/multitasktrainingjobs.yaml
+	cargo run -q -p mtl-crds --bin crdgen policy > crds/multitasktrainingpolicies.yaml
+	cp crds/multitasktrainingjobs.yaml crds/multitasktrainingpolicies.yaml charts/mtl-operator/crds/
 
 # Each CEL rule of the CRD with the cost the API server estimates for it when the CRD is
 # created, and the totals against its limits (kube-standin's estimate); fails when a real
 # API server would refuse the CRD.
 crd-costs:
 	cargo run -q -p kube-standin --bin crd-costs -- crds/multitasktrainingjobs.yaml
+	cargo run -q -p kube-standin --bin crd-costs -- crds/multitasktrainingpolicies.yaml
 
 # Committed checkpoints of a run, newest last (CHECKPOINTS=gs://bucket/runs/x or a directory).
 CHECKPOINTS ?= out/mtl-local

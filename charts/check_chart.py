@@ -3,7 +3,7 @@
 
     python charts/check_chart.py                  # check charts/mtl-operator
     python charts/check_chart.py --render         # also print the manifests rendered from the defaults
-    python charts/check_chart.py --chart DIR --crd FILE
+    python charts/check_chart.py --chart DIR --crds DIR
 
 What it checks (exit status 1 and one line per problem, naming the file, when any fails):
   * Chart.yaml: apiVersion v2, name equal to the directory name, semver version, appVersion.
@@ -11,18 +11,32 @@ What it checks (exit status 1 and one line per problem, naming the file, when an
   * every `.Values.a.b` path a template mentions exists in values.yaml, and every key of
     values.yaml is read by some template (no dead, undocumented-by-use settings).
   * templates render with a small Go-template renderer (the subset this chart uses: define/include,
-    if/else/with/range/end, variables, pipelines, and Sprig's default, quote, toYaml, nindent, ...),
+    if/else/with/range/end, variables, pipelines, Sprig's default, quote, toYaml, nindent, join,
+    dig, b64enc, sha256sum, randAlphaNum (deterministic here), ..., and Helm's lookup, which
+    finds nothing, as under `helm template`),
     under several sets of values (defaults, and every toggle switched on); each rendered document
     parses as YAML with apiVersion, kind, metadata.name and the app.kubernetes.io labels.
   * cross-object wiring: selectors match pod labels, Service/ServiceMonitor/probe port names exist,
     the Deployment runs `run --metrics-addr 0.0.0.0:<metrics.port>` with the downward-API env,
     restricted security contexts, bindings point at rendered roles and the operator's ServiceAccount.
+  * operator settings: the values' policy (only MultiTaskTrainingPolicy spec fields, of the right
+    types) is the ConfigMap <fullname>-policy's policy.yaml, mounted read-only where
+    --policy-file points, with a checksum/policy pod annotation of it; the accepted-spec key
+    Secret (<fullname>-accepted-spec-key, non-empty `key` of at least 16 bytes, kept on uninstall;
+    none when acceptedSpecKey.existingSecret names one) mounted read-only where
+    --accepted-spec-key-file points; --allow-volume-types is podSecurity.extraVolumeTypes; and
+    none of the removed policy flags (REMOVED_FLAGS) or their MTL_ALLOWED_* env.
   * RBAC: the rules bound to the operator's ServiceAccount grant exactly REQUIRED_RBAC (below),
     and REQUIRED_RBAC_WHEN's where its value is switched on:
     everything in it, in the right scope (cluster or watchNamespace; the Lease in the release
     namespace), and nothing else (no wildcards, no extra verbs or resources).
-  * the chart's crds/multitasktrainingjobs.yaml equals the generated crds/multitasktrainingjobs.yaml
-    byte for byte.
+  * aggregated roles for people (AGGREGATED_ROLES; with aggregatedRoles.enabled and rbac.create):
+    mtl-view and mtl-edit exist with their aggregate-to-* labels, grant exactly their rules
+    (mtl-edit: create on multitasktrainingjobs among them), no write verb on
+    multitasktrainingjobs/status or multitasktrainingpolicies and no wildcard; they are bound to
+    nothing (so they never count as the operator's), and no other role carries such a label.
+  * every CRD in the chart's crds/ equals the generated file of the same name in the repository's
+    crds/ byte for byte, and both sides hold REQUIRED_CRD_FILES.
 
 What it does not check: the real Kubernetes schemas of the objects (use kubeconform or
 `helm template | kubectl apply --dry-run=server` where those exist), Sprig functions this chart
@@ -33,7 +47,10 @@ flags the Deployment passes.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import copy
+import hashlib
 import json
 import re
 import sys
@@ -46,8 +63,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CHART = HERE / "mtl-operator"
-DEFAULT_CRD = HERE.parent / "crds" / "multitasktrainingjobs.yaml"
-CRD_FILE_NAME = "multitasktrainingjobs.yaml"
+DEFAULT_CRDS = HERE.parent / "crds"  # where `make crds` writes the generated CRDs
+REQUIRED_CRD_FILES = ("multitasktrainingjobs.yaml", "multitasktrainingpolicies.yaml")
 
 # What the operator does with the Kubernetes API, as operator/tests/rbac.rs derives it from the
 # operator's requests over a whole job's life (that test fails when the chart's rules and the
@@ -61,6 +78,8 @@ REQUIRED_RBAC: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("watch", "multitask.dev", "multitasktrainingjobs/status", ("patch",)),
     # ownerReferences with blockOwnerDeletion on the job's pods and Service.
     ("watch", "multitask.dev", "multitasktrainingjobs/finalizers", ("update",)),
+    # the namespace's MultiTaskTrainingPolicy (named POLICY_NAME), when a job is accepted.
+    ("watch", "multitask.dev", "multitasktrainingpolicies", ("get",)),
     # create; get for one that already exists (its owner is checked); list + watch: the cache.
     ("watch", "", "pods", ("get", "list", "watch", "create", "delete")),
     # create (get as for pods): the headless Service of a job with several workers.
@@ -76,6 +95,43 @@ REQUIRED_RBAC_WHEN: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     # create (get as for pods): the PodGroup of each attempt of several workers.
     ("coscheduling.enabled", "watch", "scheduling.x-k8s.io", "podgroups", ("get", "create")),
 ]
+
+# The one MultiTaskTrainingPolicy of a namespace the operator reads (crds/src/policy.rs): a rule
+# on multitasktrainingpolicies restricted by resourceNames must name it.
+POLICY_NAME = "default"
+
+# ClusterRoles for people, aggregated into Kubernetes' user-facing roles and bound to nothing in
+# the chart: name -> (the aggregate-to-* roles it joins, exactly its grants as in REQUIRED_RBAC).
+AGG_LABEL = "rbac.authorization.k8s.io/aggregate-to-"
+AGGREGATED_ROLES: dict[str, tuple[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]]] = {
+    "mtl-view": (("view", "edit", "admin"), [
+        ("multitask.dev", "multitasktrainingjobs", ("get", "list", "watch")),
+        ("multitask.dev", "multitasktrainingjobs/status", ("get", "list", "watch")),
+        ("multitask.dev", "multitasktrainingpolicies", ("get", "list", "watch")),
+    ]),
+    "mtl-edit": (("edit", "admin"), [
+        ("multitask.dev", "multitasktrainingjobs", ("create", "update", "patch", "delete", "deletecollection")),
+    ]),
+}
+# What no aggregated role may write: the operator's status (forged acceptedSpec, phases) and the
+# policies (namespace editors and admins would widen their own).
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection", "*")
+NO_WRITES_FOR_USERS = ("multitasktrainingjobs/status", "multitasktrainingpolicies")
+
+# The spec of a MultiTaskTrainingPolicy (crds/src/policy.rs), which the values' policy is: lists
+# of strings, whole numbers, and vertexAI's lists. The operator ignores a field it does not know,
+# so a misspelt one would silently allow anything.
+POLICY_LIST_FIELDS = (
+    "imagePrefixes", "serviceAccounts", "priorityClasses", "schedulerNames", "tolerationKeys",
+    "nodeSelectorKeys", "persistentVolumeClaims", "bucketPrefixes", "gpuTypes",
+)
+POLICY_NUMBER_FIELDS = ("maxGpusPerWorker", "maxWorkers", "maxGpusPerJob")
+POLICY_VERTEX_FIELDS = ("projects", "serviceAccounts", "machineTypes", "acceleratorTypes")
+
+# Operator flags that no longer exist (the policy moved to --policy-file), and their env vars.
+REMOVED_FLAGS = ("--allowed-image-prefix", "--allowed-service-account", "--allowed-vertex-project",
+                 "--allowed-vertex-service-account")
+REMOVED_ENV_PREFIX = "MTL_ALLOWED_"
 
 RELEASE_NAME = "mtl"
 RELEASE_NAMESPACE = "mtl-system"
@@ -113,12 +169,27 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "affinity": {"nodeAffinity": {}},
         "defaultTrainerImage": "us-docker.pkg.dev/proj/mtl/mtl-trainer:1.2.3",
         "coscheduling": {"enabled": True},
-        "policy": {
-            "allowedImagePrefixes": ["us-docker.pkg.dev/proj/mtl/", "gcr.io/proj/"],
-            "allowedServiceAccounts": ["trainer"],
-            "allowedVertexProjects": ["proj"],
-            "allowedVertexServiceAccounts": ["trainer@proj.iam.gserviceaccount.com"],
+        "policy": {  # every field of the spec (a test checks)
+            "imagePrefixes": ["us-docker.pkg.dev/proj/mtl/", "gcr.io/proj/"],
+            "serviceAccounts": ["trainer"],
+            "priorityClasses": ["ml-batch"],
+            "schedulerNames": ["default-scheduler"],
+            "tolerationKeys": ["nvidia.com/gpu", ""],
+            "nodeSelectorKeys": ["cloud.google.com/gke-accelerator"],
+            "persistentVolumeClaims": ["datasets"],
+            "bucketPrefixes": ["gs://proj-ml/"],
+            "gpuTypes": ["nvidia-l4"],
+            "maxGpusPerWorker": 8,
+            "maxWorkers": 4,
+            "maxGpusPerJob": 1000000,  # 1e+06 as a Helm float64 printed with %v
+            "vertexAI": {
+                "projects": ["proj"],
+                "serviceAccounts": ["trainer@proj.iam.gserviceaccount.com"],
+                "machineTypes": ["a2-highgpu-1g"],
+                "acceleratorTypes": ["NVIDIA_TESLA_A100"],
+            },
         },
+        "podSecurity": {"extraVolumeTypes": ["nfs", "hostPath"]},
     },
     "existing-sa-digest-override": {
         "fullnameOverride": "ops",
@@ -126,6 +197,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "image": {"digest": "sha256:" + "0" * 64},
         "serviceAccount": {"create": False, "name": "mtl-preexisting"},
         "networkPolicy": {"enabled": True, "allowMetadataServer": False},
+        "acceptedSpecKey": {"existingSecret": "mtl-accepted-spec-key"},
+        "aggregatedRoles": {"enabled": False},
+        # [] allows nothing: it must reach the policy file as [], not vanish.
+        "policy": {"serviceAccounts": [], "vertexAI": {"projects": []}},
     },
     "no-rbac": {"rbac": {"create": False}},
 }
@@ -795,6 +870,40 @@ class Renderer:
         if name == "int":
             need(1)
             return int(args[0])
+        if name == "join":  # Sprig: each item as %v, nil items left out
+            need(2)
+            items = args[1] if isinstance(args[1], list) else [] if args[1] is None else [args[1]]
+            return go_str(args[0]).join(go_str(x) for x in items if x is not None)
+        if name == "b64enc":
+            need(1)
+            return base64.b64encode(go_str(args[0]).encode()).decode()
+        if name == "sha256sum":
+            need(1)
+            return hashlib.sha256(go_str(args[0]).encode()).hexdigest()
+        if name == "randAlphaNum":  # random in Helm; a fixed string of the same length here
+            need(1)
+            alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+            return "".join(alphabet[(7 * i + 3) % len(alphabet)] for i in range(int(args[0])))
+        if name == "lookup":  # `helm template` and client-side dry runs: no cluster, nothing found
+            need(4)
+            if not all(isinstance(a, str) for a in args):
+                raise RenderError("lookup wants apiVersion, kind, namespace and name as strings")
+            return {}
+        if name == "dig":  # dig "k1" "k2" default map: the nested value, or default where absent
+            if len(args) < 3:
+                raise RenderError("dig wants keys, a default and a map")
+            *keys, dflt, node = args
+            if not isinstance(node, dict):
+                raise RenderError(f"dig of a {type(node).__name__}, not a map")
+            for k in keys:
+                if not isinstance(k, str):
+                    raise RenderError(f"dig key {k!r} is not a string")
+                if not isinstance(node, dict):  # Sprig panics on a step that is not a map
+                    raise RenderError(f"dig through a {type(node).__name__}, not a map")
+                if k not in node:
+                    return dflt
+                node = node[k]
+            return node
         raise RenderError(f"function {name!r} is not supported by this checker")
 
 
@@ -837,9 +946,10 @@ def path_exists(values: Any, parts: list[str]) -> bool:
 
 
 class Checker:
-    def __init__(self, chart: Path, crd: Path):
+    def __init__(self, chart: Path, crds: Path):
+        """chart: the chart directory; crds: the directory of the generated CRDs."""
         self.chart = chart
-        self.crd = crd
+        self.crds = crds
         self.errors: list[str] = []
         self.rendered: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self.rendered_text: dict[str, list[tuple[str, str]]] = {}
@@ -945,17 +1055,24 @@ class Checker:
                 self.err(path, f"line {i + 1}: {name} has no comment (document every value)")
 
     def check_crd(self) -> None:
-        chart_crd = self.chart / "crds" / CRD_FILE_NAME
-        if not self.crd.exists():
-            self.err(self.crd, "generated CRD is missing")
+        chart_dir = self.chart / "crds"
+        names = set(REQUIRED_CRD_FILES)
+        for d in (chart_dir, self.crds):
+            if d.is_dir():
+                names.update(p.name for p in d.iterdir() if p.suffix in (".yaml", ".yml"))
+        for name in sorted(names):
+            chart_crd, generated = chart_dir / name, self.crds / name
+            if not generated.exists():
+                self.err(generated, "generated CRD is missing" if name in REQUIRED_CRD_FILES else
+                         f"no generated CRD of this name for the chart's {self.rel(chart_crd)}")
+            if not chart_crd.exists():
+                self.err(chart_crd, f"missing: copy {self.rel(generated)} here")
+            if generated.exists() and chart_crd.exists() and chart_crd.read_bytes() != generated.read_bytes():
+                self.err(chart_crd, f"differs from the generated {self.rel(generated)}: copy it again "
+                                    f"(cp {self.rel(generated)} {self.rel(chart_crd)})")
+        if not chart_dir.is_dir():
             return
-        if not chart_crd.exists():
-            self.err(chart_crd, f"missing: copy {self.rel(self.crd)} here")
-            return
-        if chart_crd.read_bytes() != self.crd.read_bytes():
-            self.err(chart_crd, f"differs from the generated {self.rel(self.crd)}: copy it again "
-                                f"(cp {self.rel(self.crd)} {self.rel(chart_crd)})")
-        for p in sorted((self.chart / "crds").iterdir()):
+        for p in sorted(chart_dir.iterdir()):
             try:
                 docs = [d for d in yaml.safe_load_all(p.read_text()) if d is not None]
             except yaml.YAMLError as e:
@@ -1082,6 +1199,8 @@ class Checker:
             return
         dwhere, dep = deps[0]
         pod_labels, sa_name = self.check_deployment(dwhere, dep, values)
+        self.check_policy_values(scenario, values)
+        self.check_operator_files(scenario, values, by_kind, dwhere, dep)
 
         for where, svc in by_kind.get("Service", []):
             sel = svc.get("spec", {}).get("selector") or {}
@@ -1176,16 +1295,20 @@ class Checker:
         # Operator settings the chart passes as flags: each value once, after its flag.
         pairs = list(zip(args, args[1:]))
         flags = [("--default-image", [values.get("defaultTrainerImage")] if values.get("defaultTrainerImage") else [])]
-        policy = values.get("policy") or {}
-        for key, flag in (("allowedImagePrefixes", "--allowed-image-prefix"),
-                          ("allowedServiceAccounts", "--allowed-service-account"),
-                          ("allowedVertexProjects", "--allowed-vertex-project"),
-                          ("allowedVertexServiceAccounts", "--allowed-vertex-service-account")):
-            flags.append((flag, [str(v) for v in policy.get(key) or []]))
         for flag, wanted in flags:
             passed = [b for a, b in pairs if a == flag]
             if passed != wanted:
                 self.err(where, f"args pass {flag} {passed}, values say {wanted}")
+        extra_volumes = [str(v) for v in (values.get("podSecurity") or {}).get("extraVolumeTypes") or []]
+        passed = [a.split("=", 1)[1] if "=" in a else b for a, b in zip(args, args[1:] + [""])
+                  if a == "--allow-volume-types" or a.startswith("--allow-volume-types=")]
+        wanted = [",".join(extra_volumes)] if extra_volumes else []
+        if passed != wanted:
+            self.err(where, f"args pass --allow-volume-types {passed}, podSecurity.extraVolumeTypes says {wanted}")
+        for a in args:
+            if a.split("=", 1)[0] in REMOVED_FLAGS:
+                self.err(where, f"args pass {a.split('=', 1)[0]}, which the operator no longer has "
+                                f"(the policy is data: values policy, --policy-file)")
         ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
         if ports.get("metrics") != port:
             self.err(where, f"container port 'metrics' is {ports.get('metrics')!r}, metrics.port is {port}")
@@ -1194,6 +1317,9 @@ class Checker:
             if get.get("path") != path or get.get("port") not in ("metrics", port):
                 self.err(where, f"{probe} should GET {path} on the metrics port, is {get}")
         env = {e.get("name"): e for e in c.get("env") or []}
+        for name in env:
+            if str(name).startswith(REMOVED_ENV_PREFIX):
+                self.err(where, f"env {name}: the operator no longer reads {REMOVED_ENV_PREFIX}* (the policy is data)")
         if "RUST_LOG" not in env or env["RUST_LOG"].get("value") != values["logLevel"]:
             self.err(where, "env RUST_LOG does not carry logLevel")
         for name, fpath in (("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")):
@@ -1213,6 +1339,165 @@ class Checker:
             self.err(where, f"image {image!r} has no tag or digest")
         return pod_labels, sa_name
 
+    def check_policy_values(self, scenario: str, values: dict[str, Any]) -> None:
+        """The values' policy is a MultiTaskTrainingPolicy spec: the operator would ignore a
+        field it does not know (allowing anything) and refuse to start on a wrong type."""
+        where = f"{self.rel(self.chart / 'values.yaml')} [values: {scenario}]"
+        policy = values.get("policy")
+        if policy is None:
+            return
+        if not isinstance(policy, dict):
+            self.err(where, f"policy is {policy!r}, not a map")
+            return
+
+        def check_list(path: str, v: Any) -> None:
+            if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                self.err(where, f"{path} is {v!r}, not a list of strings (or null)")
+
+        for key, v in policy.items():
+            if key in POLICY_LIST_FIELDS:
+                check_list(f"policy.{key}", v)
+            elif key in POLICY_NUMBER_FIELDS:
+                whole = isinstance(v, int) or isinstance(v, float) and v.is_integer()  # Helm: float64
+                if v is not None and (isinstance(v, bool) or not whole or v < 0 or v >= 2**32):
+                    self.err(where, f"policy.{key} is {v!r}, not a whole number from 0 to 2^32-1 (or null)")
+            elif key == "vertexAI":
+                if v is not None and not isinstance(v, dict):
+                    self.err(where, f"policy.vertexAI is {v!r}, not a map")
+                    continue
+                for vk, vv in (v or {}).items():
+                    if vk in POLICY_VERTEX_FIELDS:
+                        check_list(f"policy.vertexAI.{vk}", vv)
+                    else:
+                        self.err(where, f"policy.vertexAI.{vk} is not a field of a MultiTaskTrainingPolicy's "
+                                        f"vertexAI ({', '.join(POLICY_VERTEX_FIELDS)})")
+            else:
+                self.err(where, f"policy.{key} is not a MultiTaskTrainingPolicy spec field (the operator "
+                                f"would ignore it)")
+
+    def mounted_file(self, where: str, pod: dict[str, Any], container: dict[str, Any], flag: str,
+                     path: str | None) -> tuple[str, dict[str, Any], str] | None:
+        """The volume a file the operator reads comes from: (configMap or secret, the volume
+        source, the key of the file in it); errors for a path outside read-only mounts."""
+        if not path:
+            self.err(where, f"args lack {flag}")
+            return None
+        mount = None
+        for m in container.get("volumeMounts") or []:
+            mp = str(m.get("mountPath", "")).rstrip("/")
+            if mp and path.startswith(mp + "/") and (mount is None or len(mp) > len(mount["mountPath"].rstrip("/"))):
+                mount = m
+        if mount is None:
+            self.err(where, f"{flag} {path} lies in no volumeMount")
+            return None
+        if mount.get("readOnly") is not True:
+            self.err(where, f"volumeMount {mount.get('name')!r} of {flag} is not readOnly")
+        if mount.get("subPath") or mount.get("subPathExpr"):
+            self.err(where, f"volumeMount {mount.get('name')!r} of {flag} uses a subPath: mount the whole "
+                            f"volume, read-only (what this check resolves)")
+            return None
+        rel = path[len(mount["mountPath"].rstrip("/")) + 1:]
+        vol = next((v for v in pod.get("volumes") or [] if v.get("name") == mount.get("name")), None)
+        if vol is None:
+            self.err(where, f"volumeMount {mount.get('name')!r} of {flag} names no volume")
+            return None
+        for kind in ("configMap", "secret"):
+            src = vol.get(kind)
+            if isinstance(src, dict):
+                if src.get("optional"):
+                    self.err(where, f"volume {vol.get('name')!r} of {flag} is optional")
+                items = src.get("items")
+                key = rel if not items else next((i.get("key") for i in items if i.get("path") == rel), None)
+                if key is None:
+                    self.err(where, f"volume {vol.get('name')!r} of {flag} has no item at {rel!r}")
+                    return None
+                return kind, src, key
+        self.err(where, f"volume {vol.get('name')!r} of {flag} is neither a configMap nor a secret")
+        return None
+
+    def check_operator_files(self, scenario: str, values: dict[str, Any],
+                             by_kind: dict[str, list[tuple[str, dict[str, Any]]]], dwhere: str,
+                             dep: dict[str, Any]) -> None:
+        """--policy-file: the values' policy via the ConfigMap <fullname>-policy;
+        --accepted-spec-key-file: the key of the Secret the chart creates or existingSecret."""
+        fullname = dep["metadata"]["name"]
+        tmpl = (dep.get("spec") or {}).get("template") or {}
+        pod = tmpl.get("spec") or {}
+        containers = pod.get("containers") or []
+        if len(containers) != 1:
+            return
+        c = containers[0]
+        args = [str(a) for a in c.get("args") or []]
+        for flag in ("--policy-file", "--accepted-spec-key-file"):
+            n = sum(1 for a in args if a == flag or a.startswith(flag + "="))
+            if n > 1:
+                self.err(dwhere, f"args pass {flag} {n} times")
+
+        configmaps = {d["metadata"]["name"]: (w, d) for w, d in by_kind.get("ConfigMap", [])}
+        cm_name = f"{fullname}-policy"
+        policy_text = None
+        if cm_name not in configmaps:
+            self.err(f"{self.rel(self.chart / 'templates')} [values: {scenario}]",
+                     f"no ConfigMap {cm_name} holding the policy (values: policy)")
+        else:
+            w, cm = configmaps[cm_name]
+            policy_text = (cm.get("data") or {}).get("policy.yaml")
+            if not isinstance(policy_text, str):
+                self.err(w, "no data key policy.yaml")
+                policy_text = None
+            else:
+                try:
+                    got = yaml.safe_load(policy_text)
+                except yaml.YAMLError as e:
+                    self.err(w, f"policy.yaml does not parse: {e}")
+                else:
+                    want = json_numbers(values.get("policy") or {})
+                    if (got if got is not None else {}) != want:
+                        self.err(w, f"policy.yaml is {got!r}, not the values' policy {want!r}")
+        src = self.mounted_file(dwhere, pod, c, "--policy-file", arg_value(args, "--policy-file"))
+        if src is not None:
+            kind, vs, key = src
+            if kind != "configMap" or vs.get("name") != cm_name or key != "policy.yaml":
+                self.err(dwhere, f"--policy-file reads {kind} {vs.get('name') or vs.get('secretName')!r} "
+                                 f"key {key!r}, not ConfigMap {cm_name!r} key 'policy.yaml'")
+        annotations = (tmpl.get("metadata") or {}).get("annotations") or {}
+        if policy_text is not None:
+            digest = hashlib.sha256(policy_text.rstrip("\n").encode()).hexdigest()
+            if annotations.get("checksum/policy") != digest:
+                self.err(dwhere, f"pod annotation checksum/policy is {annotations.get('checksum/policy')!r}, "
+                                 f"not the sha256 of the policy ({digest}): a new policy would not roll the pods")
+
+        existing = (values.get("acceptedSpecKey") or {}).get("existingSecret") or ""
+        own_name = f"{fullname}-accepted-spec-key"
+        secret_name = existing or own_name
+        secrets = {d["metadata"]["name"]: (w, d) for w, d in by_kind.get("Secret", [])}
+        if existing:
+            for name in sorted({own_name, existing} & set(secrets)):
+                self.err(secrets[name][0], f"Secret {name} rendered although acceptedSpecKey.existingSecret is set "
+                                           f"(the chart must not write over your key)")
+        elif own_name not in secrets:
+            self.err(f"{self.rel(self.chart / 'templates')} [values: {scenario}]",
+                     f"no Secret {own_name} holding the accepted-spec key")
+        else:
+            w, secret = secrets[own_name]
+            if (secret["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+                self.err(w, "lacks the annotation helm.sh/resource-policy: keep (uninstall would lose the key "
+                            "and with it every accepted spec's signature)")
+            encoded = (secret.get("data") or {}).get("key")
+            try:
+                raw = base64.b64decode(str(encoded or ""), validate=True)
+            except (binascii.Error, ValueError):
+                self.err(w, f"data.key {encoded!r} is not base64")
+            else:
+                if len(raw.strip()) < 16:
+                    self.err(w, f"data.key holds {len(raw.strip())} bytes; the operator wants at least 16")
+        src = self.mounted_file(dwhere, pod, c, "--accepted-spec-key-file", arg_value(args, "--accepted-spec-key-file"))
+        if src is not None:
+            kind, vs, key = src
+            if kind != "secret" or vs.get("secretName") != secret_name or key != "key":
+                self.err(dwhere, f"--accepted-spec-key-file reads {kind} {vs.get('secretName') or vs.get('name')!r} "
+                                 f"key {key!r}, not Secret {secret_name!r} key 'key'")
+
     def check_rbac(self, scenario: str, values: dict[str, Any],
                    by_kind: dict[str, list[tuple[str, dict[str, Any]]]], sa_name: str) -> None:
         where_all = f"{self.rel(self.chart / 'templates')} [values: {scenario}]"
@@ -1231,6 +1516,16 @@ class Checker:
                     self.err(w, f"rule {rule}: resourceNames cannot authorize create, list, watch or deletecollection")
                 if names and "leases" in (rule.get("resources") or []) and self.lease_name not in names:
                     self.err(w, f"rule {rule}: resourceNames {names} lack the Deployment's --lease-name {self.lease_name!r}")
+                if names and "multitasktrainingpolicies" in (rule.get("resources") or []) and POLICY_NAME not in names:
+                    self.err(w, f"rule {rule}: resourceNames {names} lack {POLICY_NAME!r}, the policy the operator reads")
+        # Roles for people: checked on their own, never the operator's.
+        aggregated = {k: v for k, v in roles.items() if k[0] == "ClusterRole" and k[2] in AGGREGATED_ROLES}
+        for rkey, (w, d) in roles.items():
+            labels = [l for l in (d["metadata"].get("labels") or {}) if l.startswith(AGG_LABEL)]
+            if labels and rkey not in aggregated:
+                self.err(w, f"{rkey[0]} {rkey[2]} carries {', '.join(labels)}: its rules would reach every "
+                            f"namespace's users (only {', '.join(AGGREGATED_ROLES)} may)")
+        self.check_aggregated_roles(scenario, values, aggregated)
 
         granted: dict[tuple[str, str, str, str], str] = {}  # (namespace or *, group, resource, verb) -> role file
         bound_roles = set()
@@ -1243,6 +1538,9 @@ class Checker:
                     self.err(w, f"roleRef {ref} names no rendered role")
                     continue
                 bound_roles.add(rkey)
+                if rkey in aggregated:
+                    self.err(w, f"binds {rkey[2]}, a role for people aggregated into Kubernetes' own roles")
+                    continue
                 subjects = b.get("subjects") or []
                 if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa_name
                            and s.get("namespace") == RELEASE_NAMESPACE for s in subjects):
@@ -1259,7 +1557,7 @@ class Checker:
                                     continue  # a name-restricted rule never authorizes these
                                 granted[(scope, g, r, v)] = rw
         for rkey, (w, _) in roles.items():
-            if rkey not in bound_roles:
+            if rkey not in bound_roles and rkey not in aggregated:
                 self.err(w, f"{rkey[0]} {rkey[2]} is not bound to anything")
 
         def switched_on(path: str) -> bool:
@@ -1286,6 +1584,44 @@ class Checker:
                 where = "cluster-wide" if ns == "*" else f"in namespace {ns}"
                 self.err(w, f"grants {v} on {resource} (apiGroup {group!r}) {where}: more than the "
                             f"operator needs (add it to REQUIRED_RBAC in check_chart.py if it does)")
+
+    def check_aggregated_roles(self, scenario: str, values: dict[str, Any],
+                               aggregated: dict[tuple[str, str, str], tuple[str, dict[str, Any]]]) -> None:
+        where_all = f"{self.rel(self.chart / 'templates')} [values: {scenario}]"
+        enabled = (values.get("aggregatedRoles") or {}).get("enabled") is True
+        if not enabled:
+            for w, d in aggregated.values():
+                self.err(w, f"ClusterRole {d['metadata']['name']} rendered although aggregatedRoles.enabled is false")
+            return
+        for name, (joins, rules) in AGGREGATED_ROLES.items():
+            if ("ClusterRole", "", name) not in aggregated:
+                self.err(where_all, f"no ClusterRole {name} although aggregatedRoles.enabled is true")
+                continue
+            w, role = aggregated[("ClusterRole", "", name)]
+            labels = role["metadata"].get("labels") or {}
+            want_labels = {f"{AGG_LABEL}{r}" for r in joins}
+            got_labels = {k for k, v in labels.items() if k.startswith(AGG_LABEL) and v == "true"}
+            for label in sorted(want_labels - got_labels):
+                self.err(w, f"ClusterRole {name} lacks the label {label}: \"true\"")
+            for label in sorted(got_labels - want_labels):
+                self.err(w, f"ClusterRole {name} has the label {label}: more than it is meant for")
+            granted: set[tuple[str, str, str]] = set()
+            for rule in role.get("rules") or []:
+                if rule.get("resourceNames"):
+                    self.err(w, f"ClusterRole {name}: rule {rule} is restricted by resourceNames")
+                for g in rule.get("apiGroups") or []:
+                    for r in rule.get("resources") or []:
+                        for v in rule.get("verbs") or []:
+                            granted.add((g, r, v))
+                            if (r in NO_WRITES_FOR_USERS or r == "*") and v in WRITE_VERBS:
+                                self.err(w, f"ClusterRole {name} grants {v} on {r} (apiGroup {g!r}): namespace "
+                                            f"users must not write a job's status nor widen their own policy")
+            wanted = {(g, r, v) for g, r, verbs in rules for v in verbs}
+            for g, r, v in sorted(wanted - granted):
+                self.err(w, f"ClusterRole {name} does not grant {v} on {r} (apiGroup {g!r})")
+            for g, r, v in sorted(granted - wanted):
+                self.err(w, f"ClusterRole {name} grants {v} on {r} (apiGroup {g!r}): more than "
+                            f"AGGREGATED_ROLES in check_chart.py says")
 
 
 def arg_value(args: list[str], flag: str) -> str | None:
@@ -1315,11 +1651,12 @@ def dict_subset(small: dict[str, Any], big: dict[str, Any]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="chart directory (default: %(default)s)")
-    ap.add_argument("--crd", type=Path, default=DEFAULT_CRD, help="generated CRD (default: %(default)s)")
+    ap.add_argument("--crds", type=Path, default=DEFAULT_CRDS,
+                    help="directory of the generated CRDs (default: %(default)s)")
     ap.add_argument("--render", metavar="SCENARIO", nargs="?", const="defaults",
                     help=f"print the manifests rendered with a value set ({', '.join(SCENARIOS)})")
     args = ap.parse_args(argv)
-    checker = Checker(args.chart.resolve(), args.crd.resolve())
+    checker = Checker(args.chart.resolve(), args.crds.resolve())
     errors = checker.run()
     if args.render:
         if args.render not in SCENARIOS:

@@ -20,20 +20,22 @@ import check_chart  # noqa: E402
 from check_chart import Checker, Renderer, go_float, track  # noqa: E402
 
 CHART = check_chart.DEFAULT_CHART
-CRD = check_chart.DEFAULT_CRD
+CRDS = check_chart.DEFAULT_CRDS
 
 
 class BrokenChart:
-    """A temporary copy of charts/mtl-operator and crds/multitasktrainingjobs.yaml to break."""
+    """A temporary copy of charts/mtl-operator and the generated crds/*.yaml to break."""
 
     def __init__(self) -> None:
         self.tmp = tempfile.TemporaryDirectory()
         root = Path(self.tmp.name)
         self.chart = root / "charts" / "mtl-operator"
-        self.crd = root / "crds" / "multitasktrainingjobs.yaml"
+        self.crds = root / "crds"
+        self.crd = self.crds / "multitasktrainingjobs.yaml"
         shutil.copytree(CHART, self.chart)
-        self.crd.parent.mkdir(parents=True)
-        shutil.copyfile(CRD, self.crd)
+        self.crds.mkdir(parents=True)
+        for crd in CRDS.glob("*.yaml"):
+            shutil.copyfile(crd, self.crds / crd.name)
 
     def edit(self, rel: str, old: str, new: str, count: int = 1) -> None:
         path = self.chart / rel
@@ -42,7 +44,7 @@ class BrokenChart:
         path.write_text(text.replace(old, new, count))
 
     def errors(self) -> list[str]:
-        return Checker(self.chart, self.crd).run()
+        return Checker(self.chart, self.crds).run()
 
     def close(self) -> None:
         self.tmp.cleanup()
@@ -50,7 +52,7 @@ class BrokenChart:
 
 class RealChart(unittest.TestCase):
     def test_chart_passes(self) -> None:
-        self.assertEqual(Checker(CHART, CRD).run(), [])
+        self.assertEqual(Checker(CHART, CRDS).run(), [])
 
     def test_command_line_exit_status(self) -> None:
         ok = subprocess.run([sys.executable, str(Path(check_chart.__file__))], capture_output=True, text=True)
@@ -65,6 +67,25 @@ class RealChart(unittest.TestCase):
         self.assertEqual(grants[("multitask.dev", "multitasktrainingjobs/finalizers")], {"update"})
         self.assertEqual(grants[("coordination.k8s.io", "leases")], {"get", "create", "update"})
         self.assertNotIn(("", "events"), grants, "kube's Recorder writes events.k8s.io/v1 only")
+        self.assertEqual(grants[("multitask.dev", "multitasktrainingpolicies")], {"get"})
+        self.assertEqual(check_chart.REQUIRED_CRD_FILES, ("multitasktrainingjobs.yaml", "multitasktrainingpolicies.yaml"))
+
+    def test_aggregated_roles_are_the_brief(self) -> None:
+        view_labels, view = check_chart.AGGREGATED_ROLES["mtl-view"]
+        edit_labels, edit = check_chart.AGGREGATED_ROLES["mtl-edit"]
+        self.assertEqual(set(view_labels), {"view", "edit", "admin"})
+        self.assertEqual(set(edit_labels), {"edit", "admin"})
+        self.assertEqual({r for _, r, _ in view},
+                         {"multitasktrainingjobs", "multitasktrainingjobs/status", "multitasktrainingpolicies"})
+        self.assertTrue(all(set(v) == {"get", "list", "watch"} for *_, v in view))
+        self.assertEqual([(r, set(v)) for _, r, v in edit],
+                         [("multitasktrainingjobs", {"create", "update", "patch", "delete", "deletecollection"})])
+
+    def test_all_toggles_sets_every_policy_field(self) -> None:
+        # So that every field goes through the ConfigMap and the type checks.
+        policy = check_chart.SCENARIOS["all-toggles-on"]["policy"]
+        self.assertEqual(set(policy), {*check_chart.POLICY_LIST_FIELDS, *check_chart.POLICY_NUMBER_FIELDS, "vertexAI"})
+        self.assertEqual(set(policy["vertexAI"]), set(check_chart.POLICY_VERTEX_FIELDS))
 
 
 class BrokenCopies(unittest.TestCase):
@@ -96,7 +117,7 @@ class BrokenCopies(unittest.TestCase):
     def test_missing_value_fails_on_the_command_line(self) -> None:
         self.b.edit("templates/service.yaml", ".Values.metrics.port", ".Values.metrics.portt")
         run = subprocess.run([sys.executable, str(Path(check_chart.__file__)), "--chart", str(self.b.chart),
-                              "--crd", str(self.b.crd)], capture_output=True, text=True)
+                              "--crds", str(self.b.crds)], capture_output=True, text=True)
         self.assertEqual(run.returncode, 1)
         self.assertIn("templates/service.yaml", run.stderr)
         self.assertIn("metrics.portt", run.stderr)
@@ -114,6 +135,28 @@ class BrokenCopies(unittest.TestCase):
         self.b.crd.write_text(self.b.crd.read_text() + "# regenerated\n")
         self.assertFails(r"crds/multitasktrainingjobs\.yaml: differs from the generated")
 
+    def test_every_crd_is_compared(self) -> None:
+        # Not only the job CRD's: a generated CRD whatever its name, byte for byte.
+        crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: x.multitask.dev\n"
+        (self.b.crds / "extra.yaml").write_text(crd)
+        (self.b.chart / "crds" / "extra.yaml").write_text(crd)
+        self.assertEqual(self.b.errors(), [])
+        (self.b.crds / "extra.yaml").write_text(crd + "# regenerated\n")
+        self.assertFails(r"mtl-operator/crds/extra\.yaml: differs from the generated crds/extra\.yaml")
+
+    def test_policy_crd_missing_from_the_chart(self) -> None:
+        (self.b.chart / "crds" / "multitasktrainingpolicies.yaml").unlink()
+        self.assertFails(r"mtl-operator/crds/multitasktrainingpolicies\.yaml: missing: copy crds/multitasktrainingpolicies\.yaml here")
+
+    def test_policy_crd_not_generated(self) -> None:
+        (self.b.crds / "multitasktrainingpolicies.yaml").unlink(missing_ok=True)
+        self.assertFails(r"(?m)^crds/multitasktrainingpolicies\.yaml: generated CRD is missing")
+
+    def test_chart_crd_without_a_generated_one(self) -> None:
+        (self.b.chart / "crds" / "handmade.yaml").write_text(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: h.multitask.dev\n")
+        self.assertFails(r"crds/handmade\.yaml: no generated CRD of this name")
+
     def test_rbac_missing_verb(self) -> None:
         self.b.edit("templates/clusterrole.yaml", '"watch", "create", "delete"]', '"watch", "create"]')
         self.assertFails(r"RBAC does not grant delete on pods \(apiGroup ''\) cluster-wide",
@@ -127,6 +170,18 @@ class BrokenCopies(unittest.TestCase):
     def test_rbac_extra_grant(self) -> None:
         self.b.edit("templates/clusterrole.yaml", 'resources: ["pods"]', 'resources: ["pods", "secrets"]')
         self.assertFails(r"clusterrole\.yaml.*: grants get on secrets \(apiGroup ''\) cluster-wide: more than")
+
+    def test_rbac_missing_policies(self) -> None:
+        self.b.edit("templates/clusterrole.yaml",
+                    '    resources: ["multitasktrainingpolicies"]\n    resourceNames: ["default"]\n    verbs: ["get"]\n',
+                    '    resources: ["multitasktrainingjobs"]\n    verbs: ["get"]\n')
+        self.assertFails(r"RBAC does not grant get on multitasktrainingpolicies \(apiGroup 'multitask\.dev'\) cluster-wide",
+                         r"RBAC does not grant get on multitasktrainingpolicies .* in namespace ml-jobs",
+                         r"grants get on multitasktrainingjobs .*more than the operator needs")
+
+    def test_rbac_policies_named_wrong(self) -> None:
+        self.b.edit("templates/clusterrole.yaml", 'resourceNames: ["default"]', 'resourceNames: ["cluster"]')
+        self.assertFails(r"resourceNames \['cluster'\] lack 'default', the policy the operator reads")
 
     def test_rbac_wildcard(self) -> None:
         self.b.edit("templates/leader-election-rbac.yaml", '["get", "update"]', '["*"]')
@@ -183,9 +238,153 @@ class BrokenCopies(unittest.TestCase):
         self.b.edit("templates/deployment.yaml", "path: /readyz", "path: /ready")
         self.assertFails(r"readinessProbe should GET /readyz")
 
-    def test_policy_value_not_passed(self) -> None:
-        self.b.edit("templates/deployment.yaml", "- --allowed-vertex-project", "- --allowed-vertex-projects")
-        self.assertTrue(any("--allowed-vertex-project" in e for e in self.b.errors()), self.b.errors())
+    def test_removed_policy_flag(self) -> None:
+        self.b.edit("templates/deployment.yaml", "            - --policy-file=",
+                    "            - --allowed-image-prefix=gcr.io/\n            - --policy-file=")
+        self.b.edit("templates/deployment.yaml", "- name: RUST_LOG",
+                    "- name: MTL_ALLOWED_IMAGE_PREFIXES\n              value: gcr.io/\n            - name: RUST_LOG")
+        self.assertFails(r"args pass --allowed-image-prefix, which the operator no longer has",
+                         r"env MTL_ALLOWED_IMAGE_PREFIXES: the operator no longer reads")
+
+    def test_policy_configmap_not_the_values(self) -> None:
+        self.b.edit("templates/policy-configmap.yaml", "{{- toYaml .Values.policy | nindent 4 }}", "{}")
+        self.assertFails(r"policy-configmap\.yaml \[values: all-toggles-on\].*policy\.yaml is \{\}, not the values' policy",
+                         r"policy-configmap\.yaml \[values: existing-sa-digest-override\].*policy\.yaml is \{\}")
+
+    def test_existing_secret_overwritten(self) -> None:
+        # The Secret rendered under the name of the user's own: helm would take it over and replace the key.
+        self.b.edit("templates/accepted-spec-key-secret.yaml", "{{- if not .Values.acceptedSpecKey.existingSecret }}", "{{- if true }}")
+        self.assertFails(r"\[values: existing-sa-digest-override\].*Secret mtl-accepted-spec-key rendered although "
+                         r"acceptedSpecKey\.existingSecret is set")
+
+    def test_policy_empty_list_dropped(self) -> None:
+        # [] allows nothing: a template that leaves empty lists out turns them into "anything".
+        self.b.edit("templates/policy-configmap.yaml", "{{- toYaml .Values.policy | nindent 4 }}",
+                    "{{- range $k, $v := .Values.policy }}{{ if $v }}\n    {{ $k }}: {{ toYaml $v | nindent 6 }}{{ end }}{{ end }}")
+        self.assertFails(r"\[values: existing-sa-digest-override\].*policy\.yaml is .*not the values' policy "
+                         r"\{'serviceAccounts': \[\], 'vertexAI': \{'projects': \[\]\}\}")
+
+    def test_policy_checksum(self) -> None:
+        self.b.edit("templates/deployment.yaml", "toYaml .Values.policy | sha256sum", "toYaml .Values.podSecurity | sha256sum")
+        self.assertFails(r"checksum/policy is .*not the sha256 of the policy .*would not roll the pods")
+
+    def test_policy_unknown_field(self) -> None:
+        # The operator ignores a field it does not know: a typo would allow anything.
+        check_chart.SCENARIOS["typo"] = {"policy": {"imagePrefix": ["gcr.io/"], "maxWorkers": "4",
+                                                    "vertexAI": {"project": ["p"]}}}
+        try:
+            self.assertFails(r"\[values: typo\]: policy\.imagePrefix is not a MultiTaskTrainingPolicy spec field",
+                             r"policy\.maxWorkers is '4', not a whole number",
+                             r"policy\.vertexAI\.project is not a field")
+        finally:
+            del check_chart.SCENARIOS["typo"]
+
+    def test_policy_file_not_mounted(self) -> None:
+        self.b.edit("templates/deployment.yaml", "mountPath: /etc/mtl-operator/policy\n", "mountPath: /etc/mtl/policy\n")
+        self.assertFails(r"--policy-file /etc/mtl-operator/policy/policy\.yaml lies in no volumeMount")
+
+    def test_policy_mount_writable(self) -> None:
+        self.b.edit("templates/deployment.yaml", "mountPath: /etc/mtl-operator/policy\n              readOnly: true",
+                    "mountPath: /etc/mtl-operator/policy")
+        self.assertFails(r"volumeMount 'policy' of --policy-file is not readOnly")
+
+    def test_policy_file_from_the_wrong_configmap(self) -> None:
+        self.b.edit("templates/deployment.yaml", 'name: {{ include "mtl-operator.fullname" . }}-policy', "name: policy")
+        self.assertFails(r"--policy-file reads configMap 'policy' key 'policy\.yaml', not ConfigMap 'mtl-mtl-operator-policy'")
+
+    def test_volume_types_flag(self) -> None:
+        self.b.edit("templates/deployment.yaml", '{{ join "," . | quote }}', '{{ join " " . | quote }}')
+        self.assertFails(r"--allow-volume-types \['nfs hostPath'\], podSecurity\.extraVolumeTypes says \['nfs,hostPath'\]")
+
+    def test_volume_types_flag_when_empty(self) -> None:
+        self.b.edit("templates/deployment.yaml", "{{- with .Values.podSecurity.extraVolumeTypes }}", "{{- with $.Values }}")
+        self.b.edit("templates/deployment.yaml", '{{ join "," . | quote }}', '{{ join "," .podSecurity.extraVolumeTypes | quote }}')
+        self.assertFails(r"\[values: defaults\].*--allow-volume-types \[''\], podSecurity\.extraVolumeTypes says \[\]")
+
+    def test_accepted_spec_key_short(self) -> None:
+        self.b.edit("templates/accepted-spec-key-secret.yaml", "(randAlphaNum 64 | b64enc)", "(randAlphaNum 8 | b64enc)")
+        self.assertFails(r"accepted-spec-key-secret\.yaml.*data\.key holds 8 bytes; the operator wants at least 16")
+
+    def test_accepted_spec_key_not_base64(self) -> None:
+        self.b.edit("templates/accepted-spec-key-secret.yaml", "(randAlphaNum 64 | b64enc)", "(randAlphaNum 63)")
+        self.assertFails(r"accepted-spec-key-secret\.yaml.*data\.key .* is not base64")
+
+    def test_accepted_spec_key_not_kept(self) -> None:
+        self.b.edit("templates/accepted-spec-key-secret.yaml", "    helm.sh/resource-policy: keep\n", "    a: b\n")
+        self.assertFails(r"accepted-spec-key-secret\.yaml.*lacks the annotation helm\.sh/resource-policy: keep")
+
+    def test_accepted_spec_key_existing_secret_ignored(self) -> None:
+        self.b.edit("templates/deployment.yaml", 'secretName: {{ include "mtl-operator.acceptedSpecKeySecretName" . }}',
+                    'secretName: {{ include "mtl-operator.fullname" . }}-accepted-spec-key')
+        self.b.edit("templates/accepted-spec-key-secret.yaml", "{{- if not .Values.acceptedSpecKey.existingSecret }}", "{{- if true }}")
+        self.b.edit("templates/accepted-spec-key-secret.yaml", '{{- $name := include "mtl-operator.acceptedSpecKeySecretName" . }}',
+                    '{{- $name := printf "%s-accepted-spec-key" (include "mtl-operator.fullname" .) }}')
+        self.assertFails(r"\[values: existing-sa-digest-override\].*Secret ops-accepted-spec-key rendered although",
+                         r"--accepted-spec-key-file reads secret 'ops-accepted-spec-key' key 'key', not Secret 'mtl-accepted-spec-key'")
+
+    def test_accepted_spec_key_wrong_item(self) -> None:
+        self.b.edit("templates/deployment.yaml", "              - key: key\n                path: key\n",
+                    "              - key: key\n                path: secret\n")
+        self.assertFails(r"volume 'accepted-spec-key' of --accepted-spec-key-file has no item at 'key'")
+
+    def test_edit_role_patches_status(self) -> None:
+        self.b.edit("templates/aggregated-roles.yaml",
+                    '    resources: ["multitasktrainingjobs"]\n    verbs: ["create", "update", "patch", "delete", "deletecollection"]',
+                    '    resources: ["multitasktrainingjobs", "multitasktrainingjobs/status"]\n'
+                    '    verbs: ["create", "update", "patch", "delete", "deletecollection"]')
+        self.assertFails(r"aggregated-roles\.yaml.*ClusterRole mtl-edit grants patch on multitasktrainingjobs/status .*must not write",
+                         r"ClusterRole mtl-edit grants update on multitasktrainingjobs/status")
+
+    def test_edit_role_writes_policies(self) -> None:
+        self.b.edit("templates/aggregated-roles.yaml", '    verbs: ["create", "update", "patch", "delete", "deletecollection"]\n',
+                    '    verbs: ["create", "update", "patch", "delete", "deletecollection"]\n'
+                    '  - apiGroups: ["multitask.dev"]\n    resources: ["multitasktrainingpolicies"]\n    verbs: ["update"]\n')
+        self.assertFails(r"ClusterRole mtl-edit grants update on multitasktrainingpolicies .*widen their own policy")
+
+    def test_view_role_wildcard(self) -> None:
+        self.b.edit("templates/aggregated-roles.yaml",
+                    '"multitasktrainingjobs", "multitasktrainingjobs/status", "multitasktrainingpolicies"]', '"*"]')
+        self.assertFails(r"aggregated-roles\.yaml.*uses a wildcard in resources",
+                         r"ClusterRole mtl-view does not grant get on multitasktrainingpolicies")
+
+    def test_edit_role_without_create(self) -> None:
+        self.b.edit("templates/aggregated-roles.yaml", '["create", "update", "patch", "delete", "deletecollection"]',
+                    '["update", "patch", "delete"]')
+        self.assertFails(r"ClusterRole mtl-edit does not grant create on multitasktrainingjobs \(apiGroup 'multitask\.dev'\)",
+                         r"ClusterRole mtl-edit does not grant deletecollection")
+
+    def test_aggregation_labels(self) -> None:
+        self.b.edit("templates/aggregated-roles.yaml",
+                    '  name: mtl-edit\n  labels:\n    {{- include "mtl-operator.labels" . | nindent 4 }}\n'
+                    '    rbac.authorization.k8s.io/aggregate-to-edit: "true"\n    rbac.authorization.k8s.io/aggregate-to-admin: "true"\n',
+                    '  name: mtl-edit\n  labels:\n    {{- include "mtl-operator.labels" . | nindent 4 }}\n'
+                    '    rbac.authorization.k8s.io/aggregate-to-view: "true"\n')
+        self.assertFails(r"ClusterRole mtl-edit lacks the label rbac\.authorization\.k8s\.io/aggregate-to-edit",
+                         r"ClusterRole mtl-edit lacks the label rbac\.authorization\.k8s\.io/aggregate-to-admin",
+                         r"ClusterRole mtl-edit has the label rbac\.authorization\.k8s\.io/aggregate-to-view: more than")
+
+    def test_aggregated_roles_toggle(self) -> None:
+        self.b.edit("templates/aggregated-roles.yaml", "{{- if and .Values.rbac.create .Values.aggregatedRoles.enabled }}",
+                    "{{- if .Values.rbac.create }}")
+        self.assertFails(r"\[values: existing-sa-digest-override\].*ClusterRole mtl-view rendered although aggregatedRoles\.enabled is false")
+        self.b.edit("templates/aggregated-roles.yaml", "{{- if .Values.rbac.create }}", "{{- if false }}")
+        self.assertFails(r"\[values: defaults\].*no ClusterRole mtl-edit although aggregatedRoles\.enabled is true")
+
+    def test_aggregated_roles_not_the_operators(self) -> None:
+        # Bound to nothing, yet no "not bound" error and no operator grant counted: the copy passes.
+        self.assertEqual(self.b.errors(), [])
+        self.b.edit("templates/leader-election-rbac.yaml",
+                    '  kind: Role\n  name: {{ include "mtl-operator.fullname" . }}-leader-election\nsubjects',
+                    "  kind: ClusterRole\n  name: mtl-edit\nsubjects")
+        self.assertFails(r"leader-election-rbac\.yaml.*binds mtl-edit, a role for people",
+                         r"does not grant get on leases")
+
+    def test_operator_role_aggregated(self) -> None:
+        # The operator's grants (pods, everywhere) must not flow into every namespace editor's.
+        self.b.edit("templates/clusterrole.yaml", '  labels:\n    {{- include "mtl-operator.labels" . | nindent 4 }}\n',
+                    '  labels:\n    {{- include "mtl-operator.labels" . | nindent 4 }}\n'
+                    '    rbac.authorization.k8s.io/aggregate-to-edit: "true"\n')
+        self.assertFails(r"clusterrole\.yaml.*ClusterRole mtl-mtl-operator carries rbac\.authorization\.k8s\.io/aggregate-to-edit")
 
     def test_downward_api_env(self) -> None:
         self.b.edit("templates/deployment.yaml", "fieldPath: metadata.name\n", "fieldPath: spec.nodeName\n")
@@ -206,7 +405,7 @@ class BrokenCopies(unittest.TestCase):
         self.b.edit("templates/deployment.yaml", "            - {{ .Values.podGraceSeconds | quote }}\n", "")
         errors = self.b.errors()  # the chart still checks out, but the value shows up as Helm would print it
         self.assertEqual(errors, [])
-        checker = Checker(self.b.chart, self.b.crd)
+        checker = Checker(self.b.chart, self.b.crds)
         checker.run()
         dep = next(d for _, d in checker.rendered["defaults"] if d["kind"] == "Deployment")
         self.assertIn("--pod-grace-seconds=1e+06", dep["spec"]["template"]["spec"]["containers"][0]["args"])
@@ -267,6 +466,22 @@ class RendererSemantics(unittest.TestCase):
         self.assertRegex(str(r.syntax_errors[0]), r"t\.yaml: template syntax: line 2: \{\{ if \.Values\.a \}\} has no \{\{ end \}\}")
         with self.assertRaisesRegex(check_chart.CheckError, r"line 2: .*undefined variable \$x"):
             self.render("{{ if true }}{{ $x := 1 }}{{ end }}\n{{ $x }}")
+
+    def test_helm_and_secret_functions(self) -> None:
+        self.assertEqual(self.render('{{ lookup "v1" "Secret" "ns" "x" | toYaml }}'), "{}")
+        self.assertEqual(self.render('{{ dig "data" "key" "none" (lookup "v1" "Secret" "ns" "x") }}'), "none")
+        self.assertEqual(self.render('{{ dig "data" "key" "none" .Values.s }}', {"s": {"data": {"key": "k"}}}), "k")
+        self.assertEqual(self.render('{{ dig "data" "key" "none" .Values.s }}', {"s": {"data": {}}}), "none")
+        with self.assertRaisesRegex(check_chart.CheckError, r"dig through a str"):
+            self.render('{{ dig "data" "key" "none" .Values.s }}', {"s": {"data": "x"}})
+        key = self.render("{{ randAlphaNum 64 }}")
+        self.assertRegex(key, r"^[A-Za-z0-9]{64}$")
+        self.assertEqual(self.render("{{ randAlphaNum 64 }}"), key, "deterministic in the checker")
+        self.assertEqual(self.render('{{ "hello" | b64enc }}'), "aGVsbG8=")
+        self.assertEqual(self.render('{{ "hello" | sha256sum }}'),
+                         "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+        self.assertEqual(self.render('{{ join "," .Values.l }}', {"l": ["a", "b", 3]}), "a,b,3")
+        self.assertEqual(self.render('{{ join "," .Values.l }}', {"l": []}), "")
 
     def test_go_float(self) -> None:
         self.assertEqual([go_float(f) for f in (300.0, 8080.0, 1e6, 1234567.0, 0.5, 1e-5)],

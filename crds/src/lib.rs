@@ -13,8 +13,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod policy;
 mod status;
+mod volumes;
+pub use policy::*;
 pub use status::*;
+pub use volumes::*;
 
 pub const GROUP: &str = "multitask.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -186,11 +190,14 @@ pub struct PodTemplate {
     #[schemars(length(max = 64), transform = bounds::strings::<32768>)]
     pub env: Vec<EnvVar>,
     /// Volumes added to the pods (Kubernetes `Volume` objects), mounted with
-    /// `volumeMounts`. Kept as given here and checked by the API server when the pod is
-    /// created (the whole Volume schema would make this CRD several times larger).
+    /// `volumeMounts`. Only the restricted Pod Security Standard's types (configMap, csi,
+    /// downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected, secret) unless
+    /// the cluster's administrator allowed more. Each source is kept as given here and
+    /// checked by the API server when the pod is created (the whole Volume schema would make
+    /// this CRD several times larger).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    pub volumes: Vec<FreeForm>,
+    pub volumes: Vec<PodVolume>,
     /// Mounts of `volumes` in the trainer container (at most 16; paths and names of at most
     /// 4096 characters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -187,6 +187,12 @@ pub struct MultiTaskTrainingJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("type" = "object", "x-kubernetes-preserve-unknown-fields" = true))]
     pub accepted_spec: Option<serde_json::Value>,
+    /// The operator's signature of `acceptedSpec` (`hmac-sha256:<hex>` over the job's uid and
+    /// the accepted spec, with a key only the operator holds): a job whose accepted spec does
+    /// not verify, because someone with `/status` write access changed it, is not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub accepted_spec_digest: Option<String>,
 }
 
 /// Why an attempt was disrupted, as first seen.

@@ -30,13 +30,60 @@ spec:
 
 #[test]
 fn generated_crd_yaml_is_current() {
-    let generated = serde_yaml::to_string(&MultiTaskTrainingJob::crd()).unwrap();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/multitasktrainingjobs.yaml");
-    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    for (file, crd) in [
+        ("multitasktrainingjobs.yaml", MultiTaskTrainingJob::crd()),
+        (
+            "multitasktrainingpolicies.yaml",
+            MultiTaskTrainingPolicy::crd(),
+        ),
+    ] {
+        let generated = serde_yaml::to_string(&crd).unwrap();
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            generated == checked_in,
+            "crds/{file} is stale: run `make crds`"
+        );
+    }
+}
+
+/// The volume rule refuses every known type outside the restricted profile, and a CRD
+/// generated with more types allowed refuses them no more.
+#[test]
+fn the_volume_rule_follows_the_allowed_types() {
+    let (rule, message) = volume_rule(&[]);
+    for t in OTHER_VOLUME_TYPES {
+        assert!(rule.contains(&format!("!has(self.{t})")), "{t}");
+    }
+    for t in RESTRICTED_VOLUME_TYPES {
+        assert!(!rule.contains(&format!("self.{t})")), "{t}");
+        assert!(message.contains(t), "{t}");
+    }
+    let widened = serde_json::to_value(job_crd(&["hostPath".into(), "nfs".into()])).unwrap();
+    let rules = widened
+        .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/podTemplate/properties/volumes/items/x-kubernetes-validations")
+        .unwrap();
+    let rule = rules[0]["rule"].as_str().unwrap();
     assert!(
-        generated == checked_in,
-        "crds/multitasktrainingjobs.yaml is stale: run `make crds`"
+        !rule.contains("hostPath") && !rule.contains("nfs"),
+        "{rule}"
     );
+    assert!(rule.contains("!has(self.iscsi)"), "{rule}");
+    assert!(
+        rules[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secret, hostPath, nfs volumes")
+    );
+    // Nothing else of the CRD changes.
+    let mut restricted = serde_json::to_value(MultiTaskTrainingJob::crd()).unwrap();
+    let mut widened = widened;
+    for crd in [&mut restricted, &mut widened] {
+        crd.pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/podTemplate/properties/volumes/items/x-kubernetes-validations")
+            .unwrap()
+            .take();
+    }
+    assert_eq!(restricted, widened);
 }
 
 #[test]
@@ -440,11 +487,13 @@ fn every_field_is_described() {
             }
         }
     }
-    let crd = serde_json::to_value(MultiTaskTrainingJob::crd()).unwrap();
-    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
     let mut missing = Vec::new();
-    for part in ["spec", "status"] {
-        walk(&root[part], part, &mut missing);
+    for crd in [MultiTaskTrainingJob::crd(), MultiTaskTrainingPolicy::crd()] {
+        let crd = serde_json::to_value(crd).unwrap();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        for part in ["spec", "status"] {
+            walk(&root[part], part, &mut missing);
+        }
     }
     assert!(
         missing.is_empty(),

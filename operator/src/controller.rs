@@ -57,8 +57,13 @@ pub struct Config {
     pub backoff: crate::decide::Backoff,
     /// Trainer image of a job whose spec names none (`--default-image`).
     pub default_image: Option<String>,
-    /// What jobs may run as (`--allowed-*` flags).
+    /// What jobs may ask for: the default policy and the volume types allowed
+    /// (`--policy-file`, `--allow-volume-types`); namespaces override it with their own.
     pub policy: crate::policy::Policy,
+    /// The key `status.acceptedSpec` is signed with (`--accepted-spec-key-file`). Unset: the
+    /// accepted spec is neither signed nor verified (anyone who may write a job's `/status`
+    /// decides what it runs).
+    pub accepted_spec_key: Option<crate::accepted::AcceptedSpecKey>,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
             backoff: Default::default(),
             default_image: None,
             policy: Default::default(),
+            accepted_spec_key: None,
         }
     }
 }
@@ -105,8 +111,8 @@ struct JobMemory {
     manifest_read_at: Option<Instant>,
     /// The ended attempt whose manifest was read once more (the final read).
     manifest_read_after: Option<u32>,
-    /// A policy tightened after the job was accepted has been reported.
-    policy_change_reported: bool,
+    /// This accepted job was checked against the policy as it is now (once per operator).
+    policy_checked: bool,
     /// The status this operator last wrote, and the job's resourceVersion it was written
     /// over (see [`Context::current_status`]).
     written: Option<(Vec<String>, MultiTaskTrainingJobStatus)>,
@@ -262,7 +268,13 @@ pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Res
 /// image, whatever the flag says later).
 async fn as_accepted(job: &MultiTaskTrainingJob, ctx: &Context) -> MultiTaskTrainingJob {
     let mut current = job.clone();
-    let accepted = job.status.as_ref().and_then(|s| s.accepted_spec.clone());
+    let status = ctx.current_status(job);
+    let accepted = match acceptance(ctx, job, &status) {
+        Acceptance::Verified => status.accepted_spec,
+        // Run nothing from it: the job fails (see `reconcile_with`), and stops what runs
+        // by its own spec, which the CRD keeps as created.
+        Acceptance::Unverified | Acceptance::None => None,
+    };
     let accepted = accepted.and_then(|a| {
         serde_json::from_value::<mtl_crds::MultiTaskTrainingJobSpec>(a)
             .inspect_err(|e| {
@@ -301,6 +313,39 @@ async fn as_accepted(job: &MultiTaskTrainingJob, ctx: &Context) -> MultiTaskTrai
     current.spec = spec;
     current
 }
+
+/// Whether a job's `status.acceptedSpec` is the operator's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acceptance {
+    /// Not accepted yet: no accepted spec.
+    None,
+    /// Signed by this operator's key (or no key is configured, and nothing is verified).
+    Verified,
+    /// Present but not signed by this operator's key: written by someone else.
+    Unverified,
+}
+
+/// How `status` (the job's as it is now) holds the job's accepted spec.
+fn acceptance(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+    st: &MultiTaskTrainingJobStatus,
+) -> Acceptance {
+    let Some(spec) = st.accepted_spec.as_ref() else {
+        return Acceptance::None;
+    };
+    let Some(key) = ctx.config.accepted_spec_key.as_ref() else {
+        return Acceptance::Verified;
+    };
+    let uid = job.uid().unwrap_or_default();
+    match st.accepted_spec_digest.as_deref() {
+        Some(digest) if key.verify(&uid, spec, digest) => Acceptance::Verified,
+        _ => Acceptance::Unverified,
+    }
+}
+
+/// Why a job whose accepted spec does not verify is not run.
+const UNVERIFIED_ACCEPTED_SPEC: &str = "status.acceptedSpec does not carry the operator's signature (status.acceptedSpecDigest): it was written by someone other than the operator, or signed with another key. The job is not run; delete and re-create it";
 
 /// Requeue delay by error kind; counts the error.
 pub fn error_policy(job: Arc<MultiTaskTrainingJob>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -463,32 +508,47 @@ fn validate<B: AttemptBackend>(backend: &B, job: &MultiTaskTrainingJob) -> Resul
     backend.validate(job)
 }
 
-/// What the operator's policy does not allow, judged when the job is accepted (before its
-/// first attempt): a policy tightened later does not fail a job already running, which gets
-/// one Warning Event instead and runs on as accepted.
+/// What the policy does not allow, judged when the job is accepted (before its accepted spec
+/// is written): a policy tightened later does not fail a job already accepted, which gets one
+/// Warning Event instead (when this operator first looks at it) and runs on as accepted.
 async fn policy_refusal(
     ctx: &Context,
     job: &MultiTaskTrainingJob,
-    old: &MultiTaskTrainingJobStatus,
-) -> Option<String> {
-    let message = ctx.config.policy.check(&job.spec).err()?;
-    if old.attempt == 0 {
-        return Some(message);
+    accepted: bool,
+) -> Result<Option<String>> {
+    let key = job_key(job);
+    if accepted && ctx.remember(&key, |m| m.policy_checked) {
+        return Ok(None);
     }
-    let first = ctx.remember(&job_key(job), |m| {
-        !std::mem::replace(&mut m.policy_change_reported, true)
-    });
-    if first {
-        let note = Note {
-            warning: true,
-            reason: "PolicyChanged",
-            message: format!(
-                "the operator's policy no longer allows this job ({message}); it was accepted before and runs on as accepted"
-            ),
-        };
-        publish(ctx, job, &note).await;
+    let namespace = namespace_policy(ctx, job).await?;
+    let Err(message) = ctx.config.policy.check(namespace.as_ref(), &job.spec) else {
+        ctx.remember(&key, |m| m.policy_checked = true);
+        return Ok(None);
+    };
+    if !accepted {
+        return Ok(Some(message));
     }
-    None
+    ctx.remember(&key, |m| m.policy_checked = true);
+    let note = Note {
+        warning: true,
+        reason: "PolicyChanged",
+        message: format!(
+            "the policy no longer allows this job ({message}); it was accepted before and runs on as accepted"
+        ),
+    };
+    publish(ctx, job, &note).await;
+    Ok(None)
+}
+
+/// The job's namespace's `MultiTaskTrainingPolicy` named `default`, if it has one (none
+/// either when the namespace has none or the policy CRD is not installed).
+async fn namespace_policy(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+) -> Result<Option<mtl_crds::PolicySpec>> {
+    let api: Api<mtl_crds::MultiTaskTrainingPolicy> =
+        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    Ok(api.get_opt(mtl_crds::POLICY_NAME).await?.map(|p| p.spec))
 }
 
 /// One reconcile of a live job on backend `backend`: observe, decide, act, write status, tell.
@@ -498,14 +558,25 @@ pub async fn reconcile_with<B: AttemptBackend>(
     ctx: &Context,
 ) -> Result<Action> {
     let old = ctx.current_status(job);
+    let acceptance = acceptance(ctx, job, &old);
     let refused = if old.phase.is_finished() {
         None
+    } else if acceptance == Acceptance::Unverified {
+        Some((
+            "AcceptedSpecUnverified",
+            UNVERIFIED_ACCEPTED_SPEC.to_string(),
+        ))
     } else if let Err(Error::InvalidSpec { message, .. }) = validate(backend, job) {
         Some(("InvalidSpec", message))
     } else {
-        policy_refusal(ctx, job, &old)
-            .await
-            .map(|message| ("PolicyViolation", message))
+        let accepted = acceptance == Acceptance::Verified;
+        match policy_refusal(ctx, job, accepted).await {
+            Ok(refusal) => refusal.map(|message| ("PolicyViolation", message)),
+            Err(e) => {
+                let what = "reading the namespace's MultiTaskTrainingPolicy";
+                return Err(report_failure(ctx, job, &old, "PolicyReadFailed", what, e).await);
+            }
+        }
     };
     if let Some((reason, message)) = refused {
         // Retrying will not fix the job: fail it with the reason instead of looping.
@@ -573,8 +644,15 @@ pub async fn reconcile_with<B: AttemptBackend>(
     });
     debug!(?actions, phase = new.phase.as_str(), "decided");
     if new.accepted_spec.is_none() {
-        // From now on the job runs as it is now (see `as_accepted`).
+        // From now on the job runs as it is now (see `as_accepted`), signed so that nobody
+        // else can change what that is.
         new.accepted_spec = serde_json::to_value(&job.spec).ok();
+        new.accepted_spec_digest = ctx
+            .config
+            .accepted_spec_key
+            .as_ref()
+            .zip(new.accepted_spec.as_ref())
+            .map(|(key, spec)| key.sign(&job.uid().unwrap_or_default(), spec));
     }
 
     for action in actions {

@@ -5,9 +5,10 @@
 //! - [`backend`]: where attempts run (`backend/pods.rs`; Vertex AI plugs into the same trait)
 //! - [`status`]: conditions and the checkpoint manifest folded into `.status`
 //! - [`progress`]: the trainer's progress.json folded into `.status.progress`, `Stalled`
-//! - [`policy`]: the images, service accounts and Vertex AI projects jobs may use
+//! - [`policy`]: what jobs may ask for (policy as data); [`accepted`]: the signed accepted spec
 //! - [`leader`], [`metrics`], [`server`], [`manager`], [`client`]: running it in production
 
+pub mod accepted;
 pub mod backend;
 pub mod client;
 pub mod controller;

@@ -92,35 +92,24 @@ struct RunArgs {
     /// a later change of this flag does not change a running job's image).
     #[arg(long, env = "MTL_DEFAULT_IMAGE")]
     default_image: Option<String>,
-    /// Images jobs may run: each must start with one of these prefixes (repeat the flag, or
-    /// comma-separate; none: any image).
-    #[arg(
-        long = "allowed-image-prefix",
-        env = "MTL_ALLOWED_IMAGE_PREFIXES",
-        value_delimiter = ','
-    )]
-    allowed_image_prefixes: Vec<String>,
-    /// Kubernetes service accounts trainer pods may run as (none: any).
-    #[arg(
-        long = "allowed-service-account",
-        env = "MTL_ALLOWED_SERVICE_ACCOUNTS",
-        value_delimiter = ','
-    )]
-    allowed_service_accounts: Vec<String>,
-    /// Google Cloud projects Vertex AI jobs may run in (none: any).
-    #[arg(
-        long = "allowed-vertex-project",
-        env = "MTL_ALLOWED_VERTEX_PROJECTS",
-        value_delimiter = ','
-    )]
-    allowed_vertex_projects: Vec<String>,
-    /// Service accounts Vertex AI jobs may run as (none: any).
-    #[arg(
-        long = "allowed-vertex-service-account",
-        env = "MTL_ALLOWED_VERTEX_SERVICE_ACCOUNTS",
-        value_delimiter = ','
-    )]
-    allowed_vertex_service_accounts: Vec<String>,
+    /// The default policy: a YAML file holding a MultiTaskTrainingPolicy's spec (image
+    /// prefixes, service accounts, PriorityClasses, buckets, GPU caps, Vertex AI bounds, ...),
+    /// for namespaces without their own `MultiTaskTrainingPolicy` named `default`, which
+    /// overrides it field by field. Unset: anything goes where no namespace policy says
+    /// otherwise.
+    #[arg(long, env = "MTL_POLICY_FILE")]
+    policy_file: Option<std::path::PathBuf>,
+    /// Volume types jobs may mount beyond the restricted Pod Security Standard's (configMap,
+    /// csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected, secret), e.g.
+    /// `nfs`. This widens what job authors can do; the CRD's rule must be widened to match
+    /// (`crdgen job --allow-volume-types`).
+    #[arg(long, env = "MTL_ALLOW_VOLUME_TYPES", value_delimiter = ',')]
+    allow_volume_types: Vec<String>,
+    /// A file with the secret key (16 bytes or more) `status.acceptedSpec` is signed with, so
+    /// that nobody who may write a job's `/status` can change what it runs. Unset: accepted
+    /// specs are neither signed nor verified (a warning says so).
+    #[arg(long, env = "MTL_ACCEPTED_SPEC_KEY_FILE")]
+    accepted_spec_key_file: Option<std::path::PathBuf>,
     /// Gang-schedule attempts of several workers with scheduler-plugins' coscheduling plugin,
     /// run by the scheduler of this name: each such attempt gets a PodGroup
     /// (`scheduling.x-k8s.io/v1alpha1`, `minMember` = workers) and its pods go to that
@@ -188,17 +177,32 @@ async fn main() -> anyhow::Result<()> {
             config.manifest_poll = Duration::from_secs(args.manifest_poll_seconds.max(1));
             config.concurrency = args.concurrency;
             config.default_image = args.default_image.filter(|i| !i.trim().is_empty());
-            let given = |v: Vec<String>| -> Vec<String> {
-                v.into_iter()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
+            let defaults = match &args.policy_file {
+                Some(path) => {
+                    mtl_operator::policy::Policy::load_defaults(path).map_err(anyhow::Error::msg)?
+                }
+                None => Default::default(),
             };
             config.policy = mtl_operator::policy::Policy {
-                image_prefixes: given(args.allowed_image_prefixes),
-                service_accounts: given(args.allowed_service_accounts),
-                vertex_projects: given(args.allowed_vertex_projects),
-                vertex_service_accounts: given(args.allowed_vertex_service_accounts),
+                defaults,
+                extra_volume_types: args
+                    .allow_volume_types
+                    .into_iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            };
+            config.accepted_spec_key = match &args.accepted_spec_key_file {
+                Some(path) => Some(
+                    mtl_operator::accepted::AcceptedSpecKey::from_file(path)
+                        .map_err(anyhow::Error::msg)?,
+                ),
+                None => {
+                    tracing::warn!(
+                        "no --accepted-spec-key-file: status.acceptedSpec is not signed, and anyone who may write a job's /status decides what it runs"
+                    );
+                    None
+                }
             };
             config.backoff = mtl_operator::decide::Backoff {
                 base: Duration::from_secs(args.backoff_base_seconds),

@@ -1,190 +1,360 @@
-//! What a platform team allows jobs to run as, set by operator flags (chart values `policy.*`).
+//! What a platform team allows jobs to ask for: policy as data.
 //!
 //! Anyone who may create a MultiTaskTrainingJob gets the operator to create pods and Vertex AI
-//! CustomJobs with the operator's own identity: without limits they could run any image with
-//! any service account of their namespace, and on Vertex AI target any project and service
-//! account the operator may act as. A job that breaks the policy fails at once with reason
-//! `PolicyViolation`, before anything is created. Empty lists allow everything. Pure: tested
-//! below.
+//! CustomJobs with the operator's own identity, and to read the job's `gs://` checkpoints with
+//! it. The policy bounds every field that would otherwise let a job author do more through the
+//! operator than directly: images, service accounts, PriorityClasses, schedulers, tolerations,
+//! node selectors, claims, volume types, buckets, GPUs, workers, and on Vertex AI the project,
+//! service account, machine and accelerator. It is the operator's default (`--policy-file`,
+//! the chart's `policy` values) overridden field by field by the namespace's
+//! `MultiTaskTrainingPolicy` named `default`; volume types are cluster-wide
+//! (`--allow-volume-types`, matching the CRD's rule). A job outside it fails at acceptance with
+//! reason `PolicyViolation`, before anything is created. Pure: tested below.
 
-use mtl_crds::{Backend, MultiTaskTrainingJobSpec};
+use std::path::Path;
 
-/// The operator's policy. Every list empty (the default): anything goes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+use mtl_crds::{
+    Backend, MultiTaskTrainingJobSpec, PolicySpec, allowed_volume_types, volume_types_message,
+};
+
+/// The operator's policy: the default for namespaces without their own, and the volume types
+/// allowed beyond the restricted Pod Security Standard's.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Policy {
-    /// The job's image must start with one of these, e.g. `us-docker.pkg.dev/acme/mtl/`.
-    pub image_prefixes: Vec<String>,
-    /// Kubernetes service accounts trainer pods may run as (`resources.serviceAccountName`;
-    /// unset means the namespace's `default`, which is checked as `default`).
-    pub service_accounts: Vec<String>,
-    /// Google Cloud projects Vertex AI jobs may run in (`vertexAI.project`).
-    pub vertex_projects: Vec<String>,
-    /// Service accounts Vertex AI jobs may run as (`vertexAI.serviceAccount`; unset means
-    /// Vertex AI's own service agent, which is always allowed).
-    pub vertex_service_accounts: Vec<String>,
+    /// The policy of a namespace without a `MultiTaskTrainingPolicy` (`--policy-file`).
+    pub defaults: PolicySpec,
+    /// Volume types allowed beyond the restricted profile's (`--allow-volume-types`).
+    pub extra_volume_types: Vec<String>,
 }
 
 impl Policy {
-    /// Checks `spec` (as the job runs: its image already defaulted); the message names the
-    /// field, its value and what is allowed.
-    pub fn check(&self, spec: &MultiTaskTrainingJobSpec) -> Result<(), String> {
-        if !self.image_prefixes.is_empty() {
-            let image = spec.image.as_deref().unwrap_or_default();
-            if !self.image_prefixes.iter().any(|p| image.starts_with(p)) {
-                return Err(format!(
-                    "spec.image {image:?} is not allowed: images must start with {}",
-                    list(&self.image_prefixes)
+    /// Reads the default policy from a YAML file (a `MultiTaskTrainingPolicy`'s spec); the
+    /// error names the file and the field at fault.
+    pub fn load_defaults(path: &Path) -> Result<PolicySpec, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the policy file {}: {e}", path.display()))?;
+        if text.trim().is_empty() {
+            return Ok(PolicySpec::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .location()
+                .map(|l| format!(" (line {})", l.line()))
+                .unwrap_or_default();
+            format!(
+                "the policy file {}{line}: {}: {inner}",
+                path.display(),
+                if at == "." { "the policy" } else { &at }
+            )
+        })
+    }
+
+    /// Checks `spec` (as the job runs: its image already defaulted) against the namespace's
+    /// policy `namespace` over the defaults. The message names each field at fault, its value
+    /// and what is allowed.
+    pub fn check(
+        &self,
+        namespace: Option<&PolicySpec>,
+        spec: &MultiTaskTrainingJobSpec,
+    ) -> Result<(), String> {
+        let effective = match namespace {
+            Some(ns) => ns.over(&self.defaults),
+            None => self.defaults.clone(),
+        };
+        let violations = violations(&effective, &self.extra_volume_types, spec);
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations.join("; "))
+        }
+    }
+}
+
+/// Every way `spec` breaks `p`, in the order of the spec's fields.
+fn violations(
+    p: &PolicySpec,
+    extra_volumes: &[String],
+    spec: &MultiTaskTrainingJobSpec,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(prefixes) = &p.image_prefixes {
+        let image = spec.image.as_deref().unwrap_or_default();
+        if !prefixes.iter().any(|pre| image.starts_with(pre.as_str())) {
+            out.push(format!(
+                "spec.image {image:?} is not allowed: {}",
+                allowed(prefixes, "images must start with")
+            ));
+        }
+    }
+    if let Some(prefixes) = &p.bucket_prefixes {
+        for (field, uri) in gs_uris(spec) {
+            if !prefixes.iter().any(|pre| under_prefix(&uri, pre)) {
+                out.push(format!(
+                    "{field} {uri:?} is not allowed: {}",
+                    allowed(prefixes, "gs:// objects must lie under")
                 ));
             }
         }
-        match spec.backend {
-            Backend::Kubernetes => {
-                let sa = spec
-                    .resources
-                    .as_ref()
-                    .and_then(|r| r.service_account_name.as_deref())
-                    .unwrap_or("default");
-                if !self.service_accounts.is_empty()
-                    && !self.service_accounts.iter().any(|a| a == sa)
-                {
-                    return Err(format!(
-                        "spec.resources.serviceAccountName {sa:?} is not allowed: pods may run as {}",
-                        list(&self.service_accounts)
-                    ));
-                }
-            }
-            Backend::VertexAi => {
-                let Some(v) = spec.vertex_ai.as_ref() else {
-                    return Ok(());
-                };
-                if !self.vertex_projects.is_empty() && !self.vertex_projects.contains(&v.project) {
-                    return Err(format!(
-                        "spec.vertexAI.project {:?} is not allowed: Vertex AI jobs may run in {}",
-                        v.project,
-                        list(&self.vertex_projects)
-                    ));
-                }
-                if let Some(sa) = v.service_account.as_deref().filter(|s| !s.is_empty())
-                    && !self.vertex_service_accounts.is_empty()
-                    && !self.vertex_service_accounts.iter().any(|a| a == sa)
-                {
-                    return Err(format!(
-                        "spec.vertexAI.serviceAccount {sa:?} is not allowed: Vertex AI jobs may run as {}",
-                        list(&self.vertex_service_accounts)
-                    ));
-                }
+    }
+    let workers = spec.workers.max(1);
+    cap(
+        &mut out,
+        "spec.workers",
+        workers,
+        p.max_workers,
+        "maxWorkers",
+    );
+    match spec.backend {
+        Backend::Kubernetes => kubernetes(&mut out, p, extra_volumes, spec, workers),
+        Backend::VertexAi => vertex(&mut out, p, spec, workers),
+    }
+    out
+}
+
+fn kubernetes(
+    out: &mut Vec<String>,
+    p: &PolicySpec,
+    extra_volumes: &[String],
+    spec: &MultiTaskTrainingJobSpec,
+    workers: u32,
+) {
+    let res = spec.resources.clone().unwrap_or_default();
+    let sa = res.service_account_name.as_deref().unwrap_or("default");
+    one_of(
+        out,
+        "spec.resources.serviceAccountName",
+        Some(sa),
+        &p.service_accounts,
+        "pods may run as",
+    );
+    one_of(
+        out,
+        "spec.resources.gpuType",
+        res.gpu_type.as_deref(),
+        &p.gpu_types,
+        "pods may use the GPU types",
+    );
+    cap(
+        out,
+        "spec.resources.gpus",
+        res.gpus,
+        p.max_gpus_per_worker,
+        "maxGpusPerWorker",
+    );
+    cap(
+        out,
+        "GPUs of the job (spec.workers × spec.resources.gpus)",
+        res.gpus.saturating_mul(workers),
+        p.max_gpus_per_job,
+        "maxGpusPerJob",
+    );
+    for (i, t) in res.tolerations.iter().enumerate() {
+        let key = t.key.as_deref().unwrap_or_default();
+        if let Some(keys) = &p.toleration_keys
+            && !keys.iter().any(|k| k == key)
+        {
+            let every = if key.is_empty() {
+                " (a toleration without a key tolerates every taint)"
+            } else {
+                ""
+            };
+            out.push(format!(
+                "spec.resources.tolerations[{i}].key {key:?}{every} is not allowed: {}",
+                allowed(keys, "pods may tolerate the taint keys")
+            ));
+        }
+    }
+    for key in res.node_selector.keys() {
+        if let Some(keys) = &p.node_selector_keys
+            && !keys.iter().any(|k| k == key)
+        {
+            out.push(format!(
+                "spec.resources.nodeSelector[{key:?}] is not allowed: {}",
+                allowed(keys, "pods may select on the node labels")
+            ));
+        }
+    }
+    one_of(
+        out,
+        "spec.checkpoints.persistentVolumeClaim",
+        spec.checkpoints.persistent_volume_claim.as_deref(),
+        &p.persistent_volume_claims,
+        "pods may mount the claims",
+    );
+    let Some(t) = &spec.pod_template else {
+        return;
+    };
+    one_of(
+        out,
+        "spec.podTemplate.priorityClassName",
+        t.priority_class_name.as_deref(),
+        &p.priority_classes,
+        "pods may use the PriorityClasses",
+    );
+    one_of(
+        out,
+        "spec.podTemplate.schedulerName",
+        t.scheduler_name.as_deref(),
+        &p.scheduler_names,
+        "pods may use the schedulers",
+    );
+    let volume_types = allowed_volume_types(extra_volumes);
+    for (i, v) in t.volumes.iter().enumerate() {
+        let at = format!("spec.podTemplate.volumes[{i}]");
+        for ty in v.types() {
+            if !volume_types.iter().any(|a| a == ty) {
+                out.push(format!(
+                    "{at} ({:?}) has type {ty}: {}",
+                    v.name().unwrap_or_default(),
+                    volume_types_message(&volume_types)
+                ));
             }
         }
-        Ok(())
+        let claim =
+            v.0.get("persistentVolumeClaim")
+                .and_then(|c| c.get("claimName"))
+                .and_then(serde_json::Value::as_str);
+        one_of(
+            out,
+            &format!("{at}.persistentVolumeClaim.claimName"),
+            claim,
+            &p.persistent_volume_claims,
+            "pods may mount the claims",
+        );
     }
 }
 
-fn list(items: &[String]) -> String {
-    items
+fn vertex(out: &mut Vec<String>, p: &PolicySpec, spec: &MultiTaskTrainingJobSpec, workers: u32) {
+    let Some(v) = spec.vertex_ai.as_ref() else {
+        return;
+    };
+    let vp = &p.vertex_ai;
+    one_of(
+        out,
+        "spec.vertexAI.project",
+        Some(&v.project),
+        &vp.projects,
+        "Vertex AI jobs may run in",
+    );
+    one_of(
+        out,
+        "spec.vertexAI.serviceAccount",
+        v.service_account.as_deref().filter(|s| !s.is_empty()),
+        &vp.service_accounts,
+        "Vertex AI jobs may run as",
+    );
+    one_of(
+        out,
+        "spec.vertexAI.machineType",
+        Some(&v.machine_type),
+        &vp.machine_types,
+        "Vertex AI jobs may use the machine types",
+    );
+    one_of(
+        out,
+        "spec.vertexAI.acceleratorType",
+        v.accelerator_type.as_deref(),
+        &vp.accelerator_types,
+        "Vertex AI jobs may use the accelerators",
+    );
+    let per_worker = if v.accelerator_type.is_some() {
+        v.accelerator_count
+    } else {
+        0
+    };
+    cap(
+        out,
+        "spec.vertexAI.acceleratorCount",
+        per_worker,
+        p.max_gpus_per_worker,
+        "maxGpusPerWorker",
+    );
+    cap(
+        out,
+        "accelerators of the job (spec.workers × spec.vertexAI.acceleratorCount)",
+        per_worker.saturating_mul(workers),
+        p.max_gpus_per_job,
+        "maxGpusPerJob",
+    );
+}
+
+/// The `gs://` URIs of a spec, each with its field: what the trainer reads and writes with
+/// the job's identity, and (the checkpoints) what the operator reads with its own.
+fn gs_uris(spec: &MultiTaskTrainingJobSpec) -> Vec<(String, String)> {
+    let mut out = vec![(
+        "spec.model.pretrained".to_string(),
+        spec.model.pretrained.clone(),
+    )];
+    for (i, t) in spec.tasks.iter().enumerate() {
+        out.push((
+            format!("spec.tasks[{i}] ({}).train", t.name),
+            t.train.clone(),
+        ));
+        if let Some(v) = &t.validation {
+            out.push((
+                format!("spec.tasks[{i}] ({}).validation", t.name),
+                v.clone(),
+            ));
+        }
+    }
+    out.push(("spec.checkpoints.uri".into(), spec.checkpoints.uri.clone()));
+    out.retain(|(_, uri)| uri.starts_with("gs://"));
+    out
+}
+
+/// Whether `uri` lies under `prefix`, which ends at a path boundary: `gs://team-a` admits
+/// `gs://team-a/x` but not `gs://team-a-other/x`.
+fn under_prefix(uri: &str, prefix: &str) -> bool {
+    match uri.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// A field whose value, when set, must be one of `allowed_values` (when the policy sets them).
+fn one_of(
+    out: &mut Vec<String>,
+    field: &str,
+    value: Option<&str>,
+    allowed_values: &Option<Vec<String>>,
+    what: &str,
+) {
+    if let (Some(value), Some(values)) = (value, allowed_values)
+        && !values.iter().any(|a| a == value)
+    {
+        out.push(format!(
+            "{field} {value:?} is not allowed: {}",
+            allowed(values, what)
+        ));
+    }
+}
+
+/// A count that must not exceed the policy's `max` (named `name` in the policy).
+fn cap(out: &mut Vec<String>, field: &str, value: u32, max: Option<u32>, name: &str) {
+    if let Some(max) = max
+        && value > max
+    {
+        out.push(format!(
+            "{field} {value} is over the policy's {name} of {max}"
+        ));
+    }
+}
+
+/// "`what` "a" or "b"", or that the policy allows none.
+fn allowed(items: &[String], what: &str) -> String {
+    if items.is_empty() {
+        return "the policy allows none".into();
+    }
+    let list = items
         .iter()
         .map(|i| format!("{i:?}"))
         .collect::<Vec<_>>()
-        .join(" or ")
+        .join(" or ");
+    format!("{what} {list}")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(extra: serde_json::Value) -> MultiTaskTrainingJobSpec {
-        let mut v = serde_json::json!({
-            "image": "us-docker.pkg.dev/acme/mtl/mtl-trainer:1",
-            "model": {"pretrained": "gs://m/roberta"},
-            "tasks": [{"name": "stsb", "type": "regression", "train": "gs://d/stsb.tsv",
-                       "format": "glueTsv", "textFields": ["s1", "s2"], "labelField": "score"}],
-            "checkpoints": {"uri": "gs://b/out"}
-        });
-        for (k, e) in extra.as_object().unwrap() {
-            v[k] = e.clone();
-        }
-        serde_json::from_value(v).unwrap()
-    }
-
-    fn policy() -> Policy {
-        Policy {
-            image_prefixes: vec!["us-docker.pkg.dev/acme/mtl/".into()],
-            service_accounts: vec!["trainer".into()],
-            vertex_projects: vec!["acme-ml".into()],
-            vertex_service_accounts: vec!["trainer@acme-ml.iam.gserviceaccount.com".into()],
-        }
-    }
-
-    #[test]
-    fn an_empty_policy_allows_everything() {
-        Policy::default()
-            .check(&spec(serde_json::json!({"image": "docker.io/evil:latest"})))
-            .unwrap();
-    }
-
-    #[test]
-    fn images_must_start_with_an_allowed_prefix() {
-        let p = policy();
-        let ok = spec(serde_json::json!({"resources": {"serviceAccountName": "trainer"}}));
-        p.check(&ok).unwrap();
-        let err = p
-            .check(&spec(serde_json::json!({"image": "docker.io/evil:latest",
-                "resources": {"serviceAccountName": "trainer"}})))
-            .unwrap_err();
-        assert_eq!(
-            err,
-            "spec.image \"docker.io/evil:latest\" is not allowed: images must start with \"us-docker.pkg.dev/acme/mtl/\""
-        );
-        // A prefix, not a substring: the registry host cannot be faked by a path.
-        let err = p
-            .check(&spec(
-                serde_json::json!({"image": "evil.io/us-docker.pkg.dev/acme/mtl/x"}),
-            ))
-            .unwrap_err();
-        assert!(err.starts_with("spec.image"), "{err}");
-    }
-
-    #[test]
-    fn pods_run_only_as_allowed_service_accounts() {
-        let err = policy().check(&spec(serde_json::json!({}))).unwrap_err();
-        assert_eq!(
-            err,
-            "spec.resources.serviceAccountName \"default\" is not allowed: pods may run as \"trainer\""
-        );
-        let err = policy()
-            .check(&spec(
-                serde_json::json!({"resources": {"serviceAccountName": "admin"}}),
-            ))
-            .unwrap_err();
-        assert!(err.contains("\"admin\" is not allowed"), "{err}");
-    }
-
-    #[test]
-    fn vertex_jobs_run_only_in_allowed_projects_and_as_allowed_accounts() {
-        let vertex = |project: &str, sa: Option<&str>| {
-            spec(serde_json::json!({"backend": "vertexAI",
-                "vertexAI": {"project": project, "region": "us-central1", "serviceAccount": sa}}))
-        };
-        let p = policy();
-        p.check(&vertex("acme-ml", None)).unwrap();
-        p.check(&vertex(
-            "acme-ml",
-            Some("trainer@acme-ml.iam.gserviceaccount.com"),
-        ))
-        .unwrap();
-        let err = p.check(&vertex("someone-else", None)).unwrap_err();
-        assert_eq!(
-            err,
-            "spec.vertexAI.project \"someone-else\" is not allowed: Vertex AI jobs may run in \"acme-ml\""
-        );
-        let err = p
-            .check(&vertex(
-                "acme-ml",
-                Some("owner@acme-ml.iam.gserviceaccount.com"),
-            ))
-            .unwrap_err();
-        assert!(
-            err.starts_with("spec.vertexAI.serviceAccount \"owner@acme-ml.iam.gserviceaccount.com\" is not allowed"),
-            "{err}"
-        );
-    }
-}
+mod tests;

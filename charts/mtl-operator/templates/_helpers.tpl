@@ -69,3 +69,11 @@ Image reference: repository@digest when a digest is set, else repository:tag (ta
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Name of the Secret holding the accepted-spec key: acceptedSpecKey.existingSecret, or the one the
+chart creates.
+*/}}
+{{- define "mtl-operator.acceptedSpecKeySecretName" -}}
+{{- .Values.acceptedSpecKey.existingSecret | default (printf "%s-accepted-spec-key" (include "mtl-operator.fullname" .)) }}
+{{- end }}

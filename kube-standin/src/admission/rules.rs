@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::field_error::{ErrorType, FieldError, quote};
-use crate::cel::{CompiledRule, Failure, to_cel};
+use crate::cel::{CompiledRule, Failure, root_to_cel, to_cel};
 use crate::schema::Schema;
 
 /// Checks every rule of `schema` (the resource root) over `obj`; `old` on updates.
@@ -51,8 +51,15 @@ fn walk(
         return;
     }
     if !s.rules.is_empty() {
-        let this = to_cel(value, Some(s));
-        let prev = old.map(|o| to_cel(o, Some(s)));
+        let cel = |v: &Value| {
+            if path.is_empty() {
+                root_to_cel(v, s)
+            } else {
+                to_cel(v, Some(s))
+            }
+        };
+        let this = cel(value);
+        let prev = old.map(cel);
         let unchanged = old == Some(value);
         for rule in &s.rules {
             if rule.transition && prev.is_none() && rule.spec.optional_old_self != Some(true) {
@@ -200,6 +207,35 @@ mod tests {
         assert_eq!(
             run(&dup, None).0,
             ["spec: Invalid value: \"object\": task names must be unique"]
+        );
+    }
+
+    /// Rules on the root may read `metadata.name` though the schema does not declare it (as
+    /// a singleton's `self.metadata.name == 'default'` does), and nothing else of metadata.
+    #[test]
+    fn root_rules_see_the_name_of_the_metadata() {
+        let mut s: Schema = serde_json::from_value(json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object"}},
+            "x-kubernetes-validations": [
+                {"rule": "self.metadata.name == 'default'", "message": "only default"},
+                {"rule": "!has(self.metadata.labels)", "message": "labels unseen"}
+            ]
+        }))
+        .unwrap();
+        let mut problems = Vec::new();
+        s.compile("openAPIV3Schema", true, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let check_named = |name: &str| {
+            let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+            let obj = json!({"metadata": {"name": name, "labels": {"a": "b"}}, "spec": {}});
+            check(&obj, None, &s, &mut errors, &mut warnings);
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert!(check_named("default").is_empty());
+        assert_eq!(
+            check_named("other"),
+            [": Invalid value: \"object\": only default"]
         );
     }
 

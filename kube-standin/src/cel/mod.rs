@@ -259,6 +259,25 @@ pub(crate) fn to_cel(value: &Value, schema: Option<&Schema>) -> Cel {
     }
 }
 
+/// A resource's root as its rules see it: its schema's fields, and `apiVersion`, `kind` and
+/// `metadata` (of which the caller kept only `name` and `generateName`), which the API server
+/// adds to every root's type whether or not the schema declares them.
+pub(crate) fn root_to_cel(value: &Value, schema: &Schema) -> Cel {
+    let typed = to_cel(value, Some(schema));
+    let (Cel::Map(typed), Some(fields)) = (&typed, value.as_object()) else {
+        return typed;
+    };
+    let mut map = (*typed.map).clone();
+    for name in ["apiVersion", "kind", "metadata"] {
+        if let Some(v) = fields.get(name)
+            && !schema.properties.contains_key(name)
+        {
+            map.insert(Key::String(Arc::new(name.to_string())), untyped(v));
+        }
+    }
+    Cel::Map(Map { map: Arc::new(map) })
+}
+
 fn untyped(value: &Value) -> Cel {
     match value {
         Value::Null => Cel::Null,

@@ -33,7 +33,8 @@ enum Scenario {
     FinalizerRelease(MultiTaskTrainingJob),
     /// A job that cannot run: failed at once with a message holding the `&str`, no pod.
     InvalidSpec(MultiTaskTrainingJob, &'static str),
-    /// Nothing changed: one GET of the pod, no writes.
+    /// Nothing changed: one GET of the pod, no writes (after the policy lookup of a job this
+    /// operator has not looked at yet).
     Quiet(MultiTaskTrainingJob),
 }
 
@@ -57,6 +58,17 @@ async fn expect_event(v: &mut ApiServerVerifier, reason: &str) {
     assert_eq!(req.body["regarding"]["name"], "train");
     assert_eq!(req.body["reportingController"], "mtl-operator");
     respond(send, &req.body);
+}
+
+/// The namespace's MultiTaskTrainingPolicy is read (once per job and operator); it has none.
+async fn expect_policy_lookup(v: &mut ApiServerVerifier) {
+    let (_, send) = v
+        .expect(
+            Method::GET,
+            "/apis/multitask.dev/v1alpha1/namespaces/testns/multitasktrainingpolicies/default",
+        )
+        .await;
+    respond_status(send, 404, "NotFound");
 }
 
 async fn expect_status_patch(
@@ -102,6 +114,7 @@ impl ApiServerVerifier {
                     respond(send, &job.finalized());
                 }
                 Scenario::CreateFirstPod(job) => {
+                    expect_policy_lookup(&mut v).await;
                     // One request: a create, as the Job controller makes its pods.
                     let (req, send) = v.expect(Method::POST, PODS).await;
                     assert_eq!(req.content_type, "application/json");
@@ -127,6 +140,7 @@ impl ApiServerVerifier {
                     expect_event(&mut v, "Created").await;
                 }
                 Scenario::PodRunningWithCheckpoint(job) => {
+                    expect_policy_lookup(&mut v).await;
                     let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
                     respond(send, &owned_pod(&job, 1, phase("Running")));
                     let status = expect_status_patch(&mut v, &job).await;
@@ -144,6 +158,7 @@ impl ApiServerVerifier {
                     expect_event(&mut v, "CheckpointCommitted").await;
                 }
                 Scenario::FailedPastBackoffLimit(job) => {
+                    expect_policy_lookup(&mut v).await;
                     let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-2")).await;
                     let mut st = phase("Failed");
                     st.container_statuses = Some(vec![ContainerStatus {
@@ -173,6 +188,7 @@ impl ApiServerVerifier {
                     expect_event(&mut v, "BackoffLimitExceeded").await;
                 }
                 Scenario::Suspend(job) => {
+                    expect_policy_lookup(&mut v).await;
                     let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
                     respond(send, &owned_pod(&job, 1, phase("Running")));
                     let (req, send) = v.expect(Method::DELETE, &format!("{PODS}/train-1")).await;
@@ -205,6 +221,7 @@ impl ApiServerVerifier {
                     expect_event(&mut v, "InvalidSpec").await;
                 }
                 Scenario::Quiet(job) => {
+                    expect_policy_lookup(&mut v).await;
                     let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
                     respond(send, &owned_pod(&job, 1, phase("Running")));
                 }
@@ -505,6 +522,7 @@ async fn api_errors_count_and_requeue_by_kind() {
     let (ctx, server) = Context::test();
     let job = Arc::new(test_job().with_status(status(JobPhase::Running, 1)));
     let mock = spawn(server, |mut v| async move {
+        expect_policy_lookup(&mut v).await;
         let (_, send) = v.expect(Method::GET, &format!("{PODS}/train-1")).await;
         respond_status(send, 409, "Conflict");
     });

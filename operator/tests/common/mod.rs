@@ -29,6 +29,12 @@ pub const CRD_FILE: &str = concat!(
     "/../crds/multitasktrainingjobs.yaml"
 );
 
+/// The MultiTaskTrainingPolicy CRD, as `make crds` generates it.
+pub const POLICY_CRD_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../crds/multitasktrainingpolicies.yaml"
+);
+
 pub const NS: &str = "default";
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -112,11 +118,52 @@ fn free_port() -> u16 {
 }
 
 impl Env {
-    /// A stand-in with the CRD installed, as a user installs it.
+    /// A stand-in with the CRDs installed, as a user installs them.
     pub async fn start() -> Env {
         let env = Self::start_without_crd().await;
         env.install_crd().await;
+        env.install_policy_crd().await;
         env
+    }
+
+    /// Creates the MultiTaskTrainingPolicy CRD from `crds/multitasktrainingpolicies.yaml`.
+    pub async fn install_policy_crd(&self) {
+        let yaml = std::fs::read_to_string(POLICY_CRD_FILE).expect("the policy CRD is readable");
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&yaml).expect("the policy CRD parses");
+        self.create_crd(&crd).await;
+    }
+
+    /// Operators started from now on get `policy` (a MultiTaskTrainingPolicy's spec) as their
+    /// default policy (`--policy-file`).
+    pub fn default_policy(&mut self, policy: serde_json::Value) {
+        let path = self
+            .dir
+            .path()
+            .join(format!("policy-{}.yaml", self.operators.len()));
+        std::fs::write(&path, serde_yaml::to_string(&policy).expect("YAML")).expect("policy file");
+        self.operator_env.retain(|(k, _)| k != "MTL_POLICY_FILE");
+        self.operator_env
+            .push(("MTL_POLICY_FILE".into(), path.display().to_string()));
+    }
+
+    /// Creates or replaces the namespace's MultiTaskTrainingPolicy `default` (as a platform
+    /// administrator would, with `kubectl apply`).
+    pub async fn namespace_policy(&self, spec: serde_json::Value) {
+        let api: Api<mtl_crds::MultiTaskTrainingPolicy> = Api::namespaced(self.client.clone(), NS);
+        let policy = json!({
+            "apiVersion": "multitask.dev/v1alpha1",
+            "kind": "MultiTaskTrainingPolicy",
+            "metadata": {"name": "default"},
+            "spec": spec,
+        });
+        api.patch(
+            "default",
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .expect("policy applied");
     }
 
     /// A stand-in serving only the built-in types.
@@ -134,7 +181,16 @@ impl Env {
         config.default_namespace = NS.into();
         let client = Client::try_from(config).expect("client");
         let emulator = Emulator::start();
-        let operator_env = vec![("STORAGE_EMULATOR_HOST".into(), emulator.endpoint())];
+        // The key the operator signs accepted specs with, as the chart's Secret gives it.
+        let key = dir.path().join("accepted-spec-key");
+        std::fs::write(&key, "a test key of more than sixteen bytes\n").expect("key written");
+        let operator_env = vec![
+            ("STORAGE_EMULATOR_HOST".into(), emulator.endpoint()),
+            (
+                "MTL_ACCEPTED_SPEC_KEY_FILE".into(),
+                key.display().to_string(),
+            ),
+        ];
         Env {
             standin,
             emulator,
@@ -163,7 +219,7 @@ impl Env {
     }
 
     /// Creates `crd` and waits until it is established.
-    async fn create_crd(&self, crd: &CustomResourceDefinition) {
+    pub async fn create_crd(&self, crd: &CustomResourceDefinition) {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         crds.create(&PostParams::default(), crd)
             .await

@@ -437,7 +437,7 @@ fn merge_template(pod: &mut Pod, t: &PodTemplate) -> std::result::Result<(), Str
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     let mut theirs = Vec::with_capacity(t.volumes.len());
     for (i, v) in t.volumes.iter().enumerate() {
-        let v: Volume = as_kubernetes(&format!("spec.podTemplate.volumes[{i}]"), v)?;
+        let v: Volume = as_kubernetes(&format!("spec.podTemplate.volumes[{i}]"), &v.0)?;
         if volumes.iter().any(|o| o.name == v.name) {
             return Err(format!(
                 "spec.podTemplate.volumes[{i}].name: {:?} is a volume of the operator's (or named twice)",
@@ -481,7 +481,7 @@ fn merge_template(pod: &mut Pod, t: &PodTemplate) -> std::result::Result<(), Str
         spec.scheduler_name = t.scheduler_name.clone();
     }
     if let Some(a) = &t.affinity {
-        spec.affinity = Some(as_kubernetes("spec.podTemplate.affinity", a)?);
+        spec.affinity = Some(as_kubernetes("spec.podTemplate.affinity", &a.0)?);
     }
     if !t.image_pull_secrets.is_empty() {
         spec.image_pull_secrets = Some(t.image_pull_secrets.clone());
@@ -492,9 +492,9 @@ fn merge_template(pod: &mut Pod, t: &PodTemplate) -> std::result::Result<(), Str
 /// An embedded object (`field`) read as its Kubernetes type.
 fn as_kubernetes<T: serde::de::DeserializeOwned>(
     field: &str,
-    value: &mtl_crds::FreeForm,
+    value: &serde_json::Map<String, serde_json::Value>,
 ) -> std::result::Result<T, String> {
-    serde_json::from_value(serde_json::Value::Object(value.0.clone()))
+    serde_json::from_value(serde_json::Value::Object(value.clone()))
         .map_err(|e| format!("{field}: not a Kubernetes {}: {e}", short_type::<T>()))
 }
 
