@@ -118,15 +118,21 @@ AGGREGATED_ROLES: dict[str, tuple[tuple[str, ...], list[tuple[str, str, tuple[st
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection", "*")
 NO_WRITES_FOR_USERS = ("multitasktrainingjobs/status", "multitasktrainingpolicies")
 
-# The spec of a MultiTaskTrainingPolicy (crds/src/policy.rs), which the values' policy is: lists
-# of strings, whole numbers, and vertexAI's lists. The operator ignores a field it does not know,
-# so a misspelt one would silently allow anything.
-POLICY_LIST_FIELDS = (
-    "imagePrefixes", "serviceAccounts", "priorityClasses", "schedulerNames", "tolerationKeys",
-    "nodeSelectorKeys", "persistentVolumeClaims", "bucketPrefixes", "gpuTypes",
-)
-POLICY_NUMBER_FIELDS = ("maxGpusPerWorker", "maxWorkers", "maxGpusPerJob")
-POLICY_VERTEX_FIELDS = ("projects", "serviceAccounts", "machineTypes", "acceleratorTypes")
+# The spec of a MultiTaskTrainingPolicy, which the values' policy is: its lists of strings,
+# whole numbers and vertexAI's lists, read from the generated CRD (crds/src/policy.rs is the
+# source), so this cannot drift from it. The operator refuses to start on a field it does not
+# know; this catches it before a deploy.
+def _policy_fields() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    crd = yaml.safe_load((HERE.parent / "crds" / "multitasktrainingpolicies.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    props = spec["properties"]
+    lists = tuple(k for k, v in props.items() if v.get("type") == "array")
+    numbers = tuple(k for k, v in props.items() if v.get("type") == "integer")
+    vertex = tuple(props["vertexAI"]["properties"])
+    return lists, numbers, vertex
+
+
+POLICY_LIST_FIELDS, POLICY_NUMBER_FIELDS, POLICY_VERTEX_FIELDS = _policy_fields()
 
 # Operator flags that no longer exist (the policy moved to --policy-file), and their env vars.
 REMOVED_FLAGS = ("--allowed-image-prefix", "--allowed-service-account", "--allowed-vertex-project",
@@ -178,6 +184,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "nodeSelectorKeys": ["cloud.google.com/gke-accelerator"],
             "persistentVolumeClaims": ["datasets"],
             "bucketPrefixes": ["gs://proj-ml/"],
+            "workloadPriorityClasses": ["batch-low"],
             "gpuTypes": ["nvidia-l4"],
             "maxGpusPerWorker": 8,
             "maxWorkers": 4,
@@ -1340,8 +1347,8 @@ class Checker:
         return pod_labels, sa_name
 
     def check_policy_values(self, scenario: str, values: dict[str, Any]) -> None:
-        """The values' policy is a MultiTaskTrainingPolicy spec: the operator would ignore a
-        field it does not know (allowing anything) and refuse to start on a wrong type."""
+        """The values' policy is a MultiTaskTrainingPolicy spec: the operator refuses to start
+        on a field it does not know or a wrong type."""
         where = f"{self.rel(self.chart / 'values.yaml')} [values: {scenario}]"
         policy = values.get("policy")
         if policy is None:
@@ -1373,7 +1380,7 @@ class Checker:
                                         f"vertexAI ({', '.join(POLICY_VERTEX_FIELDS)})")
             else:
                 self.err(where, f"policy.{key} is not a MultiTaskTrainingPolicy spec field (the operator "
-                                f"would ignore it)")
+                                f"would refuse to start)")
 
     def mounted_file(self, where: str, pod: dict[str, Any], container: dict[str, Any], flag: str,
                      path: str | None) -> tuple[str, dict[str, Any], str] | None:

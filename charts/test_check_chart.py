@@ -269,7 +269,7 @@ class BrokenCopies(unittest.TestCase):
         self.assertFails(r"checksum/policy is .*not the sha256 of the policy .*would not roll the pods")
 
     def test_policy_unknown_field(self) -> None:
-        # The operator ignores a field it does not know: a typo would allow anything.
+        # The operator refuses to start on a field it does not know: catch a typo before a deploy.
         check_chart.SCENARIOS["typo"] = {"policy": {"imagePrefix": ["gcr.io/"], "maxWorkers": "4",
                                                     "vertexAI": {"project": ["p"]}}}
         try:

@@ -67,6 +67,13 @@ pub struct PolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), transform = crate::bounds::strings::<1024>)]
     pub bucket_prefixes: Option<Vec<String>>,
+    /// Kueue WorkloadPriorityClasses the job may name with its `kueue.x-k8s.io/priority-class`
+    /// label, which the operator copies onto its pods (what Kueue preempts by). Judged at
+    /// acceptance, and again when each attempt starts (labels can change): an attempt whose
+    /// label is no longer allowed runs without it, with a Warning Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), transform = crate::bounds::strings::<253>)]
+    pub workload_priority_classes: Option<Vec<String>>,
     /// GPU types the pods may ask for (`resources.gpuType`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), transform = crate::bounds::strings::<128>)]
@@ -137,6 +144,10 @@ impl PolicySpec {
                 &base.persistent_volume_claims,
             ),
             bucket_prefixes: pick(&self.bucket_prefixes, &base.bucket_prefixes),
+            workload_priority_classes: pick(
+                &self.workload_priority_classes,
+                &base.workload_priority_classes,
+            ),
             gpu_types: pick(&self.gpu_types, &base.gpu_types),
             max_gpus_per_worker: self.max_gpus_per_worker.or(base.max_gpus_per_worker),
             max_workers: self.max_workers.or(base.max_workers),

@@ -521,7 +521,11 @@ async fn policy_refusal(
         return Ok(None);
     }
     let namespace = namespace_policy(ctx, job).await?;
-    let Err(message) = ctx.config.policy.check(namespace.as_ref(), &job.spec) else {
+    let Err(message) = ctx
+        .config
+        .policy
+        .check(namespace.as_ref(), &job.spec, job.labels())
+    else {
         ctx.remember(&key, |m| m.policy_checked = true);
         return Ok(None);
     };
@@ -655,6 +659,49 @@ pub async fn reconcile_with<B: AttemptBackend>(
             .map(|(key, spec)| key.sign(&job.uid().unwrap_or_default(), spec));
     }
 
+    // Labels can change after acceptance: an attempt starts with a Kueue priority the policy
+    // allows now, or without one.
+    let relabelled;
+    let job = if job.spec.backend == Backend::Kubernetes
+        && actions
+            .iter()
+            .any(|a| matches!(a, decide::Action::StartAttempt(_)))
+        && job
+            .labels()
+            .contains_key(crate::policy::WORKLOAD_PRIORITY_LABEL)
+    {
+        let namespace = match namespace_policy(ctx, job).await {
+            Ok(p) => p,
+            Err(e) => {
+                let what = "reading the namespace's MultiTaskTrainingPolicy";
+                return Err(report_failure(ctx, job, &old, "PolicyReadFailed", what, e).await);
+            }
+        };
+        match ctx
+            .config
+            .policy
+            .check_labels(namespace.as_ref(), job.labels())
+        {
+            Ok(()) => job,
+            Err(message) => {
+                notes.push(Note {
+                    warning: true,
+                    reason: "PolicyChanged",
+                    message: format!(
+                        "{message}: the attempt starts without that label (at the queue's default priority)"
+                    ),
+                });
+                let mut stripped = job.clone();
+                stripped
+                    .labels_mut()
+                    .remove(crate::policy::WORKLOAD_PRIORITY_LABEL);
+                relabelled = stripped;
+                &relabelled
+            }
+        }
+    } else {
+        job
+    };
     for action in actions {
         match action {
             decide::Action::StartAttempt(n) => {

@@ -11,6 +11,7 @@
 //! (`--allow-volume-types`, matching the CRD's rule). A job outside it fails at acceptance with
 //! reason `PolicyViolation`, before anything is created. Pure: tested below.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use mtl_crds::{
@@ -52,29 +53,67 @@ impl Policy {
         })
     }
 
-    /// Checks `spec` (as the job runs: its image already defaulted) against the namespace's
-    /// policy `namespace` over the defaults. The message names each field at fault, its value
-    /// and what is allowed.
+    /// Checks `spec` (as the job runs: its image already defaulted) and the job's `labels`
+    /// against the namespace's policy `namespace` over the defaults. The message names each
+    /// field at fault, its value and what is allowed.
     pub fn check(
         &self,
         namespace: Option<&PolicySpec>,
         spec: &MultiTaskTrainingJobSpec,
+        labels: &BTreeMap<String, String>,
     ) -> Result<(), String> {
-        let effective = match namespace {
-            Some(ns) => ns.over(&self.defaults),
-            None => self.defaults.clone(),
-        };
-        let violations = violations(&effective, &self.extra_volume_types, spec);
+        let effective = self.effective(namespace);
+        let mut violations = Vec::new();
+        if spec.backend == Backend::Kubernetes {
+            label_violations(&mut violations, &effective, labels);
+        }
+        violations.extend(spec_violations(&effective, &self.extra_volume_types, spec));
         if violations.is_empty() {
             Ok(())
         } else {
             Err(violations.join("; "))
         }
     }
+
+    /// What the policy says against the job's `labels` alone (checked again when an attempt
+    /// starts, since labels can change after acceptance).
+    pub fn check_labels(
+        &self,
+        namespace: Option<&PolicySpec>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let mut violations = Vec::new();
+        label_violations(&mut violations, &self.effective(namespace), labels);
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations.join("; "))
+        }
+    }
+
+    fn effective(&self, namespace: Option<&PolicySpec>) -> PolicySpec {
+        match namespace {
+            Some(ns) => ns.over(&self.defaults),
+            None => self.defaults.clone(),
+        }
+    }
+}
+
+/// The Kueue label whose value the policy bounds (a WorkloadPriorityClass).
+pub const WORKLOAD_PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
+
+fn label_violations(out: &mut Vec<String>, p: &PolicySpec, labels: &BTreeMap<String, String>) {
+    one_of(
+        out,
+        &format!("metadata.labels[{WORKLOAD_PRIORITY_LABEL:?}]"),
+        labels.get(WORKLOAD_PRIORITY_LABEL).map(String::as_str),
+        &p.workload_priority_classes,
+        "jobs may use the WorkloadPriorityClasses",
+    );
 }
 
 /// Every way `spec` breaks `p`, in the order of the spec's fields.
-fn violations(
+fn spec_violations(
     p: &PolicySpec,
     extra_volumes: &[String],
     spec: &MultiTaskTrainingJobSpec,

@@ -334,3 +334,46 @@ async fn a_job_outside_the_default_policy_fails_before_any_pod() {
     .await;
     env.pod("allowed-1").await;
 }
+
+/// A Kueue WorkloadPriorityClass (the job's `kueue.x-k8s.io/priority-class` label, which the
+/// operator copies onto its pods) is bounded like a PriorityClass: refused at acceptance, and
+/// dropped from an attempt that starts after the label changed to one not allowed.
+#[tokio::test]
+async fn kueue_priority_labels_are_bounded_when_each_attempt_starts() {
+    let mut env = Env::start().await;
+    env.namespace_policy(json!({"workloadPriorityClasses": ["low"]}))
+        .await;
+    env.operator("op-a");
+    let labelled = |name: &str, class: &str| {
+        json!({"name": name, "labels": {"kueue.x-k8s.io/queue-name": "team-a",
+                                        "kueue.x-k8s.io/priority-class": class}})
+    };
+    env.apply_with_meta("urgent", labelled("urgent", "urgent"), json!({}))
+        .await;
+    assert_eq!(
+        failed(&env, "urgent", "PolicyViolation").await,
+        "metadata.labels[\"kueue.x-k8s.io/priority-class\"] \"urgent\" is not allowed: jobs may use the WorkloadPriorityClasses \"low\""
+    );
+
+    env.apply_with_meta("train", labelled("train", "low"), json!({}))
+        .await;
+    let pod = env.pod("train-1").await;
+    assert_eq!(
+        pod.metadata.labels.unwrap()["kueue.x-k8s.io/priority-class"],
+        "low"
+    );
+    // Relabelled after acceptance: the next attempt runs at the queue's default priority.
+    env.apply_with_meta("train", labelled("train", "urgent"), json!({}))
+        .await;
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    kubelet_ok(env.standin.kubelet().fail(NS, "train-1", 1, "crashed"));
+    let pod = env.pod("train-2").await;
+    let labels = pod.metadata.labels.unwrap();
+    assert_eq!(labels["kueue.x-k8s.io/queue-name"], "team-a");
+    assert!(
+        !labels.contains_key("kueue.x-k8s.io/priority-class"),
+        "{labels:?}"
+    );
+    let note = env.event("PolicyChanged").await;
+    assert!(note.contains("\"urgent\" is not allowed"), "{note}");
+}

@@ -1,6 +1,25 @@
 use super::*;
 use serde_json::json;
 
+/// `Policy::check` of a job without labels.
+trait CheckSpec {
+    fn check_spec(
+        &self,
+        ns: Option<&PolicySpec>,
+        spec: &MultiTaskTrainingJobSpec,
+    ) -> Result<(), String>;
+}
+
+impl CheckSpec for Policy {
+    fn check_spec(
+        &self,
+        ns: Option<&PolicySpec>,
+        spec: &MultiTaskTrainingJobSpec,
+    ) -> Result<(), String> {
+        self.check(ns, spec, &BTreeMap::new())
+    }
+}
+
 fn spec(extra: serde_json::Value) -> MultiTaskTrainingJobSpec {
     let mut v = json!({
         "image": "us-docker.pkg.dev/acme/mtl/mtl-trainer:1",
@@ -35,13 +54,13 @@ fn acme() -> Policy {
 #[test]
 fn an_empty_policy_allows_everything_but_other_volume_types() {
     Policy::default()
-        .check(None, &spec(json!({"image": "docker.io/evil:latest"})))
+        .check_spec(None, &spec(json!({"image": "docker.io/evil:latest"})))
         .unwrap();
     let host = spec(json!({"podTemplate": {"volumes": [
         {"name": "cache", "emptyDir": {}},
         {"name": "node", "hostPath": {"path": "/"}}
     ]}}));
-    let err = Policy::default().check(None, &host).unwrap_err();
+    let err = Policy::default().check_spec(None, &host).unwrap_err();
     assert_eq!(
         err,
         "spec.podTemplate.volumes[1] (\"node\") has type hostPath: volume type not allowed: the operator mounts only configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected, secret volumes (the restricted Pod Security Standard's types, and those the cluster's administrator allowed)"
@@ -50,15 +69,15 @@ fn an_empty_policy_allows_everything_but_other_volume_types() {
         extra_volume_types: vec!["hostPath".into()],
         ..Policy::default()
     };
-    widened.check(None, &host).unwrap();
+    widened.check_spec(None, &host).unwrap();
 }
 
 #[test]
 fn images_must_start_with_an_allowed_prefix() {
     let p = acme();
-    p.check(None, &spec(json!({}))).unwrap();
+    p.check_spec(None, &spec(json!({}))).unwrap();
     let err = p
-        .check(None, &spec(json!({"image": "docker.io/evil:latest"})))
+        .check_spec(None, &spec(json!({"image": "docker.io/evil:latest"})))
         .unwrap_err();
     assert_eq!(
         err,
@@ -66,7 +85,7 @@ fn images_must_start_with_an_allowed_prefix() {
     );
     // A prefix, not a substring: the registry host cannot be faked by a path.
     let err = p
-        .check(
+        .check_spec(
             None,
             &spec(json!({"image": "evil.io/us-docker.pkg.dev/acme/mtl/x"})),
         )
@@ -77,7 +96,7 @@ fn images_must_start_with_an_allowed_prefix() {
 #[test]
 fn pods_run_only_as_allowed_service_accounts() {
     let err = acme()
-        .check(None, &spec(json!({"resources": {}})))
+        .check_spec(None, &spec(json!({"resources": {}})))
         .unwrap_err();
     assert_eq!(
         err,
@@ -93,14 +112,14 @@ fn a_namespace_policy_overrides_the_default_field_by_field() {
     }))
     .unwrap();
     let p = acme();
-    let err = p.check(Some(&ns), &spec(json!({}))).unwrap_err();
+    let err = p.check_spec(Some(&ns), &spec(json!({}))).unwrap_err();
     assert!(
         err.starts_with("spec.image \"us-docker.pkg.dev/acme/mtl/mtl-trainer:1\" is not allowed: images must start with \"gcr.io/team-a/\""),
         "{err}"
     );
     // The service accounts still come from the default.
     let job = spec(json!({"image": "gcr.io/team-a/t:1", "resources": {"serviceAccountName": "x"}}));
-    let err = p.check(Some(&ns), &job).unwrap_err();
+    let err = p.check_spec(Some(&ns), &job).unwrap_err();
     assert!(
         err.starts_with("spec.resources.serviceAccountName \"x\""),
         "{err}"
@@ -109,10 +128,10 @@ fn a_namespace_policy_overrides_the_default_field_by_field() {
     let job = spec(json!({"image": "gcr.io/team-a/t:1",
         "podTemplate": {"priorityClassName": "high"}}));
     assert_eq!(
-        p.check(Some(&ns), &job).unwrap_err(),
+        p.check_spec(Some(&ns), &job).unwrap_err(),
         "spec.podTemplate.priorityClassName \"high\" is not allowed: the policy allows none"
     );
-    p.check(Some(&ns), &spec(json!({"image": "gcr.io/team-a/t:1"})))
+    p.check_spec(Some(&ns), &spec(json!({"image": "gcr.io/team-a/t:1"})))
         .unwrap();
 }
 
@@ -133,7 +152,7 @@ fn scheduling_fields_are_bounded() {
             "nodeSelector": {"team": "b"}},
         "podTemplate": {"priorityClassName": "system-cluster-critical", "schedulerName": "mine"}
     }));
-    let err = p.check(None, &job).unwrap_err();
+    let err = p.check_spec(None, &job).unwrap_err();
     let parts: Vec<&str> = err.split("; ").collect();
     assert_eq!(
         parts,
@@ -155,17 +174,17 @@ fn gpus_and_workers_are_capped() {
         spec(json!({"resources": {"gpus": gpus}, "workers": workers,
             "checkpoints": {"uri": "gs://acme-runs/out"}}))
     };
-    p.check(None, &job(8, 2)).unwrap();
+    p.check_spec(None, &job(8, 2)).unwrap();
     assert_eq!(
-        p.check(None, &job(9, 1)).unwrap_err(),
+        p.check_spec(None, &job(9, 1)).unwrap_err(),
         "spec.resources.gpus 9 is over the policy's maxGpusPerWorker of 8"
     );
     assert_eq!(
-        p.check(None, &job(1, 5)).unwrap_err(),
+        p.check_spec(None, &job(1, 5)).unwrap_err(),
         "spec.workers 5 is over the policy's maxWorkers of 4"
     );
     assert_eq!(
-        p.check(None, &job(8, 3)).unwrap_err(),
+        p.check_spec(None, &job(8, 3)).unwrap_err(),
         "GPUs of the job (spec.workers × spec.resources.gpus) 24 is over the policy's maxGpusPerJob of 16"
     );
 }
@@ -180,7 +199,7 @@ fn claims_are_bounded_wherever_they_are_mounted() {
             {"name": "other", "persistentVolumeClaim": {"claimName": "team-b-data"}}
         ]}
     }));
-    let err = p.check(None, &job).unwrap_err();
+    let err = p.check_spec(None, &job).unwrap_err();
     assert_eq!(
         err,
         "spec.checkpoints.persistentVolumeClaim \"team-b-ckpt\" is not allowed: pods may mount the claims \"team-a-data\"; spec.podTemplate.volumes[1].persistentVolumeClaim.claimName \"team-b-data\" is not allowed: pods may mount the claims \"team-a-data\""
@@ -193,12 +212,12 @@ fn gs_uris_must_lie_under_an_allowed_prefix_at_a_path_boundary() {
         json!({"bucketPrefixes": ["gs://acme-models", "gs://acme-data/", "gs://acme-runs/team-a/"]}),
     );
     let job = spec(json!({"checkpoints": {"uri": "gs://acme-runs/team-a/run-1"}}));
-    p.check(None, &job).unwrap();
+    p.check_spec(None, &job).unwrap();
     let job = spec(json!({
         "model": {"pretrained": "gs://acme-models-other/roberta"},
         "checkpoints": {"uri": "gs://acme-runs/team-b/run-1"}
     }));
-    let err = p.check(None, &job).unwrap_err();
+    let err = p.check_spec(None, &job).unwrap_err();
     assert_eq!(
         err,
         "spec.model.pretrained \"gs://acme-models-other/roberta\" is not allowed: gs:// objects must lie under \"gs://acme-models\" or \"gs://acme-data/\" or \"gs://acme-runs/team-a/\"; spec.checkpoints.uri \"gs://acme-runs/team-b/run-1\" is not allowed: gs:// objects must lie under \"gs://acme-models\" or \"gs://acme-data/\" or \"gs://acme-runs/team-a/\""
@@ -206,7 +225,7 @@ fn gs_uris_must_lie_under_an_allowed_prefix_at_a_path_boundary() {
     // Paths on a claim or in the image are not the operator's to read: not bounded here.
     let local = spec(json!({"model": {"pretrained": "/models/roberta"},
         "checkpoints": {"uri": "gs://acme-runs/team-a/x"}}));
-    p.check(None, &local).unwrap();
+    p.check_spec(None, &local).unwrap();
 }
 
 #[test]
@@ -228,8 +247,8 @@ fn vertex_jobs_are_bounded() {
     p.defaults.vertex_ai.accelerator_types = Some(vec!["NVIDIA_TESLA_A100".into()]);
     p.defaults.max_gpus_per_worker = Some(8);
     p.defaults.max_gpus_per_job = Some(8);
-    p.check(None, &vertex(json!({}), 1)).unwrap();
-    p.check(
+    p.check_spec(None, &vertex(json!({}), 1)).unwrap();
+    p.check_spec(
         None,
         &vertex(
             json!({"serviceAccount": "trainer@acme-ml.iam.gserviceaccount.com"}),
@@ -238,12 +257,12 @@ fn vertex_jobs_are_bounded() {
     )
     .unwrap();
     assert_eq!(
-        p.check(None, &vertex(json!({"project": "someone-else"}), 1))
+        p.check_spec(None, &vertex(json!({"project": "someone-else"}), 1))
             .unwrap_err(),
         "spec.vertexAI.project \"someone-else\" is not allowed: Vertex AI jobs may run in \"acme-ml\""
     );
     let err = p
-        .check(
+        .check_spec(
             None,
             &vertex(
                 json!({"serviceAccount": "owner@acme-ml.iam.gserviceaccount.com"}),
@@ -258,7 +277,7 @@ fn vertex_jobs_are_bounded() {
         "{err}"
     );
     assert_eq!(
-        p.check(
+        p.check_spec(
             None,
             &vertex(
                 json!({"machineType": "a3-highgpu-8g", "acceleratorType": "NVIDIA_H100_80GB"}),
@@ -269,7 +288,7 @@ fn vertex_jobs_are_bounded() {
         "spec.vertexAI.machineType \"a3-highgpu-8g\" is not allowed: Vertex AI jobs may use the machine types \"a2-highgpu-1g\"; spec.vertexAI.acceleratorType \"NVIDIA_H100_80GB\" is not allowed: Vertex AI jobs may use the accelerators \"NVIDIA_TESLA_A100\""
     );
     assert_eq!(
-        p.check(None, &vertex(json!({"acceleratorCount": 4}), 4))
+        p.check_spec(None, &vertex(json!({"acceleratorCount": 4}), 4))
             .unwrap_err(),
         "accelerators of the job (spec.workers × spec.vertexAI.acceleratorCount) 16 is over the policy's maxGpusPerJob of 8"
     );
@@ -297,4 +316,28 @@ fn a_policy_file_names_the_field_at_fault() {
     assert!(err.contains("imagePrefix"), "{err}");
     std::fs::write(&path, "{}\n").unwrap();
     assert_eq!(Policy::load_defaults(&path).unwrap(), PolicySpec::default());
+}
+
+#[test]
+fn kueue_workload_priority_classes_are_bounded() {
+    let p = policy(json!({"workloadPriorityClasses": ["low"]}));
+    let labels = |class: &str| {
+        BTreeMap::from([
+            (
+                "kueue.x-k8s.io/queue-name".to_string(),
+                "team-a".to_string(),
+            ),
+            (WORKLOAD_PRIORITY_LABEL.to_string(), class.to_string()),
+        ])
+    };
+    p.check(None, &spec(json!({})), &labels("low")).unwrap();
+    p.check(None, &spec(json!({})), &BTreeMap::new()).unwrap();
+    let err = p
+        .check(None, &spec(json!({})), &labels("urgent"))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "metadata.labels[\"kueue.x-k8s.io/priority-class\"] \"urgent\" is not allowed: jobs may use the WorkloadPriorityClasses \"low\""
+    );
+    assert_eq!(p.check_labels(None, &labels("urgent")).unwrap_err(), err);
 }
