@@ -13,9 +13,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod machines;
 mod policy;
 mod status;
 mod volumes;
+pub use machines::*;
 pub use policy::*;
 pub use status::*;
 pub use volumes::*;
@@ -871,11 +873,13 @@ pub struct VertexAiSpec {
     /// Vertex AI region, e.g. us-central1 (at most 63 characters).
     #[schemars(length(min = 1, max = 63))]
     pub region: String,
-    /// Compute Engine machine type of each replica (at most 63 characters). Default
-    /// n1-standard-8.
-    #[serde(default = "default_machine_type")]
+    /// Compute Engine machine type of each replica (at most 63 characters). Unset: the one
+    /// that comes with the accelerator (g2-standard-* for NVIDIA_L4, a2-highgpu-* for
+    /// NVIDIA_TESLA_A100, a2-ultragpu-* for NVIDIA_A100_80GB, a3-highgpu-* for
+    /// NVIDIA_H100_80GB, by acceleratorCount), n1-standard-8 for T4, V100, P100, P4 or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
-    pub machine_type: String,
+    pub machine_type: Option<String>,
     /// e.g. NVIDIA_TESLA_T4, NVIDIA_L4 (at most 63 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
@@ -909,10 +913,6 @@ pub enum VertexSchedulingStrategy {
     Standard,
     Spot,
     FlexStart,
-}
-
-fn default_machine_type() -> String {
-    "n1-standard-8".into()
 }
 
 /// Retries, deadlines and clean-up (Kubeflow's runPolicy).

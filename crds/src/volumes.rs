@@ -6,7 +6,7 @@
 //! restricted profile pass: refused at admission by a CEL rule on each volume, and again by
 //! the operator. A cluster that needs more (an `nfs` share, a `hostPath` cache on local SSD)
 //! widens both: the operator's `--allow-volume-types` and a CRD generated with
-//! `crdgen job --allow-volume-types` (see README, Security).
+//! `crdgen job --allow-volume-types` (see docs/security.md).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::CustomResourceExt;

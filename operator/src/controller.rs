@@ -583,24 +583,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
         }
     };
     if let Some((reason, message)) = refused {
-        // Retrying will not fix the job: fail it with the reason instead of looping.
-        let mut new = old.clone();
-        new.observed_generation = job.metadata.generation;
-        mark_invalid(&mut new, reason, &message, Timestamp::now());
-        patch_status(ctx, job, &new).await?;
-        publish(
-            ctx,
-            job,
-            &Note {
-                warning: true,
-                reason,
-                message,
-            },
-        )
-        .await;
-        ctx.metrics.set_job_phase(&job_key(job), new.phase);
-        ctx.metrics.set_job(&job_key(job), &new);
-        return Ok(Action::await_change());
+        return fail_at_once(ctx, job, &old, reason, message).await;
     }
     let observed = if old.attempt > 0 {
         match backend.observe(job, old.attempt).await {
@@ -706,6 +689,15 @@ pub async fn reconcile_with<B: AttemptBackend>(
         match action {
             decide::Action::StartAttempt(n) => {
                 if let Err(e) = backend.start(job, n, &mut new).await {
+                    if e.is_refused_spec() {
+                        // The backend refused the request as written (Vertex AI's 400): the
+                        // same request cannot succeed, so the job fails with its message.
+                        let message = match &e {
+                            Error::Vertex { source, .. } => source.to_string(),
+                            other => other.to_string(),
+                        };
+                        return fail_at_once(ctx, job, &old, "InvalidSpec", message).await;
+                    }
                     // Nothing of the decision is kept (the backend took back what it made):
                     // the next reconcile decides again, and finishes a start cut short.
                     let what = format!("creating {}", backend.describe(job, n));
@@ -840,6 +832,34 @@ async fn fold_progress(
 
 /// A job that cannot or may not run as written fails at once, with `reason` (`InvalidSpec`,
 /// `PolicyViolation`) and the message in its Failed condition.
+/// Fails a job that retrying will not fix, with `reason` and `message` (status, a Warning
+/// Event, metrics), instead of looping.
+async fn fail_at_once(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+    old: &MultiTaskTrainingJobStatus,
+    reason: &'static str,
+    message: String,
+) -> Result<Action> {
+    let mut new = old.clone();
+    new.observed_generation = job.metadata.generation;
+    mark_invalid(&mut new, reason, &message, Timestamp::now());
+    patch_status(ctx, job, &new).await?;
+    publish(
+        ctx,
+        job,
+        &Note {
+            warning: true,
+            reason,
+            message,
+        },
+    )
+    .await;
+    ctx.metrics.set_job_phase(&job_key(job), new.phase);
+    ctx.metrics.set_job(&job_key(job), &new);
+    Ok(Action::await_change())
+}
+
 fn mark_invalid(st: &mut MultiTaskTrainingJobStatus, reason: &str, message: &str, now: Timestamp) {
     st.phase = JobPhase::Failed;
     st.completion_time = Some(status::format_time(now));

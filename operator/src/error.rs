@@ -45,6 +45,15 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A Vertex AI call failed; the Vertex error keeps its class (a refused request, a
+    /// permission, an outage), which decides what the controller does.
+    #[error("job {job}: {source}")]
+    Vertex {
+        job: String,
+        #[source]
+        source: Box<crate::vertex::Error>,
+    },
+
     #[error("lease {lease}: {message}")]
     Lease { lease: String, message: String },
 
@@ -111,6 +120,13 @@ fn kube_kind(e: &kube::Error) -> ErrorKind {
 }
 
 impl Error {
+    /// The backend refused the request as written (Vertex AI's 400 INVALID_ARGUMENT): the
+    /// same request cannot succeed, so the job fails instead of retrying.
+    pub fn is_refused_spec(&self) -> bool {
+        matches!(self, Error::Vertex { source, .. }
+            if source.kind() == crate::vertex::ErrorKind::InvalidSpec)
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Kube(e) => kube_kind(e),
@@ -131,6 +147,14 @@ impl Error {
                 }
             }
             Error::InvalidSpec { .. } => ErrorKind::BadSpec,
+            Error::Vertex { source, .. } => {
+                use crate::vertex::ErrorKind as V;
+                match source.kind() {
+                    // Fixed by a person (the spec, an IAM grant): polled slowly, reported.
+                    V::InvalidSpec | V::PermissionDenied | V::Unauthenticated => ErrorKind::BadSpec,
+                    V::NotFound | V::Transient | V::Other => ErrorKind::Transient,
+                }
+            }
             Error::MissingField { .. } => ErrorKind::BadSpec,
             Error::Serialize { .. } => ErrorKind::Internal,
             Error::Lease { .. }

@@ -285,10 +285,11 @@ fn vertex(out: &mut Vec<String>, p: &PolicySpec, spec: &MultiTaskTrainingJobSpec
         &vp.service_accounts,
         "Vertex AI jobs may run as",
     );
+    let machine = v.effective_machine_type().ok();
     one_of(
         out,
         "spec.vertexAI.machineType",
-        Some(&v.machine_type),
+        machine.as_deref(),
         &vp.machine_types,
         "Vertex AI jobs may use the machine types",
     );

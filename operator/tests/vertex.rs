@@ -2,6 +2,7 @@
 //! request field by field, state transitions, retries, non-retryable errors, exactly one
 //! CustomJob per attempt across a restart, cancel/delete, and the CLI.
 
+mod common;
 mod vertex_standin;
 
 use std::time::Duration;
@@ -200,6 +201,13 @@ async fn job_labels_and_scheduling_strategy_reach_vertex() {
         "enums go out as integers: SPOT = 4"
     );
     assert_eq!(body["jobSpec"]["scheduling"]["timeout"], "86400s");
+    // One worker: Vertex AI retries nothing itself; backoffLimit is the only retry.
+    assert_eq!(body["jobSpec"]["scheduling"]["disableRetries"], true);
+    assert!(
+        body["jobSpec"]["scheduling"]
+            .get("restartJobOnWorkerRestart")
+            .is_none()
+    );
 }
 
 /// `spec.vertexAI.tensorboard` becomes the CustomJob's `tensorboard`, on the wire.
@@ -265,6 +273,14 @@ async fn several_workers_become_two_worker_pools() {
         pools.iter().all(|p| p.get("diskSpec").is_none()),
         "nothing else differs"
     );
+    // A static c10d world cannot take one rank restarted in place: a restarted worker
+    // restarts the whole job (disableRetries would turn this off, so it is not sent).
+    let scheduling = &body["jobSpec"]["scheduling"];
+    assert_eq!(
+        scheduling["restartJobOnWorkerRestart"], true,
+        "{scheduling}"
+    );
+    assert!(scheduling.get("disableRetries").is_none(), "{scheduling}");
 }
 
 /// The pure builder, through the crate's types.
@@ -314,7 +330,8 @@ fn builder_fields() {
         "trainer@my-proj.iam.gserviceaccount.com"
     );
 
-    // No deadline, no accelerator, no service account: those fields stay unset.
+    // No deadline, no accelerator, no service account: those fields stay unset (scheduling
+    // keeps only the retry setting).
     job.spec.run_policy.active_deadline_seconds = None;
     let vertex = job.spec.vertex_ai.as_mut().unwrap();
     vertex.accelerator_type = None;
@@ -322,7 +339,9 @@ fn builder_fields() {
     vertex.service_account = None;
     let cj = build_custom_job(&job, 1);
     let spec = cj.job_spec.as_ref().unwrap();
-    assert!(spec.scheduling.is_none());
+    let scheduling = spec.scheduling.as_ref().unwrap();
+    assert!(scheduling.timeout.is_none());
+    assert!(scheduling.disable_retries);
     assert!(spec.service_account.is_empty());
     let machine = spec.worker_pool_specs[0].machine_spec.as_ref().unwrap();
     assert_eq!(
@@ -489,7 +508,7 @@ async fn bad_machine_or_accelerator_is_a_spec_error() {
     let client = client(&standin).await;
 
     let mut bad_machine = job();
-    bad_machine.spec.vertex_ai.as_mut().unwrap().machine_type = "n1-standard-7".into();
+    bad_machine.spec.vertex_ai.as_mut().unwrap().machine_type = Some("n1-standard-7".into());
     let err = client.ensure_created(&bad_machine, 1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidSpec);
     assert_eq!(err.requeue_after(), None);
@@ -777,11 +796,17 @@ async fn cli_submit_status_cancel() {
     assert_eq!(out[0].attempt, Some(2));
     assert_eq!(out[0].display_name, "default-glue-pair-2");
 
-    // A manifest keeps its own name and namespace.
+    // A manifest keeps its own name and namespace, and its labels reach the CustomJob as
+    // they do through the operator.
     let full = dir.path().join("whatever.yaml");
-    std::fs::write(&full, MANIFEST).unwrap();
+    let mut labelled: Value = serde_yaml::from_str(MANIFEST).unwrap();
+    labelled["metadata"]["labels"] = json!({"team": "NLP", "cost-center": "42"});
+    std::fs::write(&full, serde_yaml::to_string(&labelled).unwrap()).unwrap();
     let out = cli.submit(&full).await.unwrap();
     assert_eq!(out[0].display_name, "research-stsb-rte-1");
+    let body = standin.create_bodies().last().cloned().unwrap();
+    assert_eq!(body["labels"]["team"], "nlp", "{}", body["labels"]);
+    assert_eq!(body["labels"]["cost-center"], "42");
 
     let missing = cli
         .status(dir.path().join("nope.yaml").to_str().unwrap())
@@ -893,4 +918,97 @@ async fn attempt_backend_round_trip() {
     standin.fail_next(Route::List, 503, 4);
     let err = backend.observe(&job, 3).await.unwrap_err();
     assert_eq!(err.kind(), mtl_operator::ErrorKind::Transient);
+}
+
+/// A CustomJob Vertex AI refuses as written (400: here a machine type it does not know) ends
+/// the job at once, `Failed` with reason `InvalidSpec` and Vertex's message, after one create:
+/// retrying the same request cannot succeed. End to end: the operator against kube-standin and
+/// the Vertex stand-in.
+#[tokio::test]
+async fn a_custom_job_vertex_refuses_fails_the_job_after_one_request() {
+    let standin = VertexStandIn::start().await;
+    let mut env = common::Env::start().await;
+    env.operator_env
+        .push(("MTL_VERTEX_ENDPOINT".into(), standin.url().to_string()));
+    env.operator("op-a");
+    env.apply(
+        "refused",
+        json!({"backend": "vertexAI", "resources": null,
+               "vertexAI": {"project": "my-proj", "region": "us-central1",
+                            "machineType": "n1-standard-7"}}),
+    )
+    .await;
+    let st = env
+        .status_until("refused", "phase Failed", |s| s.phase == JobPhase::Failed)
+        .await;
+    let failed = mtl_operator::status::find(&st, "Failed").expect("a Failed condition");
+    assert_eq!(failed.reason, "InvalidSpec", "{}", failed.message);
+    assert!(
+        failed
+            .message
+            .contains("Machine type \"n1-standard-7\" is not supported."),
+        "{}",
+        failed.message
+    );
+    env.event("InvalidSpec").await;
+    assert_eq!(standin.requests_to(Route::Create).len(), 1);
+    assert!(standin.jobs().is_empty());
+}
+
+/// Vertex AI takes each GPU only on its machine family (L4 on G2, A100 on A2, H100 on A3; T4,
+/// V100, P100, P4 on N1): the stand-in refuses the rest as Vertex does. An unset machine type
+/// follows the accelerator, so the default spec with an L4, A100 or H100 is accepted.
+#[tokio::test]
+async fn the_machine_type_follows_the_accelerator() {
+    let standin = VertexStandIn::start().await;
+    let client = client(&standin).await;
+    let mut l4_on_n1 = job();
+    let vertex = l4_on_n1.spec.vertex_ai.as_mut().unwrap();
+    vertex.accelerator_type = Some("NVIDIA_L4".into());
+    let err = client.ensure_created(&l4_on_n1, 1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidSpec);
+    assert!(
+        err.to_string().contains(
+            "accelerator type \"NVIDIA_L4\" is not supported for machine type \"n1-standard-8\""
+        ),
+        "{err}"
+    );
+
+    for (attempt, (accel, count, machine)) in (1..).zip([
+        ("NVIDIA_L4", 1, "g2-standard-8"),
+        ("nvidia-l4", 2, "g2-standard-24"),
+        ("NVIDIA_TESLA_A100", 4, "a2-highgpu-4g"),
+        ("NVIDIA_A100_80GB", 8, "a2-ultragpu-8g"),
+        ("NVIDIA_H100_80GB", 8, "a3-highgpu-8g"),
+        ("NVIDIA_TESLA_T4", 1, "n1-standard-8"),
+    ]) {
+        let mut j = job();
+        let vertex = j.spec.vertex_ai.as_mut().unwrap();
+        vertex.machine_type = None;
+        vertex.accelerator_type = Some(accel.into());
+        vertex.accelerator_count = count;
+        let created = client
+            .ensure_created(&j, attempt)
+            .await
+            .unwrap_or_else(|e| panic!("{accel} x{count}: {e}"));
+        let pool = &created.custom_job.job_spec.unwrap().worker_pool_specs[0];
+        assert_eq!(
+            pool.machine_spec.as_ref().unwrap().machine_type,
+            machine,
+            "{accel} x{count}"
+        );
+    }
+    // No default for a count the accelerator does not come in: refused before any request.
+    let mut three = job();
+    let vertex = three.spec.vertex_ai.as_mut().unwrap();
+    vertex.machine_type = None;
+    vertex.accelerator_type = Some("NVIDIA_H100_80GB".into());
+    vertex.accelerator_count = 3;
+    let err = mtl_operator::vertex::validate_for_vertex(&three).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "spec.vertexAI.acceleratorCount: NVIDIA_H100_80GB comes 1, 2, 4, 8 per machine, not 3"
+        ),
+        "{err}"
+    );
 }

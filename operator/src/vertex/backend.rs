@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::client::{StopState, VertexClients};
 use super::custom_job::{attempt_label, display_name, validate_for_vertex};
-use super::error::{Error as VertexError, ErrorKind};
+use super::error::Error as VertexError;
 use super::observe::observe;
 use crate::backend::{AttemptBackend, AttemptState, ObservedAttempt};
 use google_cloud_aiplatform_v1::model::{CustomJob, JobState};
@@ -62,21 +62,18 @@ fn job_key(job: &MultiTaskTrainingJob) -> String {
     )
 }
 
-/// Maps a Vertex error onto the operator's error so `error_policy` picks the requeue delay:
-/// spec, permission and credential problems are `InvalidSpec` (slow requeue, no retry storm; the
-/// message says what to fix), the rest are transient.
-// When crate::Error grows a `Vertex(vertex::Error)` variant, only this function changes.
+/// Maps a Vertex error onto the operator's error: a spec that fails validation (no request
+/// sent) is `InvalidSpec`; everything Vertex AI answered keeps its class in `Error::Vertex`
+/// (see `Error::kind`, `Error::is_refused_spec`).
 pub fn into_operator_error(job: &MultiTaskTrainingJob, e: VertexError) -> crate::Error {
-    match e.kind() {
-        ErrorKind::InvalidSpec | ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => {
-            crate::Error::InvalidSpec {
-                job: job_key(job),
-                message: format!("[{}] {e}", e.reason()),
-            }
-        }
-        ErrorKind::Transient | ErrorKind::NotFound | ErrorKind::Other => crate::Error::Io {
-            what: format!("Vertex AI ({})", e.reason()),
-            source: std::io::Error::other(e),
+    match e {
+        VertexError::InvalidSpec { message, .. } => crate::Error::InvalidSpec {
+            job: job_key(job),
+            message,
+        },
+        other => crate::Error::Vertex {
+            job: job_key(job),
+            source: Box::new(other),
         },
     }
 }

@@ -259,10 +259,21 @@ pub fn load_job(path: &Path) -> Result<MultiTaskTrainingJob> {
                 path.display()
             ))
         })?;
+    // The manifest's labels go onto the CustomJob as the operator copies them.
+    let labels: std::collections::BTreeMap<String, String> = meta
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| l.as_mapping())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut job = MultiTaskTrainingJob::new(&name, spec);
     job.metadata = ObjectMeta {
         name: Some(name),
         namespace: Some(field("namespace").unwrap_or_else(|| "default".into())),
+        labels: (!labels.is_empty()).then_some(labels),
         ..ObjectMeta::default()
     };
     Ok(job)

@@ -253,7 +253,7 @@ impl VertexClient {
             job_service_account: vertex.service_account.clone().filter(|s| !s.is_empty()),
             machine: Some(format!(
                 "machineType {:?}, acceleratorType {:?}, acceleratorCount {}",
-                vertex.machine_type,
+                vertex.effective_machine_type().unwrap_or_default(),
                 vertex.accelerator_type.as_deref().unwrap_or(""),
                 vertex.accelerator_count
             )),

@@ -112,7 +112,7 @@ pub fn job_labels(job: &MultiTaskTrainingJob, attempt: u32) -> BTreeMap<String, 
 /// the GKE spelling (`nvidia-tesla-t4`). An unknown name is passed through as a string, so
 /// Vertex itself answers 400 with the list of valid values (and newer types still work).
 fn accelerator_type(name: &str) -> AcceleratorType {
-    AcceleratorType::from(name.trim().to_ascii_uppercase().replace('-', "_").as_str())
+    AcceleratorType::from(mtl_crds::accelerator_api_name(name).as_str())
 }
 
 /// Checks what `build_custom_job` cannot express: the settings a Vertex AI job needs.
@@ -143,11 +143,7 @@ pub fn validate_for_vertex(job: &MultiTaskTrainingJob) -> Result<&VertexAiSpec> 
             vertex.region
         )));
     }
-    if vertex.machine_type.trim().is_empty() {
-        return Err(invalid(
-            "spec.vertexAI.machineType: required, e.g. n1-standard-8".into(),
-        ));
-    }
+    vertex.effective_machine_type().map_err(invalid)?;
     if vertex.tensorboard.is_some() && vertex.service_account.as_deref().is_none_or(str::is_empty) {
         return Err(invalid(
             "spec.vertexAI.serviceAccount: required when spec.vertexAI.tensorboard is set (Vertex AI uploads the logs as that account)".into(),
@@ -220,7 +216,7 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
     let vertex = job.spec.vertex_ai.clone().unwrap_or_else(|| VertexAiSpec {
         project: String::new(),
         region: String::new(),
-        machine_type: String::new(),
+        machine_type: None,
         accelerator_type: None,
         accelerator_count: 0,
         service_account: None,
@@ -231,7 +227,8 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
     // ever did.
     let spec_json = serde_json::to_string(&job.spec).unwrap_or_default();
 
-    let mut machine = MachineSpec::new().set_machine_type(vertex.machine_type.clone());
+    let mut machine =
+        MachineSpec::new().set_machine_type(vertex.effective_machine_type().unwrap_or_default());
     if let Some(accel) = vertex.accelerator_type.as_deref() {
         machine = machine
             .set_accelerator_type(accelerator_type(accel))
@@ -273,21 +270,29 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
             GcsDestination::new().set_output_uri_prefix(job.spec.checkpoints.uri.clone()),
         );
     let deadline = job.spec.run_policy.active_deadline_seconds;
-    if deadline.is_some() || vertex.scheduling_strategy.is_some() {
-        let mut scheduling = Scheduling::new();
-        if let Some(secs) = deadline {
-            scheduling = scheduling.set_timeout(google_cloud_wkt::Duration::clamp(secs.max(0), 0));
-        }
-        if let Some(s) = vertex.scheduling_strategy {
-            use google_cloud_aiplatform_v1::model::scheduling::Strategy;
-            scheduling = scheduling.set_strategy(match s {
-                VertexSchedulingStrategy::Standard => Strategy::Standard,
-                VertexSchedulingStrategy::Spot => Strategy::Spot,
-                VertexSchedulingStrategy::FlexStart => Strategy::FlexStart,
-            });
-        }
-        spec = spec.set_scheduling(scheduling);
+    // Retries: the operator's backoffLimit is the only retry of a failed attempt. With one
+    // worker Vertex AI retries nothing itself (`disableRetries`). With several, a worker
+    // restarted in place cannot rejoin the static c10d world (its peers would wait out
+    // --dist-timeout): a restarted worker restarts the whole job (`restartJobOnWorkerRestart`),
+    // which `disableRetries` would turn off (Vertex AI's Scheduling reference), so it is not
+    // sent then.
+    let mut scheduling = if job.spec.workers > 1 {
+        Scheduling::new().set_restart_job_on_worker_restart(true)
+    } else {
+        Scheduling::new().set_disable_retries(true)
+    };
+    if let Some(secs) = deadline {
+        scheduling = scheduling.set_timeout(google_cloud_wkt::Duration::clamp(secs.max(0), 0));
     }
+    if let Some(s) = vertex.scheduling_strategy {
+        use google_cloud_aiplatform_v1::model::scheduling::Strategy;
+        scheduling = scheduling.set_strategy(match s {
+            VertexSchedulingStrategy::Standard => Strategy::Standard,
+            VertexSchedulingStrategy::Spot => Strategy::Spot,
+            VertexSchedulingStrategy::FlexStart => Strategy::FlexStart,
+        });
+    }
+    spec = spec.set_scheduling(scheduling);
     if let Some(sa) = vertex.service_account.as_deref().filter(|s| !s.is_empty()) {
         spec = spec.set_service_account(sa);
     }

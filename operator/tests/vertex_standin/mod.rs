@@ -6,7 +6,8 @@
 //! `POST /v1/{name}:cancel` and `DELETE /v1/{name}` (a long-running Operation). Jobs come back
 //! as Vertex sends them: enums by name (`JOB_STATE_PENDING`), timestamps RFC 3339, int64 fields
 //! as the client sent them (strings). Validates what Vertex rejects with 400 (unknown machine
-//! type, unknown accelerator enum name, accelerator type without count).
+//! type, unknown accelerator enum name, accelerator type without count, an accelerator or a
+//! count the machine type does not take, a GPU machine type without its GPUs).
 //!
 //! Test controls: record of every request, `set_state`/`fail_job`, and injected faults
 //! (403/429/503/404/…, optionally after the create was committed, like a lost response).
@@ -169,20 +170,123 @@ const TERMINAL: [&str; 5] = [
 ];
 
 /// Machine types the stand-in accepts (a subset of Vertex's).
-const MACHINE_TYPES: [&str; 12] = [
+const MACHINE_TYPES: [&str; 27] = [
     "n1-standard-4",
     "n1-standard-8",
     "n1-standard-16",
     "n1-highmem-8",
     "n1-highmem-16",
     "e2-standard-4",
+    "g2-standard-4",
     "g2-standard-8",
     "g2-standard-12",
+    "g2-standard-16",
+    "g2-standard-24",
+    "g2-standard-32",
+    "g2-standard-48",
+    "g2-standard-96",
     "a2-highgpu-1g",
+    "a2-highgpu-2g",
+    "a2-highgpu-4g",
+    "a2-highgpu-8g",
+    "a2-megagpu-16g",
     "a2-ultragpu-1g",
+    "a2-ultragpu-8g",
     "a3-highgpu-1g",
+    "a3-highgpu-2g",
+    "a3-highgpu-4g",
     "a3-highgpu-8g",
+    "a3-megagpu-8g",
+    "a3-ultragpu-8g",
 ];
+
+/// The accelerators (API names) and counts a machine type takes, as Vertex AI's "Configure
+/// compute resources for custom training" lists them: N1 machines attach T4, V100, P100 or P4
+/// GPUs; G2, A2 and A3 machines come with a fixed number of one GPU type (in the name for A2
+/// and A3). `None`: no GPU can be attached.
+fn accelerators_of(machine: &str) -> Option<(&'static [&'static str], Vec<i64>)> {
+    const N1: &[&str] = &[
+        "NVIDIA_TESLA_T4",
+        "NVIDIA_TESLA_V100",
+        "NVIDIA_TESLA_P100",
+        "NVIDIA_TESLA_P4",
+    ];
+    let gpus_in_name = |prefix: &str| -> Option<i64> {
+        machine
+            .strip_prefix(prefix)?
+            .strip_suffix('g')?
+            .parse()
+            .ok()
+    };
+    if machine.starts_with("n1-") {
+        return Some((N1, vec![1, 2, 4, 8]));
+    }
+    if let Some(vcpus) = machine.strip_prefix("g2-standard-") {
+        let count = match vcpus {
+            "24" => 2,
+            "48" => 4,
+            "96" => 8,
+            _ => 1,
+        };
+        return Some((&["NVIDIA_L4"], vec![count]));
+    }
+    for (prefix, accel) in [
+        ("a2-highgpu-", "NVIDIA_TESLA_A100"),
+        ("a2-megagpu-", "NVIDIA_TESLA_A100"),
+        ("a2-ultragpu-", "NVIDIA_A100_80GB"),
+        ("a3-highgpu-", "NVIDIA_H100_80GB"),
+        ("a3-megagpu-", "NVIDIA_H100_MEGA_80GB"),
+        ("a3-ultragpu-", "NVIDIA_H200_141GB"),
+    ] {
+        if let Some(n) = gpus_in_name(prefix) {
+            let accel: &'static [&'static str] = match accel {
+                "NVIDIA_TESLA_A100" => &["NVIDIA_TESLA_A100"],
+                "NVIDIA_A100_80GB" => &["NVIDIA_A100_80GB"],
+                "NVIDIA_H100_80GB" => &["NVIDIA_H100_80GB"],
+                "NVIDIA_H100_MEGA_80GB" => &["NVIDIA_H100_MEGA_80GB"],
+                _ => &["NVIDIA_H200_141GB"],
+            };
+            return Some((accel, vec![n]));
+        }
+    }
+    None
+}
+
+/// What Vertex AI answers 400 for in a machine spec: an accelerator the machine type does not
+/// take, a count it does not come with, or a GPU machine type without its GPUs.
+fn machine_spec_error(i: usize, machine_type: &str, machine: &Value) -> Option<String> {
+    let accel = machine["acceleratorType"].as_i64().unwrap_or(0);
+    let count = machine["acceleratorCount"].as_i64().unwrap_or(0);
+    let fixed = !machine_type.starts_with("n1-");
+    match (accelerators_of(machine_type), accel) {
+        (None, 0) => None,
+        (None, _) => Some(format!(
+            "worker_pool_specs[{i}]: machine type \"{machine_type}\" does not support accelerators."
+        )),
+        (Some((_, _)), 0) if fixed => Some(format!(
+            "worker_pool_specs[{i}]: machine type \"{machine_type}\" requires its accelerators in machine_spec.accelerator_type and accelerator_count."
+        )),
+        (Some(_), 0) => None,
+        (Some((types, counts)), n) => {
+            use google_cloud_aiplatform_v1::model::AcceleratorType;
+            let name = AcceleratorType::from(n as i32)
+                .name()
+                .unwrap_or("UNKNOWN")
+                .to_string();
+            if !types.contains(&name.as_str()) {
+                Some(format!(
+                    "worker_pool_specs[{i}]: accelerator type \"{name}\" is not supported for machine type \"{machine_type}\"."
+                ))
+            } else if !counts.contains(&count) {
+                Some(format!(
+                    "worker_pool_specs[{i}]: accelerator count {count} is not supported for machine type \"{machine_type}\" and accelerator type \"{name}\"."
+                ))
+            } else {
+                None
+            }
+        }
+    }
+}
 
 impl VertexStandIn {
     pub async fn start() -> Self {
@@ -578,6 +682,9 @@ fn create(g: &mut Inner, parent: &str, body: Option<Value>) -> Response {
                 ));
             }
             _ => {}
+        }
+        if let Some(message) = machine_spec_error(i, machine_type, machine) {
+            return invalid(message);
         }
         if pool
             .get("containerSpec")
