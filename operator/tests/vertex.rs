@@ -1012,3 +1012,58 @@ async fn the_machine_type_follows_the_accelerator() {
         "{err}"
     );
 }
+
+/// A CustomJob that failed for capacity or platform reasons (no GPUs in the zone, Vertex AI
+/// unavailable or failing internally) is a disruption: the next attempt starts without
+/// spending backoffLimit, counted in `preemptions`. A trainer that exits non-zero is a failure.
+#[tokio::test]
+async fn capacity_and_platform_failures_are_preemptions_not_restarts() {
+    let standin = VertexStandIn::start().await;
+    let mut env = common::Env::start().await;
+    env.operator_env
+        .push(("MTL_VERTEX_ENDPOINT".into(), standin.url().to_string()));
+    env.operator("op-a");
+    env.apply(
+        "gpus",
+        json!({"backend": "vertexAI", "resources": null, "runPolicy": {"backoffLimit": 3},
+               "vertexAI": {"project": "my-proj", "region": "us-central1",
+                            "acceleratorType": "NVIDIA_L4", "acceleratorCount": 1}}),
+    )
+    .await;
+    let created = |n: usize| {
+        let standin = &standin;
+        move || async move {
+            let jobs = standin.jobs();
+            (jobs.len() >= n).then(|| jobs[n - 1]["name"].as_str().unwrap().to_string())
+        }
+    };
+    let first = common::eventually("attempt 1's CustomJob", created(1)).await;
+    standin.set_state(&first, "JOB_STATE_RUNNING");
+    standin.fail_job_with(
+        &first,
+        8,
+        "The zone 'us-central1-a' does not have enough resources available to fulfill the request.",
+    );
+    let second = common::eventually("attempt 2's CustomJob", created(2)).await;
+    let st = env
+        .status_until("gpus", "a preemption counted", |s| s.preemptions == 1)
+        .await;
+    assert_eq!(st.restarts, 0, "capacity is not the trainer's failure");
+    let note = env.event("Preempted").await;
+    assert!(
+        note.contains("VertexCapacity") && note.contains("not counted against backoffLimit"),
+        "{note}"
+    );
+
+    standin.set_state(&second, "JOB_STATE_RUNNING");
+    standin.fail_job_with(
+        &second,
+        3,
+        "The replica workerpool0-0 exited with a non-zero status of 1.",
+    );
+    common::eventually("attempt 3's CustomJob", created(3)).await;
+    let st = env
+        .status_until("gpus", "a restart counted", |s| s.restarts == 1)
+        .await;
+    assert_eq!(st.preemptions, 1);
+}

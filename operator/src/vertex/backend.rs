@@ -82,7 +82,8 @@ pub fn into_operator_error(job: &MultiTaskTrainingJob, e: VertexError) -> crate:
 ///
 /// QUEUED/PENDING/PAUSED → Pending; RUNNING/UPDATING → Running; SUCCEEDED → Succeeded;
 /// FAILED/EXPIRED/PARTIALLY_SUCCEEDED → Failed (counts against backoffLimit, with Vertex's error
-/// message); CANCELLING → terminating; CANCELLED → Cancelled (by the operator for a suspend,
+/// message), unless [`platform_disruption`] says Vertex AI's capacity or platform ended it
+/// (then Disrupted, counted as a preemption); CANCELLING → terminating; CANCELLED → Cancelled (by the operator for a suspend,
 /// which the decision layer handles first, or by someone in the console, which fails the job
 /// with reason `Cancelled`: a person stopped it, so it is not started again).
 pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt {
@@ -97,10 +98,15 @@ pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt
         .error
         .as_ref()
         .is_some_and(|e| e.message.contains(&invalid_input));
+    let disruption = platform_disruption(custom_job);
     let state = match custom_job.state {
         JobState::Running | JobState::Updating => AttemptState::Running,
         JobState::Succeeded => AttemptState::Succeeded,
         JobState::Failed if exited_invalid => AttemptState::InvalidInput {
+            message: seen.message,
+        },
+        JobState::Failed if disruption.is_some() => AttemptState::Disrupted {
+            reason: disruption.unwrap_or_default().to_string(),
             message: seen.message,
         },
         JobState::Failed | JobState::Expired | JobState::PartiallySucceeded => {
@@ -121,6 +127,25 @@ pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt
         state,
         custom_job.state == JobState::Cancelling,
     )
+}
+
+/// Why Vertex AI, not the trainer, ended a failed CustomJob, if it did: no capacity
+/// (`RESOURCE_EXHAUSTED`), the service unavailable or failing internally (`UNAVAILABLE`,
+/// `INTERNAL`), or a Spot / FLEX_START VM taken back. A replica that exited non-zero is the
+/// trainer's failure whatever the code.
+pub fn platform_disruption(custom_job: &CustomJob) -> Option<&'static str> {
+    let error = custom_job.error.as_ref()?;
+    let message = error.message.to_ascii_lowercase();
+    if message.contains("exited with a non-zero status") {
+        return None;
+    }
+    match error.code {
+        8 => Some("VertexCapacity"),
+        14 => Some("VertexUnavailable"),
+        13 => Some("VertexInternalError"),
+        _ if message.contains("preempt") => Some("VertexPreempted"),
+        _ => None,
+    }
 }
 
 impl AttemptBackend for VertexBackend {
@@ -212,6 +237,51 @@ impl AttemptBackend for VertexBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_failures_are_disruptions_and_replica_exits_are_failures() {
+        let failed = |code: i32, message: &str| -> CustomJob {
+            let mut json = serde_json::to_value(
+                CustomJob::new()
+                    .set_name("projects/p/locations/l/customJobs/1")
+                    .set_state(JobState::Failed),
+            )
+            .unwrap();
+            json["error"] = serde_json::json!({"code": code, "message": message});
+            serde_json::from_value(json).unwrap()
+        };
+        let table = [
+            (
+                8,
+                "The zone does not have enough resources",
+                Some("VertexCapacity"),
+            ),
+            (14, "Service unavailable", Some("VertexUnavailable")),
+            (13, "Internal error occurred", Some("VertexInternalError")),
+            (3, "The VM was preempted", Some("VertexPreempted")),
+            (
+                3,
+                "The replica workerpool0-0 exited with a non-zero status of 1.",
+                None,
+            ),
+            (
+                13,
+                "The replica workerpool1-0 exited with a non-zero status of 137.",
+                None,
+            ),
+            (3, "Bad argument", None),
+        ];
+        for (code, message, want) in table {
+            let cj = failed(code, message);
+            assert_eq!(platform_disruption(&cj), want, "{code} {message}");
+            let state = observed_attempt(&cj, 1).state;
+            assert_eq!(
+                matches!(state, AttemptState::Disrupted { .. }),
+                want.is_some(),
+                "{code} {message}: {state:?}"
+            );
+        }
+    }
 
     #[test]
     fn attempt_states() {

@@ -377,11 +377,17 @@ impl VertexStandIn {
 
     /// Fails a job with Vertex's error status.
     pub fn fail_job(&self, name: &str, message: &str) {
+        self.fail_job_with(name, 3, message);
+    }
+
+    /// Fails the CustomJob with `error` = a google.rpc.Status of `code` (8
+    /// RESOURCE_EXHAUSTED, 13 INTERNAL, 14 UNAVAILABLE, 3 INVALID_ARGUMENT, ...).
+    pub fn fail_job_with(&self, name: &str, code: i32, message: &str) {
         self.set_state(name, "JOB_STATE_FAILED");
         let id = id_of(name).expect("a CustomJob name");
         let mut g = self.lock();
         if let Some(job) = g.jobs.get_mut(&id) {
-            job["error"] = json!({"code": 3, "message": message});
+            job["error"] = json!({"code": code, "message": message});
         }
     }
 
