@@ -128,11 +128,12 @@ def _policy_fields() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
     props = spec["properties"]
     lists = tuple(k for k, v in props.items() if v.get("type") == "array")
     numbers = tuple(k for k, v in props.items() if v.get("type") == "integer")
-    vertex = tuple(props["vertexAI"]["properties"])
-    return lists, numbers, vertex
+    vertex = tuple(k for k, v in props["vertexAI"]["properties"].items() if v.get("type") == "array")
+    vertex_flags = tuple(k for k, v in props["vertexAI"]["properties"].items() if v.get("type") == "boolean")
+    return lists, numbers, vertex, vertex_flags
 
 
-POLICY_LIST_FIELDS, POLICY_NUMBER_FIELDS, POLICY_VERTEX_FIELDS = _policy_fields()
+POLICY_LIST_FIELDS, POLICY_NUMBER_FIELDS, POLICY_VERTEX_FIELDS, POLICY_VERTEX_FLAGS = _policy_fields()
 
 # Operator flags that no longer exist (the policy moved to --policy-file), and their env vars.
 REMOVED_FLAGS = ("--allowed-image-prefix", "--allowed-service-account", "--allowed-vertex-project",
@@ -194,6 +195,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                 "serviceAccounts": ["trainer@proj.iam.gserviceaccount.com"],
                 "machineTypes": ["a2-highgpu-1g"],
                 "acceleratorTypes": ["NVIDIA_TESLA_A100"],
+                "networks": ["projects/123/global/networks/ml"],
+                "allowWebAccess": False,
             },
         },
         "podSecurity": {"extraVolumeTypes": ["nfs", "hostPath"]},
@@ -1375,9 +1378,12 @@ class Checker:
                 for vk, vv in (v or {}).items():
                     if vk in POLICY_VERTEX_FIELDS:
                         check_list(f"policy.vertexAI.{vk}", vv)
+                    elif vk in POLICY_VERTEX_FLAGS:
+                        if vv is not None and not isinstance(vv, bool):
+                            self.err(where, f"policy.vertexAI.{vk} is {vv!r}, not true or false (or null)")
                     else:
                         self.err(where, f"policy.vertexAI.{vk} is not a field of a MultiTaskTrainingPolicy's "
-                                        f"vertexAI ({', '.join(POLICY_VERTEX_FIELDS)})")
+                                        f"vertexAI ({', '.join(POLICY_VERTEX_FIELDS + POLICY_VERTEX_FLAGS)})")
             else:
                 self.err(where, f"policy.{key} is not a MultiTaskTrainingPolicy spec field (the operator "
                                 f"would refuse to start)")

@@ -85,7 +85,8 @@ class RealChart(unittest.TestCase):
         # So that every field goes through the ConfigMap and the type checks.
         policy = check_chart.SCENARIOS["all-toggles-on"]["policy"]
         self.assertEqual(set(policy), {*check_chart.POLICY_LIST_FIELDS, *check_chart.POLICY_NUMBER_FIELDS, "vertexAI"})
-        self.assertEqual(set(policy["vertexAI"]), set(check_chart.POLICY_VERTEX_FIELDS))
+        self.assertEqual(set(policy["vertexAI"]),
+                         {*check_chart.POLICY_VERTEX_FIELDS, *check_chart.POLICY_VERTEX_FLAGS})
 
 
 class BrokenCopies(unittest.TestCase):

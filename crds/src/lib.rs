@@ -864,7 +864,7 @@ mod quantity {
 }
 
 /// Vertex AI custom job settings for `backend: vertexAI`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VertexAiSpec {
     /// Google Cloud project the CustomJob runs in (an ID or number, at most 63 characters).
@@ -904,6 +904,56 @@ pub struct VertexAiSpec {
     /// cheaper) or `FLEX_START` (waits for capacity). Vertex's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling_strategy: Option<VertexSchedulingStrategy>,
+    /// How long a `FLEX_START` job waits for its machines before it fails, as Vertex AI
+    /// writes a duration: seconds with an `s` (`"7200s"`). Vertex's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^[0-9]{1,10}s$"))]
+    pub max_wait_duration: Option<String>,
+    /// Boot disk of each replica in GB (the trainer's cache of models and token stores lives
+    /// on it): 100 to 65536. Vertex's default, 100, when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 65536))]
+    pub boot_disk_size_gb: Option<u32>,
+    /// Which Compute Engine reservations the replicas' machines come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_affinity: Option<VertexReservationAffinity>,
+    /// The VPC network the job is peered with, `projects/{number}/global/networks/{name}`
+    /// (at most 1024 characters): the replicas can reach what that network reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub network: Option<String>,
+    /// An interactive shell into the training containers from the console (Vertex AI's
+    /// `enableWebAccess`), for debugging. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_web_access: bool,
+}
+
+/// Vertex AI's `ReservationAffinity`: which reservations machines may be taken from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VertexReservationAffinity {
+    /// `NO_RESERVATION`, `ANY_RESERVATION` or `SPECIFIC_RESERVATION`.
+    #[serde(rename = "type")]
+    pub affinity_type: VertexReservationType,
+    /// With `SPECIFIC_RESERVATION`: the reservation's label key, e.g.
+    /// `compute.googleapis.com/reservation-name` (at most 256 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub key: Option<String>,
+    /// With `SPECIFIC_RESERVATION`: the reservations' full resource names (at most 8, each
+    /// of at most 1024 characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), transform = bounds::strings::<1024>)]
+    pub values: Vec<String>,
+}
+
+/// Vertex AI's `ReservationAffinity.Type`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VertexReservationType {
+    NoReservation,
+    AnyReservation,
+    SpecificReservation,
 }
 
 /// Vertex AI's `Scheduling.strategy`.

@@ -118,6 +118,15 @@ pub struct VertexPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), transform = crate::bounds::strings::<128>)]
     pub accelerator_types: Option<Vec<String>>,
+    /// VPC networks the jobs may be peered with (`vertexAI.network`): what their replicas can
+    /// reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), transform = crate::bounds::strings::<1024>)]
+    pub networks: Option<Vec<String>>,
+    /// Whether jobs may ask for an interactive shell into their containers
+    /// (`vertexAI.enableWebAccess`), which runs with the job's service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_web_access: Option<bool>,
 }
 
 impl VertexPolicy {
@@ -163,6 +172,11 @@ impl PolicySpec {
                     &self.vertex_ai.accelerator_types,
                     &base.vertex_ai.accelerator_types,
                 ),
+                networks: pick(&self.vertex_ai.networks, &base.vertex_ai.networks),
+                allow_web_access: self
+                    .vertex_ai
+                    .allow_web_access
+                    .or(base.vertex_ai.allow_web_access),
             },
         }
     }

@@ -300,6 +300,18 @@ fn vertex(out: &mut Vec<String>, p: &PolicySpec, spec: &MultiTaskTrainingJobSpec
         &vp.accelerator_types,
         "Vertex AI jobs may use the accelerators",
     );
+    one_of(
+        out,
+        "spec.vertexAI.network",
+        v.network.as_deref(),
+        &vp.networks,
+        "Vertex AI jobs may be peered with the networks",
+    );
+    if v.enable_web_access && vp.allow_web_access == Some(false) {
+        out.push(
+            "spec.vertexAI.enableWebAccess is not allowed: the policy gives no interactive shell into Vertex AI jobs (it would run as the job's service account)".into(),
+        );
+    }
     let per_worker = if v.accelerator_type.is_some() {
         v.accelerator_count
     } else {

@@ -1067,3 +1067,74 @@ async fn capacity_and_platform_failures_are_preemptions_not_restarts() {
         .await;
     assert_eq!(st.preemptions, 1);
 }
+
+/// The CustomJob options a GKE/Vertex team sets: boot disk, reservations, VPC network,
+/// FLEX_START's wait, web access, each on the wire where Vertex AI reads it.
+#[tokio::test]
+async fn vertex_options_reach_the_custom_job() {
+    let standin = VertexStandIn::start().await;
+    let mut j = job();
+    j.spec.workers = 2;
+    let reservation = "projects/my-proj/zones/us-central1-a/reservations/r1";
+    let vertex = j.spec.vertex_ai.as_mut().unwrap();
+    vertex.boot_disk_size_gb = Some(500);
+    vertex.reservation_affinity = Some(mtl_crds::VertexReservationAffinity {
+        affinity_type: mtl_crds::VertexReservationType::SpecificReservation,
+        key: Some("compute.googleapis.com/reservation-name".into()),
+        values: vec![reservation.into()],
+    });
+    vertex.network = Some("projects/123/global/networks/ml".into());
+    vertex.scheduling_strategy = Some(mtl_crds::VertexSchedulingStrategy::FlexStart);
+    vertex.max_wait_duration = Some("7200s".into());
+    vertex.enable_web_access = true;
+    client(&standin).await.ensure_created(&j, 1).await.unwrap();
+    let body = standin.requests_to(Route::Create)[0].body.clone().unwrap();
+    let spec = &body["jobSpec"];
+    for pool in spec["workerPoolSpecs"].as_array().unwrap() {
+        assert_eq!(pool["diskSpec"]["bootDiskSizeGb"], 500, "{pool}");
+        let affinity = &pool["machineSpec"]["reservationAffinity"];
+        assert_eq!(
+            affinity["reservationAffinityType"],
+            google_cloud_aiplatform_v1::model::reservation_affinity::Type::SpecificReservation
+                .value()
+                .unwrap(),
+            "{affinity}"
+        );
+        assert_eq!(affinity["key"], "compute.googleapis.com/reservation-name");
+        assert_eq!(affinity["values"], json!([reservation]));
+    }
+    assert_eq!(spec["network"], "projects/123/global/networks/ml");
+    assert_eq!(spec["enableWebAccess"], true);
+    assert_eq!(spec["scheduling"]["maxWaitDuration"], "7200s");
+
+    // What Vertex AI would refuse is refused before any request, naming the field.
+    let mut standard = j.clone();
+    standard
+        .spec
+        .vertex_ai
+        .as_mut()
+        .unwrap()
+        .scheduling_strategy = None;
+    let err = mtl_operator::vertex::validate_for_vertex(&standard).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.vertexAI.maxWaitDuration: only for schedulingStrategy FLEX_START"),
+        "{err}"
+    );
+    let mut no_key = j.clone();
+    no_key
+        .spec
+        .vertex_ai
+        .as_mut()
+        .unwrap()
+        .reservation_affinity
+        .as_mut()
+        .unwrap()
+        .key = None;
+    let err = mtl_operator::vertex::validate_for_vertex(&no_key).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("SPECIFIC_RESERVATION needs key and values"),
+        "{err}"
+    );
+}

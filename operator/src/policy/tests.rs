@@ -341,3 +341,41 @@ fn kueue_workload_priority_classes_are_bounded() {
     );
     assert_eq!(p.check_labels(None, &labels("urgent")).unwrap_err(), err);
 }
+
+#[test]
+fn vertex_networks_and_web_access_are_bounded() {
+    let p = policy(
+        json!({"vertexAI": {"networks": ["projects/1/global/networks/team-a"],
+                                       "allowWebAccess": false}}),
+    );
+    let job = |v: serde_json::Value| {
+        let mut base = json!({"project": "acme-ml", "region": "us-central1"});
+        for (k, e) in v.as_object().unwrap() {
+            base[k] = e.clone();
+        }
+        spec(json!({"backend": "vertexAI", "vertexAI": base, "resources": null}))
+    };
+    p.check_spec(
+        None,
+        &job(json!({"network": "projects/1/global/networks/team-a"})),
+    )
+    .unwrap();
+    assert_eq!(
+        p.check_spec(
+            None,
+            &job(json!({"network": "projects/1/global/networks/prod"}))
+        )
+        .unwrap_err(),
+        "spec.vertexAI.network \"projects/1/global/networks/prod\" is not allowed: Vertex AI jobs may be peered with the networks \"projects/1/global/networks/team-a\""
+    );
+    let err = p
+        .check_spec(None, &job(json!({"enableWebAccess": true})))
+        .unwrap_err();
+    assert!(
+        err.starts_with("spec.vertexAI.enableWebAccess is not allowed"),
+        "{err}"
+    );
+    Policy::default()
+        .check_spec(None, &job(json!({"enableWebAccess": true})))
+        .unwrap();
+}

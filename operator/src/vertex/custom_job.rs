@@ -11,7 +11,9 @@ use google_cloud_aiplatform_v1::model::{
     AcceleratorType, ContainerSpec, CustomJob, CustomJobSpec, EnvVar, GcsDestination, MachineSpec,
     Scheduling, WorkerPoolSpec,
 };
-use mtl_crds::{MultiTaskTrainingJob, VertexAiSpec, VertexSchedulingStrategy};
+use mtl_crds::{
+    MultiTaskTrainingJob, VertexAiSpec, VertexReservationType, VertexSchedulingStrategy,
+};
 
 use super::error::{Error, Result};
 
@@ -149,6 +151,23 @@ pub fn validate_for_vertex(job: &MultiTaskTrainingJob) -> Result<&VertexAiSpec> 
             "spec.vertexAI.serviceAccount: required when spec.vertexAI.tensorboard is set (Vertex AI uploads the logs as that account)".into(),
         ));
     }
+    if vertex.max_wait_duration.is_some()
+        && vertex.scheduling_strategy != Some(VertexSchedulingStrategy::FlexStart)
+    {
+        return Err(invalid(
+            "spec.vertexAI.maxWaitDuration: only for schedulingStrategy FLEX_START (the others do not wait for machines)".into(),
+        ));
+    }
+    if let Some(r) = &vertex.reservation_affinity {
+        let specific = r.affinity_type == VertexReservationType::SpecificReservation;
+        if specific != (r.key.is_some() && !r.values.is_empty()) {
+            return Err(invalid(if specific {
+                "spec.vertexAI.reservationAffinity: SPECIFIC_RESERVATION needs key and values (the reservations)".into()
+            } else {
+                "spec.vertexAI.reservationAffinity: key and values are only for SPECIFIC_RESERVATION".into()
+            }));
+        }
+    }
     if vertex.accelerator_count > 0 && vertex.accelerator_type.is_none() {
         return Err(invalid(format!(
             "spec.vertexAI.acceleratorType: required when acceleratorCount is {}, e.g. NVIDIA_TESLA_T4",
@@ -213,16 +232,7 @@ pub(crate) fn warn_local_paths(job: &MultiTaskTrainingJob) {
 /// Assumes [`validate_for_vertex`] passed; missing settings come out empty (and Vertex AI
 /// rejects them) rather than panicking.
 pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
-    let vertex = job.spec.vertex_ai.clone().unwrap_or_else(|| VertexAiSpec {
-        project: String::new(),
-        region: String::new(),
-        machine_type: None,
-        accelerator_type: None,
-        accelerator_count: 0,
-        service_account: None,
-        tensorboard: None,
-        scheduling_strategy: None,
-    });
+    let vertex = job.spec.vertex_ai.clone().unwrap_or_default();
     // Serialising plain data structs to JSON cannot fail; validate_for_vertex reports it if it
     // ever did.
     let spec_json = serde_json::to_string(&job.spec).unwrap_or_default();
@@ -233,6 +243,20 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
         machine = machine
             .set_accelerator_type(accelerator_type(accel))
             .set_accelerator_count(i32::try_from(vertex.accelerator_count).unwrap_or(i32::MAX));
+    }
+    if let Some(r) = &vertex.reservation_affinity {
+        use google_cloud_aiplatform_v1::model::ReservationAffinity;
+        use google_cloud_aiplatform_v1::model::reservation_affinity::Type;
+        let mut affinity =
+            ReservationAffinity::new().set_reservation_affinity_type(match r.affinity_type {
+                VertexReservationType::NoReservation => Type::NoReservation,
+                VertexReservationType::AnyReservation => Type::AnyReservation,
+                VertexReservationType::SpecificReservation => Type::SpecificReservation,
+            });
+        if let Some(key) = &r.key {
+            affinity = affinity.set_key(key.clone());
+        }
+        machine = machine.set_reservation_affinity(affinity.set_values(r.values.clone()));
     }
 
     let container = ContainerSpec::new()
@@ -253,11 +277,19 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
 
     // Several workers: the primary replica in pool 0 (rank 0, the rendezvous host), the others
     // in pool 1, all alike; Vertex AI tells each where it stands in CLUSTER_SPEC.
+    let disk = vertex.boot_disk_size_gb.map(|gb| {
+        google_cloud_aiplatform_v1::model::DiskSpec::new()
+            .set_boot_disk_size_gb(i32::try_from(gb).unwrap_or(i32::MAX))
+    });
     let pool = |replicas: i64| {
-        WorkerPoolSpec::new()
+        let pool = WorkerPoolSpec::new()
             .set_machine_spec(machine.clone())
             .set_replica_count(replicas)
-            .set_container_spec(container.clone())
+            .set_container_spec(container.clone());
+        match &disk {
+            Some(d) => pool.set_disk_spec(d.clone()),
+            None => pool,
+        }
     };
     let mut pools = vec![pool(1)];
     if job.spec.workers > 1 {
@@ -284,6 +316,14 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
     if let Some(secs) = deadline {
         scheduling = scheduling.set_timeout(google_cloud_wkt::Duration::clamp(secs.max(0), 0));
     }
+    if let Some(wait) = vertex
+        .max_wait_duration
+        .as_deref()
+        .and_then(|w| w.strip_suffix('s'))
+        .and_then(|w| w.parse::<i64>().ok())
+    {
+        scheduling = scheduling.set_max_wait_duration(google_cloud_wkt::Duration::clamp(wait, 0));
+    }
     if let Some(s) = vertex.scheduling_strategy {
         use google_cloud_aiplatform_v1::model::scheduling::Strategy;
         scheduling = scheduling.set_strategy(match s {
@@ -298,6 +338,12 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
     }
     if let Some(tb) = vertex.tensorboard.as_deref().filter(|s| !s.is_empty()) {
         spec = spec.set_tensorboard(tb);
+    }
+    if let Some(network) = vertex.network.as_deref().filter(|s| !s.is_empty()) {
+        spec = spec.set_network(network);
+    }
+    if vertex.enable_web_access {
+        spec = spec.set_enable_web_access(true);
     }
 
     CustomJob::new()
