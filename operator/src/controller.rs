@@ -53,6 +53,9 @@ pub struct Config {
     pub concurrency: u16,
     /// At most one read of a running job's `progress.json` per this long.
     pub progress_poll: Duration,
+    /// `.status.progress` is rewritten on each whole percent, or after this long: not on
+    /// every read (`--progress-write-seconds`).
+    pub progress_write: Duration,
     /// The wait between a failed attempt and the next.
     pub backoff: crate::decide::Backoff,
     /// Trainer image of a job whose spec names none (`--default-image`).
@@ -75,6 +78,7 @@ impl Default for Config {
             manifest_timeout: Duration::from_secs(20),
             concurrency: 16,
             progress_poll: Duration::from_secs(30),
+            progress_write: Duration::from_secs(120),
             backoff: Default::default(),
             default_image: None,
             policy: Default::default(),
@@ -107,6 +111,8 @@ pub struct Context {
 struct JobMemory {
     /// When its progress object was last read and last seen to change, while it runs.
     progress: Option<ProgressSeen>,
+    /// When this operator last wrote `.status.progress`.
+    progress_written_at: Option<Instant>,
     /// When its checkpoint manifest was last read.
     manifest_read_at: Option<Instant>,
     /// The ended attempt whose manifest was read once more (the final read).
@@ -809,7 +815,17 @@ async fn fold_progress(
                     };
                     entry.updated_at = p.updated_at.clone();
                 }
-                st.progress = Some(crate::progress::to_status(&p, now));
+                let fresh = crate::progress::to_status(&p, now);
+                let since = ctx.remember(&key, |m| m.progress_written_at.map(|t| t.elapsed()));
+                if crate::progress::should_write(
+                    st.progress.as_ref(),
+                    &fresh,
+                    since,
+                    ctx.config.progress_write,
+                ) {
+                    st.progress = Some(fresh);
+                    ctx.remember(&key, |m| m.progress_written_at = Some(Instant::now()));
+                }
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => debug!(error = %e, "progress object unreadable"),

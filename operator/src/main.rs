@@ -75,6 +75,11 @@ struct RunArgs {
     /// Seconds between reads of a running job's progress.json (at most, per job).
     #[arg(long, default_value_t = 30)]
     progress_poll_seconds: u64,
+    /// `.status.progress` is rewritten when the whole percent moves, or after this many
+    /// seconds: not on every read (a status write per running job per read would spend the
+    /// API budget at scale).
+    #[arg(long, default_value_t = 120)]
+    progress_write_seconds: u64,
     /// Seconds between a failed attempt and the next, doubling with every failure (0: none).
     #[arg(long, default_value_t = 10)]
     backoff_base_seconds: u64,
@@ -174,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|n| !n.trim().is_empty());
             config.poll_interval = Duration::from_secs(args.poll_seconds.max(1));
             config.progress_poll = Duration::from_secs(args.progress_poll_seconds.max(1));
+            config.progress_write = Duration::from_secs(args.progress_write_seconds);
             config.manifest_poll = Duration::from_secs(args.manifest_poll_seconds.max(1));
             config.concurrency = args.concurrency;
             config.default_image = args.default_image.filter(|i| !i.trim().is_empty());

@@ -32,6 +32,27 @@ pub fn to_status(p: &Progress, now: Timestamp) -> JobProgress {
     }
 }
 
+/// Whether a fresh reading `fresh` replaces the progress `shown` in status: when there is none
+/// yet, when the whole percent moved, or when `since_written` (since `shown` was written, as
+/// the operator remembers it; unknown after a restart) reached `min_interval`. Step, loss,
+/// throughput and ETA change on every read of a running trainer's progress; writing each would
+/// cost a status write per job every `--progress-poll-seconds`.
+pub fn should_write(
+    shown: Option<&JobProgress>,
+    fresh: &JobProgress,
+    since_written: Option<std::time::Duration>,
+    min_interval: std::time::Duration,
+) -> bool {
+    match (shown, since_written) {
+        (None, _) | (Some(_), None) => true,
+        (Some(old), Some(age)) => {
+            old.percent != fresh.percent
+                || old.total_steps != fresh.total_steps
+                || age >= min_interval
+        }
+    }
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
@@ -115,8 +136,75 @@ pub fn fold_stalled(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use super::*;
+
+    /// A running trainer read every 30 s for an hour, a step a second of 20,000: status
+    /// takes its progress on each whole percent or every 120 s, not on every read.
+    #[test]
+    fn progress_is_written_on_each_percent_or_every_interval() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut shown: Option<JobProgress> = None;
+        let mut written_at: Option<u64> = None;
+        let (mut reads, mut writes) = (0, 0);
+        for secs in (0..3600u64).step_by(30) {
+            let p = Progress {
+                step: secs,
+                total_steps: 20_000,
+                eta_seconds: Some((20_000 - secs) as f64),
+                updated_at: format!("t{secs}"),
+                ..Default::default()
+            };
+            let now = status::add_seconds(t0, secs as i64);
+            let fresh = to_status(&p, now);
+            reads += 1;
+            let since = written_at.map(|w| Duration::from_secs(secs - w));
+            if should_write(shown.as_ref(), &fresh, since, Duration::from_secs(120)) {
+                writes += 1;
+                shown = Some(fresh);
+                written_at = Some(secs);
+            }
+        }
+        assert_eq!(reads, 120);
+        // 3600 s at 120 s apart (percent moves every 200 s, at most once between two).
+        assert!((30..=45).contains(&writes), "{writes} writes");
+        // A restart (nothing remembered) writes once; a new total writes at once.
+        let fresh = to_status(
+            &Progress {
+                step: 1,
+                total_steps: 10,
+                ..Default::default()
+            },
+            t0,
+        );
+        assert!(should_write(
+            Some(&fresh),
+            &fresh,
+            None,
+            Duration::from_secs(120)
+        ));
+        let other = to_status(
+            &Progress {
+                step: 1,
+                total_steps: 11,
+                ..Default::default()
+            },
+            t0,
+        );
+        assert!(should_write(
+            Some(&fresh),
+            &other,
+            Some(Duration::ZERO),
+            Duration::from_secs(120)
+        ));
+        assert!(!should_write(
+            Some(&fresh),
+            &fresh,
+            Some(Duration::from_secs(119)),
+            Duration::from_secs(120)
+        ));
+    }
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()

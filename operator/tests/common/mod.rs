@@ -307,6 +307,8 @@ impl Env {
                 "1",
                 "--progress-poll-seconds",
                 "1",
+                "--progress-write-seconds",
+                "1",
                 "--backoff-base-seconds",
                 "1",
             ])
