@@ -35,6 +35,8 @@ use crate::{Error, Result};
 /// deletion then never waits for the operator, and a job costs no finalizer write. Jobs that
 /// an older operator gave it are released.
 pub const FINALIZER: &str = "multitask.dev/cleanup";
+/// The annotation `kubectl apply` (client-side) keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The one server-side apply field manager for pods and status.
 pub const FIELD_MANAGER: &str = "mtl-operator";
 
@@ -997,8 +999,14 @@ pub async fn run(
     // them go), or when a new list no longer holds it (deleted while the watch was away).
     let (job_store, job_writer) = reflector::store::<MultiTaskTrainingJob>();
     let _ = ctx.job_store.set(job_store.clone());
+    // Managed fields and `kubectl apply`'s last-applied-configuration annotation (a second
+    // copy of the spec) are dropped from the cached jobs too: nothing reads them.
     let job_events = watcher(jobs, watcher::Config::default())
         .default_backoff()
+        .modify(|job| {
+            job.managed_fields_mut().clear();
+            job.annotations_mut().remove(LAST_APPLIED);
+        })
         .reflect(job_writer)
         .inspect_ok({
             let (ctx, store) = (ctx.clone(), job_store.clone());
