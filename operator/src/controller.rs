@@ -751,6 +751,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
     }
     if new != old {
         patch_status(ctx, job, &new).await?;
+        ctx.metrics.observe_transition(&old, &new, now);
     }
     for note in &notes {
         publish(ctx, job, note).await;

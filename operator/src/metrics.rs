@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use std::sync::atomic::AtomicU64;
 
+use k8s_openapi::jiff::Timestamp;
 use mtl_crds::{JobPhase, MultiTaskTrainingJobStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +19,11 @@ use crate::ErrorKind;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,6 +117,50 @@ fn job_labels(key: &str) -> JobLabels {
     }
 }
 
+/// How an attempt can end, as `attempts_ended` labels it.
+const ENDINGS: [&str; 4] = ["Succeeded", "Failed", "Preempted", "Suspended"];
+
+/// What one status change says for the histograms.
+#[derive(Debug, Default, PartialEq)]
+pub struct Transition {
+    /// Seconds from the attempt's start to Running, when it just got there.
+    pub to_running: Option<f64>,
+    /// How the attempt of `old` ended, and after how many seconds (when its start is known).
+    pub ended: Option<(&'static str, Option<f64>)>,
+}
+
+/// What changed from `old` to `new` at `now`. Pure: tested below.
+pub fn transition(
+    old: &MultiTaskTrainingJobStatus,
+    new: &MultiTaskTrainingJobStatus,
+    now: Timestamp,
+) -> Transition {
+    let since = |t: Option<&str>| {
+        crate::status::parse_time(t).map(|t| t.duration_until(now).as_secs_f64().max(0.0))
+    };
+    let mut out = Transition::default();
+    if new.phase == JobPhase::Running && old.phase != JobPhase::Running {
+        out.to_running = since(new.attempt_start_time.as_deref());
+    }
+    if old.attempt > 0 && !old.phase.is_finished() {
+        let reason = if new.preemptions > old.preemptions {
+            Some("Preempted")
+        } else if new.restarts > old.restarts {
+            Some("Failed")
+        } else if new.phase == JobPhase::Succeeded {
+            Some("Succeeded")
+        } else if new.phase == JobPhase::Failed {
+            Some("Failed")
+        } else if new.phase == JobPhase::Suspended && old.phase != JobPhase::Suspended {
+            Some("Suspended")
+        } else {
+            None
+        };
+        out.ended = reason.map(|r| (r, since(old.attempt_start_time.as_deref())));
+    }
+    out
+}
+
 const PHASES: [JobPhase; 6] = [
     JobPhase::Pending,
     JobPhase::Running,
@@ -130,6 +180,12 @@ pub struct Metrics {
     /// Reads of trainers' progress objects.
     pub progress_reads: Counter,
     pub manifest_reads: Counter,
+    /// From an attempt's start (its pods created, or admitted by Kueue) to Running.
+    pub time_to_running: Histogram,
+    /// From an attempt's start to its end.
+    pub attempt_duration: Histogram,
+    /// Attempts ended, by how: Succeeded, Failed, Preempted, Suspended.
+    pub attempts_ended: Family<ReasonLabels, Counter>,
     job: JobGauges,
     phases: Mutex<HashMap<String, JobPhase>>,
     registry: Registry,
@@ -151,6 +207,30 @@ impl Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let progress_reads = Counter::default();
         let manifest_reads = Counter::default();
+        // 1 s to ~4.5 h, and 1 min to ~34 days.
+        let time_to_running = Histogram::new(exponential_buckets(1.0, 2.0, 15));
+        let attempt_duration = Histogram::new(exponential_buckets(60.0, 2.0, 16));
+        let attempts_ended = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "time_to_running_seconds",
+            "From an attempt's start (pods created, or admitted by Kueue) to Running",
+            time_to_running.clone(),
+        );
+        registry.register(
+            "attempt_duration_seconds",
+            "From an attempt's start to its end",
+            attempt_duration.clone(),
+        );
+        registry.register(
+            "attempts_ended",
+            "Attempts ended, by reason (Succeeded, Failed, Preempted, Suspended)",
+            attempts_ended.clone(),
+        );
+        for reason in ENDINGS {
+            let _ = attempts_ended.get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            });
+        }
         let job = JobGauges::register(&mut registry);
         registry.register(
             "progress_reads",
@@ -202,9 +282,35 @@ impl Metrics {
             reconcile_duration,
             progress_reads,
             manifest_reads,
+            time_to_running,
+            attempt_duration,
+            attempts_ended,
             job,
             phases: Mutex::default(),
             registry,
+        }
+    }
+
+    /// Observes what a status write tells: an attempt that reached Running, or one that ended.
+    pub fn observe_transition(
+        &self,
+        old: &MultiTaskTrainingJobStatus,
+        new: &MultiTaskTrainingJobStatus,
+        now: Timestamp,
+    ) {
+        let t = transition(old, new, now);
+        if let Some(secs) = t.to_running {
+            self.time_to_running.observe(secs);
+        }
+        if let Some((reason, secs)) = t.ended {
+            self.attempts_ended
+                .get_or_create(&ReasonLabels {
+                    reason: reason.into(),
+                })
+                .inc();
+            if let Some(secs) = secs {
+                self.attempt_duration.observe(secs);
+            }
         }
     }
 
@@ -326,6 +432,76 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transitions_feed_the_attempt_histograms() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let after = |secs: i64| crate::status::add_seconds(t0, secs);
+        let st = |phase: JobPhase, attempt: u32| MultiTaskTrainingJobStatus {
+            phase,
+            attempt,
+            attempt_start_time: Some(crate::status::format_time(t0)),
+            ..Default::default()
+        };
+        // Pending for 90 s, then Running.
+        let t = transition(
+            &st(JobPhase::Pending, 1),
+            &st(JobPhase::Running, 1),
+            after(90),
+        );
+        assert_eq!(t.to_running, Some(90.0));
+        assert_eq!(t.ended, None);
+        // Ran an hour and was preempted: the next attempt starts.
+        let mut next = st(JobPhase::Restarting, 2);
+        next.preemptions = 1;
+        let t = transition(&st(JobPhase::Running, 1), &next, after(3600));
+        assert_eq!(t.ended, Some(("Preempted", Some(3600.0))));
+        let mut next = st(JobPhase::Restarting, 2);
+        next.restarts = 1;
+        assert_eq!(
+            transition(&st(JobPhase::Running, 1), &next, after(60)).ended,
+            Some(("Failed", Some(60.0)))
+        );
+        for (phase, reason) in [
+            (JobPhase::Succeeded, "Succeeded"),
+            (JobPhase::Failed, "Failed"),
+            (JobPhase::Suspended, "Suspended"),
+        ] {
+            let t = transition(&st(JobPhase::Running, 1), &st(phase, 1), after(10));
+            assert_eq!(t.ended, Some((reason, Some(10.0))), "{phase:?}");
+        }
+        // A quiet look, or a job refused before any attempt, ends nothing.
+        let running = st(JobPhase::Running, 1);
+        assert_eq!(
+            transition(&running, &running, after(5)),
+            Transition::default()
+        );
+        assert_eq!(
+            transition(
+                &st(JobPhase::Pending, 0),
+                &st(JobPhase::Failed, 0),
+                after(5)
+            )
+            .ended,
+            None
+        );
+        let now = after(10);
+        let m = Metrics::new();
+        m.observe_transition(&st(JobPhase::Running, 1), &st(JobPhase::Succeeded, 1), now);
+        let text = m.encode();
+        assert!(
+            text.contains("mtl_operator_attempts_ended_total{reason=\"Succeeded\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtl_operator_attempt_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mtl_operator_time_to_running_seconds_count 0"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn text_format_has_reconciles_errors_and_phases() {

@@ -37,13 +37,13 @@ pub fn add_seconds(t: Timestamp, secs: i64) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// Parses an RFC 3339 time from status; `None` when absent or unreadable.
 /// `t` + `d` (millisecond precision).
 pub fn add_millis(t: Timestamp, d: std::time::Duration) -> Timestamp {
     t.checked_add(SignedDuration::from_millis(d.as_millis() as i64))
         .unwrap_or(t)
 }
 
+/// Parses an RFC 3339 time from status; `None` when absent or unreadable.
 pub fn parse_time(s: Option<&str>) -> Option<Timestamp> {
     s.and_then(|s| s.parse().ok())
 }
