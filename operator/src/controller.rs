@@ -58,6 +58,10 @@ pub struct Config {
     /// `.status.progress` is rewritten on each whole percent, or after this long: not on
     /// every read (`--progress-write-seconds`).
     pub progress_write: Duration,
+    /// One reconcile may take at most this long; past it, it is abandoned and retried.
+    pub reconcile_timeout: Duration,
+    /// `/healthz` fails after this long without a completed reconcile while jobs are live.
+    pub healthz_stall: Duration,
     /// The wait between a failed attempt and the next.
     pub backoff: crate::decide::Backoff,
     /// Trainer image of a job whose spec names none (`--default-image`).
@@ -81,6 +85,8 @@ impl Default for Config {
             concurrency: 16,
             progress_poll: Duration::from_secs(30),
             progress_write: Duration::from_secs(120),
+            reconcile_timeout: Duration::from_secs(300),
+            healthz_stall: Duration::from_secs(600),
             backoff: Default::default(),
             default_image: None,
             policy: Default::default(),
@@ -234,23 +240,36 @@ pub async fn reconcile(job: Arc<MultiTaskTrainingJob>, ctx: Arc<Context>) -> Res
         })?;
         let api: Api<MultiTaskTrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
         let job = Arc::new(as_accepted(&job, &ctx).await);
-        let result = match job.spec.backend {
-            Backend::Kubernetes => reconcile_pods(&api, &job, &ctx).await,
-            Backend::VertexAi => finalizer(&api, FINALIZER, job.clone(), |event| async {
-                match event {
-                    Finalizer::Apply(job) => {
-                        let vertex = VertexBackend::new(ctx.vertex.clone());
-                        reconcile_with(&vertex, &job, &ctx).await
+        let work = async {
+            match job.spec.backend {
+                Backend::Kubernetes => reconcile_pods(&api, &job, &ctx).await,
+                Backend::VertexAi => finalizer(&api, FINALIZER, job.clone(), |event| async {
+                    match event {
+                        Finalizer::Apply(job) => {
+                            let vertex = VertexBackend::new(ctx.vertex.clone());
+                            reconcile_with(&vertex, &job, &ctx).await
+                        }
+                        Finalizer::Cleanup(job) => cleanup_vertex(&job, &ctx).await,
                     }
-                    Finalizer::Cleanup(job) => cleanup_vertex(&job, &ctx).await,
-                }
-            })
-            .await
-            .map_err(|e| Error::Finalizer {
-                finalizer: FINALIZER,
-                source: Box::new(e),
+                })
+                .await
+                .map_err(|e| Error::Finalizer {
+                    finalizer: FINALIZER,
+                    source: Box::new(e),
+                }),
+            }
+        };
+        // A reconcile stuck on a call (a storage read, an API request the client does not
+        // time out) must not hold its job, or a concurrency slot, forever.
+        let limit = ctx.config.reconcile_timeout;
+        let result = match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                what: format!("reconciling {}", job_key(&job)),
+                after: limit,
             }),
         };
+        ctx.metrics.reconciled(Timestamp::now());
         // A reconcile that ran while its job was deleted may have remembered it after the
         // watch's Delete made the operator forget it: forget it again. (Its store entry goes
         // before the Delete is seen, so one of the two comes after every write.)

@@ -54,6 +54,10 @@ pub enum Error {
         source: Box<crate::vertex::Error>,
     },
 
+    /// A reconcile took longer than `--reconcile-timeout-seconds` and was abandoned.
+    #[error("{what}: gave up after {}s", after.as_secs())]
+    Timeout { what: String, after: Duration },
+
     #[error("lease {lease}: {message}")]
     Lease { lease: String, message: String },
 
@@ -158,6 +162,7 @@ impl Error {
             Error::MissingField { .. } => ErrorKind::BadSpec,
             Error::Serialize { .. } => ErrorKind::Internal,
             Error::Lease { .. }
+            | Error::Timeout { .. }
             | Error::Io { .. }
             | Error::NotOwned { .. }
             | Error::Terminating { .. } => ErrorKind::Transient,

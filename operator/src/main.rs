@@ -75,6 +75,14 @@ struct RunArgs {
     /// Seconds between reads of a running job's progress.json (at most, per job).
     #[arg(long, default_value_t = 30)]
     progress_poll_seconds: u64,
+    /// A reconcile that takes longer than this many seconds is abandoned and retried (a
+    /// stuck call must not hold a job, or a --concurrency slot, forever).
+    #[arg(long, default_value_t = 300)]
+    reconcile_timeout_seconds: u64,
+    /// /healthz fails when, while leading with live jobs, no reconcile completed for this
+    /// many seconds: the kubelet restarts a wedged operator and a standby takes over.
+    #[arg(long, default_value_t = 600)]
+    healthz_stall_seconds: u64,
     /// `.status.progress` is rewritten when the whole percent moves, or after this many
     /// seconds: not on every read (a status write per running job per read would spend the
     /// API budget at scale).
@@ -180,6 +188,8 @@ async fn main() -> anyhow::Result<()> {
             config.poll_interval = Duration::from_secs(args.poll_seconds.max(1));
             config.progress_poll = Duration::from_secs(args.progress_poll_seconds.max(1));
             config.progress_write = Duration::from_secs(args.progress_write_seconds);
+            config.reconcile_timeout = Duration::from_secs(args.reconcile_timeout_seconds.max(1));
+            config.healthz_stall = Duration::from_secs(args.healthz_stall_seconds.max(1));
             config.manifest_poll = Duration::from_secs(args.manifest_poll_seconds.max(1));
             config.concurrency = args.concurrency;
             config.default_image = args.default_image.filter(|i| !i.trim().is_empty());

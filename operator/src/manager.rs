@@ -52,6 +52,7 @@ pub async fn run(
     let health = Health {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        stall_after: opts.config.healthz_stall,
     };
     let (addr, server) = server::serve(opts.metrics_addr, health, shutdown.clone()).await?;
     info!(%addr, "serving /metrics, /healthz and /readyz");

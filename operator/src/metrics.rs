@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::jiff::Timestamp;
 use mtl_crds::{JobPhase, MultiTaskTrainingJobStatus};
@@ -188,6 +188,8 @@ pub struct Metrics {
     pub attempts_ended: Family<ReasonLabels, Counter>,
     job: JobGauges,
     phases: Mutex<HashMap<String, JobPhase>>,
+    /// When a reconcile last completed (unix seconds), or the metrics were made.
+    last_reconcile: AtomicU64,
     registry: Registry,
 }
 
@@ -287,6 +289,7 @@ impl Metrics {
             attempts_ended,
             job,
             phases: Mutex::default(),
+            last_reconcile: AtomicU64::new(Timestamp::now().as_second().max(0) as u64),
             registry,
         }
     }
@@ -312,6 +315,28 @@ impl Metrics {
                 self.attempt_duration.observe(secs);
             }
         }
+    }
+
+    /// A reconcile completed (with or without an error) at `now`.
+    pub fn reconciled(&self, now: Timestamp) {
+        self.last_reconcile
+            .store(now.as_second().max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Why the controller looks wedged at `now`, if it does: leading, with live jobs (each
+    /// looked at every `--poll-seconds`), and no reconcile completed for `after`.
+    pub fn wedged(&self, now: Timestamp, after: std::time::Duration) -> Option<String> {
+        if self.leader.get() != 1 {
+            return None;
+        }
+        let live = {
+            let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+            phases.values().filter(|p| !p.is_finished()).count()
+        };
+        let last = self.last_reconcile.load(Ordering::Relaxed);
+        let age = (now.as_second().max(0) as u64).saturating_sub(last);
+        (live > 0 && age >= after.as_secs())
+            .then(|| format!("no reconcile completed for {age}s while {live} jobs are live"))
     }
 
     pub fn error(&self, kind: ErrorKind) {
@@ -432,6 +457,32 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_with_live_jobs_and_no_reconcile_is_wedged() {
+        let m = Metrics::new();
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let after = |s: i64| crate::status::add_seconds(t0, s);
+        let limit = std::time::Duration::from_secs(600);
+        m.reconciled(t0);
+        m.set_job_phase("ns/a", JobPhase::Running);
+        assert_eq!(
+            m.wedged(after(900), limit),
+            None,
+            "a standby is never wedged"
+        );
+        m.leader.set(1);
+        assert_eq!(m.wedged(after(599), limit), None);
+        assert_eq!(
+            m.wedged(after(900), limit).as_deref(),
+            Some("no reconcile completed for 900s while 1 jobs are live")
+        );
+        m.reconciled(after(890));
+        assert_eq!(m.wedged(after(900), limit), None);
+        // Finished jobs are not looked at again: nothing to wait for.
+        m.set_job_phase("ns/a", JobPhase::Succeeded);
+        assert_eq!(m.wedged(after(5000), limit), None);
+    }
 
     #[test]
     fn transitions_feed_the_attempt_histograms() {

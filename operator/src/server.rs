@@ -20,6 +20,20 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// Set once the operator has connected to the API server and is leading or standing by.
     pub ready: Arc<AtomicBool>,
+    /// `/healthz` fails when, while leading with live jobs, no reconcile completed for this
+    /// long (`--healthz-stall-seconds`): a wedged controller that still renews its lease is
+    /// restarted by the kubelet, and a standby takes over.
+    pub stall_after: std::time::Duration,
+}
+
+async fn healthz(State(h): State<Health>) -> impl IntoResponse {
+    match h
+        .metrics
+        .wedged(k8s_openapi::jiff::Timestamp::now(), h.stall_after)
+    {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
@@ -43,7 +57,7 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
 pub fn router(health: Health) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health)
 }
@@ -97,6 +111,7 @@ mod tests {
         let health = Health {
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(false)),
+            stall_after: std::time::Duration::from_secs(600),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr, handle) = serve("127.0.0.1:0".parse().unwrap(), health.clone(), async {
@@ -108,6 +123,25 @@ mod tests {
         assert!(get(addr, "/readyz").await.contains(" 503 "));
         health.ready.store(true, Ordering::Relaxed);
         assert!(get(addr, "/readyz").await.contains(" 200 "));
+        // Leading with a live job and no reconcile for longer than stall_after: unhealthy.
+        health.metrics.leader.set(1);
+        health
+            .metrics
+            .set_job_phase("ns/a", mtl_crds::JobPhase::Running);
+        health.metrics.reconciled(
+            k8s_openapi::jiff::Timestamp::now()
+                .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(700))
+                .unwrap(),
+        );
+        let wedged = get(addr, "/healthz").await;
+        assert!(
+            wedged.contains(" 503 ") && wedged.contains("no reconcile completed"),
+            "{wedged}"
+        );
+        health
+            .metrics
+            .reconciled(k8s_openapi::jiff::Timestamp::now());
+        assert!(get(addr, "/healthz").await.contains(" 200 "));
         let metrics = get(addr, "/metrics").await;
         assert!(
             metrics.contains("application/openmetrics-text"),
