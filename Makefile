@@ -101,7 +101,9 @@ docker-push: docker-build
 docker-local-train:
 	images/local-train.sh
 
+# Helm installs a chart's crds/ on first install only and never upgrades them: apply them first.
 deploy:
+	kubectl apply --server-side --force-conflicts -f charts/mtl-operator/crds/
 	helm upgrade --install mtl-operator charts/mtl-operator -n mtl-system --create-namespace \
 	  --set image.repository=$(REGISTRY)/mtl-operator --set image.tag=$(TAG)
 

@@ -12,13 +12,20 @@ What it checks (exit status 1 and one line per problem, naming the file, when an
     values.yaml is read by some template (no dead, undocumented-by-use settings).
   * templates render with a small Go-template renderer (the subset this chart uses: define/include,
     if/else/with/range/end, variables, pipelines, Sprig's default, quote, toYaml, nindent, join,
-    dig, b64enc, sha256sum, randAlphaNum (deterministic here), ..., and Helm's lookup, which
-    finds nothing, as under `helm template`),
-    under several sets of values (defaults, and every toggle switched on); each rendered document
-    parses as YAML with apiVersion, kind, metadata.name and the app.kubernetes.io labels.
+    dig, b64enc, sha256sum, randAlphaNum (deterministic here), gt/lt/ge/le (numbers of one kind,
+    as Go's), ..., and Helm's lookup, which finds nothing, as under `helm template`),
+    under several sets of values (defaults, every toggle switched on, one replica, ...); each rendered
+    document parses as YAML with apiVersion, kind, metadata.name and the app.kubernetes.io labels.
+  * NOTES.txt renders (no <no value>) and says how to upgrade the CRDs, which Helm installs on first
+    install only: `kubectl apply --server-side --force-conflicts -f charts/<chart>/crds/` (or each
+    file; with podSecurity.extraVolumeTypes, the job CRD generated with that list instead).
   * cross-object wiring: selectors match pod labels, Service/ServiceMonitor/probe port names exist,
     the Deployment runs `run --metrics-addr 0.0.0.0:<metrics.port>` with the downward-API env,
     restricted security contexts, bindings point at rendered roles and the operator's ServiceAccount.
+  * PodDisruptionBudget (policy/v1): rendered exactly when podDisruptionBudget.enabled and
+    replicas > 1 (with one replica, minAvailable 1 would block node drains forever); its selector
+    selects the Deployment's pods and no others (the Deployment's selector labels); minAvailable is
+    podDisruptionBudget.minAvailable, a whole number from 1 to replicas - 1.
   * operator settings: the values' policy (only MultiTaskTrainingPolicy spec fields, of the right
     types) is the ConfigMap <fullname>-policy's policy.yaml, mounted read-only where
     --policy-file points, with a checksum/policy pod annotation of it; the accepted-spec key
@@ -149,6 +156,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "all-toggles-on": {
         "image": {"tag": "1.2.3"},
+        "replicas": 3,
+        "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
         "imagePullSecrets": [{"name": "registry"}],
         "watchNamespace": "ml-jobs",
         "extraArgs": ["--some-flag"],
@@ -209,10 +218,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"enabled": True, "allowMetadataServer": False},
         "acceptedSpecKey": {"existingSecret": "mtl-accepted-spec-key"},
         "aggregatedRoles": {"enabled": False},
+        "podDisruptionBudget": {"enabled": False},
         # [] allows nothing: it must reach the policy file as [], not vanish.
         "policy": {"serviceAccounts": [], "vertexAI": {"projects": []}},
     },
     "no-rbac": {"rbac": {"create": False}},
+    # One replica: no PodDisruptionBudget although podDisruptionBudget.enabled is true.
+    "single-replica": {"replicas": 1},
 }
 
 NAMESPACED_KINDS = {
@@ -848,6 +860,28 @@ class Renderer:
         if name == "ne":
             need(2)
             return untrack(args[0]) != untrack(args[1])
+        if name in ("lt", "le", "gt", "ge"):
+            need(2)
+            a, b = args
+
+            def kind(x: Any) -> str:
+                if isinstance(x, bool):
+                    return "bool"
+                if isinstance(x, int):
+                    return "int"
+                if isinstance(x, float):
+                    return "float"
+                if isinstance(x, str):
+                    return "string"
+                return type(x).__name__
+
+            ka, kb = kind(a), kind(b)
+            if ka not in ("int", "float", "string") or kb not in ("int", "float", "string"):
+                raise RenderError(f"{name}: invalid type for comparison ({ka}, {kb})")
+            if ka != kb:  # Go's text/template: 2.0 (a value, float64 in Helm) vs 1 (a literal, int)
+                raise RenderError(f"{name}: incompatible types for comparison ({ka} {go_str(a)}, {kb} {go_str(b)}); "
+                                  f"convert with int or float64")
+            return {"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}[name]
         if name == "not":
             need(1)
             return not truthy(args[0])
@@ -1148,6 +1182,7 @@ class Checker:
             if base == "NOTES.txt":
                 if "<no value>" in text:
                     self.err(where, "renders <no value>")
+                self.check_notes(where, text, values)
                 continue
             if not name.endswith((".yaml", ".yml")):
                 self.err(where, "templates/ holds a file that is neither YAML, NOTES.txt nor a _helper")
@@ -1165,6 +1200,26 @@ class Checker:
                     docs.append((dwhere, doc))
         self.rendered[scenario] = docs
         self.check_objects(scenario, values, docs)
+
+    def check_notes(self, where: str, text: str, values: dict[str, Any]) -> None:
+        """NOTES.txt says how to upgrade each CRD: Helm installs crds/ on first install only."""
+        crds_dir = f"charts/{self.chart.name}/crds/"
+        command = "kubectl apply --server-side --force-conflicts -f"
+        applied = set(re.findall(re.escape(command) + r" (\S+)", text))
+        extra_volumes = [str(v) for v in (values.get("podSecurity") or {}).get("extraVolumeTypes") or []]
+        for name in REQUIRED_CRD_FILES:
+            chart_copy = bool({crds_dir, crds_dir + name} & applied)
+            if name == "multitasktrainingjobs.yaml" and extra_volumes:
+                # The chart's copy refuses the extra volume types: one generated with them instead.
+                if chart_copy:
+                    self.err(where, f"tells to apply the chart's {name} although podSecurity.extraVolumeTypes "
+                                    f"is set: it would refuse the volume types {extra_volumes}")
+                if f"--allow-volume-types {','.join(extra_volumes)}" not in text:
+                    self.err(where, f"does not tell how to generate the job CRD with --allow-volume-types "
+                                    f"{','.join(extra_volumes)}")
+            elif not chart_copy:
+                self.err(where, f"does not tell how to upgrade the CRD {name} (Helm installs crds/ on first "
+                                f"install only, never on upgrade): `{command} {crds_dir}`")
 
     def check_doc_shape(self, where: str, doc: Any) -> bool:
         if not isinstance(doc, dict):
@@ -1214,8 +1269,7 @@ class Checker:
 
         for where, svc in by_kind.get("Service", []):
             sel = svc.get("spec", {}).get("selector") or {}
-            if not sel or not dict_subset(sel, pod_labels):
-                self.err(where, f"Service selector {sel} does not select the operator pods {pod_labels}")
+            self.check_selects_pods(where, "Service selector", sel, pod_labels)
             ports = svc.get("spec", {}).get("ports") or []
             if not any(p.get("name") == "metrics" and p.get("port") == values["metrics"]["port"]
                        and p.get("targetPort") == "metrics" for p in ports):
@@ -1241,8 +1295,7 @@ class Checker:
                      "networkPolicy.enabled does not toggle the NetworkPolicy")
         for where, np in policies:
             sel = (np.get("spec", {}).get("podSelector") or {}).get("matchLabels") or {}
-            if not sel or not dict_subset(sel, pod_labels):
-                self.err(where, f"podSelector {sel} does not select the operator pods")
+            self.check_selects_pods(where, "podSelector", sel, pod_labels)
             ingress_ports = [p.get("port") for r in np.get("spec", {}).get("ingress") or [] for p in r.get("ports") or []]
             if values["metrics"]["port"] not in ingress_ports:
                 self.err(where, "ingress does not allow the metrics port (probes and scrapes)")
@@ -1250,6 +1303,9 @@ class Checker:
             for port in (53, 443):
                 if port not in egress_ports:
                     self.err(where, f"egress does not allow port {port}")
+
+        dep_selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        self.check_pdb(scenario, values, by_kind.get("PodDisruptionBudget", []), pod_labels, dep_selector)
 
         sas = by_kind.get("ServiceAccount", [])
         if values["serviceAccount"]["create"]:
@@ -1270,6 +1326,57 @@ class Checker:
             for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
                 for where, _ in by_kind.get(kind, []):
                     self.err(where, "rendered although rbac.create is false")
+
+    def check_selects_pods(self, where: str, what: str, sel: dict[str, Any], pod_labels: dict[str, Any]) -> bool:
+        """A matchLabels-style selector selects the operator pods (a non-empty subset of their labels)."""
+        if not sel or not dict_subset(sel, pod_labels):
+            self.err(where, f"{what} {sel} does not select the operator pods {pod_labels}")
+            return False
+        return True
+
+    def check_pdb(self, scenario: str, values: dict[str, Any], pdbs: list[tuple[str, dict[str, Any]]],
+                  pod_labels: dict[str, Any], dep_selector: dict[str, Any]) -> None:
+        """The PodDisruptionBudget: only with several replicas, over the operator pods, minAvailable
+        below replicas (else no operator pod could ever be evicted and node drains would hang)."""
+        pdb_values = values.get("podDisruptionBudget") or {}
+        replicas = values["replicas"]
+        several = isinstance(replicas, (int, float)) and not isinstance(replicas, bool) and replicas > 1
+        wanted = pdb_values.get("enabled") is True and several
+        where_all = f"{self.rel(self.chart / 'templates' / 'poddisruptionbudget.yaml')} [values: {scenario}]"
+        if wanted and not pdbs:
+            self.err(where_all, f"no PodDisruptionBudget although podDisruptionBudget.enabled is true and "
+                                f"replicas is {replicas}")
+        elif pdbs and not wanted:
+            why = (f"replicas is {replicas}: with one replica a PodDisruptionBudget blocks node drains forever"
+                   if not several else "podDisruptionBudget.enabled is false")
+            self.err(pdbs[0][0], f"PodDisruptionBudget rendered although {why}")
+        if len(pdbs) > 1:
+            self.err(pdbs[1][0], f"{len(pdbs)} PodDisruptionBudgets for the operator pods: the eviction API "
+                                 f"refuses to evict a pod that more than one selects")
+        for where, pdb in pdbs:
+            if pdb.get("apiVersion") != "policy/v1":
+                self.err(where, f"apiVersion {pdb.get('apiVersion')!r}, not policy/v1")
+            spec = pdb.get("spec") or {}
+            selector = spec.get("selector") or {}
+            sel = selector.get("matchLabels") or {}
+            if selector.get("matchExpressions"):
+                self.err(where, "selector has matchExpressions: use the Deployment's matchLabels")
+            if self.check_selects_pods(where, "PodDisruptionBudget selector", sel, pod_labels):
+                if not dict_subset(dep_selector, sel):
+                    self.err(where, f"PodDisruptionBudget selector {sel} is not the Deployment's {dep_selector}: "
+                                    f"it would count other pods with the operator's")
+            if "maxUnavailable" in spec:
+                self.err(where, "sets maxUnavailable: the chart's budget is minAvailable (podDisruptionBudget.minAvailable)")
+            got = spec.get("minAvailable")
+            want = json_numbers(pdb_values.get("minAvailable"))
+            if isinstance(got, bool) or not isinstance(got, int) or got < 1:
+                self.err(where, f"minAvailable {got!r} is not a whole number of pods of at least 1")
+                continue
+            if got != want:
+                self.err(where, f"minAvailable {got} is not podDisruptionBudget.minAvailable {want!r}")
+            if isinstance(replicas, (int, float)) and got >= replicas:
+                self.err(where, f"minAvailable {got} >= replicas {replicas}: no operator pod could ever be "
+                                f"evicted, and node drains would block forever")
 
     def check_deployment(self, where: str, dep: dict[str, Any], values: dict[str, Any]) -> tuple[dict[str, Any], str]:
         spec = dep.get("spec") or {}

@@ -14,6 +14,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import check_chart  # noqa: E402
@@ -80,6 +82,30 @@ class RealChart(unittest.TestCase):
         self.assertTrue(all(set(v) == {"get", "list", "watch"} for *_, v in view))
         self.assertEqual([(r, set(v)) for _, r, v in edit],
                          [("multitasktrainingjobs", {"create", "update", "patch", "delete", "deletecollection"})])
+
+    def test_pdb_scenarios_cover_on_and_off(self) -> None:
+        # On (several replicas), off by podDisruptionBudget.enabled, off with one replica.
+        checker = Checker(CHART, CRDS)
+        self.assertEqual(checker.run(), [])
+        values = yaml.safe_load((CHART / "values.yaml").read_text())
+        seen = set()
+        for scenario, overlay in check_chart.SCENARIOS.items():
+            merged = check_chart.deep_merge(values, overlay)
+            pdbs = [d for _, d in checker.rendered[scenario] if d["kind"] == "PodDisruptionBudget"]
+            if not merged["podDisruptionBudget"]["enabled"]:
+                seen.add("disabled")
+                self.assertEqual(pdbs, [], scenario)
+            elif merged["replicas"] <= 1:
+                seen.add("one replica")
+                self.assertEqual(pdbs, [], scenario)
+            else:
+                seen.add("on")
+                self.assertEqual(len(pdbs), 1, scenario)
+                self.assertEqual(pdbs[0]["apiVersion"], "policy/v1")
+                self.assertLess(pdbs[0]["spec"]["minAvailable"], merged["replicas"])
+        self.assertEqual(seen, {"on", "disabled", "one replica"})
+        self.assertEqual((values["replicas"], values["podDisruptionBudget"]),
+                         (2, {"enabled": True, "minAvailable": 1}))
 
     def test_all_toggles_sets_every_policy_field(self) -> None:
         # So that every field goes through the ConfigMap and the type checks.
@@ -395,6 +421,69 @@ class BrokenCopies(unittest.TestCase):
         self.b.edit("templates/servicemonitor.yaml", "{{- if .Values.metrics.serviceMonitor.enabled }}", "{{- if true }}")
         self.assertFails(r"metrics\.serviceMonitor\.enabled does not toggle the ServiceMonitor")
 
+    PDB_IF = "{{- if and .Values.podDisruptionBudget.enabled (gt (int .Values.replicas) 1) }}"
+    PDB_SELECTOR = '{{- include "mtl-operator.selectorLabels" . | nindent 6 }}'
+
+    def test_pdb_selector_mismatch(self) -> None:
+        self.b.edit("templates/poddisruptionbudget.yaml", self.PDB_SELECTOR, "app: nothing")
+        self.assertFails(r"poddisruptionbudget\.yaml \[values: defaults\].*PodDisruptionBudget selector "
+                         r"\{'app': 'nothing'\} does not select the operator pods")
+
+    def test_pdb_selects_more_than_the_deployment(self) -> None:
+        # app.kubernetes.io/name alone: every release's operator pods in the namespace.
+        self.b.edit("templates/poddisruptionbudget.yaml", self.PDB_SELECTOR,
+                    'app.kubernetes.io/name: {{ include "mtl-operator.name" . }}')
+        self.assertFails(r"PodDisruptionBudget selector \{'app\.kubernetes\.io/name': 'mtl-operator'\} is not the "
+                         r"Deployment's .*would count other pods")
+
+    def test_pdb_min_available_equal_to_replicas(self) -> None:
+        self.b.edit("values.yaml", "  minAvailable: 1\n", "  minAvailable: 2\n")
+        errors = self.assertFails(r"poddisruptionbudget\.yaml \[values: defaults\].*minAvailable 2 >= replicas 2: "
+                                  r"no operator pod could ever be evicted")
+        self.assertFalse([e for e in errors if "all-toggles-on" in e], "3 replicas, minAvailable 2 is fine")
+
+    def test_pdb_min_available_not_from_values(self) -> None:
+        self.b.edit("templates/poddisruptionbudget.yaml", "minAvailable: {{ .Values.podDisruptionBudget.minAvailable }}",
+                    "minAvailable: {{ .Values.replicas }}")
+        self.assertFails(r"\[values: defaults\].*minAvailable 2 is not podDisruptionBudget\.minAvailable 1",
+                         r"\[values: all-toggles-on\].*minAvailable 3 >= replicas 3")
+
+    def test_pdb_with_one_replica(self) -> None:
+        self.b.edit("templates/poddisruptionbudget.yaml", self.PDB_IF, "{{- if .Values.podDisruptionBudget.enabled }}")
+        errors = self.assertFails(r"\[values: single-replica\].*PodDisruptionBudget rendered although replicas is 1: "
+                                  r"with one replica a PodDisruptionBudget blocks node drains forever",
+                                  r"\[values: single-replica\].*minAvailable 1 >= replicas 1")
+        self.assertFalse([e for e in errors if "single-replica" not in e], errors)
+
+    def test_pdb_toggle(self) -> None:
+        self.b.edit("templates/poddisruptionbudget.yaml", self.PDB_IF, "{{- if gt (int .Values.replicas) 1 }}")
+        self.assertFails(r"\[values: existing-sa-digest-override\].*PodDisruptionBudget rendered although "
+                         r"podDisruptionBudget\.enabled is false")
+        self.b.edit("templates/poddisruptionbudget.yaml", "{{- if gt (int .Values.replicas) 1 }}", "{{- if false }}")
+        self.assertFails(r"poddisruptionbudget\.yaml \[values: defaults\]: no PodDisruptionBudget although "
+                         r"podDisruptionBudget\.enabled is true and replicas is 2")
+
+    def test_pdb_compares_a_float_with_an_int(self) -> None:
+        # values.yaml's 2 is a float64 in Helm; Go's gt refuses to compare it with the literal 1.
+        self.b.edit("templates/poddisruptionbudget.yaml", self.PDB_IF,
+                    "{{- if and .Values.podDisruptionBudget.enabled (gt .Values.replicas 1) }}")
+        self.assertFails(r"poddisruptionbudget\.yaml \[values: defaults\]: render: line \d+: gt: incompatible types "
+                         r"for comparison \(float 2, int 1\)")
+
+    def test_notes_without_the_crd_upgrade(self) -> None:
+        self.b.edit("templates/NOTES.txt", "  kubectl apply --server-side --force-conflicts -f charts/mtl-operator/crds/\n",
+                    "  kubectl apply -f charts/mtl-operator/crds/\n")
+        self.assertFails(r"NOTES\.txt \[values: defaults\]: does not tell how to upgrade the CRD multitasktrainingjobs\.yaml "
+                         r"\(Helm installs crds/ on first install only, never on upgrade\)",
+                         r"NOTES\.txt \[values: defaults\]: does not tell how to upgrade the CRD multitasktrainingpolicies\.yaml")
+
+    def test_notes_apply_the_chart_job_crd_over_extra_volumes(self) -> None:
+        self.b.edit("templates/NOTES.txt", "-f charts/mtl-operator/crds/multitasktrainingpolicies.yaml",
+                    "-f charts/mtl-operator/crds/")
+        errors = self.assertFails(r"NOTES\.txt \[values: all-toggles-on\]: tells to apply the chart's multitasktrainingjobs\.yaml "
+                                  r"although podSecurity\.extraVolumeTypes is set")
+        self.assertEqual(len(errors), 1, errors)
+
     def test_chart_yaml(self) -> None:
         self.b.edit("Chart.yaml", "apiVersion: v2", "apiVersion: v1")
         self.assertFails(r"Chart\.yaml: apiVersion must be v2")
@@ -483,6 +572,17 @@ class RendererSemantics(unittest.TestCase):
                          "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
         self.assertEqual(self.render('{{ join "," .Values.l }}', {"l": ["a", "b", 3]}), "a,b,3")
         self.assertEqual(self.render('{{ join "," .Values.l }}', {"l": []}), "")
+
+    def test_comparisons(self) -> None:
+        v = {"n": 2}  # a float64, as Helm reads values.yaml
+        self.assertEqual(self.render("{{ if gt (int .Values.n) 1 }}y{{ else }}n{{ end }}", v), "y")
+        self.assertEqual(self.render("{{ if le (int .Values.n) 1 }}y{{ else }}n{{ end }}", v), "n")
+        self.assertEqual(self.render("{{ if lt .Values.n 2.5 }}y{{ end }}", v), "y")
+        self.assertEqual(self.render('{{ if ge "b" "a" }}y{{ end }}'), "y")
+        with self.assertRaisesRegex(check_chart.CheckError, r"gt: incompatible types for comparison \(float 2, int 1\)"):
+            self.render("{{ gt .Values.n 1 }}", v)
+        with self.assertRaisesRegex(check_chart.CheckError, r"lt: invalid type for comparison"):
+            self.render("{{ lt true 1 }}")
 
     def test_go_float(self) -> None:
         self.assertEqual([go_float(f) for f in (300.0, 8080.0, 1e6, 1234567.0, 0.5, 1e-5)],
