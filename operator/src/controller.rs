@@ -763,6 +763,21 @@ pub async fn reconcile_with<B: AttemptBackend>(
     if let Some(after) = fold_progress(ctx, job, &mut new, running, now).await {
         requeue_after = Some(requeue_after.map_or(after, |r| r.min(after)));
     }
+    // A CustomJob Vertex AI still queues or provisions is looked at less and less often (its
+    // GETs count against a per-project quota); a shorter wait decided for a reason stays.
+    if job.spec.backend == Backend::VertexAi
+        && requeue_after == Some(ctx.config.poll_interval)
+        && observed
+            .as_ref()
+            .is_some_and(|a| a.state == crate::backend::AttemptState::Pending)
+    {
+        requeue_after = Some(crate::vertex::next_look(
+            ctx.config.poll_interval,
+            true,
+            status::parse_time(new.attempt_start_time.as_deref()),
+            now,
+        ));
+    }
 
     // The calls of this reconcile worked: say so if an earlier one had failed.
     if status::find(&new, cond::SYNCED).is_some_and(|c| c.status != "True") {

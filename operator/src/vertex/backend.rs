@@ -17,6 +17,7 @@ use super::error::Error as VertexError;
 use super::observe::observe;
 use crate::backend::{AttemptBackend, AttemptState, ObservedAttempt};
 use google_cloud_aiplatform_v1::model::{CustomJob, JobState};
+use k8s_openapi::jiff::Timestamp;
 
 /// The Vertex AI backend, sharing one client per region across reconciles.
 #[derive(Clone, Debug)]
@@ -129,6 +130,44 @@ pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt
     )
 }
 
+/// The job as its next CustomJob is built at `now`: `runPolicy.activeDeadlineSeconds` cut to
+/// what is left of it since the job started (`start`), so the CustomJob's
+/// `scheduling.timeout` ends with the job's deadline rather than a whole deadline later.
+pub fn with_remaining_deadline<'a>(
+    job: &'a MultiTaskTrainingJob,
+    start: Option<&str>,
+    now: Timestamp,
+) -> std::borrow::Cow<'a, MultiTaskTrainingJob> {
+    let (Some(deadline), Some(start)) = (
+        job.spec.run_policy.active_deadline_seconds,
+        crate::status::parse_time(start),
+    ) else {
+        return std::borrow::Cow::Borrowed(job);
+    };
+    let used = start.duration_until(now).as_secs().max(0);
+    let mut cut = job.clone();
+    cut.spec.run_policy.active_deadline_seconds = Some((deadline - used).max(1));
+    std::borrow::Cow::Owned(cut)
+}
+
+/// How long to wait before looking at a CustomJob again: `poll` while it runs; while Vertex
+/// AI still queues or provisions it (`pending`, since `since`), the time it has waited, from
+/// `poll` up to 5 minutes: a job queued for quota for hours costs a few GETs an hour, not
+/// one every `poll`.
+pub fn next_look(
+    poll: std::time::Duration,
+    pending: bool,
+    since: Option<Timestamp>,
+    now: Timestamp,
+) -> std::time::Duration {
+    const MAX: std::time::Duration = std::time::Duration::from_secs(300);
+    let waited = since.map(|s| s.duration_until(now).as_secs().max(0) as u64);
+    match (pending, waited) {
+        (true, Some(w)) => std::time::Duration::from_secs(w).clamp(poll, MAX.max(poll)),
+        _ => poll,
+    }
+}
+
 /// Why Vertex AI, not the trainer, ended a failed CustomJob, if it did: no capacity
 /// (`RESOURCE_EXHAUSTED`), the service unavailable or failing internally (`UNAVAILABLE`,
 /// `INTERNAL`), or a Spot / FLEX_START VM taken back. A replica that exited non-zero is the
@@ -204,6 +243,7 @@ impl AttemptBackend for VertexBackend {
             .for_job(job)
             .await
             .map_err(|e| into_operator_error(job, e))?;
+        let job = &with_remaining_deadline(job, status.start_time.as_deref(), Timestamp::now());
         let submitted = client
             .ensure_created(job, attempt)
             .await
@@ -237,6 +277,63 @@ impl AttemptBackend for VertexBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_custom_job_gets_what_is_left_of_the_deadline() {
+        let mut job = crate::fixtures::test_job();
+        job.spec.run_policy.active_deadline_seconds = Some(3600);
+        let start = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |s: i64| crate::status::add_seconds(start, s);
+        let text = crate::status::format_time(start);
+        let deadline = |j: &MultiTaskTrainingJob| j.spec.run_policy.active_deadline_seconds;
+        assert_eq!(
+            deadline(&with_remaining_deadline(&job, Some(&text), at(0))),
+            Some(3600)
+        );
+        assert_eq!(
+            deadline(&with_remaining_deadline(&job, Some(&text), at(1000))),
+            Some(2600)
+        );
+        assert_eq!(
+            deadline(&with_remaining_deadline(&job, Some(&text), at(5000))),
+            Some(1)
+        );
+        assert_eq!(
+            deadline(&with_remaining_deadline(&job, None, at(1000))),
+            Some(3600)
+        );
+        job.spec.run_policy.active_deadline_seconds = None;
+        assert_eq!(
+            deadline(&with_remaining_deadline(&job, Some(&text), at(10))),
+            None
+        );
+    }
+
+    #[test]
+    fn polling_backs_off_while_vertex_queues() {
+        let poll = std::time::Duration::from_secs(30);
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |s: i64| crate::status::add_seconds(t0, s);
+        let secs = |d: std::time::Duration| d.as_secs();
+        // Queued: 30 s, then the time waited (each look about doubles it), up to 5 minutes.
+        let mut looks = Vec::new();
+        let mut now = 0;
+        while now < 3600 {
+            let wait = secs(next_look(poll, true, Some(t0), at(now)));
+            looks.push(wait);
+            now += wait as i64;
+        }
+        assert_eq!(&looks[..5], [30, 30, 60, 120, 240]);
+        assert!(looks[5..].iter().all(|&w| w == 300), "{looks:?}");
+        assert!(
+            looks.len() < 20,
+            "{} looks in an hour, not 120",
+            looks.len()
+        );
+        // Running: every poll.
+        assert_eq!(secs(next_look(poll, false, Some(t0), at(3000))), 30);
+        assert_eq!(secs(next_look(poll, true, None, at(3000))), 30);
+    }
 
     #[test]
     fn platform_failures_are_disruptions_and_replica_exits_are_failures() {

@@ -24,7 +24,9 @@ pub mod custom_job;
 pub mod error;
 pub mod observe;
 
-pub use backend::{VertexBackend, into_operator_error, observed_attempt};
+pub use backend::{
+    VertexBackend, into_operator_error, next_look, observed_attempt, with_remaining_deadline,
+};
 pub use cli::{CliSummary, VertexCli, cli_cancel, cli_status, cli_submit, load_job};
 pub use client::{
     CancelOutcome, DeleteOutcome, ENDPOINT_ENV, RetryPolicy, StopState, Submitted, VertexClient,
