@@ -93,7 +93,10 @@ pub struct EvalSet<'a> {
 }
 
 /// Metrics of every set (`<task>/<metric>`, `<task>/loss`), plus `mean` of the headline
-/// scores (see [`metrics::task_metrics`]).
+/// scores (see [`metrics::task_metrics`]). A metric that is NaN (correlations of constant
+/// predictions) is left out, with a warning: JSON cannot carry it, and a missing metric never
+/// ranks as best and counts as no improvement for early stopping; `mean` is then left out
+/// too, since the tasks' average is undefined.
 pub fn evaluate(
     model: &MultiTaskModel,
     sets: &[EvalSet<'_>],
@@ -127,18 +130,28 @@ pub fn evaluate(
             .collect::<Result<_>>()?;
         let preds = predictions(set.spec, &logits, gold)?;
         let (m, headline) = metrics::task_metrics(set.spec, &preds)?;
-        all.extend(m);
+        let undefined: Vec<&str> = m
+            .iter()
+            .filter(|(_, v)| !v.is_finite())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !undefined.is_empty() {
+            tracing::warn!(
+                task = %set.spec.name,
+                "{} NaN (constant predictions or labels): left out of the metrics",
+                undefined.join(", ")
+            );
+        }
+        all.extend(m.into_iter().filter(|(_, v)| v.is_finite()));
         all.insert(
             format!("{}/loss", set.spec.name),
             loss_sum / n.max(1) as f64,
         );
         headlines.push(headline);
     }
-    if !headlines.is_empty() {
-        all.insert(
-            "mean".into(),
-            headlines.iter().sum::<f64>() / headlines.len() as f64,
-        );
+    let mean = headlines.iter().sum::<f64>() / headlines.len().max(1) as f64;
+    if !headlines.is_empty() && mean.is_finite() {
+        all.insert("mean".into(), mean);
     }
     Ok(all)
 }

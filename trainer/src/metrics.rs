@@ -7,10 +7,12 @@ use mtl_crds::{TaskSpec, TaskType};
 
 use crate::Error;
 
+/// Pearson's r; NaN, as scipy's `pearsonr`, when either side is constant (a collapsed
+/// regression head) or there are fewer than two pairs: not a score that can rank as best.
 pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
     let n = x.len().min(y.len());
     if n < 2 {
-        return 0.0;
+        return f64::NAN;
     }
     let mean = |v: &[f64]| v[..n].iter().sum::<f64>() / n as f64;
     let (mx, my) = (mean(x), mean(y));
@@ -22,7 +24,7 @@ pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
         syy += dy * dy;
     }
     if sxx == 0.0 || syy == 0.0 {
-        return 0.0;
+        return f64::NAN;
     }
     sxy / (sxx.sqrt() * syy.sqrt())
 }
@@ -182,7 +184,9 @@ mod tests {
         assert!((pearson(&x, &y) - 0.774_596_669_241_483_4).abs() < 1e-12);
         assert!((spearman(&x, &y) - 0.737_864_787_372_621_8).abs() < 1e-12);
         assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
-        assert_eq!(pearson(&[1.0, 1.0], &[1.0, 2.0]), 0.0);
+        assert!(pearson(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
+        assert!(spearman(&[1.0, 2.0], &[3.0, 3.0]).is_nan());
+        assert!(pearson(&[1.0], &[2.0]).is_nan());
     }
 
     #[test]

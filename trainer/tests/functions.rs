@@ -93,6 +93,25 @@ fn metrics_match_sklearn_and_scipy() {
         ours.push(m);
         cases.push(serde_json::json!({"pred": pred, "gold": gold, "classes": classes, "positive": positive}));
     }
+    // Constant predictions (a collapsed regression head) and constant labels: scipy says NaN.
+    for (scores, gold) in [
+        (vec![2.5; 6], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+        (vec![0.1, 0.4, 0.2, 0.9], vec![3.0; 4]),
+    ] {
+        let mut spec = task(2, None);
+        spec.task_type = TaskType::Regression;
+        let (m, headline) = metrics::task_metrics(
+            &spec,
+            &Predictions::Scores {
+                pred: scores.clone(),
+                gold: gold.clone(),
+            },
+        )
+        .unwrap();
+        assert!(headline.is_nan(), "a collapsed head has no headline score");
+        ours.push(m);
+        cases.push(serde_json::json!({"scores": scores, "gold_scores": gold}));
+    }
     for _ in 0..10 {
         let n = rng.random_range(3..80);
         let gold: Vec<f64> = (0..n)
@@ -130,6 +149,14 @@ fn metrics_match_sklearn_and_scipy() {
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     for (i, (m, w)) in ours.iter().zip(&want).enumerate() {
         let close = |ours: f64, theirs: &serde_json::Value, what: &str| {
+            // The reference writes NaN as null (JSON has no NaN).
+            if theirs.is_null() {
+                assert!(
+                    ours.is_nan(),
+                    "case {i} {what}: {ours} vs sklearn/scipy NaN"
+                );
+                return;
+            }
             let t = theirs.as_f64().unwrap();
             assert!(
                 (ours - t).abs() < 1e-12,

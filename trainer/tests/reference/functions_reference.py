@@ -8,6 +8,8 @@
 """
 
 import json
+import math
+import warnings
 import sys
 
 import torch
@@ -32,6 +34,10 @@ def activations(out):
     save_file({"input": x, **{n: ACT2FN[n](x).clone().contiguous() for n in NAMES}}, out)
 
 
+def nan_to_none(x):
+    return None if math.isnan(x) else x
+
+
 def metrics(inp, out):
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score, f1_score
@@ -42,8 +48,11 @@ def metrics(inp, out):
     for c in cases:
         r = {}
         if "scores" in c:
-            r["pearson"] = float(pearsonr(c["scores"], c["gold_scores"])[0])
-            r["spearman"] = float(spearmanr(c["scores"], c["gold_scores"])[0])
+            with warnings.catch_warnings():
+                # Constant input: scipy warns and answers NaN, which JSON carries as null.
+                warnings.simplefilter("ignore")
+                r["pearson"] = nan_to_none(float(pearsonr(c["scores"], c["gold_scores"])[0]))
+                r["spearman"] = nan_to_none(float(spearmanr(c["scores"], c["gold_scores"])[0]))
         else:
             r["accuracy"] = float(accuracy_score(c["gold"], c["pred"]))
             r["f1_binary"] = float(f1_score(c["gold"], c["pred"], average="binary", pos_label=c["positive"], labels=[0, 1], zero_division=0)) if c["classes"] == 2 else None
