@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 
 mod machines;
 mod policy;
+mod schema_bounds;
 mod status;
 mod volumes;
 pub use machines::*;
 pub use policy::*;
+pub use schema_bounds::schema_errors;
 pub use status::*;
 pub use volumes::*;
 
@@ -1087,6 +1089,11 @@ impl MultiTaskTrainingJobSpec {
     /// Checks that serde and the schema cannot express (the API server runs the CEL rules;
     /// local runs have no API server, so the trainer calls this).
     pub fn validate(&self) -> Result<(), String> {
+        // The schema's bounds first, as the API server checks them at admission.
+        let errors = schema_errors(&serde_json::to_value(self).unwrap_or_default());
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
         if self.tasks.is_empty() {
             return Err("spec.tasks: at least one task is required".into());
         }

@@ -592,3 +592,24 @@ fn kubectl_headers_follow_the_printer_columns() {
         [&plain[..], &["RESTARTS", "PREEMPTIONS"]].concat()
     );
 }
+
+/// Local runs have no API server: `validate()` enforces the CRD schema's bounds itself, from
+/// the same generated schema, naming each field.
+#[test]
+fn validate_enforces_the_schemas_bounds() {
+    let mut spec = parse_job("job.yaml", MINIMAL).unwrap();
+    spec.validate().unwrap();
+    spec.training.learning_rate = -1.0;
+    spec.training.warmup_ratio = 2.0;
+    spec.training.batch_size = 0;
+    spec.tasks[0].name = "x".repeat(70);
+    let err = spec.validate().unwrap_err();
+    for want in [
+        "spec.training.learningRate: -1.0 is less than the minimum 0",
+        "spec.training.warmupRatio: 2.0 is more than the maximum 1",
+        "spec.training.batchSize: 0 is less than the minimum 1",
+        "spec.tasks[0].name: 70 characters, more than the",
+    ] {
+        assert!(err.contains(want), "no {want:?} in {err}");
+    }
+}

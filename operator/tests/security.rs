@@ -256,10 +256,15 @@ async fn a_forged_accepted_spec_is_refused_and_reported() {
         .status_until("open", "accepted", |s| s.accepted_spec.is_some())
         .await;
     assert!(st.accepted_spec_digest.is_none());
+    // Forged while no operator runs, so that the next one's cache holds it (a running one
+    // could start attempt 2 on the pod's failure before its cache shows the forgery).
+    env.signal(unsigned, "-TERM");
+    env.wait_exit(unsigned).await;
     let mut forged = accepted_spec(&st);
     forged["image"] = json!("docker.io/evil:1");
     forge(&env, "open", forged).await;
     kubelet_ok(env.standin.kubelet().fail(NS, "open-1", 1, "crashed"));
+    let unsigned = env.operator("op-unsigned-2");
     let pod = env.pod("open-2").await;
     assert_eq!(
         pod.spec.unwrap().containers[0].image.as_deref(),
@@ -343,7 +348,7 @@ async fn kueue_priority_labels_are_bounded_when_each_attempt_starts() {
     let mut env = Env::start().await;
     env.namespace_policy(json!({"workloadPriorityClasses": ["low"]}))
         .await;
-    env.operator("op-a");
+    let first = env.operator("op-a");
     let labelled = |name: &str, class: &str| {
         json!({"name": name, "labels": {"kueue.x-k8s.io/queue-name": "team-a",
                                         "kueue.x-k8s.io/priority-class": class}})
@@ -363,10 +368,15 @@ async fn kueue_priority_labels_are_bounded_when_each_attempt_starts() {
         "low"
     );
     // Relabelled after acceptance: the next attempt runs at the queue's default priority.
+    // (Done while no operator runs, so the next one's cache holds the new label when it sees
+    // the failure.)
+    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
+    env.signal(first, "-TERM");
+    env.wait_exit(first).await;
     env.apply_with_meta("train", labelled("train", "urgent"), json!({}))
         .await;
-    kubelet_ok(env.standin.kubelet().run(NS, "train-1"));
     kubelet_ok(env.standin.kubelet().fail(NS, "train-1", 1, "crashed"));
+    env.operator("op-b");
     let pod = env.pod("train-2").await;
     let labels = pod.metadata.labels.unwrap();
     assert_eq!(labels["kueue.x-k8s.io/queue-name"], "team-a");

@@ -104,6 +104,11 @@ fn bad_jobs_data_and_models_fail_before_training_naming_what_is_wrong() {
             "spec.tasks[2] (csqa).format: commonsenseQaJsonl holds multiple-choice questions",
         ),
         (
+            "a negative learning rate (the CRD's bounds hold without an API server too)",
+            Box::new(|s, _| s.training.learning_rate = -1.0),
+            "spec.training.learningRate: -1.0 is less than the minimum 0",
+        ),
+        (
             "label names for fewer classes than numLabels",
             Box::new(|s, _| s.tasks[1].num_labels = Some(3)),
             "spec.tasks[1] (rte).labelNames: 2 names for 3 labels",
