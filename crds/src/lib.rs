@@ -13,6 +13,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod contract;
 mod machines;
 mod policy;
 mod schema_bounds;
@@ -28,11 +29,7 @@ pub const GROUP: &str = "multitask.dev";
 pub const VERSION: &str = "v1alpha1";
 pub const KIND: &str = "MultiTaskTrainingJob";
 
-/// The trainer's exit code for an error no retry can fix (an invalid spec, data file, model
-/// or tokenizer, a checkpoint the job cannot resume from): the operator fails the job at
-/// once, reason `InvalidInput`, without spending `backoffLimit` (as a Job's
-/// `podFailurePolicy` `FailJob` rule on that exit code would).
-pub const EXIT_INVALID_INPUT: u8 = 2;
+pub use contract::EXIT_INVALID_INPUT;
 
 /// Errors reading a job manifest.
 #[derive(Debug, thiserror::Error)]

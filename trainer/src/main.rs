@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mtl_crds::MultiTaskTrainingJobSpec;
+use mtl_crds::contract::EXIT_STOPPED;
 use mtl_trainer::checkpoint::{self, Store};
 use mtl_trainer::job::{self, Overrides};
 use mtl_trainer::predict::{self, Loaded};
@@ -30,7 +31,7 @@ struct Cli {
     #[arg(long, global = true)]
     threads: Option<i32>,
     /// Cache for gs:// models, data and checkpoint staging.
-    #[arg(long, global = true, env = "MTL_CACHE_DIR")]
+    #[arg(long, global = true, env = mtl_crds::contract::ENV_CACHE_DIR)]
     cache_dir: Option<PathBuf>,
 }
 
@@ -183,9 +184,6 @@ fn watch_signals() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Exit code after a checkpoint on SIGTERM (128 + 15, as a shell reports it).
-const EXIT_STOPPED: u8 = 143;
-
 fn main() -> ExitCode {
     init_logging();
     match run() {
@@ -195,7 +193,7 @@ fn main() -> ExitCode {
             tracing::error!(error = %message, "mtl-trainer failed");
             eprintln!("error: {message}");
             // Kubernetes shows this file as the container's termination message.
-            let log = std::env::var("MTL_TERMINATION_LOG")
+            let log = std::env::var(mtl_crds::contract::ENV_TERMINATION_LOG)
                 .unwrap_or_else(|_| "/dev/termination-log".into());
             if std::path::Path::new(&log).exists() {
                 let _ = std::fs::write(&log, &message);

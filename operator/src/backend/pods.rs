@@ -66,7 +66,7 @@ pub const GKE_ACCELERATOR_LABEL: &str = "cloud.google.com/gke-accelerator";
 /// taint-based deletion, node shutdown, pod GC of a lost node).
 pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
 /// The trainer's exit code after SIGTERM (128 + 15): it checkpointed and stopped on request.
-pub const SIGTERM_EXIT: i32 = 143;
+pub const SIGTERM_EXIT: i32 = mtl_crds::contract::EXIT_STOPPED as i32;
 /// Port of rank 0's rendezvous store (torchrun's default).
 pub const MASTER_PORT: u16 = 29500;
 /// `sizeLimit` of the memory-backed `/dev/shm` unless `resources.shmSize` says otherwise.

@@ -16,6 +16,7 @@ use mtl_crds::{
 };
 
 use super::error::{Error, Result};
+use mtl_crds::contract;
 
 /// Label keys on every CustomJob the operator creates.
 pub const LABEL_NAMESPACE: &str = "mtl-namespace";
@@ -261,17 +262,17 @@ pub fn build_custom_job(job: &MultiTaskTrainingJob, attempt: u32) -> CustomJob {
 
     let container = ContainerSpec::new()
         .set_image_uri(job.spec.image.clone().unwrap_or_default())
-        .set_args(["train".to_string(), "--job-json".to_string(), spec_json])
+        .set_args(contract::trainer_args(spec_json))
         .set_env([
             EnvVar::new()
-                .set_name("MTL_CACHE_DIR")
+                .set_name(contract::ENV_CACHE_DIR)
                 .set_value(TRAINER_CACHE_DIR),
             // As on pods: which job and attempt this is.
             EnvVar::new()
-                .set_name("MTL_JOB_NAME")
+                .set_name(contract::ENV_JOB_NAME)
                 .set_value(name_of(job)),
             EnvVar::new()
-                .set_name("MTL_ATTEMPT")
+                .set_name(contract::ENV_ATTEMPT)
                 .set_value(attempt.to_string()),
         ]);
 

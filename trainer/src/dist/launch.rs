@@ -238,7 +238,7 @@ impl LocalWorkers {
 }
 
 /// The trainer's exit code after checkpointing on a stop request (128 + SIGTERM).
-pub const STOPPED_EXIT: i32 = 143;
+pub const STOPPED_EXIT: i32 = mtl_crds::contract::EXIT_STOPPED as i32;
 
 /// How a node's workers ended, when none failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@ impl Live {
             written: None,
             started: None,
             rates: None,
-            attempt: std::env::var("MTL_ATTEMPT")
+            attempt: std::env::var(mtl_crds::contract::ENV_ATTEMPT)
                 .ok()
                 .and_then(|a| a.parse().ok()),
         }

@@ -22,6 +22,7 @@ use super::{
     MASTER_PORT, PodOptions, TMP_SIZE, pod_group_resource, pod_name, service_name,
 };
 use crate::{Error, Result};
+use mtl_crds::contract;
 
 fn invalid(job: &MultiTaskTrainingJob, message: impl Into<String>) -> Error {
     Error::InvalidSpec {
@@ -268,9 +269,9 @@ pub fn build_pod(
         labels.insert(COSCHEDULING_GROUP_LABEL.into(), format!("{name}-{attempt}"));
     }
     let mut env_vars = vec![
-        env("MTL_CACHE_DIR", CACHE_DIR),
-        env("MTL_JOB_NAME", name.clone()),
-        env("MTL_ATTEMPT", attempt.to_string()),
+        env(contract::ENV_CACHE_DIR, CACHE_DIR),
+        env(contract::ENV_JOB_NAME, name.clone()),
+        env(contract::ENV_ATTEMPT, attempt.to_string()),
         env("HOME", "/scratch"),
     ];
     let mut ports = None;
@@ -293,7 +294,7 @@ pub fn build_pod(
     let container = Container {
         name: CONTAINER.into(),
         image: Some(image),
-        args: Some(vec!["train".into(), "--job-json".into(), job_json]),
+        args: Some(contract::trainer_args(job_json)),
         env: Some(env_vars),
         ports,
         resources: Some(ResourceRequirements {
