@@ -323,7 +323,9 @@ pub enum DataFormat {
     validation = Rule::new("self.type == 'multipleChoice' || self.format != 'commonsenseQaJsonl'").message("format commonsenseQaJsonl holds multiple-choice questions: use type multipleChoice"),
     validation = Rule::new("self.type != 'multipleChoice' || self.format != 'glueTsv'").message("format glueTsv has no choices: a multipleChoice task needs commonsenseQaJsonl or jsonl with choicesField"),
     validation = Rule::new("self.type != 'regression' || !has(self.labelNames)").message("a regression task has no labelNames"),
-    validation = Rule::new("!has(self.positiveLabel) || (self.type == 'classification' && (has(self.labelNames) ? self.positiveLabel in self.labelNames : self.positiveLabel in ['0', '1']))").message("positiveLabel must be one of the labelNames of a two-class classification task")
+    validation = Rule::new("!has(self.positiveLabel) || (self.type == 'classification' && (has(self.labelNames) ? self.positiveLabel in self.labelNames : self.positiveLabel in ['0', '1']))").message("positiveLabel must be one of the labelNames of a two-class classification task"),
+    validation = Rule::new("!has(self.metric) || (self.type == 'regression') == (self.metric in ['pearson', 'spearman', 'pearsonSpearman'])").message("metric: pearson, spearman and pearsonSpearman score regression tasks; accuracy, f1, mcc and f1Accuracy classification").field_path(".metric"),
+    validation = Rule::new("!has(self.metric) || self.type != 'multipleChoice' || self.metric == 'accuracy'").message("metric: a multipleChoice task is scored by accuracy").field_path(".metric")
 )]
 pub struct TaskSpec {
     /// Task name: names the head, the metrics and the exported model.
@@ -390,6 +392,27 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 8, max = 4096))]
     pub max_length: Option<u32>,
+    /// The task's headline score (what `mean` averages): GLUE's choice by default,
+    /// `pearsonSpearman` for regression and `accuracy` otherwise; `mcc` for CoLA,
+    /// `f1Accuracy` (the mean of F1 and accuracy) for MRPC and QQP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<TaskMetric>,
+}
+
+/// A task's headline score.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskMetric {
+    Accuracy,
+    F1,
+    /// Matthews correlation coefficient (CoLA).
+    Mcc,
+    /// The mean of F1 and accuracy (MRPC, QQP).
+    F1Accuracy,
+    Pearson,
+    Spearman,
+    /// The mean of Pearson and Spearman (STS-B).
+    PearsonSpearman,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -1102,6 +1125,21 @@ impl MultiTaskTrainingJobSpec {
                 ));
             }
             let at = |f: &str| format!("spec.tasks[{i}] ({}).{f}", t.name);
+            if let Some(metric) = t.metric {
+                use TaskMetric::*;
+                let fits = match t.task_type {
+                    TaskType::Regression => matches!(metric, Pearson | Spearman | PearsonSpearman),
+                    TaskType::Classification => matches!(metric, Accuracy | F1 | Mcc | F1Accuracy),
+                    TaskType::MultipleChoice => metric == Accuracy,
+                };
+                if !fits {
+                    return Err(format!(
+                        "{}: {metric:?} does not score a {:?} task (regression: pearson, spearman, pearsonSpearman; classification: accuracy, f1, mcc, f1Accuracy; multipleChoice: accuracy)",
+                        at("metric"),
+                        t.task_type
+                    ));
+                }
+            }
             match t.task_type {
                 TaskType::Classification => {
                     let n = t.num_outputs();

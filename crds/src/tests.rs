@@ -613,3 +613,21 @@ fn validate_enforces_the_schemas_bounds() {
         assert!(err.contains(want), "no {want:?} in {err}");
     }
 }
+
+#[test]
+fn a_task_metric_must_score_its_task_type() {
+    let mut spec = parse_job("job.yaml", MINIMAL).unwrap();
+    let regression = spec
+        .tasks
+        .iter()
+        .position(|t| t.task_type == TaskType::Regression)
+        .expect("a regression task in MINIMAL");
+    spec.tasks[regression].metric = Some(TaskMetric::PearsonSpearman);
+    spec.validate().unwrap();
+    spec.tasks[regression].metric = Some(TaskMetric::Mcc);
+    let err = spec.validate().unwrap_err();
+    assert!(
+        err.contains(".metric: Mcc does not score a Regression task"),
+        "{err}"
+    );
+}

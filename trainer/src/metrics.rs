@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mtl_crds::{TaskSpec, TaskType};
+use mtl_crds::{TaskMetric, TaskSpec, TaskType};
 
 use crate::Error;
 
@@ -94,6 +94,30 @@ pub fn f1_macro(pred: &[usize], gold: &[usize]) -> f64 {
         / present.len() as f64
 }
 
+/// Matthews correlation coefficient over any number of classes (sklearn's
+/// `matthews_corrcoef`, 0 when it is undefined: one class predicted or present only).
+pub fn mcc(pred: &[usize], gold: &[usize]) -> f64 {
+    let classes = pred.iter().chain(gold).copied().max().map_or(0, |m| m + 1);
+    let (mut p, mut t) = (vec![0f64; classes], vec![0f64; classes]);
+    let mut correct = 0f64;
+    for (&a, &b) in pred.iter().zip(gold) {
+        p[a] += 1.0;
+        t[b] += 1.0;
+        if a == b {
+            correct += 1.0;
+        }
+    }
+    let s = pred.len().min(gold.len()) as f64;
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let cov = correct * s - dot(&p, &t);
+    let denominator = ((s * s - dot(&p, &p)) * (s * s - dot(&t, &t))).sqrt();
+    if denominator == 0.0 || denominator.is_nan() {
+        0.0
+    } else {
+        cov / denominator
+    }
+}
+
 /// Predictions of one task over its validation set.
 pub enum Predictions {
     Scores { pred: Vec<f64>, gold: Vec<f64> },
@@ -103,11 +127,14 @@ pub enum Predictions {
 /// Metrics of one task, keyed `<task>/<metric>`, and its headline score, as GLUE reports
 /// them:
 ///
-/// | task type | metrics | headline |
+/// | task type | metrics | headline (default) |
 /// |---|---|---|
 /// | regression (STS-B) | `pearson`, `spearman` | their mean |
-/// | classification (RTE, MNLI, …) | `accuracy`, `f1` | `accuracy` |
+/// | classification (RTE, MNLI, …) | `accuracy`, `f1`, `mcc` | `accuracy` |
 /// | multiple choice (CommonsenseQA) | `accuracy` | `accuracy` |
+///
+/// The task's `metric` picks another headline: `mcc` (CoLA), `f1Accuracy` (MRPC, QQP),
+/// `f1`, `pearson`, `spearman`.
 ///
 /// `f1` is the F1 of the positive class for two classes (`positiveLabel`, else the second
 /// label name, index 1 as sklearn's default `pos_label=1`), macro-averaged over the classes
@@ -124,7 +151,11 @@ pub fn task_metrics(
             let (r, rho) = (pearson(pred, gold), spearman(pred, gold));
             m.insert(key("pearson"), r);
             m.insert(key("spearman"), rho);
-            (r + rho) / 2.0
+            match task.metric {
+                Some(TaskMetric::Pearson) => r,
+                Some(TaskMetric::Spearman) => rho,
+                _ => (r + rho) / 2.0,
+            }
         }
         Predictions::Classes { pred, gold } => {
             check_lengths(task, pred.len(), gold.len())?;
@@ -137,8 +168,16 @@ pub fn task_metrics(
                     f1_macro(pred, gold)
                 };
                 m.insert(key("f1"), f1);
+                m.insert(key("mcc"), mcc(pred, gold));
             }
-            acc
+            // validate() refuses a metric the task type has not; accuracy otherwise.
+            let f1 = m.get(&key("f1")).copied().unwrap_or(acc);
+            match task.metric {
+                Some(TaskMetric::F1) => f1,
+                Some(TaskMetric::Mcc) => m.get(&key("mcc")).copied().unwrap_or(acc),
+                Some(TaskMetric::F1Accuracy) => (f1 + acc) / 2.0,
+                _ => acc,
+            }
         }
     };
     Ok((m, headline))

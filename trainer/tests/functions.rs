@@ -61,6 +61,7 @@ fn task(classes: u32, positive: Option<&str>) -> TaskSpec {
         max_train_examples: None,
         max_eval_examples: None,
         max_length: None,
+        metric: None,
     }
 }
 
@@ -175,5 +176,45 @@ fn metrics_match_sklearn_and_scipy() {
             &w["f1_binary"]
         };
         close(m["t/f1"], sk, "f1");
+        close(m["t/mcc"], &w["mcc"], "mcc");
     }
+}
+
+/// A task's `metric` picks its headline: GLUE scores CoLA by Matthews correlation and MRPC
+/// and QQP by the mean of F1 and accuracy.
+#[test]
+fn the_task_metric_picks_the_headline() {
+    let pred = vec![1, 0, 1, 1, 0, 0, 1, 1];
+    let gold = vec![1, 0, 0, 1, 1, 0, 1, 1];
+    let classes = Predictions::Classes {
+        pred: pred.clone(),
+        gold: gold.clone(),
+    };
+    let mut spec = task(2, None);
+    let (m, headline) = metrics::task_metrics(&spec, &classes).unwrap();
+    assert_eq!(headline, m["t/accuracy"]);
+    for (metric, want) in [
+        (mtl_crds::TaskMetric::Mcc, m["t/mcc"]),
+        (mtl_crds::TaskMetric::F1, m["t/f1"]),
+        (
+            mtl_crds::TaskMetric::F1Accuracy,
+            (m["t/f1"] + m["t/accuracy"]) / 2.0,
+        ),
+    ] {
+        spec.metric = Some(metric);
+        assert_eq!(
+            metrics::task_metrics(&spec, &classes).unwrap().1,
+            want,
+            "{metric:?}"
+        );
+    }
+    let scores = Predictions::Scores {
+        pred: vec![0.1, 0.5, 0.2, 0.9],
+        gold: vec![0.0, 1.0, 0.5, 0.7],
+    };
+    let mut reg = task(2, None);
+    reg.task_type = TaskType::Regression;
+    reg.metric = Some(mtl_crds::TaskMetric::Spearman);
+    let (m, headline) = metrics::task_metrics(&reg, &scores).unwrap();
+    assert_eq!(headline, m["t/spearman"]);
 }

@@ -20,6 +20,7 @@ fn task(task_type: TaskType, format: DataFormat) -> TaskSpec {
         max_train_examples: None,
         max_eval_examples: None,
         max_length: None,
+        metric: None,
     }
 }
 

@@ -40,7 +40,7 @@ def nan_to_none(x):
 
 def metrics(inp, out):
     from scipy.stats import pearsonr, spearmanr
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
     with open(inp) as f:
         cases = json.load(f)
@@ -57,6 +57,7 @@ def metrics(inp, out):
             r["accuracy"] = float(accuracy_score(c["gold"], c["pred"]))
             r["f1_binary"] = float(f1_score(c["gold"], c["pred"], average="binary", pos_label=c["positive"], labels=[0, 1], zero_division=0)) if c["classes"] == 2 else None
             r["f1_macro"] = float(f1_score(c["gold"], c["pred"], average="macro", zero_division=0))
+            r["mcc"] = float(matthews_corrcoef(c["gold"], c["pred"]))
         results.append(r)
     with open(out, "w") as f:
         json.dump(results, f)
