@@ -133,7 +133,9 @@ impl AdamW {
 
     /// Scales gradients so their global L2 norm is at most `max_norm` (torch's
     /// `clip_grad_norm_` over the parameters that have a gradient); returns the norm before
-    /// clipping (0 when no parameter has a gradient). `max_norm` 0 only measures.
+    /// clipping (0 when no parameter has a gradient). `max_norm` 0 only measures. As torch's,
+    /// a NaN norm makes every gradient NaN (its clamped coefficient is NaN) rather than
+    /// leaving them unclipped, and an infinite one zeroes them.
     pub fn clip_grad_norm(&self, max_norm: f64) -> Result<f64, TchError> {
         let grads: Vec<Tensor> = self.with_grads().map(|(_, g)| g).collect();
         if grads.is_empty() {
@@ -146,8 +148,10 @@ impl AdamW {
                 .collect::<Result<Vec<Tensor>, TchError>>()?;
             let total = Tensor::f_cat(&norms, 0)?.f_norm()?.f_double_value(&[])?;
             if max_norm > 0.0 {
-                let coef = (max_norm / (total + 1e-6)).min(1.0);
-                if coef < 1.0 {
+                // torch.clamp(coef, max=1) keeps a NaN, where f64::min would drop it.
+                let coef = max_norm / (total + 1e-6);
+                let coef = if coef.is_nan() { coef } else { coef.min(1.0) };
+                if coef < 1.0 || coef.is_nan() {
                     for g in &grads {
                         let mut g = g.shallow_clone();
                         let _ = g.f_mul_scalar_(coef)?;
@@ -265,6 +269,35 @@ mod tests {
         assert!(decays("bert.encoder.layer.0.attention.self.query.weight"));
         assert!(!decays("bert.encoder.layer.0.attention.self.query.bias"));
         assert!(!decays("bert.embeddings.LayerNorm.weight"));
+    }
+
+    /// torch 2.13: `clip_grad_norm_` of gradients with a NaN gives a NaN norm and NaN
+    /// gradients everywhere; with an inf, zeros where the gradients were finite.
+    #[test]
+    fn a_nan_gradient_norm_clips_as_torch_does() {
+        for (bad, want_nan) in [(f32::NAN, true), (f32::INFINITY, false)] {
+            let a = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+            let b = Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
+            (&a * Tensor::from_slice(&[bad, 1.0]))
+                .sum(Kind::Float)
+                .backward();
+            (&b * 2.0).sum(Kind::Float).backward();
+            let opt = AdamW::new(
+                BTreeMap::from([
+                    ("a".to_string(), a.shallow_clone()),
+                    ("b".to_string(), b.shallow_clone()),
+                ]),
+                AdamWConfig::default(),
+            );
+            let norm = opt.clip_grad_norm(1.0).unwrap();
+            assert_eq!(norm.is_nan(), want_nan, "{bad}: norm {norm}");
+            let gb = Vec::<f32>::try_from(&b.grad()).unwrap()[0];
+            if want_nan {
+                assert!(gb.is_nan(), "a finite gradient becomes NaN: {gb}");
+            } else {
+                assert_eq!(gb, 0.0, "inf norm: finite gradients become 0");
+            }
+        }
     }
 
     #[test]
