@@ -173,6 +173,28 @@ mod tests {
         assert_eq!(s.list(&checkpoint_uri(&base, 20)).await.unwrap().len(), 1);
     }
 
+    /// A metric comes back from the manifest to the last digit, as `trainer_state.json` has
+    /// it (serde_json's default float parsing is off by one ulp on about one value in ten).
+    #[tokio::test]
+    async fn metrics_round_trip_to_the_last_digit() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        let s = Storage::new();
+        let mut e = entry(&base, 10);
+        let value: f64 = "0.9856906946328695".parse().unwrap();
+        e.metrics.insert("stsb/pearson".into(), value);
+        s.write(&join(&e.uri, "model.safetensors"), vec![1])
+            .await
+            .unwrap();
+        let mut m = Manifest::default();
+        m.commit(&s, &base, e, None, None).await.unwrap();
+        let loaded = Manifest::load(&s, &base).await.unwrap().unwrap();
+        assert_eq!(
+            loaded.latest().unwrap().metrics["stsb/pearson"].to_bits(),
+            value.to_bits()
+        );
+    }
+
     /// Commits checkpoints with the given `mean`s under `keep: 1`, ranked by `mode`.
     async fn ranked(
         means: &[(u64, f64)],
