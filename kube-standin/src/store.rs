@@ -453,23 +453,11 @@ impl Inner {
             .collect()
     }
 
-    /// Background ownerReference garbage collection for a removed owner.
+    /// Background ownerReference garbage collection for a removed owner: each dependent is
+    /// looked at as the collector looks at any object with a dangling reference.
     fn collect_garbage(&mut self, reg: &Registry, owner_uid: &str) {
         for key in self.dependents(owner_uid) {
-            let Some(obj) = self.objects.get(&key).cloned() else {
-                continue;
-            };
-            let others_alive = owner_uids(&obj)
-                .iter()
-                .any(|u| u != owner_uid && self.uid_exists(u));
-            if others_alive {
-                self.drop_owner_ref(&key, obj, owner_uid);
-            } else if !deleting(&obj) {
-                tracing::debug!(?key, owner_uid, "garbage-collecting dependent");
-                if let Err(e) = self.delete(reg, &key, &DeleteOpts::default()) {
-                    tracing::warn!(?key, error = %e, "garbage collection failed");
-                }
-            }
+            self.collect_if_dangling(reg, &key);
         }
     }
 

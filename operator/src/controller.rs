@@ -571,6 +571,36 @@ async fn policy_refusal(
     Ok(None)
 }
 
+/// A pods job whose Kueue priority label the policy no longer allows, without it, and the
+/// Warning to tell; `None` when the label is allowed or absent (one policy read then).
+async fn allowed_priority(
+    ctx: &Context,
+    job: &MultiTaskTrainingJob,
+) -> Result<Option<(MultiTaskTrainingJob, Note)>> {
+    let label = crate::policy::WORKLOAD_PRIORITY_LABEL;
+    if job.spec.backend != Backend::Kubernetes || !job.labels().contains_key(label) {
+        return Ok(None);
+    }
+    let namespace = namespace_policy(ctx, job).await?;
+    let Err(message) = ctx
+        .config
+        .policy
+        .check_labels(namespace.as_ref(), job.labels())
+    else {
+        return Ok(None);
+    };
+    let mut stripped = job.clone();
+    stripped.labels_mut().remove(label);
+    let note = Note {
+        warning: true,
+        reason: "PolicyChanged",
+        message: format!(
+            "{message}: the attempt starts without that label (at the queue's default priority)"
+        ),
+    };
+    Ok(Some((stripped, note)))
+}
+
 /// The job's namespace's `MultiTaskTrainingPolicy` named `default`, if it has one (none
 /// either when the namespace has none or the policy CRD is not installed).
 async fn namespace_policy(
@@ -672,41 +702,20 @@ pub async fn reconcile_with<B: AttemptBackend>(
     // Labels can change after acceptance: an attempt starts with a Kueue priority the policy
     // allows now, or without one.
     let relabelled;
-    let job = if job.spec.backend == Backend::Kubernetes
-        && actions
-            .iter()
-            .any(|a| matches!(a, decide::Action::StartAttempt(_)))
-        && job
-            .labels()
-            .contains_key(crate::policy::WORKLOAD_PRIORITY_LABEL)
+    let job = if actions
+        .iter()
+        .any(|a| matches!(a, decide::Action::StartAttempt(_)))
     {
-        let namespace = match namespace_policy(ctx, job).await {
-            Ok(p) => p,
+        match allowed_priority(ctx, job).await {
+            Ok(None) => job,
+            Ok(Some((stripped, note))) => {
+                notes.push(note);
+                relabelled = stripped;
+                &relabelled
+            }
             Err(e) => {
                 let what = "reading the namespace's MultiTaskTrainingPolicy";
                 return Err(report_failure(ctx, job, &old, "PolicyReadFailed", what, e).await);
-            }
-        };
-        match ctx
-            .config
-            .policy
-            .check_labels(namespace.as_ref(), job.labels())
-        {
-            Ok(()) => job,
-            Err(message) => {
-                notes.push(Note {
-                    warning: true,
-                    reason: "PolicyChanged",
-                    message: format!(
-                        "{message}: the attempt starts without that label (at the queue's default priority)"
-                    ),
-                });
-                let mut stripped = job.clone();
-                stripped
-                    .labels_mut()
-                    .remove(crate::policy::WORKLOAD_PRIORITY_LABEL);
-                relabelled = stripped;
-                &relabelled
             }
         }
     } else {
@@ -883,8 +892,6 @@ async fn fold_progress(
     Some(poll)
 }
 
-/// A job that cannot or may not run as written fails at once, with `reason` (`InvalidSpec`,
-/// `PolicyViolation`) and the message in its Failed condition.
 /// Fails a job that retrying will not fix, with `reason` and `message` (status, a Warning
 /// Event, metrics), instead of looping.
 async fn fail_at_once(
@@ -913,6 +920,8 @@ async fn fail_at_once(
     Ok(Action::await_change())
 }
 
+/// A job that cannot or may not run as written: `Failed`, with `reason` (`InvalidSpec`,
+/// `PolicyViolation`, ...) and the message in its Failed condition.
 fn mark_invalid(st: &mut MultiTaskTrainingJobStatus, reason: &str, message: &str, now: Timestamp) {
     st.phase = JobPhase::Failed;
     st.completion_time = Some(status::format_time(now));
