@@ -54,10 +54,10 @@ run-local: setup
 
 # Crate by crate: a workspace-wide build would unify rustls onto two crypto providers
 # (kube: ring, Google clients: aws-lc-rs), which each binary resolves for itself.
-TEST_CRATES := mtl-crds mtl-storage mtl-tfevents kube-standin mtl-operator mtl-trainer
+TEST_CRATES := mtl-test-support mtl-crds mtl-storage mtl-tfevents kube-standin mtl-operator mtl-trainer
 test: setup
 	@command -v kubectl >/dev/null || { echo "make test: kubectl is not on PATH; the end-to-end tests drive the real kubectl (1.32)" >&2; exit 1; }
-	set -e; for c in $(TEST_CRATES); do cargo test -p $$c --all-targets $$( [ $$c = mtl-storage ] && echo --all-features ); done
+	set -e; for c in $(TEST_CRATES); do cargo test -p $$c --all-targets --all-features; done
 	$(PY) charts/check_chart.py
 	$(PY) -m unittest discover -s charts -p 'test_*.py'
 	$(PY) -m unittest discover -s bench -p 'test_*.py'
@@ -65,6 +65,8 @@ test: setup
 lint: setup
 	cargo fmt --all --check
 	set -e; for c in $(TEST_CRATES); do cargo clippy -p $$c --all-targets --all-features -- -D warnings; done
+	# No import circle between the files of the trainer, operator and kube-standin.
+	cargo test -q -p mtl-test-support --test import_circles
 
 # Regenerate the CRDs' YAML from the Rust types (a test fails when one is stale).
 crds:

@@ -7,35 +7,13 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::admission::field_error::{ErrorType, FieldError, go_value, quote};
+use crate::clock::now_rfc3339;
 use crate::error::ApiError;
-use crate::resources::{Flavor, ResourceType};
+use crate::resources::{CustomType, Flavor, PrinterColumn, ResourceType};
 use crate::schema::Schema;
-use crate::store::now_rfc3339;
 
 /// The finalizer the API server puts on every CRD: its instances are deleted first.
 pub(crate) const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
-
-/// One `additionalPrinterColumns` entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PrinterColumn {
-    pub name: String,
-    pub type_: String,
-    pub format: String,
-    pub description: String,
-    pub priority: i64,
-    pub json_path: String,
-}
-
-/// What a CRD version adds to the type it serves.
-#[derive(Debug, Clone)]
-pub struct CustomType {
-    /// The CRD's name (`plural.group`).
-    pub crd: String,
-    pub(crate) schema: Option<Schema>,
-    /// `openAPIV3Schema` as written, for the OpenAPI documents.
-    pub(crate) raw_schema: Value,
-    pub(crate) columns: Vec<PrinterColumn>,
-}
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer)

@@ -3,6 +3,7 @@
 //! scheduler, it never binds a pod whose `spec.schedulingGates` is not empty. With
 //! [`KubeletConfig::podman`] it runs the pods' containers for real (`kubelet/podman.rs`).
 
+mod conditions;
 mod podman;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,9 +13,11 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::Error;
+use crate::clock::now_rfc3339;
 use crate::error::ApiError;
 use crate::resources::ResourceType;
-use crate::store::{DeleteOpts, Store, now_rfc3339};
+use crate::store::{DeleteOpts, Store};
+use conditions::set_condition;
 pub use podman::PodmanConfig;
 
 /// How the kubelet stand-in behaves on its own.
@@ -144,39 +147,6 @@ pub struct Kubelet {
     config: Arc<Mutex<KubeletConfig>>,
     wake: Arc<Notify>,
     podman: Option<Arc<podman::Runtime>>,
-}
-
-fn set_condition(
-    status: &mut Value,
-    type_: &str,
-    value: &str,
-    reason: Option<&str>,
-    message: Option<&str>,
-) {
-    if !status["conditions"].is_array() {
-        status["conditions"] = json!([]);
-    }
-    let Some(conds) = status["conditions"].as_array_mut() else {
-        return;
-    };
-    let now = now_rfc3339();
-    let mut cond =
-        json!({"type": type_, "status": value, "lastProbeTime": null, "lastTransitionTime": now});
-    if let Some(r) = reason {
-        cond["reason"] = json!(r);
-    }
-    if let Some(m) = message {
-        cond["message"] = json!(m);
-    }
-    match conds.iter_mut().find(|c| c["type"] == type_) {
-        Some(existing) => {
-            if existing["status"] == value {
-                cond["lastTransitionTime"] = existing["lastTransitionTime"].clone();
-            }
-            *existing = cond;
-        }
-        None => conds.push(cond),
-    }
 }
 
 /// The scheduler's refusal to bind a pod that still has scheduling gates.
@@ -611,7 +581,8 @@ impl Kubelet {
                 let cfg = this.config();
                 let pods = this.store.all(&this.pods);
                 if let Some(rt) = &this.podman {
-                    rt.sync(&this, &pods);
+                    let node: Arc<dyn podman::Node> = Arc::new(this.clone());
+                    rt.sync(&node, &pods);
                 }
                 if cfg.auto_run || cfg.auto_finish_deletion {
                     for pod in &pods {
@@ -656,5 +627,28 @@ impl Kubelet {
         if let Err(e) = result {
             tracing::debug!(%ns, %name, error = %e, "kubelet stand-in step failed");
         }
+    }
+}
+
+impl podman::Node for Kubelet {
+    fn update_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        f: &mut dyn FnMut(&mut Value) -> Result<(), ApiError>,
+    ) -> Result<Value, Error> {
+        self.update(ns, name, f)
+    }
+
+    fn schedule(&self, ns: &str, name: &str) -> Result<Value, Error> {
+        Kubelet::schedule(self, ns, name)
+    }
+
+    fn pod(&self, ns: &str, name: &str) -> Option<Value> {
+        self.store.get(&self.pods, ns, name).ok()
+    }
+
+    fn delete_pod(&self, ns: &str, name: &str, opts: &DeleteOpts) -> Result<(), ApiError> {
+        self.store.delete(&self.pods, ns, name, opts).map(|_| ())
     }
 }

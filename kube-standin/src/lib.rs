@@ -24,6 +24,7 @@
 
 mod admission;
 mod cel;
+mod clock;
 mod convert;
 mod crd;
 mod error;
@@ -53,13 +54,13 @@ use tokio::task::JoinHandle;
 
 pub use admission::FieldValidation;
 pub use cel::budget::{RULE_COST_LIMIT, RuleCost, SCHEMA_COST_LIMIT, rule_costs};
-pub use crd::{CustomType, PrinterColumn};
 pub use error::{ApiError, Error};
 pub use faults::{Fault, FaultEffect};
 pub use kubectl::{Kubectl, KubectlOutput};
 pub use kubelet::{ContainerExit, Disruption, Kubelet, KubeletConfig, Outcome, PodmanConfig};
 pub use kueue::Kueue;
 pub use pods::PodWebhook;
+pub use resources::{CustomType, PrinterColumn};
 pub use resources::{Flavor, Registry, ResourceType};
 pub use stats::{RequestRecord, StatsSnapshot, VerbCount};
 

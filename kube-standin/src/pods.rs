@@ -225,7 +225,7 @@ pub(crate) fn prepare_create(obj: &mut Value) {
             "type": "PodScheduled",
             "status": "False",
             "lastProbeTime": null,
-            "lastTransitionTime": crate::store::now_rfc3339(),
+            "lastTransitionTime": crate::clock::now_rfc3339(),
             "reason": SCHEDULING_GATED,
             "message": SCHEDULING_GATED_MESSAGE,
         }]);

@@ -4,7 +4,29 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::crd::CustomType;
+use crate::schema::Schema;
+
+/// One `additionalPrinterColumns` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterColumn {
+    pub name: String,
+    pub type_: String,
+    pub format: String,
+    pub description: String,
+    pub priority: i64,
+    pub json_path: String,
+}
+
+/// What a CRD version adds to the type it serves.
+#[derive(Debug, Clone)]
+pub struct CustomType {
+    /// The CRD's name (`plural.group`).
+    pub crd: String,
+    pub(crate) schema: Option<Schema>,
+    /// `openAPIV3Schema` as written, for the OpenAPI documents.
+    pub(crate) raw_schema: Value,
+    pub(crate) columns: Vec<PrinterColumn>,
+}
 
 /// Type-specific behaviour layered over the generic storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

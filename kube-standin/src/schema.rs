@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admission::field_error::{FieldError, quote};
-use crate::cel::CompiledRule;
+use crate::cel::{CompiledRule, ValidationRule};
 
 /// One node of a structural schema.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -74,21 +74,6 @@ pub(crate) struct Schema {
 pub(crate) enum AdditionalProperties {
     Bool(bool),
     Schema(Box<Schema>),
-}
-
-/// One `x-kubernetes-validations` entry.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ValidationRule {
-    pub rule: String,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub message_expression: String,
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub field_path: String,
-    pub optional_old_self: Option<bool>,
 }
 
 impl Schema {

@@ -249,14 +249,11 @@ struct Target {
     part: Part,
 }
 
-/// The Kubernetes release whose API server behaviour (and wording) the stand-in follows.
-pub(crate) const GIT_VERSION: &str = "v1.32.0-standin";
-
 fn version_doc() -> Value {
     json!({
         "major": "1",
         "minor": "32",
-        "gitVersion": GIT_VERSION,
+        "gitVersion": crate::openapi::GIT_VERSION,
         "gitCommit": "standin",
         "gitTreeState": "clean",
         "buildDate": "2025-01-01T00:00:00Z",

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::admission::field_error::{ErrorType, FieldError};
 use crate::admission::{self, FieldValidation, Origin};
+use crate::clock::now_rfc3339;
 use crate::convert::{from_storage, to_storage};
 use crate::crd;
 use crate::error::ApiError;
@@ -190,10 +191,6 @@ fn crd_key(name: &str) -> Key {
         namespace: String::new(),
         name: name.into(),
     }
-}
-
-pub(crate) fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn meta(obj: &Value) -> &Value {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::admission::field_error::go_float;
-use crate::crd::PrinterColumn;
+use crate::resources::PrinterColumn;
 use crate::resources::{Flavor, ResourceType};
 
 /// Whether the client asked for a Table.

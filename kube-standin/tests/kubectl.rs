@@ -6,6 +6,7 @@ mod common;
 
 use common::{NS, start_without_crd};
 use kube_standin::{Kubectl, KubectlOutput, StandIn};
+use mtl_test_support::kubectl::rows;
 use serde_json::json;
 
 const CRD_FILE: &str = concat!(
@@ -85,37 +86,6 @@ spec:
     uri: gs://bucket/{name}
 "
     )
-}
-
-/// The rows of a `kubectl get` table, cut at the columns of its header (an empty cell is "").
-fn rows(table: &str) -> Vec<Vec<String>> {
-    let mut lines = table.lines();
-    let Some(header) = lines.next() else {
-        return Vec::new();
-    };
-    let mut starts = vec![0];
-    let bytes = header.as_bytes();
-    for i in 1..bytes.len() {
-        if bytes[i] != b' ' && bytes[i - 1] == b' ' && i >= 2 && bytes[i - 2] == b' ' {
-            starts.push(i);
-        }
-    }
-    let cut = |line: &str| -> Vec<String> {
-        (0..starts.len())
-            .map(|c| {
-                let end = starts
-                    .get(c + 1)
-                    .copied()
-                    .unwrap_or(line.len())
-                    .min(line.len());
-                line.get(starts[c].min(end)..end)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string()
-            })
-            .collect()
-    };
-    std::iter::once(header).chain(lines).map(cut).collect()
 }
 
 #[tokio::test]

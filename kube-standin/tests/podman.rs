@@ -17,6 +17,7 @@ use common::{NS, client_for, init_tracing};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_standin::{KubeletConfig, PodmanConfig, StandIn};
+use mtl_test_support::{Patience, eventually_with};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
@@ -47,22 +48,16 @@ async fn start(extra_env: &[(&str, &str)]) -> (StandIn, Api<Pod>) {
     (standin, pods)
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let patience = Patience {
+        deadline: DEADLINE,
+        every: Duration::from_millis(100),
+    };
+    eventually_with(what, patience, String::new, check).await
 }
 
 async fn pod_until(pods: &Api<Pod>, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Pod {

@@ -59,12 +59,6 @@ impl Drop for Operator {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// CPU seconds (user + system) `pid` has used: fields 14 and 15 of /proc/PID/stat, in clock
 /// ticks of 1/100 s (Linux's USER_HZ).
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -153,7 +147,7 @@ async fn main() -> Result<()> {
     std::fs::write(&kubeconfig, standin.kubeconfig(NS))?;
     // Checkpoints on gs:// (a real storage emulator), as `backend: kubernetes` requires: the
     // operator reads each live job's manifest from it.
-    let emulator = mtl_storage::testing::Emulator::start();
+    let emulator = mtl_test_support::gcs::Emulator::start();
     let checkpoints = emulator.uri("bench");
     standin.create(
         "apiextensions.k8s.io/v1",
@@ -162,7 +156,7 @@ async fn main() -> Result<()> {
         serde_yaml::from_str(CRD).context("the CRD parses")?,
     )?;
 
-    let port = free_port()?;
+    let port = mtl_test_support::free_port();
     let log = std::fs::File::create(dir.path().join("operator.log"))?;
     let child = Command::new(&args.operator)
         .args([

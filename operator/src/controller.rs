@@ -26,7 +26,7 @@ use crate::decide::{self, Decision, ManifestRead, Note, Observation};
 use crate::metrics::Metrics;
 use crate::status::{self, cond};
 use crate::vertex::{VertexBackend, VertexClients};
-use crate::{Error, Result};
+use crate::{Error, FIELD_MANAGER, Result};
 
 /// Finalizer of `backend: vertexAi` jobs: deleting one cancels its CustomJobs, which nothing
 /// else would, before the job goes away. `backend: kubernetes` jobs carry none, as a Job
@@ -37,8 +37,6 @@ use crate::{Error, Result};
 pub const FINALIZER: &str = "multitask.dev/cleanup";
 /// The annotation `kubectl apply` (client-side) keeps the whole applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-/// The one server-side apply field manager for pods and status.
-pub const FIELD_MANAGER: &str = "mtl-operator";
 
 /// Tunables of the reconciler.
 #[derive(Clone, Debug)]

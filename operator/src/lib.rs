@@ -26,7 +26,11 @@ pub mod vertex;
 #[cfg(test)]
 mod fixtures;
 
-pub use controller::{FIELD_MANAGER, FINALIZER};
+pub use controller::FINALIZER;
+
+/// The one server-side apply field manager for pods and status (the controller and the pods
+/// backend both write under it).
+pub const FIELD_MANAGER: &str = "mtl-operator";
 
 /// The operator's `User-Agent` on every Kubernetes API request.
 pub const USER_AGENT: &str = concat!("mtl-operator/", env!("CARGO_PKG_VERSION"));

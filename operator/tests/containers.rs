@@ -19,7 +19,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Config};
 use kube_standin::{KubeletConfig, PodmanConfig, StandIn};
 use mtl_crds::{JobPhase, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
-use mtl_storage::testing::Emulator;
+use mtl_test_support::gcs::Emulator;
+use mtl_test_support::{Patience, eventually_with, free_port};
 use serde_json::{Value, json};
 
 const NS: &str = "default";
@@ -67,13 +68,6 @@ for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_token
         .unwrap_or_else(|e| panic!("{} (make setup creates .venv): {e}", python.display()));
     assert!(status.success(), "making the tiny model failed");
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// An emulator with MiniLM and two tasks' data, the stand-in with the podman kubelet, and the
@@ -268,24 +262,16 @@ impl World {
         self.standin.kubelet().container_log(NS, pod, "trainer", 0)
     }
 
-    async fn eventually<T, F, Fut>(&self, job: &str, what: &str, mut check: F) -> T
+    async fn eventually<T, F, Fut>(&self, job: &str, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "timed out after {DEADLINE:?} waiting for {what}\n{}",
-                    self.diagnostics(job)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let patience = Patience {
+            deadline: DEADLINE,
+            every: Duration::from_millis(200),
+        };
+        eventually_with(what, patience, || self.diagnostics(job), check).await
     }
 
     async fn status_until(

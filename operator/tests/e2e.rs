@@ -335,12 +335,8 @@ async fn invalid_input_fails_the_job_after_one_attempt() {
         i32::from(mtl_crds::EXIT_INVALID_INPUT),
         message,
     ));
-    let st = env
-        .status_until("train", "phase Failed", |s| s.phase == JobPhase::Failed)
-        .await;
-    let failed = condition(&st, "Failed").unwrap();
-    assert_eq!(failed.reason, "InvalidInput");
-    assert_eq!(failed.message, message);
+    let (st, failed) = env.failed("train", "InvalidInput").await;
+    assert_eq!(failed, message);
     assert_eq!((st.restarts, st.attempt), (0, 1));
     assert_eq!(env.pod_names().await, ["train-1"], "no second attempt");
 }
@@ -508,15 +504,8 @@ async fn failures_past_backoff_limit_fail_the_job_with_the_termination_message()
     kubelet_ok(env.standin.kubelet().run(NS, "train-2"));
     let message = "tasks[0] (stsb): cannot read gs://data/stsb/train.tsv: 403 Forbidden";
     kubelet_ok(env.standin.kubelet().fail(NS, "train-2", 1, message));
-    let st = env
-        .status_until("train", "phase Failed", |s| s.phase == JobPhase::Failed)
-        .await;
-    let failed = condition(&st, "Failed").unwrap();
-    assert_eq!(
-        (failed.status.as_str(), failed.reason.as_str()),
-        ("True", "BackoffLimitExceeded")
-    );
-    assert_eq!(failed.message, message);
+    let (_, failed) = env.failed("train", "BackoffLimitExceeded").await;
+    assert_eq!(failed, message);
     assert_eq!(
         env.pod_names().await,
         ["train-1", "train-2"],
@@ -971,16 +960,8 @@ async fn checkpoints_on_a_claim_are_mounted_and_local_ones_refused() {
 
     env.apply("local", json!({"checkpoints": {"uri": "/tmp/ckpt"}}))
         .await;
-    let st = env
-        .status_until("local", "Failed", |s| s.phase == JobPhase::Failed)
-        .await;
-    let failed = condition(&st, "Failed").unwrap();
-    assert_eq!(failed.reason, "InvalidSpec");
-    assert!(
-        failed.message.contains("lost with the pod"),
-        "{}",
-        failed.message
-    );
+    let (_, failed) = env.failed("local", "InvalidSpec").await;
+    assert!(failed.contains("lost with the pod"), "{failed}");
     assert!(env.pods().get_opt("local-1").await.unwrap().is_none());
     let text = env.metrics(0).await.expect("metrics served");
     assert_eq!(

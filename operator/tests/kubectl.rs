@@ -7,6 +7,7 @@ mod common;
 
 use common::{CRD_FILE, Env, NS, eventually, kubelet_ok};
 use kube_standin::{Kubectl, KubectlOutput};
+use mtl_test_support::kubectl::rows;
 
 use mtl_crds::QUANTITY_PATTERN as QUANTITY;
 
@@ -52,37 +53,6 @@ async fn env_with_operator() -> (Env, Kubectl) {
     .await;
     env.operator("op-a");
     (env, kubectl)
-}
-
-/// The rows of a `kubectl get` table, cut at the columns of its header (an empty cell is "").
-fn rows(table: &str) -> Vec<Vec<String>> {
-    let mut lines = table.lines();
-    let Some(header) = lines.next() else {
-        return Vec::new();
-    };
-    let mut starts = vec![0];
-    let bytes = header.as_bytes();
-    for i in 1..bytes.len() {
-        if bytes[i] != b' ' && bytes[i - 1] == b' ' && i >= 2 && bytes[i - 2] == b' ' {
-            starts.push(i);
-        }
-    }
-    let cut = |line: &str| -> Vec<String> {
-        (0..starts.len())
-            .map(|c| {
-                let end = starts
-                    .get(c + 1)
-                    .copied()
-                    .unwrap_or(line.len())
-                    .min(line.len());
-                line.get(starts[c].min(end)..end)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string()
-            })
-            .collect()
-    };
-    std::iter::once(header).chain(lines).map(cut).collect()
 }
 
 /// `examples/job.yaml` with its checkpoints in `dir` instead of `gs://BUCKET`.

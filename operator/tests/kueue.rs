@@ -243,7 +243,7 @@ async fn a_kueue_eviction_is_a_preemption_and_the_next_attempt_queues_again() {
 /// until admitted.
 #[tokio::test]
 async fn the_workers_of_a_queued_job_are_one_pod_group() {
-    let emulator = mtl_storage::testing::Emulator::start();
+    let emulator = mtl_test_support::gcs::Emulator::start();
     let mut env = Env::start().await;
     env.standin.add_pod_webhook(PodWebhook::kueue());
     env.standin.kubelet().set_auto_run(true);

@@ -9,7 +9,6 @@ mod common;
 use common::{Env, NS, kubelet_ok};
 use kube::api::{Api, Patch, PatchParams};
 use mtl_crds::{JobPhase, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
-use mtl_operator::status::find as condition;
 use serde_json::json;
 
 const RESTRICTED: &str =
@@ -18,16 +17,6 @@ const RESTRICTED: &str =
 fn host_path() -> serde_json::Value {
     json!({"podTemplate": {"volumes": [{"name": "node", "hostPath": {"path": "/"}}],
                            "volumeMounts": [{"name": "node", "mountPath": "/host"}]}})
-}
-
-/// Job `name` failed with `reason`; its Failed condition's message.
-async fn failed(env: &Env, name: &str, reason: &str) -> String {
-    let st = env
-        .status_until(name, "phase Failed", |s| s.phase == JobPhase::Failed)
-        .await;
-    let c = condition(&st, "Failed").expect("a Failed condition");
-    assert_eq!(c.reason, reason, "{}", c.message);
-    c.message.clone()
 }
 
 #[tokio::test]
@@ -69,7 +58,7 @@ async fn a_host_path_volume_is_refused_at_admission_and_by_the_operator() {
     env.install_policy_crd().await;
     let first = env.operator("op-a");
     env.apply("node", host_path()).await;
-    let message = failed(&env, "node", "PolicyViolation").await;
+    let message = env.failed("node", "PolicyViolation").await.1;
     assert_eq!(
         message,
         format!(
@@ -167,7 +156,7 @@ async fn a_namespace_policy_refuses_what_it_does_not_allow_naming_the_field() {
         env.apply(name, extra.clone()).await;
     }
     for (name, _, want) in &cases {
-        let message = failed(&env, name, "PolicyViolation").await;
+        let message = env.failed(name, "PolicyViolation").await.1;
         assert!(message.starts_with(want), "{name}: {message}");
     }
     assert_eq!(
@@ -216,7 +205,7 @@ async fn a_tightened_policy_leaves_an_accepted_job_running() {
     assert_eq!(env.pod_names().await, ["train-1"]);
 
     env.apply("late", json!({})).await;
-    failed(&env, "late", "PolicyViolation").await;
+    env.failed("late", "PolicyViolation").await;
     env.apply(
         "allowed",
         json!({"image": "registry.example/mtl/mtl-trainer:1"}),
@@ -292,7 +281,7 @@ async fn a_forged_accepted_spec_is_refused_and_reported() {
     let mut forged = accepted_spec(&st);
     forged["image"] = json!("docker.io/evil:1");
     forge(&env, "train", forged).await;
-    let message = failed(&env, "train", "AcceptedSpecUnverified").await;
+    let message = env.failed("train", "AcceptedSpecUnverified").await.1;
     assert!(
         message.starts_with("status.acceptedSpec does not carry the operator's signature"),
         "{message}"
@@ -314,7 +303,7 @@ async fn a_forged_accepted_spec_is_refused_and_reported() {
     common::merge(&mut early, host_path());
     forge(&env, "early", early).await;
     env.operator("op-b");
-    failed(&env, "early", "AcceptedSpecUnverified").await;
+    env.failed("early", "AcceptedSpecUnverified").await;
     assert!(!env.pod_names().await.iter().any(|p| p.starts_with("early")));
 }
 
@@ -327,7 +316,7 @@ async fn a_job_outside_the_default_policy_fails_before_any_pod() {
     env.operator("op-a");
     env.apply("train", json!({})).await;
     assert_eq!(
-        failed(&env, "train", "PolicyViolation").await,
+        env.failed("train", "PolicyViolation").await.1,
         "spec.image \"mtl-trainer:test\" is not allowed: images must start with \"registry.example/mtl/\" or \"gcr.io/acme/\""
     );
     env.event("PolicyViolation").await;
@@ -356,7 +345,7 @@ async fn kueue_priority_labels_are_bounded_when_each_attempt_starts() {
     env.apply_with_meta("urgent", labelled("urgent", "urgent"), json!({}))
         .await;
     assert_eq!(
-        failed(&env, "urgent", "PolicyViolation").await,
+        env.failed("urgent", "PolicyViolation").await.1,
         "metadata.labels[\"kueue.x-k8s.io/priority-class\"] \"urgent\" is not allowed: jobs may use the WorkloadPriorityClasses \"low\""
     );
 

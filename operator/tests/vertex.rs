@@ -938,17 +938,10 @@ async fn a_custom_job_vertex_refuses_fails_the_job_after_one_request() {
                             "machineType": "n1-standard-7"}}),
     )
     .await;
-    let st = env
-        .status_until("refused", "phase Failed", |s| s.phase == JobPhase::Failed)
-        .await;
-    let failed = mtl_operator::status::find(&st, "Failed").expect("a Failed condition");
-    assert_eq!(failed.reason, "InvalidSpec", "{}", failed.message);
+    let (_, failed) = env.failed("refused", "InvalidSpec").await;
     assert!(
-        failed
-            .message
-            .contains("Machine type \"n1-standard-7\" is not supported."),
-        "{}",
-        failed.message
+        failed.contains("Machine type \"n1-standard-7\" is not supported."),
+        "{failed}"
     );
     env.event("InvalidSpec").await;
     assert_eq!(standin.requests_to(Route::Create).len(), 1);

@@ -10,8 +10,6 @@ mod local;
 pub mod manifest;
 pub mod progress;
 mod retry;
-#[cfg(feature = "emulator")]
-pub mod testing;
 
 use std::path::Path;
 

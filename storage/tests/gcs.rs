@@ -1,8 +1,6 @@
 //! gs:// storage against a real `gcp-storage-emulator` process (no mocks).
 //!
-//! Run with `cargo test -p mtl-storage --all-features`; needs the emulator (see
-//! `mtl_storage::testing`).
-#![cfg(feature = "emulator")]
+//! Needs the emulator (see `mtl_test_support::gcs`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,8 +10,8 @@ use std::time::Duration;
 
 use mtl_crds::CheckpointRef;
 use mtl_storage::manifest::checkpoint_uri;
-use mtl_storage::testing::Emulator;
 use mtl_storage::{Error, MANIFEST_NAME, Manifest, RetryPolicy, Storage, join};
+use mtl_test_support::gcs::Emulator;
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;

@@ -7,7 +7,8 @@
 use serde_json::{Map, Value};
 
 use super::field_error::{ErrorType, FieldError, quote};
-use crate::cel::{CompiledRule, Failure, root_to_cel, to_cel};
+use crate::cel::values::{root_to_cel, to_cel};
+use crate::cel::{CompiledRule, Failure};
 use crate::schema::Schema;
 
 /// Checks every rule of `schema` (the resource root) over `obj`; `old` on updates.

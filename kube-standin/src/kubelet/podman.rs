@@ -38,9 +38,28 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::{Kubelet, set_condition};
+use super::conditions::set_condition;
+use crate::Error;
+use crate::clock::now_rfc3339;
 use crate::error::ApiError;
-use crate::store::{DeleteOpts, now_rfc3339};
+use crate::store::DeleteOpts;
+
+/// What the runtime needs of the kubelet that drives it: the node's writes to its pods.
+pub(crate) trait Node: Send + Sync {
+    /// Changes pod `ns/name` with `f`; an `Err` from `f` leaves the pod as it was.
+    fn update_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        f: &mut dyn FnMut(&mut Value) -> Result<(), ApiError>,
+    ) -> Result<Value, Error>;
+    /// Binds the pod to the node, its containers being created.
+    fn schedule(&self, ns: &str, name: &str) -> Result<Value, Error>;
+    /// The pod as stored now.
+    fn pod(&self, ns: &str, name: &str) -> Option<Value>;
+    /// Deletes the pod.
+    fn delete_pod(&self, ns: &str, name: &str, opts: &DeleteOpts) -> Result<(), ApiError>;
+}
 
 /// Settings of the podman runtime ([`super::KubeletConfig::podman`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,7 +152,7 @@ impl Runtime {
 
     /// Brings containers in line with the stored pods: starts new pods' containers, stops
     /// those of deleted or disrupted pods, kills those of pods that are gone.
-    pub(crate) fn sync(self: &Arc<Self>, kubelet: &Kubelet, pods: &[Value]) {
+    pub(crate) fn sync(self: &Arc<Self>, kubelet: &Arc<dyn Node>, pods: &[Value]) {
         let mut runs = self.lock();
         let mut present = std::collections::HashSet::new();
         for pod in pods {
@@ -172,7 +191,7 @@ impl Runtime {
                         // Containers that never started (or already ended) have nothing
                         // left to stop: the deletion finishes now.
                         if is_deleting(pod) && run.task.is_finished() {
-                            finish_deletion(kubelet, pod);
+                            finish_deletion(kubelet.as_ref(), pod);
                         }
                     }
                 }
@@ -644,7 +663,7 @@ pub(crate) fn phase_of(statuses: &[Value], containers: usize) -> (&'static str, 
 #[derive(Clone)]
 struct PodCtx {
     rt: Arc<Runtime>,
-    kubelet: Kubelet,
+    kubelet: Arc<dyn Node>,
     ns: String,
     name: String,
     uid: String,
@@ -658,7 +677,8 @@ impl PodCtx {
     fn update_container(&self, name: &str, f: impl FnOnce(&mut Value)) {
         let uid = self.uid.clone();
         let count = self.container_count;
-        let result = self.kubelet.update(&self.ns, &self.name, |pod| {
+        let mut f = Some(f);
+        let result = self.kubelet.update_pod(&self.ns, &self.name, &mut |pod| {
             if s(pod, "/metadata/uid") != uid {
                 return Err(ApiError::bad_request("the pod was replaced"));
             }
@@ -675,7 +695,9 @@ impl PodCtx {
                     statuses.len() - 1
                 }
             };
-            f(&mut statuses[i]);
+            if let Some(f) = f.take() {
+                f(&mut statuses[i]);
+            }
             let snapshot = statuses.clone();
             let (phase, ready) = phase_of(&snapshot, count);
             let status = &mut pod["status"];
@@ -734,7 +756,7 @@ impl PodCtx {
 
 async fn run_pod(
     rt: Arc<Runtime>,
-    kubelet: Kubelet,
+    kubelet: Arc<dyn Node>,
     pod: Value,
     stop: watch::Receiver<Option<i64>>,
 ) {
@@ -797,23 +819,23 @@ async fn run_pod(
     }
     // A graceful deletion ends once every container has stopped.
     if stop.borrow().is_some()
-        && let Ok(current) = kubelet.store.get(&kubelet.pods, &ctx.ns, &ctx.name)
+        && let Some(current) = kubelet.pod(&ctx.ns, &ctx.name)
         && is_deleting(&current)
         && s(&current, "/metadata/uid") == ctx.uid
     {
-        finish_deletion(&kubelet, &current);
+        finish_deletion(kubelet.as_ref(), &current);
     }
 }
 
 /// Deletes a pod whose containers have stopped (grace 0, only this very pod).
-fn finish_deletion(kubelet: &Kubelet, pod: &Value) {
+fn finish_deletion(kubelet: &dyn Node, pod: &Value) {
     let (ns, name) = (s(pod, "/metadata/namespace"), s(pod, "/metadata/name"));
     let opts = DeleteOpts {
         grace_period_seconds: Some(0),
         precondition_uid: Some(s(pod, "/metadata/uid").to_string()),
         ..DeleteOpts::default()
     };
-    if let Err(e) = kubelet.store.delete(&kubelet.pods, ns, name, &opts) {
+    if let Err(e) = kubelet.delete_pod(ns, name, &opts) {
         tracing::debug!(%ns, pod = %name, error = %e, "pod deletion not finished");
     }
 }

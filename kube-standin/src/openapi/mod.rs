@@ -10,6 +10,10 @@ use sha2::{Digest, Sha256};
 
 use crate::resources::{Flavor, Registry, ResourceType};
 
+/// The Kubernetes release whose API server behaviour (and wording) the stand-in follows: what
+/// `/version` and the OpenAPI documents' `info` report.
+pub(crate) const GIT_VERSION: &str = "v1.32.0-standin";
+
 const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
 
 /// The `components.schemas` name of a type (`dev.multitask.v1alpha1.MultiTaskTrainingJob`).
@@ -301,7 +305,7 @@ pub(crate) fn v3_document(reg: &Registry, group: &str, version: &str) -> Option<
     }
     Some(json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": crate::server::GIT_VERSION},
+        "info": {"title": "Kubernetes", "version": crate::openapi::GIT_VERSION},
         "paths": all_paths,
         "components": {"schemas": schemas},
     }))

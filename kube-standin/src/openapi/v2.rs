@@ -452,7 +452,7 @@ pub(crate) fn document(reg: &Registry) -> Document {
         swagger: "2.0".into(),
         info: Some(Info {
             title: "Kubernetes".into(),
-            version: crate::server::GIT_VERSION.into(),
+            version: crate::openapi::GIT_VERSION.into(),
         }),
         paths: Some(Paths {
             path: paths

@@ -279,7 +279,7 @@ async fn new_job_creates_its_first_pod_without_a_finalizer() {
 
 #[tokio::test]
 async fn running_pod_and_manifest_fill_status() {
-    let emulator = mtl_storage::testing::Emulator::start();
+    let emulator = mtl_test_support::gcs::Emulator::start();
     let base = emulator.uri("out");
     let mut manifest = Manifest::default();
     manifest

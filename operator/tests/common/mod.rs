@@ -19,8 +19,9 @@ use kube::{Client, Config};
 use kube_standin::{Kubectl, StandIn};
 use mtl_crds::{CheckpointRef, MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
 use mtl_storage::manifest::checkpoint_uri;
-use mtl_storage::testing::Emulator;
 use mtl_storage::{Manifest, Storage};
+use mtl_test_support::gcs::Emulator;
+use mtl_test_support::{Patience, eventually_with, free_port};
 use serde_json::json;
 
 /// The CRD as `make crds` generates it (and as the Helm chart installs it).
@@ -38,26 +39,18 @@ pub const POLICY_CRD_FILE: &str = concat!(
 pub const NS: &str = "default";
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Polls `check` until it gives `Some`, failing after [`DEADLINE`] with `what` and the last
-/// value seen.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// Polls `check` until it gives `Some`; past 30 s the test fails with `what`, the last value
+/// seen and the logs of the operators it started.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!(
-                "timed out after {DEADLINE:?} waiting for {what}\n{}",
-                operator_logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let patience = Patience {
+        deadline: DEADLINE,
+        every: Duration::from_millis(50),
+    };
+    eventually_with(what, patience, operator_logs, check).await
 }
 
 thread_local! {
@@ -108,13 +101,6 @@ impl Drop for Env {
             let _ = op.child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Env {
@@ -452,6 +438,25 @@ impl Env {
             async move { jobs.get_opt(name).await.ok()?.is_none().then_some(()) }
         })
         .await;
+    }
+
+    /// Waits for job `name` to fail, checks that its Failed condition gives `reason`, and
+    /// returns the status and that condition's message.
+    pub async fn failed(&self, name: &str, reason: &str) -> (MultiTaskTrainingJobStatus, String) {
+        let st = self
+            .status_until(name, "phase Failed", |s| {
+                s.phase == mtl_crds::JobPhase::Failed
+            })
+            .await;
+        let c = mtl_operator::status::find(&st, "Failed").expect("a Failed condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", reason),
+            "{}",
+            c.message
+        );
+        let message = c.message.clone();
+        (st, message)
     }
 
     pub async fn status_until(

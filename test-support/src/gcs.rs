@@ -1,7 +1,7 @@
-//! A real `gcp-storage-emulator` process for tests (cargo feature `emulator`).
+//! A real `gcp-storage-emulator` process for tests (cargo feature `gcs`).
 //!
 //! ```ignore
-//! let emu = mtl_storage::testing::Emulator::start();
+//! let emu = mtl_test_support::gcs::Emulator::start();
 //! let storage = emu.storage(); // Storage::with_gcs_endpoint(emu.endpoint())
 //! storage.write(&emu.uri("a.json"), b"{}".to_vec()).await?;
 //! ```
@@ -14,12 +14,12 @@
 //! Setup failures panic with a message that says what to install: this is test support.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::Storage;
+use mtl_storage::Storage;
 
 /// The bucket every emulator starts with.
 pub const BUCKET: &str = "mtl-test";
@@ -70,7 +70,7 @@ impl Emulator {
         let mut last_error = String::new();
         // A free port can be taken by someone else between probing and binding: try a few.
         for _ in 0..3 {
-            let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+            let port = crate::free_port();
             let mut emu = Self {
                 child: None,
                 port,
@@ -106,7 +106,7 @@ impl Emulator {
 
     /// `gs://<bucket>/<path>`.
     pub fn uri(&self, path: &str) -> String {
-        crate::join(&format!("gs://{BUCKET}"), path)
+        mtl_storage::join(&format!("gs://{BUCKET}"), path)
     }
 
     /// A [`Storage`] whose gs:// URIs go to this emulator, anonymously.
@@ -255,12 +255,6 @@ impl Drop for Emulator {
             let _ = std::fs::remove_file(&self.log);
         }
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status code and the body.
