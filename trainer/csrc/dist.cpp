@@ -33,7 +33,7 @@
 
 namespace {
 
-// Return codes of the C interface (mirrored in src/dist/ffi.rs). kInvalid: a collective was
+// Return codes of the C interface (mirrored in src/distributed/ffi.rs). kInvalid: a collective was
 // refused before it started (a bad argument on this rank), as opposed to one that failed or
 // timed out while running with its peers.
 constexpr int kOk = 0;

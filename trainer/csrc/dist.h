@@ -1,4 +1,4 @@
-// Constants shared by dist.cpp and dist_nccl.cpp, and by src/dist/ffi.rs on the Rust side.
+// Constants shared by dist.cpp and dist_nccl.cpp, and by src/distributed/ffi.rs on the Rust side.
 #pragma once
 
 #define MTL_REDUCE_SUM 0

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use mtl_storage::join;
 
-use crate::checkpoint::{self, Store};
 use crate::config::ModelConfig;
 use crate::data::TextEncoder;
+use crate::io::Store;
+use crate::model::{CONFIG_FILE, MODEL_FILE, TOKENIZER_EXTRAS, TOKENIZER_FILE};
 use crate::{Error, Result};
 
 /// A pretrained (or checkpointed) model directory made local.
@@ -20,11 +21,7 @@ impl ModelAssets {
     /// present) from a directory or gs:// prefix.
     pub fn fetch(store: &Store, uri: &str, cache: &Path) -> Result<Self> {
         let mut dir = None;
-        for name in [
-            checkpoint::CONFIG_FILE,
-            checkpoint::TOKENIZER_FILE,
-            checkpoint::MODEL_FILE,
-        ] {
+        for name in [CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE] {
             let missing = || {
                 Error::invalid_input(
                     join(uri, name),
@@ -40,22 +37,22 @@ impl ModelAssets {
             }
             dir = path.parent().map(Path::to_path_buf);
         }
-        store.fetch_tokenizer_extras(uri, cache)?;
+        store.fetch_if_present(uri, &TOKENIZER_EXTRAS, cache)?;
         let dir = dir.ok_or_else(|| Error::file(uri, "empty model location"))?;
         Ok(Self { dir })
     }
 
     pub fn config(&self) -> Result<ModelConfig> {
-        ModelConfig::load(&self.dir.join(checkpoint::CONFIG_FILE))
+        ModelConfig::load(&self.dir.join(CONFIG_FILE))
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
-        self.dir.join(checkpoint::TOKENIZER_FILE)
+        self.dir.join(TOKENIZER_FILE)
     }
 
     /// The tokenizer, truncating to `max_length`; its vocabulary must fit the model's.
     pub fn encoder(&self, config: &ModelConfig, max_length: usize) -> Result<TextEncoder> {
-        let path = self.dir.join(checkpoint::TOKENIZER_FILE);
+        let path = self.dir.join(TOKENIZER_FILE);
         let encoder = TextEncoder::load(&path, max_length, config.type_vocab_size <= 1)?;
         let vocab = encoder.vocab_size();
         if vocab as i64 > config.vocab_size {
@@ -72,14 +69,14 @@ impl ModelAssets {
 
     /// Copies the config, tokenizer and tokenizer side files into `dir`.
     pub fn copy_to(&self, dir: &Path) -> Result<()> {
-        self.copy_files(dir, &[checkpoint::CONFIG_FILE])?;
+        self.copy_files(dir, &[CONFIG_FILE])?;
         self.copy_to_except_config(dir)
     }
 
     /// Copies the tokenizer and its side files into `dir`.
     pub fn copy_to_except_config(&self, dir: &Path) -> Result<()> {
-        self.copy_files(dir, &[checkpoint::TOKENIZER_FILE])?;
-        self.copy_files(dir, &checkpoint::TOKENIZER_EXTRAS)
+        self.copy_files(dir, &[TOKENIZER_FILE])?;
+        self.copy_files(dir, &TOKENIZER_EXTRAS)
     }
 
     fn copy_files(&self, dir: &Path, names: &[&str]) -> Result<()> {

@@ -1,4 +1,7 @@
-//! Checkpoint layout and commit protocol (DESIGN.md, "Checkpoints"):
+//! Checkpoints: their layout, writing and committing one ([`save`], [`commit`]), making one
+//! local ([`localize`]), picking one ([`resolve`]), resuming a run from the newest
+//! ([`resume`]) and loading one for inference ([`Loaded`]). The trainer's docs
+//! (docs/trainer.md, "Checkpoints") describe the protocol:
 //!
 //! ```text
 //! <uri>/checkpoint-<step>/model.safetensors      encoder + all heads
@@ -13,21 +16,27 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mtl_crds::{
-    BestCheckpointSpec, CheckpointRef, MultiTaskTrainingJobSpec, RunEnd, SamplingSpec, TaskSpec,
-    TaskType,
-};
+use mtl_crds::{BestCheckpointSpec, CheckpointRef, MultiTaskTrainingJobSpec, TaskSpec};
 use mtl_storage::manifest::checkpoint_uri;
-use mtl_storage::{Manifest, Storage, is_gcs, join};
-use serde::{Deserialize, Serialize};
+use mtl_storage::{is_gcs, join};
+use tch::{Device, Tensor};
+use tracing::{info, warn};
 
+use crate::assets::ModelAssets;
+use crate::config::ModelConfig;
+use crate::data::TextEncoder;
+use crate::io::{Store, read_json, write_json};
+use crate::model::{
+    CONFIG_FILE, HeadSpec, MODEL_FILE, MultiTaskModel, TOKENIZER_EXTRAS, TOKENIZER_FILE,
+    build_model,
+};
+use crate::optim::AdamW;
+use crate::precision::Amp;
+use crate::state::{Fingerprint, TrainerState};
 use crate::{Error, Result};
 
-pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
-pub const CONFIG_FILE: &str = "config.json";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const TASKS_FILE: &str = "tasks.json";
 
 /// Files every checkpoint holds, uploaded in this order.
@@ -40,248 +49,52 @@ pub const FILES: [&str; 6] = [
     MODEL_FILE,
 ];
 
-/// Tokenizer side files copied along when the pretrained model has them, so an exported
-/// model loads with `AutoTokenizer` too.
-pub const TOKENIZER_EXTRAS: [&str; 5] = [
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-];
-
-/// One line of the training log kept in `trainer_state.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LogEntry {
-    pub step: u64,
-    pub epoch: f64,
-    pub loss: f64,
-    pub learning_rate: f64,
-    /// Mean global gradient norm (before clipping) over the interval's steps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grad_norm: Option<f64>,
-    /// Steps of the interval the fp16 loss scaler skipped (an inf or NaN gradient).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub skipped_steps: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub task_losses: BTreeMap<String, f64>,
+/// What a checkpoint keeps of a run: the weights, the optimizer's state, where the run stands
+/// (the loss scale in it), the tasks, and the pretrained model's config and tokenizer.
+pub struct Snapshot<'a> {
+    pub model: &'a MultiTaskModel,
+    pub optim: &'a AdamW,
+    pub state: &'a TrainerState,
+    pub tasks: &'a [TaskSpec],
+    pub assets: &'a ModelAssets,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// `trainer_state.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TrainerState {
-    /// Optimizer steps completed.
-    pub global_step: u64,
-    /// Micro-batches consumed: the sampler's whole state (it is a pure function of this).
-    pub micro_step: u64,
-    pub epoch: f64,
-    pub total_steps: u64,
-    pub warmup_steps: u64,
-    pub learning_rate: f64,
-    pub seed: u64,
-    /// spec.model.maxLength the model was trained with (predict and eval reuse it).
-    #[serde(default)]
-    pub max_length: Option<u32>,
-    #[serde(default)]
-    pub metrics: BTreeMap<String, f64>,
-    #[serde(default)]
-    pub log_history: Vec<LogEntry>,
-    #[serde(default)]
-    pub eval_history: Vec<BTreeMap<String, f64>>,
-    /// What the run's batches depend on; resuming checks it (absent in checkpoints written
-    /// before it was kept: those resume unchecked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<Fingerprint>,
-    /// The fp16 loss scaler's state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_scale: Option<crate::precision::LossScale>,
-    /// Early stopping's count (`training.earlyStopping`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stopping: Option<crate::train::EarlyStopState>,
-    /// Set when the run ended before its last step (early stopping): resuming it trains no
-    /// further.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end: Option<RunEnd>,
-}
-
-/// What decides which batches a run trains on, step by step, and what each output means:
-/// resuming with any of it changed would silently change what the resumed run is.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Fingerprint {
-    /// The global batch: `batchSize` × data-parallel ranks.
-    pub batch_size: u32,
-    pub gradient_accumulation_steps: u32,
-    pub sampling: SamplingSpec,
-    pub seed: u64,
-    pub tasks: Vec<TaskFingerprint>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskFingerprint {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub task_type: TaskType,
-    pub outputs: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_names: Option<Vec<String>>,
-    /// SHA-256 of the training file.
-    pub train_sha256: String,
-}
-
-impl Fingerprint {
-    /// `train_sha256`: each task's training-file hash, in task order; `ranks`: the
-    /// data-parallel world size.
-    pub fn of(spec: &MultiTaskTrainingJobSpec, train_sha256: &[String], ranks: usize) -> Self {
-        let tr = &spec.training;
-        Self {
-            batch_size: tr.batch_size * ranks as u32,
-            gradient_accumulation_steps: tr.gradient_accumulation_steps,
-            sampling: spec.sampling.clone(),
-            seed: tr.seed,
-            tasks: spec
-                .tasks
-                .iter()
-                .zip(train_sha256)
-                .map(|(t, sha)| TaskFingerprint {
-                    name: t.name.clone(),
-                    task_type: t.task_type,
-                    outputs: match t.task_type {
-                        TaskType::MultipleChoice => t.num_choices.unwrap_or(0),
-                        _ => t.num_outputs(),
-                    },
-                    label_names: t.label_names.clone(),
-                    train_sha256: sha.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    /// The first difference between the checkpoint's fingerprint (`self`) and the job's, as
-    /// `field: the checkpoint has X, the job has Y`.
-    pub fn difference(&self, now: &Fingerprint) -> Option<String> {
-        let differs = |field: &str, saved: String, job: String| {
-            Some(format!(
-                "{field}: the checkpoint has {saved}, the job has {job}"
-            ))
-        };
-        if self.batch_size != now.batch_size {
-            return differs(
-                "spec.training.batchSize (× data-parallel ranks: the global batch)",
-                self.batch_size.to_string(),
-                now.batch_size.to_string(),
-            );
-        }
-        if self.gradient_accumulation_steps != now.gradient_accumulation_steps {
-            return differs(
-                "spec.training.gradientAccumulationSteps",
-                self.gradient_accumulation_steps.to_string(),
-                now.gradient_accumulation_steps.to_string(),
-            );
-        }
-        if self.sampling != now.sampling {
-            return differs(
-                "spec.sampling",
-                format!("{:?}", self.sampling),
-                format!("{:?}", now.sampling),
-            );
-        }
-        if self.seed != now.seed {
-            return differs(
-                "spec.training.seed",
-                self.seed.to_string(),
-                now.seed.to_string(),
-            );
-        }
-        let names = |f: &Fingerprint| f.tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
-        if names(self) != names(now) {
-            return differs(
-                "spec.tasks",
-                format!("tasks {:?}", names(self)),
-                format!("{:?}", names(now)),
-            );
-        }
-        for (i, (a, b)) in self.tasks.iter().zip(&now.tasks).enumerate() {
-            let at = |f: &str| format!("spec.tasks[{i}] ({}).{f}", a.name);
-            if a.task_type != b.task_type {
-                return differs(
-                    &at("type"),
-                    format!("{:?}", a.task_type),
-                    format!("{:?}", b.task_type),
-                );
-            }
-            if a.outputs != b.outputs {
-                return differs(
-                    &at("numLabels/numChoices"),
-                    a.outputs.to_string(),
-                    b.outputs.to_string(),
-                );
-            }
-            if a.label_names != b.label_names {
-                return differs(
-                    &at("labelNames"),
-                    format!("{:?}", a.label_names),
-                    format!("{:?}", b.label_names),
-                );
-            }
-            if a.train_sha256 != b.train_sha256 {
-                return differs(
-                    &at("train"),
-                    format!("data with SHA-256 {}", a.train_sha256),
-                    b.train_sha256.clone(),
-                );
-            }
-        }
-        None
-    }
-}
-
-/// Sync facade over the async storage layer, for the (synchronous) training loop.
-pub struct Store {
-    rt: tokio::runtime::Runtime,
-    pub storage: Storage,
-}
-
-impl Store {
-    pub fn new() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(Error::io("tokio runtime"))?;
-        Ok(Self {
-            rt,
-            storage: Storage::new(),
-        })
-    }
-
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
-    }
-
-    /// A local path for `uri`, downloading it into `cache` once if it is remote.
-    pub fn fetch(&self, uri: &str, cache: &Path) -> Result<PathBuf> {
-        Ok(self.block_on(self.storage.fetch(uri, cache))?)
-    }
-
-    /// Fetches the tokenizer side files that exist under `dir_uri` (none is required).
-    pub fn fetch_tokenizer_extras(&self, dir_uri: &str, cache: &Path) -> Result<()> {
-        for name in TOKENIZER_EXTRAS {
-            match self.block_on(self.storage.fetch(&join(dir_uri, name), cache)) {
-                Err(e) if !e.is_not_found() => return Err(e.into()),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    pub fn manifest(&self, base: &str) -> Result<Option<Manifest>> {
-        Ok(self.block_on(Manifest::load(&self.storage, base))?)
-    }
+/// Writes every file of the checkpoint of `snapshot.state.global_step` (staged in `cache`
+/// for gs://), then commits it to the manifest under `base`, with the state's metrics
+/// (`keep`, `rank`: see [`commit`]).
+pub fn save(
+    store: &Store,
+    base: &str,
+    cache: &Path,
+    snapshot: &Snapshot<'_>,
+    keep: Option<u32>,
+    rank: Option<&BestCheckpointSpec>,
+) -> Result<CheckpointRef> {
+    let step = snapshot.state.global_step;
+    let dir = staging_dir(base, step, cache);
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    snapshot.model.save(&dir.join(MODEL_FILE))?;
+    let tensors = snapshot
+        .optim
+        .state_tensors()
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.f_to_device(Device::Cpu)?.f_contiguous()?)))
+        .collect::<Result<Vec<(String, Tensor)>>>()?;
+    let optim_path = dir.join(OPTIMIZER_FILE);
+    Tensor::write_safetensors(&tensors, &optim_path)
+        .map_err(|e| Error::file(optim_path.display(), e.to_string()))?;
+    write_json(&dir.join(STATE_FILE), snapshot.state)?;
+    write_json(&dir.join(TASKS_FILE), &snapshot.tasks)?;
+    snapshot.assets.copy_to(&dir)?;
+    let staged = Staged { dir, step };
+    commit(
+        store,
+        base,
+        &staged,
+        snapshot.state.metrics.clone(),
+        keep,
+        rank,
+    )
 }
 
 /// A checkpoint's files in a local directory, ready to be uploaded.
@@ -347,7 +160,7 @@ pub fn localize(store: &Store, entry: &CheckpointRef, cache: &Path) -> Result<Pa
         let path = store.fetch(&join(&entry.uri, name), cache)?;
         dir = path.parent().map(Path::to_path_buf);
     }
-    store.fetch_tokenizer_extras(&entry.uri, cache)?;
+    store.fetch_if_present(&entry.uri, &TOKENIZER_EXTRAS, cache)?;
     dir.ok_or_else(|| Error::file(&entry.uri, "checkpoint has no files"))
 }
 
@@ -419,18 +232,143 @@ pub fn resolve(store: &Store, base: &str, selector: Option<&str>) -> Result<Chec
     Ok(found.clone())
 }
 
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(path.display(), e.to_string()))
-}
-
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::file(path.display(), e.to_string()))?;
-    std::fs::write(path, text).map_err(Error::io(path))
-}
-
 /// The tasks a checkpoint was trained on (`tasks.json`).
 pub fn read_tasks(dir: &Path) -> Result<Vec<TaskSpec>> {
     read_json(&dir.join(TASKS_FILE))
+}
+
+/// What resuming restores a run into: its model's weights, its optimizer's state and its loss
+/// scaler.
+pub struct Restore<'a> {
+    pub model: &'a mut MultiTaskModel,
+    pub optim: &'a mut AdamW,
+    pub amp: &'a mut Amp,
+}
+
+/// Loads the newest committed checkpoint under `spec.checkpoints.uri`, if any, into `into`
+/// and returns where that run stood (None when nothing was committed). The checkpoint must
+/// have been trained on the job's tasks, and (unless `force`, `--force-resume`) with the
+/// same batches: its fingerprint must be `now`.
+pub fn resume(
+    store: &Store,
+    spec: &MultiTaskTrainingJobSpec,
+    cache: &Path,
+    now: Option<&Fingerprint>,
+    force: bool,
+    into: Restore<'_>,
+) -> Result<Option<TrainerState>> {
+    let Some(latest) = store
+        .manifest(&spec.checkpoints.uri)?
+        .and_then(|m| m.latest().cloned())
+    else {
+        return Ok(None);
+    };
+    let dir = localize(store, &latest, cache)?;
+    check_same_heads(&read_tasks(&dir)?, spec, &latest.uri)?;
+    let saved: TrainerState = read_json(&dir.join(STATE_FILE))?;
+    check_same_batches(saved.fingerprint.as_ref(), now, force, &latest.uri)?;
+    into.model.load_checkpoint(&dir.join(MODEL_FILE))?;
+    let optim_path = dir.join(OPTIMIZER_FILE);
+    let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&optim_path)
+        .map_err(|e| Error::file(optim_path.display(), e.to_string()))?
+        .into_iter()
+        .collect();
+    into.optim
+        .load_state(&tensors, saved.global_step)
+        .map_err(|m| Error::file(optim_path.display(), m))?;
+    if let (Some(scaler), Some(s)) = (&mut into.amp.scaler, &saved.loss_scale) {
+        scaler.load(s)?;
+    }
+    info!(step = saved.global_step, uri = %latest.uri, "resuming from checkpoint");
+    Ok(Some(saved))
+}
+
+/// The checkpoint's fingerprint (`then`) must be the job's (`now`), unless `force`; a
+/// checkpoint without one resumes unchecked.
+fn check_same_batches(
+    then: Option<&Fingerprint>,
+    now: Option<&Fingerprint>,
+    force: bool,
+    at: &str,
+) -> Result<()> {
+    match (then, now) {
+        (Some(then), Some(now)) => {
+            if let Some(diff) = then.difference(now) {
+                if !force {
+                    return Err(Error::invalid_input(
+                        at,
+                        format!(
+                            "cannot resume: {diff}; resuming would change which batches the rest of the run trains on (use a new checkpoints.uri, restore the setting, or pass --force-resume)"
+                        ),
+                    ));
+                }
+                warn!(difference = %diff, "resuming with a changed job (--force-resume)");
+            }
+        }
+        _ => {
+            warn!(uri = %at, "checkpoint has no fingerprint; resuming without checking that the job is unchanged")
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint's heads must be the job's: same task names in the same order, with the
+/// same types and output counts.
+fn check_same_heads(saved: &[TaskSpec], spec: &MultiTaskTrainingJobSpec, at: &str) -> Result<()> {
+    let shape = |ts: &[TaskSpec]| -> Vec<HeadSpec> { ts.iter().map(HeadSpec::from).collect() };
+    if shape(saved) != shape(&spec.tasks) {
+        let names = |ts: &[TaskSpec]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        return Err(Error::invalid_input(
+            at,
+            format!(
+                "checkpoint was trained on tasks {:?}, the job has {:?} (names, types and label counts must match to resume; use a new checkpoints.uri for a different job)",
+                names(saved),
+                names(&spec.tasks)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A committed checkpoint made local and its model loaded (`eval`, `predict`, `export`).
+pub struct Loaded {
+    pub model: MultiTaskModel,
+    /// The tasks it was trained on, in head order.
+    pub tasks: Vec<TaskSpec>,
+    pub encoder: TextEncoder,
+    pub dir: PathBuf,
+    pub entry: CheckpointRef,
+}
+
+impl Loaded {
+    pub fn load(store: &Store, entry: CheckpointRef, cache: &Path, device: Device) -> Result<Self> {
+        let dir = localize(store, &entry, cache)?;
+        let tasks = read_tasks(&dir)?;
+        let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
+        let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
+        let max_length = state.max_length.unwrap_or(128) as usize;
+        let encoder = ModelAssets { dir: dir.clone() }.encoder(&config, max_length)?;
+        let mut model = build_model(config, &tasks, device, state.seed);
+        model.load_checkpoint(&dir.join(MODEL_FILE))?;
+        Ok(Self {
+            model,
+            tasks,
+            encoder,
+            dir,
+            entry,
+        })
+    }
+
+    pub fn task(&self, name: &str) -> Result<(usize, &TaskSpec)> {
+        self.tasks
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name == name)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "--task {name:?}: the checkpoint has tasks {:?}",
+                    self.tasks.iter().map(|t| &t.name).collect::<Vec<_>>()
+                ))
+            })
+    }
 }

@@ -12,19 +12,6 @@ use crate::model::{HeadSpec, Inference, MultiTaskModel};
 use crate::precision::Amp;
 use crate::{Error, Result};
 
-/// Builds batches for the head of `task` with the model's padding id.
-pub fn batcher(model: &MultiTaskModel, task: usize) -> Batcher {
-    Batcher {
-        pad_id: model.config.pad_token_id(),
-        regression: model
-            .heads_spec
-            .get(task)
-            .is_some_and(|h| h.task_type == TaskType::Regression),
-        device: model.device(),
-        pad_to: None,
-    }
-}
-
 /// The head of `model` that task `t` of a job reads: the one with the task's name, which must
 /// have the task's type, outputs and label names (`trained`: the tasks the model was trained
 /// on, in head order).
@@ -107,7 +94,7 @@ pub fn evaluate(
     let mut all = BTreeMap::new();
     let mut headlines = Vec::new();
     for set in sets.iter().filter(|s| !s.examples.is_empty()) {
-        let b = batcher(model, set.head);
+        let b = model.batcher(set.head);
         let mut outs = Vec::new();
         let (mut loss_sum, mut n) = (0.0, 0usize);
         for chunk in batches(set.examples, batch_size) {

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use tch::{Device, Tensor};
 
 use crate::assets::ModelAssets;
-use crate::checkpoint::{self, read_json, write_json};
-use crate::model::HEADS_PREFIX;
-use crate::predict::Loaded;
+use crate::checkpoint::Loaded;
+use crate::io::{Store, read_json, write_json};
+use crate::model::{CONFIG_FILE, HEADS_PREFIX, MODEL_FILE};
 use crate::{Error, Result};
 
 /// HF architecture name for a task type, e.g. `RobertaForMultipleChoice`.
@@ -26,7 +26,7 @@ pub fn architecture(stem: &str, task_type: TaskType) -> String {
 /// Every task of checkpoint `entry` as a standalone HF model under `<target>/<task>/` (a
 /// directory or gs://; staged in `cache` for gs://). Returns the tasks' URIs.
 pub fn export_all(
-    store: &checkpoint::Store,
+    store: &Store,
     entry: &mtl_crds::CheckpointRef,
     target: &str,
     cache: &Path,
@@ -68,13 +68,10 @@ pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
     let config = &loaded.model.config;
     std::fs::create_dir_all(out).map_err(Error::io(out))?;
 
-    let mut cfg: Value = read_json(&loaded.dir.join(checkpoint::CONFIG_FILE))?;
-    let obj = cfg.as_object_mut().ok_or_else(|| {
-        Error::file(
-            loaded.dir.join(checkpoint::CONFIG_FILE).display(),
-            "not a JSON object",
-        )
-    })?;
+    let mut cfg: Value = read_json(&loaded.dir.join(CONFIG_FILE))?;
+    let obj = cfg
+        .as_object_mut()
+        .ok_or_else(|| Error::file(loaded.dir.join(CONFIG_FILE).display(), "not a JSON object"))?;
     obj.insert(
         "architectures".into(),
         json!([architecture(config.model_type.class_stem(), spec.task_type)]),
@@ -113,7 +110,7 @@ pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
         }
         TaskType::MultipleChoice => {}
     }
-    write_json(&out.join(checkpoint::CONFIG_FILE), &cfg)?;
+    write_json(&out.join(CONFIG_FILE), &cfg)?;
 
     // Encoder tensors keep their names; the task's head becomes `classifier.*`; other heads
     // and (for RoBERTa sequence heads) the unused pooler are left out.
@@ -136,7 +133,7 @@ pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
             Some((renamed, t.to_device(Device::Cpu).contiguous()))
         })
         .collect();
-    let path = out.join(checkpoint::MODEL_FILE);
+    let path = out.join(MODEL_FILE);
     Tensor::write_safetensors(&tensors, &path)
         .map_err(|e| Error::file(path.display(), e.to_string()))?;
 

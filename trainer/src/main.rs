@@ -9,11 +9,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mtl_crds::MultiTaskTrainingJobSpec;
 use mtl_crds::contract::EXIT_STOPPED;
-use mtl_trainer::checkpoint::{self, Store};
+use mtl_trainer::checkpoint::{self, Loaded};
+use mtl_trainer::io::Store;
 use mtl_trainer::job::{self, Overrides};
-use mtl_trainer::predict::{self, Loaded};
-use mtl_trainer::train::{self, RunOptions};
-use mtl_trainer::{dist, precision};
+use mtl_trainer::predict;
+use mtl_trainer::train::{self, Outcome, RunOptions};
+use mtl_trainer::{distributed, precision};
 
 #[derive(Parser)]
 #[command(
@@ -228,95 +229,38 @@ fn run() -> Result<ExitCode> {
             job,
             stop_after,
             force_resume,
-            dist: d,
+            dist,
         } => {
             let spec = job.spec()?;
-            let flags = dist::LaunchFlags {
-                nnodes: d.nnodes,
-                node_rank: d.node_rank,
-                nproc_per_node: d.nproc_per_node,
-                master_addr: d.master_addr.clone(),
-                master_port: d.master_port,
+            let pg = match join_world(&dist, device)? {
+                Place::Alone => None,
+                Place::Worker(pg) => Some(pg),
+                Place::Agent(code) => return Ok(code),
             };
-            let gpus = if device.is_cuda() {
-                tch::Cuda::device_count().max(0) as usize
-            } else {
-                0
-            };
-            let pg = match dist::env::from_process_env(&flags, gpus)? {
-                dist::Launch::Single => None,
-                // Several processes here: start them, as torchrun does, and wait.
-                dist::Launch::Node(node) => {
-                    return Ok(match dist::LocalWorkers::current_process(node)?.run()? {
-                        dist::AgentOutcome::Completed => ExitCode::SUCCESS,
-                        dist::AgentOutcome::Stopped => ExitCode::from(EXIT_STOPPED),
-                    });
-                }
-                dist::Launch::Worker(w) => {
-                    let options = dist::GroupOptions {
-                        backend: dist::Backend::for_device(device),
-                        timeout: std::time::Duration::from_secs(d.dist_timeout),
-                    };
-                    Some(dist::ProcessGroup::init(&w, &options)?)
-                }
-            };
-            let main_rank = pg.as_ref().is_none_or(dist::ProcessGroup::is_main);
-            let device = pg.as_ref().map_or(device, dist::ProcessGroup::device);
-            let stop = watch_signals()?;
+            let main_rank = pg.as_ref().is_none_or(distributed::ProcessGroup::is_main);
+            let device = pg
+                .as_ref()
+                .map_or(device, distributed::ProcessGroup::device);
             let opts = RunOptions {
                 device,
                 cache_dir: cache,
                 progress: true,
-                stop,
+                stop: watch_signals()?,
                 stop_after,
                 force_resume,
                 vertex: mtl_trainer::vertex::VertexEnv::from_process_env(),
             };
             let outcome = train::train_in(&spec, &opts, pg)?;
-            if !main_rank {
-                return Ok(if outcome.interrupted {
-                    ExitCode::from(EXIT_STOPPED)
-                } else {
-                    ExitCode::SUCCESS
-                });
+            if main_rank {
+                print_outcome(&outcome)?;
             }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "step": outcome.step,
-                    "total_steps": outcome.total_steps,
-                    "interrupted": outcome.interrupted,
-                    "resumed_from": outcome.resumed_from,
-                    "checkpoint": outcome.checkpoint.as_ref().map(|c| &c.uri),
-                    "end": outcome.end,
-                    "best_checkpoint": outcome.best,
-                    "model": outcome.model,
-                    "tensorboard": outcome.tensorboard.as_ref().map(|d| format!("tensorboard --logdir {d}")),
-                    "metrics": outcome.metrics,
-                }))?
-            );
             Ok(if outcome.interrupted {
                 ExitCode::from(EXIT_STOPPED)
             } else {
                 ExitCode::SUCCESS
             })
         }
-        Command::Eval { job, checkpoint } => {
-            let spec = job.spec()?;
-            let store = Store::new()?;
-            let entry = checkpoint::resolve(&store, &spec.checkpoints.uri, checkpoint.as_deref())?;
-            let loaded = Loaded::load(&store, entry, &cache, device)?;
-            let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;
-            let metrics = loaded.evaluate(&store, &spec, &cache, bs)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "checkpoint": loaded.entry.uri,
-                    "metrics": metrics,
-                }))?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Eval { job, checkpoint } => eval(&job, checkpoint.as_deref(), &cache, device),
         Command::Predict {
             job,
             checkpoint,
@@ -370,6 +314,93 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// This process's place in a data-parallel world.
+enum Place {
+    /// The only process.
+    Alone,
+    /// One worker of a world.
+    Worker(distributed::ProcessGroup),
+    /// The local agent, which started this node's workers and waited for them: its exit code.
+    Agent(ExitCode),
+}
+
+/// Where this process stands, from the launcher's variables or the flags. When several
+/// processes are to run on this node, starts them as torchrun does and waits.
+fn join_world(d: &DistArgs, device: tch::Device) -> Result<Place> {
+    let flags = distributed::LaunchFlags {
+        nnodes: d.nnodes,
+        node_rank: d.node_rank,
+        nproc_per_node: d.nproc_per_node,
+        master_addr: d.master_addr.clone(),
+        master_port: d.master_port,
+    };
+    let gpus = if device.is_cuda() {
+        tch::Cuda::device_count().max(0) as usize
+    } else {
+        0
+    };
+    Ok(match distributed::env::from_process_env(&flags, gpus)? {
+        distributed::Launch::Single => Place::Alone,
+        // Several processes here: start them, as torchrun does, and wait.
+        distributed::Launch::Node(node) => Place::Agent(
+            match distributed::LocalWorkers::current_process(node)?.run()? {
+                distributed::AgentOutcome::Completed => ExitCode::SUCCESS,
+                distributed::AgentOutcome::Stopped => ExitCode::from(EXIT_STOPPED),
+            },
+        ),
+        distributed::Launch::Worker(w) => {
+            let options = distributed::GroupOptions {
+                backend: distributed::Backend::for_device(device),
+                timeout: std::time::Duration::from_secs(d.dist_timeout),
+            };
+            Place::Worker(distributed::ProcessGroup::init(&w, &options)?)
+        }
+    })
+}
+
+/// `train`'s summary on stdout (rank 0).
+fn print_outcome(outcome: &Outcome) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "step": outcome.step,
+            "total_steps": outcome.total_steps,
+            "interrupted": outcome.interrupted,
+            "resumed_from": outcome.resumed_from,
+            "checkpoint": outcome.checkpoint.as_ref().map(|c| &c.uri),
+            "end": outcome.end,
+            "best_checkpoint": outcome.best,
+            "model": outcome.model,
+            "tensorboard": outcome.tensorboard.as_ref().map(|d| format!("tensorboard --logdir {d}")),
+            "metrics": outcome.metrics,
+        }))?
+    );
+    Ok(())
+}
+
+/// `eval`: the checkpoint's metrics on the job's validation sets, on stdout.
+fn eval(
+    job: &JobArgs,
+    checkpoint: Option<&str>,
+    cache: &std::path::Path,
+    device: tch::Device,
+) -> Result<ExitCode> {
+    let spec = job.spec()?;
+    let store = Store::new()?;
+    let entry = checkpoint::resolve(&store, &spec.checkpoints.uri, checkpoint)?;
+    let loaded = Loaded::load(&store, entry, cache, device)?;
+    let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;
+    let metrics = predict::evaluate(&loaded, &store, &spec, cache, bs)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "checkpoint": loaded.entry.uri,
+            "metrics": metrics,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--checkpoint` as a directory, or the checkpoint it selects (latest when not given) among

@@ -1,106 +1,58 @@
-//! Inference from a committed checkpoint: `eval` (metrics on the validation sets) and
-//! `predict` (JSONL in, one prediction per line out).
+//! Inference from a committed checkpoint ([`Loaded`]): `eval` (metrics on the validation
+//! sets) and `predict` (JSONL in, one prediction per line out).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use mtl_crds::{
-    CheckpointRef, DataFormat, MultiTaskTrainingJobSpec, Precision, TaskSpec, TaskType,
-};
+use mtl_crds::{DataFormat, MultiTaskTrainingJobSpec, Precision, TaskType};
 use serde::Serialize;
-use tch::{Device, Kind};
+use tch::Kind;
 
-use crate::assets::ModelAssets;
-use crate::checkpoint::{self, Store, TrainerState};
-use crate::config::ModelConfig;
-use crate::data::{self, TextEncoder};
+use crate::Result;
+use crate::checkpoint::Loaded;
+use crate::data;
 use crate::eval::{self, EvalSet, infer};
-use crate::model::MultiTaskModel;
+use crate::io::Store;
+use crate::model::TOKENIZER_FILE;
 use crate::precision::Amp;
-use crate::train::build_model;
-use crate::{Error, Result};
 
-/// A checkpoint loaded for inference.
-pub struct Loaded {
-    pub model: MultiTaskModel,
-    pub tasks: Vec<TaskSpec>,
-    pub encoder: TextEncoder,
-    pub dir: PathBuf,
-    pub entry: CheckpointRef,
-}
-
-impl Loaded {
-    pub fn load(store: &Store, entry: CheckpointRef, cache: &Path, device: Device) -> Result<Self> {
-        let dir = checkpoint::localize(store, &entry, cache)?;
-        let tasks = checkpoint::read_tasks(&dir)?;
-        let state: TrainerState = checkpoint::read_json(&dir.join(checkpoint::STATE_FILE))?;
-        let config = ModelConfig::load(&dir.join(checkpoint::CONFIG_FILE))?;
-        let max_length = state.max_length.unwrap_or(128) as usize;
-        let encoder = ModelAssets { dir: dir.clone() }.encoder(&config, max_length)?;
-        let mut model = build_model(config, &tasks, device, state.seed);
-        model.load_checkpoint(&dir.join(checkpoint::MODEL_FILE))?;
-        Ok(Self {
-            model,
-            tasks,
-            encoder,
-            dir,
-            entry,
+/// `eval`: the validation sets of `spec`'s tasks, each scored by `loaded`'s head of the same
+/// name (the job may list the tasks in another order, or only some of them).
+pub fn evaluate(
+    loaded: &Loaded,
+    store: &Store,
+    spec: &MultiTaskTrainingJobSpec,
+    cache: &Path,
+    batch_size: usize,
+) -> Result<BTreeMap<String, f64>> {
+    let loader = data::Loader::new(
+        store,
+        cache,
+        &loaded.encoder,
+        &loaded.dir.join(TOKENIZER_FILE),
+    )?;
+    let tasks = loader.load(spec, false)?;
+    let heads = tasks
+        .iter()
+        .map(|t| eval::head_for(&loaded.model, &loaded.tasks, &t.spec))
+        .collect::<Result<Vec<_>>>()?;
+    let sets: Vec<EvalSet<'_>> = tasks
+        .iter()
+        .zip(heads)
+        .filter_map(|(t, head)| {
+            t.validation.as_ref().map(|v| EvalSet {
+                spec: &t.spec,
+                head,
+                examples: v,
+            })
         })
-    }
-
-    pub fn task(&self, name: &str) -> Result<(usize, &TaskSpec)> {
-        self.tasks
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.name == name)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "--task {name:?}: the checkpoint has tasks {:?}",
-                    self.tasks.iter().map(|t| &t.name).collect::<Vec<_>>()
-                ))
-            })
-    }
-}
-
-impl Loaded {
-    /// `eval`: the validation sets of `spec`'s tasks, each scored by the checkpoint's head of
-    /// the same name (the job may list the tasks in another order, or only some of them).
-    pub fn evaluate(
-        &self,
-        store: &Store,
-        spec: &MultiTaskTrainingJobSpec,
-        cache: &Path,
-        batch_size: usize,
-    ) -> Result<BTreeMap<String, f64>> {
-        let loader = data::Loader::new(
-            store,
-            cache,
-            &self.encoder,
-            &self.dir.join(checkpoint::TOKENIZER_FILE),
-        )?;
-        let tasks = loader.load(spec, false)?;
-        let heads = tasks
-            .iter()
-            .map(|t| eval::head_for(&self.model, &self.tasks, &t.spec))
-            .collect::<Result<Vec<_>>>()?;
-        let sets: Vec<EvalSet<'_>> = tasks
-            .iter()
-            .zip(heads)
-            .filter_map(|(t, head)| {
-                t.validation.as_ref().map(|v| EvalSet {
-                    spec: &t.spec,
-                    head,
-                    examples: v,
-                })
-            })
-            .collect();
-        let amp = Amp::new(
-            spec.training.precision,
-            self.model.device(),
-            spec.training.allow_tf32,
-        )?;
-        eval::evaluate(&self.model, &sets, batch_size, &amp)
-    }
+        .collect();
+    let amp = Amp::new(
+        spec.training.precision,
+        loaded.model.device(),
+        spec.training.allow_tf32,
+    )?;
+    eval::evaluate(&loaded.model, &sets, batch_size, &amp)
 }
 
 /// One output line of `predict`.
@@ -134,7 +86,7 @@ pub fn predict(
     let amp = Amp::new(Precision::Fp32, loaded.model.device(), false)?;
     let logits = infer(
         &loaded.model.frozen()?,
-        &eval::batcher(&loaded.model, index),
+        &loaded.model.batcher(index),
         index,
         &tokenized,
         batch_size,

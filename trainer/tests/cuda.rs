@@ -4,8 +4,10 @@
 mod common;
 
 use mtl_crds::Precision;
-use mtl_trainer::checkpoint::{self, TrainerState};
+use mtl_trainer::checkpoint;
+use mtl_trainer::io;
 use mtl_trainer::precision::GradScaler;
+use mtl_trainer::state::TrainerState;
 use mtl_trainer::train::{self, RunOptions};
 use tch::{Device, Kind, Tensor};
 
@@ -26,7 +28,7 @@ fn run(precision: Precision, device: Device, steps: u64, dir: &std::path::Path) 
     };
     let o = train::train(&spec, &opts).unwrap();
     assert_eq!(o.step, steps);
-    checkpoint::read_json(
+    io::read_json(
         &out.join(format!("checkpoint-{steps}"))
             .join(checkpoint::STATE_FILE),
     )

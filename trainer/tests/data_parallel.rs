@@ -13,8 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mtl_crds::MultiTaskTrainingJobSpec;
-use mtl_trainer::checkpoint::{self, TrainerState};
-use mtl_trainer::dist::{Backend, GroupOptions, Launcher, ProcessGroup, WorkerEnv};
+use mtl_trainer::checkpoint;
+use mtl_trainer::distributed::{Backend, GroupOptions, Launcher, ProcessGroup, WorkerEnv};
+use mtl_trainer::io;
+use mtl_trainer::state::TrainerState;
 use mtl_trainer::train::{Outcome, RunOptions, Trainer};
 use tch::{Kind, Tensor};
 
@@ -289,7 +291,7 @@ fn job_file(spec: &MultiTaskTrainingJobSpec, dir: &Path) -> std::path::PathBuf {
 }
 
 fn state_at(uri: &str, step: u64) -> TrainerState {
-    checkpoint::read_json(
+    io::read_json(
         &Path::new(uri)
             .join(format!("checkpoint-{step}"))
             .join(checkpoint::STATE_FILE),

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use mtl_crds::MultiTaskTrainingJobSpec;
 use mtl_trainer::assets::ModelAssets;
-use mtl_trainer::checkpoint::Store;
 use mtl_trainer::data::cache::{Origin, tokens_dir};
 use mtl_trainer::data::{Loader, TaskData, read_examples};
+use mtl_trainer::io::Store;
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
 use common::{job, tiny_model};

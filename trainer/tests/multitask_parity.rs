@@ -14,10 +14,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mtl_trainer::assets::ModelAssets;
-use mtl_trainer::checkpoint::{self, Store, TrainerState};
+use mtl_trainer::checkpoint;
 use mtl_trainer::data::{Loader, TaskData};
-use mtl_trainer::eval::batcher;
+use mtl_trainer::io::{self, Store};
+use mtl_trainer::model::{MODEL_FILE, build_model};
+use mtl_trainer::optim::LinearSchedule;
 use mtl_trainer::sampling::Sampler;
+use mtl_trainer::state::TrainerState;
 use mtl_trainer::train::{self, RunOptions};
 use tch::{Device, Kind, Tensor};
 
@@ -73,7 +76,7 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
         .unwrap()
         .load(&spec, true)
         .unwrap();
-    let mut model = train::build_model(config, &spec.tasks, Device::Cpu, spec.training.seed);
+    let mut model = build_model(config, &spec.tasks, Device::Cpu, spec.training.seed);
     model
         .load_pretrained(&model_dir.join("model.safetensors"))
         .unwrap();
@@ -94,7 +97,8 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
             let plan = sampler.plan(micro);
             micro += 1;
             let train = tasks[plan.task].train.as_ref().unwrap();
-            let b = batcher(&model, plan.task)
+            let b = model
+                .batcher(plan.task)
                 .collate(train, &plan.examples)
                 .unwrap();
             let key = format!("step{s}.micro{m}.");
@@ -109,7 +113,7 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
     let used: std::collections::BTreeSet<&String> = steps.iter().flatten().collect();
     assert_eq!(used.len(), 3, "the plan trains every task: {steps:?}");
     Tensor::write_safetensors(&batches, run_dir.join("batches.safetensors")).unwrap();
-    let schedule = train::schedule(&spec.training, STEPS);
+    let schedule = LinearSchedule::for_run(&spec.training, STEPS);
     let run = serde_json::json!({
         "model": spec.model.pretrained,
         "tasks": spec.tasks,
@@ -137,7 +141,7 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
 
     // Per-step losses (the log's loss is the mean over the step's micro-batches).
     let ckpt = Path::new(&spec.checkpoints.uri).join(format!("checkpoint-{STEPS}"));
-    let state: TrainerState = checkpoint::read_json(&ckpt.join(checkpoint::STATE_FILE)).unwrap();
+    let state: TrainerState = io::read_json(&ckpt.join(checkpoint::STATE_FILE)).unwrap();
     let ref_losses = Vec::<f64>::try_from(&want["loss"]).unwrap();
     assert_eq!(state.log_history.len() as u64, STEPS);
     for (s, entry) in state.log_history.iter().enumerate() {
@@ -153,7 +157,7 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
     }
 
     // Every parameter at the end: encoder, every head, the pooler.
-    let got = read(&ckpt.join(checkpoint::MODEL_FILE));
+    let got = read(&ckpt.join(MODEL_FILE));
     let lr_sum: f64 = (0..STEPS).map(|s| schedule.at(s)).sum();
     let mut compared = 0;
     let mut worst = (0.0, String::new());

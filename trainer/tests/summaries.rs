@@ -61,7 +61,7 @@ fn a_run_writes_tensorboard_curves_that_survive_pruning_and_resume() {
         .collect();
     assert_eq!(dirs, ["checkpoint-12"]);
 
-    let state: mtl_trainer::checkpoint::TrainerState = mtl_trainer::checkpoint::read_json(
+    let state: mtl_trainer::state::TrainerState = mtl_trainer::io::read_json(
         &out.join("checkpoint-12")
             .join(mtl_trainer::checkpoint::STATE_FILE),
     )

@@ -97,18 +97,26 @@ fn padding_changes_neither_losses_nor_updates() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
     let _rng = torch_rng();
-    let run = |pad_to| {
-        mtl_trainer::bench::train(&mtl_trainer::bench::TrainBench {
-            spec: job(&model, &tmp.path().join("unused")),
-            warmup: 1,
-            steps: 5,
-            pad_to,
-            dropout: false,
-            device: Device::Cpu,
-            cache_dir: tmp.path().join("cache"),
-            save_init: None,
-        })
-        .unwrap()
+    let spec = tmp.path().join("bench-job.json");
+    let job = job(&model, &tmp.path().join("unused"));
+    std::fs::write(&spec, serde_json::to_string(&job).unwrap()).unwrap();
+    // The benchmark's binary, `mtl-bench train`, and its JSON report.
+    let run = |pad_to: Option<usize>| -> BenchReport {
+        let out = tmp.path().join(format!("bench-{pad_to:?}.json"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtl-bench"));
+        cmd.args(["--device", "cpu", "train", "--warmup", "1", "--steps", "5"])
+            .arg("--no-dropout")
+            .arg("--job")
+            .arg(&spec)
+            .arg("--cache-dir")
+            .arg(tmp.path().join("cache"))
+            .arg("--out")
+            .arg(&out);
+        if let Some(n) = pad_to {
+            cmd.args(["--pad-to", &n.to_string()]);
+        }
+        run_ok(&mut cmd);
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
     };
     let (tight, padded) = (run(None), run(Some(128)));
     assert_eq!(tight.steps.len(), 6);
@@ -131,6 +139,23 @@ fn padding_changes_neither_losses_nor_updates() {
     }
     assert!(tasks.len() >= 2, "only {tasks:?} sampled");
     assert_eq!(tight.plan.len(), 6);
+}
+
+/// What the padding test reads of `mtl-bench train`'s report.
+#[derive(serde::Deserialize)]
+struct BenchReport {
+    steps: Vec<BenchStep>,
+    plan: Vec<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct BenchStep {
+    step: usize,
+    task: String,
+    rows: usize,
+    seq_len: usize,
+    real_tokens: usize,
+    loss: f64,
 }
 
 #[test]
@@ -326,11 +351,11 @@ fn eval_scores_each_task_with_the_head_of_its_name() {
     // Another job naming the same tasks in another order, one of them left out.
     let mut reordered = spec.clone();
     reordered.tasks = vec![spec.tasks[2].clone(), spec.tasks[0].clone()];
-    let store = mtl_trainer::checkpoint::Store::new().unwrap();
+    let store = mtl_trainer::io::Store::new().unwrap();
     let entry = mtl_trainer::checkpoint::resolve(&store, &spec.checkpoints.uri, None).unwrap();
-    let loaded = mtl_trainer::predict::Loaded::load(&store, entry, &cache, Device::Cpu).unwrap();
+    let loaded = mtl_trainer::checkpoint::Loaded::load(&store, entry, &cache, Device::Cpu).unwrap();
     let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;
-    let m = loaded.evaluate(&store, &reordered, &cache, bs).unwrap();
+    let m = mtl_trainer::predict::evaluate(&loaded, &store, &reordered, &cache, bs).unwrap();
     for key in [
         "csqa/accuracy",
         "stsb/pearson",
@@ -347,8 +372,7 @@ fn eval_scores_each_task_with_the_head_of_its_name() {
     // A task the checkpoint has no head for, or a head of another shape, is an error.
     let mut unknown = spec.clone();
     unknown.tasks[0].name = "mrpc".into();
-    let err = loaded
-        .evaluate(&store, &unknown, &cache, bs)
+    let err = mtl_trainer::predict::evaluate(&loaded, &store, &unknown, &cache, bs)
         .unwrap_err()
         .to_string();
     assert!(err.contains("\"mrpc\" has no head"), "{err}");
@@ -371,7 +395,7 @@ fn bf16_on_cpu_trains_and_learns() {
         spec.checkpoints.every_steps = 60;
         let o = train::train(&spec, &RunOptions::cpu(tmp.path().join("cache"))).unwrap();
         assert_eq!(o.step, 60);
-        let state: mtl_trainer::checkpoint::TrainerState = mtl_trainer::checkpoint::read_json(
+        let state: mtl_trainer::state::TrainerState = mtl_trainer::io::read_json(
             &out.join("checkpoint-60")
                 .join(mtl_trainer::checkpoint::STATE_FILE),
         )

@@ -1,8 +1,11 @@
-//! Batches padded to the longest sequence in the batch (not to maxLength).
+//! Batches padded to the longest sequence in the batch (not to maxLength), and the training
+//! batch each rank of a data-parallel world trains on.
 
+use mtl_crds::TaskType;
 use tch::{Device, Kind, TchError, Tensor};
 
-use super::TokenStore;
+use super::store::TokenStore;
+use crate::distributed::shard::shard;
 
 /// Model inputs for `examples` examples of `choices` sequences each, flattened to
 /// (examples * choices, seq).
@@ -32,6 +35,50 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    /// Batches for a head of `task_type` (regression labels are floats, others class
+    /// indices), padded with `pad_id`, on `device`.
+    pub fn for_head(pad_id: i64, task_type: Option<TaskType>, device: Device) -> Self {
+        Self {
+            pad_id,
+            regression: task_type == Some(TaskType::Regression),
+            device,
+            pad_to: None,
+        }
+    }
+
+    /// This rank's part of a training micro-batch of `examples` of `store`: all of them on
+    /// one process; on several ranks the shard `distributed::shard` deals `rank` of `ranks`
+    /// (balanced by length). None when the shard is empty (a short last batch).
+    pub fn training_batch(
+        &self,
+        store: &TokenStore,
+        examples: &[usize],
+        rank: usize,
+        ranks: usize,
+    ) -> Result<Option<Batch>, TchError> {
+        let mine: Vec<usize> = if ranks > 1 {
+            let lengths: Vec<usize> = examples
+                .iter()
+                .map(|&i| {
+                    (0..store.choices())
+                        .map(|j| store.sequence(i, j).len())
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            shard(&lengths, rank, ranks)
+                .into_iter()
+                .map(|k| examples[k])
+                .collect()
+        } else {
+            examples.to_vec()
+        };
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        self.collate(store, &mine).map(Some)
+    }
+
     /// The batch of examples `indices` of `store`.
     pub fn collate(&self, store: &TokenStore, indices: &[usize]) -> Result<Batch, TchError> {
         let choices = store.choices();

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use mtl_crds::TaskSpec;
 
-use super::{Example, RawLabel, parse_label};
+use super::example::{Example, RawLabel, parse_label};
 use crate::{Error, Result};
 
 /// Calls `sink` with each example of the file, in order, until it returns `false`.

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use mtl_crds::{TaskSpec, TaskType};
 use serde_json::Value;
 
-use super::{Example, RawLabel, parse_label};
+use super::example::{Example, RawLabel, parse_label};
 use crate::{Error, Result};
 
 /// Non-empty lines of a JSONL input parsed as objects, with their 1-based line numbers, read

@@ -10,9 +10,11 @@ use serde::Serialize;
 use tracing::info;
 
 use super::cache::{self, Origin};
+use super::example::Example;
+use super::read::for_each_example;
 use super::store::{StoreWriter, TokenStore};
-use super::{Example, TextEncoder, for_each_example};
-use crate::checkpoint::Store;
+use super::tokenize::TextEncoder;
+use crate::io::Store;
 use crate::{Error, Result};
 
 /// Examples tokenized at once: enough for the tokenizer to keep both cores busy, few enough

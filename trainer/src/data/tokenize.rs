@@ -6,7 +6,7 @@ use tokenizers::{
     EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
-use super::Example;
+use super::example::Example;
 use super::store::StoreWriter;
 use crate::{Error, Result};
 

@@ -2,6 +2,9 @@
 //!
 //! Tensor names: the encoder keeps HF names (`bert.*` / `roberta.*`); task `T`'s head is
 //! stored as `heads.T.classifier.*`, which `export` renames to HF's `classifier.*`.
+//!
+//! A HuggingFace model directory (a pretrained model, a checkpoint, an export) holds
+//! [`CONFIG_FILE`], [`MODEL_FILE`], [`TOKENIZER_FILE`] and some of [`TOKENIZER_EXTRAS`].
 
 pub mod encoder;
 pub mod heads;
@@ -13,12 +16,43 @@ use mtl_crds::{TaskSpec, TaskType};
 use tch::{Device, Tensor, nn};
 
 use crate::config::ModelConfig;
-use crate::data::Batch;
+use crate::data::{Batch, Batcher};
 use crate::{Error, Result};
 use encoder::{Encoder, Frozen};
 use heads::Head;
 
 pub const HEADS_PREFIX: &str = "heads";
+
+/// The files of a HuggingFace model directory.
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Tokenizer side files copied along when the pretrained model has them, so an exported
+/// model loads with `AutoTokenizer` too.
+pub const TOKENIZER_EXTRAS: [&str; 5] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// A model for `tasks` (one head each, in order), freshly initialised from `seed`.
+pub fn build_model(
+    config: ModelConfig,
+    tasks: &[TaskSpec],
+    device: Device,
+    seed: u64,
+) -> MultiTaskModel {
+    // libtorch's generator is process-global: trainers built at once in one process (the
+    // ranks of an in-process world) take turns, so each draws the initialisation it would
+    // draw alone.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed as i64);
+    MultiTaskModel::new(config, tasks.iter().map(HeadSpec::from).collect(), device)
+}
 
 /// What a task's head looks like, as far as the model is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -83,6 +117,15 @@ impl MultiTaskModel {
 
     pub fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    /// Builds batches for the head of `task` with the model's padding id, on its device.
+    pub fn batcher(&self, task: usize) -> Batcher {
+        Batcher::for_head(
+            self.config.pad_token_id(),
+            self.heads_spec.get(task).map(|h| h.task_type),
+            self.device(),
+        )
     }
 
     pub fn task_index(&self, name: &str) -> Option<usize> {

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use mtl_crds::TrainingSpec;
 use tch::{Kind, TchError, Tensor};
 
 use crate::aten::{self, AdamWGroup, AdamWUpdate};
@@ -233,6 +234,18 @@ pub struct LinearSchedule {
 }
 
 impl LinearSchedule {
+    /// The schedule of a run of `total` steps: `warmupSteps`, or `warmupRatio` of the run
+    /// rounded up.
+    pub fn for_run(tr: &TrainingSpec, total: u64) -> Self {
+        Self {
+            lr: tr.learning_rate,
+            warmup: tr
+                .warmup_steps
+                .unwrap_or_else(|| (tr.warmup_ratio * total as f64).ceil() as u64),
+            total,
+        }
+    }
+
     /// Learning rate for the update that follows `step` completed updates.
     pub fn at(&self, step: u64) -> f64 {
         let factor = if step < self.warmup {

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::checkpoint::LogEntry;
+use crate::state::LogEntry;
 
-use super::StepOutput;
+use super::step::StepOutput;
 
 pub(super) struct Interval {
     losses: BTreeMap<String, (f64, usize)>,

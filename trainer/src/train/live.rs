@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mtl_storage::Progress;
 
 use super::interval::Rates;
-use crate::checkpoint::TrainerState;
+use crate::state::TrainerState;
 
 pub(super) struct Live {
     base: String,

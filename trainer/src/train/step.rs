@@ -1,7 +1,7 @@
 //! One optimizer step over the micro-batches of a gradient-accumulation group, on one process
 //! or as one rank of a data-parallel world.
 //!
-//! On N ranks each micro-batch is split into N shards balanced by length (`dist::shard`), one per rank. Every rank
+//! On N ranks each micro-batch is split into N shards balanced by length (`distributed::shard`), one per rank. Every rank
 //! scales its shard's mean loss by its share of the micro-batch's examples (`n_r / N`), so the
 //! sum of the ranks' gradients — one bucketed allreduce after the group's backward passes — is
 //! the gradient one process computes on the whole micro-batch: N ranks with `batchSize` B
@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use crate::Result;
 use crate::data::Batch;
-use crate::dist::{GradientSync, ProcessGroup, ReduceOp};
+use crate::distributed::{GradientSync, ProcessGroup, ReduceOp};
 use crate::model::MultiTaskModel;
 use crate::optim::AdamW;
 use crate::precision::Amp;

@@ -17,7 +17,8 @@ use mtl_tfevents::EventFile;
 
 use super::interval::Rates;
 use crate::Result;
-use crate::checkpoint::{LogEntry, Store};
+use crate::io::Store;
+use crate::state::LogEntry;
 
 /// The longest the stored file lags behind the run (besides checkpoints and the end).
 pub const FLUSH_EVERY: Duration = Duration::from_secs(30);

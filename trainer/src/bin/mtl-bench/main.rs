@@ -3,15 +3,20 @@
 //!   mtl-bench train --job bench.yaml --warmup 2 --steps 10 --out rust.json
 //!   mtl-bench load --job bench.yaml --cache-dir cache --out load.json
 //!   mtl-bench matmul --m 1024 --k 768 --n 3072 --out matmul.json
+//!
+//! The measurements themselves are in `bench.rs`.
+
+mod bench;
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use mtl_trainer::bench::{self, TrainBench};
-use mtl_trainer::checkpoint::write_json;
+use mtl_trainer::io::write_json;
 use mtl_trainer::job;
 use tch::Kind;
+
+use bench::TrainBench;
 
 #[derive(Parser)]
 #[command(

@@ -1,6 +1,6 @@
-//! Measurements behind `make bench` (the `mtl-bench` binary): the product's own data path,
-//! model and optimizer step, timed step by step, and the rate of a plain libtorch matmul on
-//! the same device. `bench/run.py` runs the Python reference on the same plan and compares.
+//! Measurements behind `make bench`: the product's own data path, model and optimizer step,
+//! timed step by step, and the rate of a plain libtorch matmul on the same device.
+//! `bench/run.py` runs the Python reference on the same plan and compares.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,16 +9,16 @@ use mtl_crds::MultiTaskTrainingJobSpec;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::Result;
-use crate::assets::ModelAssets;
-use crate::checkpoint::Store;
-use crate::data::TokenStore;
-use crate::data::{Loader, TaskData, cache::Origin};
-use crate::eval::batcher;
-use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
-use crate::precision::Amp;
-use crate::sampling::Sampler;
-use crate::train;
+use mtl_trainer::Result;
+use mtl_trainer::assets::ModelAssets;
+use mtl_trainer::data::TokenStore;
+use mtl_trainer::data::{Loader, TaskData, cache::Origin};
+use mtl_trainer::io::Store;
+use mtl_trainer::model::{MODEL_FILE, build_model};
+use mtl_trainer::optim::{AdamW, AdamWConfig, LinearSchedule};
+use mtl_trainer::precision::Amp;
+use mtl_trainer::sampling::Sampler;
+use mtl_trainer::train;
 
 /// What to run.
 pub struct TrainBench {
@@ -105,8 +105,8 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
     let from_cache = tasks.iter().all(|t| t.origin.0 == Some(Origin::Cached));
 
     let tr = &spec.training;
-    let mut model = train::build_model(config, &spec.tasks, b.device, tr.seed);
-    model.load_pretrained(&assets.dir.join(crate::checkpoint::MODEL_FILE))?;
+    let mut model = build_model(config, &spec.tasks, b.device, tr.seed);
+    model.load_pretrained(&assets.dir.join(MODEL_FILE))?;
     if let Some(path) = &b.save_init {
         model.save(path)?;
     }
@@ -125,7 +125,7 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
     );
     let mut amp = Amp::new(tr.precision, b.device, tr.allow_tf32)?;
     let total = (b.warmup + b.steps) as u64;
-    let schedule = train::schedule(tr, total);
+    let schedule = LinearSchedule::for_run(tr, total);
 
     let mut plan = Vec::new();
     let mut steps = Vec::new();
@@ -136,7 +136,7 @@ pub fn train(b: &TrainBench) -> Result<TrainReport> {
         let planned = sampler.plan(step as u64);
         let task = &tasks[planned.task].spec;
         let train = stores[planned.task];
-        let mut collator = batcher(&model, planned.task);
+        let mut collator = model.batcher(planned.task);
         collator.pad_to = b.pad_to;
         let batch = collator.collate(train, &planned.examples)?;
         sync(b.device);

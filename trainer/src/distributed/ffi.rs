@@ -1,6 +1,6 @@
 //! The foreign calls of the data-parallel layer: c10d (TCPStore, PrefixStore,
 //! ProcessGroupGloo, ProcessGroupNCCL) through `csrc/dist.cpp`, compiled by build.rs against
-//! the same libtorch as tch. Every `unsafe` of `dist` is in this module; the types here own
+//! the same libtorch as tch. Every `unsafe` of `distributed` is in this module; the types here own
 //! their C++ handles and free them on drop.
 #![allow(unsafe_code)]
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use mtl_trainer::dist::{
+use mtl_trainer::distributed::{
     self, Backend, DEFAULT_BUCKET_CAP_BYTES, GradientSync, GroupOptions, Launch, LaunchFlags,
     Launcher, LocalWorkers, NodeEnv, ProcessGroup, ReduceOp, broadcast_tensors,
 };
@@ -360,7 +360,7 @@ fn the_agent_forwards_sigterm_to_its_workers() {
 #[test]
 fn nccl_runs_on_a_gpu_or_says_why_not() {
     let _s = serial();
-    let worker = dist::WorkerEnv {
+    let worker = distributed::WorkerEnv {
         rank: 0,
         world_size: 1,
         local_rank: 0,
@@ -422,7 +422,7 @@ fn dist_worker() {
 }
 
 fn join() -> mtl_trainer::Result<ProcessGroup> {
-    let worker = match dist::env::from_process_env(&LaunchFlags::default(), 0)? {
+    let worker = match distributed::env::from_process_env(&LaunchFlags::default(), 0)? {
         Launch::Worker(w) => w,
         other => panic!("a worker expected, got {other:?}"),
     };

@@ -303,7 +303,7 @@ fn signal_name(sig: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dist::env::Launcher;
+    use crate::distributed::env::Launcher;
 
     #[test]
     fn worker_env_is_torchruns() {
@@ -324,8 +324,8 @@ mod tests {
         };
         let env: std::collections::BTreeMap<String, String> =
             w.worker_env(2, 29500).into_iter().collect();
-        let worker = match crate::dist::env::resolve(&env, &Default::default(), 4).unwrap() {
-            crate::dist::env::Launch::Worker(w) => w,
+        let worker = match crate::distributed::env::resolve(&env, &Default::default(), 4).unwrap() {
+            crate::distributed::env::Launch::Worker(w) => w,
             other => panic!("{other:?}"),
         };
         assert_eq!(
