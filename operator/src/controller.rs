@@ -22,10 +22,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backend::AttemptBackend;
 use crate::backend::pods::{LABEL_JOB, PodOptions, Pods};
+use crate::backend::vertex::{VertexBackend, VertexClients};
 use crate::decide::{self, Decision, ManifestRead, Note, Observation};
 use crate::metrics::Metrics;
 use crate::status::{self, cond};
-use crate::vertex::{VertexBackend, VertexClients};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// Finalizer of `backend: vertexAi` jobs: deleting one cancels its CustomJobs, which nothing
@@ -778,7 +778,7 @@ pub async fn reconcile_with<B: AttemptBackend>(
             .as_ref()
             .is_some_and(|a| a.state == crate::backend::AttemptState::Pending)
     {
-        requeue_after = Some(crate::vertex::next_look(
+        requeue_after = Some(crate::backend::vertex::next_look(
             ctx.config.poll_interval,
             true,
             status::parse_time(new.attempt_start_time.as_deref()),

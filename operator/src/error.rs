@@ -51,7 +51,7 @@ pub enum Error {
     Vertex {
         job: String,
         #[source]
-        source: Box<crate::vertex::Error>,
+        source: Box<crate::backend::vertex::Error>,
     },
 
     /// A reconcile took longer than `--reconcile-timeout-seconds` and was abandoned.
@@ -128,7 +128,7 @@ impl Error {
     /// same request cannot succeed, so the job fails instead of retrying.
     pub fn is_refused_spec(&self) -> bool {
         matches!(self, Error::Vertex { source, .. }
-            if source.kind() == crate::vertex::ErrorKind::InvalidSpec)
+            if source.kind() == crate::backend::vertex::ErrorKind::InvalidSpec)
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -152,7 +152,7 @@ impl Error {
             }
             Error::InvalidSpec { .. } => ErrorKind::BadSpec,
             Error::Vertex { source, .. } => {
-                use crate::vertex::ErrorKind as V;
+                use crate::backend::vertex::ErrorKind as V;
                 match source.kind() {
                     // Fixed by a person (the spec, an IAM grant): polled slowly, reported.
                     V::InvalidSpec | V::PermissionDenied | V::Unauthenticated => ErrorKind::BadSpec,

@@ -2,7 +2,9 @@
 //!
 //! - [`decide`]: where a job's phase is decided (pure, table-tested)
 //! - [`controller`]: the kube-runtime controller that observes, decides, acts, writes status
-//! - [`backend`]: where attempts run (`backend/pods.rs`; Vertex AI plugs into the same trait)
+//! - [`backend`]: where attempts run, behind one trait: `backend/pods/` (Kubernetes pods) and
+//!   `backend/vertex/` (Vertex AI CustomJobs)
+//! - [`cli`]: `mtl-operator vertex submit|status|cancel`, the Vertex AI backend without a cluster
 //! - [`status`]: conditions and the checkpoint manifest folded into `.status`
 //! - [`progress`]: the trainer's progress.json folded into `.status.progress`, `Stalled`
 //! - [`policy`]: what jobs may ask for (policy as data); [`accepted`]: the signed accepted spec
@@ -10,6 +12,7 @@
 
 pub mod accepted;
 pub mod backend;
+pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod decide;
@@ -21,7 +24,6 @@ pub mod policy;
 pub mod progress;
 pub mod server;
 pub mod status;
-pub mod vertex;
 
 #[cfg(test)]
 mod fixtures;

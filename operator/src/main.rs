@@ -151,14 +151,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vertex(cmd) => {
-            mtl_operator::vertex::install_crypto_provider();
+            mtl_operator::backend::vertex::install_crypto_provider();
             let out = match cmd {
-                VertexCommand::Submit { job } => mtl_operator::vertex::cli_submit(&job).await?,
+                VertexCommand::Submit { job } => {
+                    mtl_operator::cli::vertex::cli_submit(&job).await?
+                }
                 VertexCommand::Status { target } => {
-                    mtl_operator::vertex::cli_status(&target).await?
+                    mtl_operator::cli::vertex::cli_status(&target).await?
                 }
                 VertexCommand::Cancel { target } => {
-                    mtl_operator::vertex::cli_cancel(&target).await?
+                    mtl_operator::cli::vertex::cli_cancel(&target).await?
                 }
             };
             for s in out {
@@ -169,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             let args = *args;
             manager::init_tracing(!args.text_logs);
-            mtl_operator::vertex::install_crypto_provider();
+            mtl_operator::backend::vertex::install_crypto_provider();
             let kube_config = kube::Config::infer()
                 .await
                 .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;

@@ -8,10 +8,11 @@ mod vertex_standin;
 use std::time::Duration;
 
 use mtl_crds::{JobPhase, MultiTaskTrainingJob};
-use mtl_operator::vertex::{
-    self, CancelOutcome, DeleteOutcome, ErrorKind, JobState, RetryPolicy, StopState, VertexCli,
-    VertexClient, VertexClients, build_custom_job, observe,
+use mtl_operator::backend::vertex::{
+    self, CancelOutcome, DeleteOutcome, ErrorKind, JobState, RetryPolicy, StopState, VertexClient,
+    VertexClients, build_custom_job, observe,
 };
+use mtl_operator::cli::vertex::VertexCli;
 use serde_json::{Value, json};
 use vertex_standin::{Fault, Route, VertexStandIn};
 
@@ -227,7 +228,7 @@ async fn vertex_tensorboard_is_passed_on() {
 
     // Vertex AI uploads as the job's service account: without one the spec is refused.
     job.spec.vertex_ai.as_mut().unwrap().service_account = None;
-    let err = mtl_operator::vertex::validate_for_vertex(&job).unwrap_err();
+    let err = mtl_operator::backend::vertex::validate_for_vertex(&job).unwrap_err();
     assert!(err.to_string().contains("serviceAccount"), "{err}");
 }
 
@@ -826,8 +827,8 @@ fn job_state_names_match_the_api() {
 /// The controller's view: `AttemptBackend` over the stand-in.
 #[tokio::test]
 async fn attempt_backend_round_trip() {
+    use mtl_operator::backend::vertex::VertexBackend;
     use mtl_operator::backend::{AttemptBackend, AttemptState};
-    use mtl_operator::vertex::VertexBackend;
     use std::sync::Arc;
 
     let standin = VertexStandIn::start().await;
@@ -997,7 +998,7 @@ async fn the_machine_type_follows_the_accelerator() {
     vertex.machine_type = None;
     vertex.accelerator_type = Some("NVIDIA_H100_80GB".into());
     vertex.accelerator_count = 3;
-    let err = mtl_operator::vertex::validate_for_vertex(&three).unwrap_err();
+    let err = mtl_operator::backend::vertex::validate_for_vertex(&three).unwrap_err();
     assert!(
         err.to_string().contains(
             "spec.vertexAI.acceleratorCount: NVIDIA_H100_80GB comes 1, 2, 4, 8 per machine, not 3"
@@ -1108,7 +1109,7 @@ async fn vertex_options_reach_the_custom_job() {
         .as_mut()
         .unwrap()
         .scheduling_strategy = None;
-    let err = mtl_operator::vertex::validate_for_vertex(&standard).unwrap_err();
+    let err = mtl_operator::backend::vertex::validate_for_vertex(&standard).unwrap_err();
     assert!(
         err.to_string()
             .contains("spec.vertexAI.maxWaitDuration: only for schedulingStrategy FLEX_START"),
@@ -1124,7 +1125,7 @@ async fn vertex_options_reach_the_custom_job() {
         .as_mut()
         .unwrap()
         .key = None;
-    let err = mtl_operator::vertex::validate_for_vertex(&no_key).unwrap_err();
+    let err = mtl_operator::backend::vertex::validate_for_vertex(&no_key).unwrap_err();
     assert!(
         err.to_string()
             .contains("SPECIFIC_RESERVATION needs key and values"),

@@ -3,6 +3,7 @@
 //! custom job) into one, and carries out [`crate::decide::Action`]s through [`AttemptBackend`].
 
 pub mod pods;
+pub mod vertex;
 
 use std::future::Future;
 
@@ -103,8 +104,8 @@ impl AttemptState {
     }
 }
 
-/// What a backend does for the reconciler. Implemented by [`pods::Pods`]; the Vertex AI
-/// backend implements the same trait.
+/// What a backend does for the reconciler. Implemented by [`pods::Pods`] and
+/// [`vertex::VertexBackend`].
 pub trait AttemptBackend {
     /// Human name of attempt `attempt` for events, e.g. `pod train-3`.
     fn describe(&self, job: &MultiTaskTrainingJob, attempt: u32) -> String;

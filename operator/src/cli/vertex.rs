@@ -12,10 +12,10 @@ use google_cloud_aiplatform_v1::model::CustomJob;
 use kube::api::ObjectMeta;
 use mtl_crds::{JobPhase, MultiTaskTrainingJob};
 
-use super::client::{CancelOutcome, RetryPolicy, VertexClient, regional_endpoint};
-use super::custom_job::{attempt_label, validate_for_vertex};
-use super::error::{Error, Operation, Result};
-use super::observe::observe;
+use crate::backend::vertex::client::{CancelOutcome, RetryPolicy, VertexClient, regional_endpoint};
+use crate::backend::vertex::custom_job::{attempt_label, validate_for_vertex};
+use crate::backend::vertex::error::{Error, Operation, Result};
+use crate::backend::vertex::observe::observe;
 
 /// One CustomJob as the CLI reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -283,7 +283,7 @@ pub fn load_job(path: &Path) -> Result<MultiTaskTrainingJob> {
 pub fn endpoint_for(path: &Path) -> Result<String> {
     let job = load_job(path)?;
     let vertex = validate_for_vertex(&job)?;
-    Ok(std::env::var(super::client::ENDPOINT_ENV)
+    Ok(std::env::var(crate::backend::vertex::client::ENDPOINT_ENV)
         .ok()
         .filter(|e| !e.is_empty())
         .unwrap_or_else(|| regional_endpoint(&vertex.region)))

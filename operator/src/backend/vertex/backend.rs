@@ -14,9 +14,8 @@ use tracing::info;
 use super::client::{StopState, VertexClients};
 use super::custom_job::{attempt_label, display_name, validate_for_vertex};
 use super::error::Error as VertexError;
-use super::observe::observe;
-use crate::backend::{AttemptBackend, AttemptState, ObservedAttempt};
-use google_cloud_aiplatform_v1::model::{CustomJob, JobState};
+use super::observe::{observe, observed_attempt};
+use crate::backend::{AttemptBackend, ObservedAttempt};
 use k8s_openapi::jiff::Timestamp;
 
 /// The Vertex AI backend, sharing one client per region across reconciles.
@@ -79,57 +78,6 @@ pub fn into_operator_error(job: &MultiTaskTrainingJob, e: VertexError) -> crate:
     }
 }
 
-/// A CustomJob as the decision layer sees an attempt.
-///
-/// QUEUED/PENDING/PAUSED → Pending; RUNNING/UPDATING → Running; SUCCEEDED → Succeeded;
-/// FAILED/EXPIRED/PARTIALLY_SUCCEEDED → Failed (counts against backoffLimit, with Vertex's error
-/// message), unless [`platform_disruption`] says Vertex AI's capacity or platform ended it
-/// (then Disrupted, counted as a preemption); CANCELLING → terminating; CANCELLED → Cancelled (by the operator for a suspend,
-/// which the decision layer handles first, or by someone in the console, which fails the job
-/// with reason `Cancelled`: a person stopped it, so it is not started again).
-pub fn observed_attempt(custom_job: &CustomJob, attempt: u32) -> ObservedAttempt {
-    let seen = observe(custom_job);
-    // Vertex words a replica's exit as "The replica workerpool0-0 exited with a non-zero
-    // status of 2. ...": the trainer's code for input no retry can fix.
-    let invalid_input = format!(
-        "exited with a non-zero status of {}.",
-        mtl_crds::EXIT_INVALID_INPUT
-    );
-    let exited_invalid = custom_job
-        .error
-        .as_ref()
-        .is_some_and(|e| e.message.contains(&invalid_input));
-    let disruption = platform_disruption(custom_job);
-    let state = match custom_job.state {
-        JobState::Running | JobState::Updating => AttemptState::Running,
-        JobState::Succeeded => AttemptState::Succeeded,
-        JobState::Failed if exited_invalid => AttemptState::InvalidInput {
-            message: seen.message,
-        },
-        JobState::Failed if disruption.is_some() => AttemptState::Disrupted {
-            reason: disruption.unwrap_or_default().to_string(),
-            message: seen.message,
-        },
-        JobState::Failed | JobState::Expired | JobState::PartiallySucceeded => {
-            AttemptState::Failed {
-                reason: seen.reason.to_string(),
-                message: seen.message,
-            }
-        }
-        JobState::Cancelling => AttemptState::Running,
-        JobState::Cancelled => AttemptState::Cancelled {
-            message: seen.message,
-        },
-        _ => AttemptState::Pending,
-    };
-    ObservedAttempt::single(
-        attempt,
-        custom_job.name.clone(),
-        state,
-        custom_job.state == JobState::Cancelling,
-    )
-}
-
 /// The job as its next CustomJob is built at `now`: `runPolicy.activeDeadlineSeconds` cut to
 /// what is left of it since the job started (`start`), so the CustomJob's
 /// `scheduling.timeout` ends with the job's deadline rather than a whole deadline later.
@@ -165,25 +113,6 @@ pub fn next_look(
     match (pending, waited) {
         (true, Some(w)) => std::time::Duration::from_secs(w).clamp(poll, MAX.max(poll)),
         _ => poll,
-    }
-}
-
-/// Why Vertex AI, not the trainer, ended a failed CustomJob, if it did: no capacity
-/// (`RESOURCE_EXHAUSTED`), the service unavailable or failing internally (`UNAVAILABLE`,
-/// `INTERNAL`), or a Spot / FLEX_START VM taken back. A replica that exited non-zero is the
-/// trainer's failure whatever the code.
-pub fn platform_disruption(custom_job: &CustomJob) -> Option<&'static str> {
-    let error = custom_job.error.as_ref()?;
-    let message = error.message.to_ascii_lowercase();
-    if message.contains("exited with a non-zero status") {
-        return None;
-    }
-    match error.code {
-        8 => Some("VertexCapacity"),
-        14 => Some("VertexUnavailable"),
-        13 => Some("VertexInternalError"),
-        _ if message.contains("preempt") => Some("VertexPreempted"),
-        _ => None,
     }
 }
 
@@ -333,109 +262,5 @@ mod tests {
         // Running: every poll.
         assert_eq!(secs(next_look(poll, false, Some(t0), at(3000))), 30);
         assert_eq!(secs(next_look(poll, true, None, at(3000))), 30);
-    }
-
-    #[test]
-    fn platform_failures_are_disruptions_and_replica_exits_are_failures() {
-        let failed = |code: i32, message: &str| -> CustomJob {
-            let mut json = serde_json::to_value(
-                CustomJob::new()
-                    .set_name("projects/p/locations/l/customJobs/1")
-                    .set_state(JobState::Failed),
-            )
-            .unwrap();
-            json["error"] = serde_json::json!({"code": code, "message": message});
-            serde_json::from_value(json).unwrap()
-        };
-        let table = [
-            (
-                8,
-                "The zone does not have enough resources",
-                Some("VertexCapacity"),
-            ),
-            (14, "Service unavailable", Some("VertexUnavailable")),
-            (13, "Internal error occurred", Some("VertexInternalError")),
-            (3, "The VM was preempted", Some("VertexPreempted")),
-            (
-                3,
-                "The replica workerpool0-0 exited with a non-zero status of 1.",
-                None,
-            ),
-            (
-                13,
-                "The replica workerpool1-0 exited with a non-zero status of 137.",
-                None,
-            ),
-            (3, "Bad argument", None),
-        ];
-        for (code, message, want) in table {
-            let cj = failed(code, message);
-            assert_eq!(platform_disruption(&cj), want, "{code} {message}");
-            let state = observed_attempt(&cj, 1).state;
-            assert_eq!(
-                matches!(state, AttemptState::Disrupted { .. }),
-                want.is_some(),
-                "{code} {message}: {state:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn attempt_states() {
-        let cj = |state: JobState| {
-            CustomJob::new()
-                .set_name("projects/p/locations/l/customJobs/1")
-                .set_state(state)
-        };
-        let table = [
-            (JobState::Queued, AttemptState::Pending, false),
-            (JobState::Pending, AttemptState::Pending, false),
-            (JobState::Paused, AttemptState::Pending, false),
-            (JobState::Running, AttemptState::Running, false),
-            (JobState::Updating, AttemptState::Running, false),
-            (JobState::Cancelling, AttemptState::Running, true),
-            (JobState::Succeeded, AttemptState::Succeeded, false),
-        ];
-        for (state, want, terminating) in table {
-            let got = observed_attempt(&cj(state.clone()), 2);
-            assert_eq!(got.state, want, "{state:?}");
-            assert_eq!(got.terminating, terminating, "{state:?}");
-            assert_eq!(got.attempt, 2);
-        }
-        assert!(matches!(
-            observed_attempt(&cj(JobState::Failed), 1).state,
-            AttemptState::Failed { reason, .. } if reason == "VertexJobFailed"
-        ));
-        assert!(matches!(
-            observed_attempt(&cj(JobState::Expired), 1).state,
-            AttemptState::Failed { reason, .. } if reason == "VertexJobExpired"
-        ));
-        assert!(matches!(
-            observed_attempt(&cj(JobState::Cancelled), 1).state,
-            AttemptState::Cancelled { message } if message.contains("was cancelled")
-        ));
-        // A replica that exited with the trainer's invalid-input code: not retried.
-        let failed_with = |message: &str| -> CustomJob {
-            serde_json::from_value(serde_json::json!({
-                "name": "projects/p/locations/l/customJobs/1",
-                "state": "JOB_STATE_FAILED",
-                "error": {"code": 3, "message": message},
-            }))
-            .unwrap()
-        };
-        let invalid = failed_with(
-            "The replica workerpool0-0 exited with a non-zero status of 2. Termination reason: Error.",
-        );
-        assert!(matches!(
-            observed_attempt(&invalid, 1).state,
-            AttemptState::InvalidInput { message } if message.contains("status of 2")
-        ));
-        let crashed = failed_with(
-            "The replica workerpool0-0 exited with a non-zero status of 1. Termination reason: Error.",
-        );
-        assert!(matches!(
-            observed_attempt(&crashed, 1).state,
-            AttemptState::Failed { .. }
-        ));
     }
 }
