@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 pub mod contract;
 mod machines;
 mod policy;
+mod rules;
 mod schema_bounds;
 mod status;
 mod volumes;
 pub use machines::*;
 pub use policy::*;
+pub use rules::{Admission, FieldError, FieldErrors, RULES, SpecRule, Twin};
 pub use schema_bounds::schema_errors;
 pub use status::*;
 pub use volumes::*;
@@ -89,14 +91,15 @@ pub enum Error {
     )
 )]
 #[serde(rename_all = "camelCase")]
+// `validate_cel`, for the tests only (the kube `cel` feature is a dev-dependency).
+#[cfg_attr(test, x_kube(cel))]
 #[x_kube(
-    cel,
-    validation = Rule::new("self.tasks.all(t, self.tasks.exists_one(u, u.name == t.name))").message("task names must be unique"),
-    validation = Rule::new("self.backend != 'vertexAI' || has(self.vertexAI)").message("backend vertexAI needs spec.vertexAI (project, region)"),
-    validation = Rule::new("!has(self.workers) || self.workers <= 1 || self.checkpoints.uri.startsWith('gs://')").message("workers > 1 needs a gs:// checkpoints.uri: every worker and every attempt must reach the same checkpoints").field_path(".workers"),
-    validation = Rule::new("self.backend != 'kubernetes' || !has(self.checkpoints) || self.checkpoints.uri.startsWith('gs://') || has(self.checkpoints.persistentVolumeClaim)").message("backend kubernetes needs a gs:// checkpoints.uri, or checkpoints.persistentVolumeClaim: a pod's own disk is lost with the pod, and the next attempt resumes from these checkpoints").field_path(".checkpoints.uri"),
-    validation = Rule::new("!has(self.checkpoints) || !has(self.checkpoints.persistentVolumeClaim) || self.backend == 'kubernetes'").message("checkpoints.persistentVolumeClaim is mounted into pods: it needs backend kubernetes").field_path(".checkpoints.persistentVolumeClaim"),
-    validation = Rule::new("!has(self.training) || !has(self.training.earlyStopping) || has(self.checkpoints.best)").message("training.earlyStopping watches checkpoints.best.metric: set checkpoints.best").field_path(".training.earlyStopping"),
+    validation = Rule::new(rules::UNIQUE_TASK_NAMES).message("task names must be unique"),
+    validation = Rule::new(rules::VERTEX_NEEDS_SETTINGS).message("backend vertexAI needs spec.vertexAI (project, region)"),
+    validation = Rule::new(rules::WORKERS_NEED_GCS).message("workers > 1 needs a gs:// checkpoints.uri: every worker and every attempt must reach the same checkpoints").field_path(".workers"),
+    validation = Rule::new(rules::KUBERNETES_NEEDS_SHARED_CHECKPOINTS).message("backend kubernetes needs a gs:// checkpoints.uri, or checkpoints.persistentVolumeClaim: a pod's own disk is lost with the pod, and the next attempt resumes from these checkpoints").field_path(".checkpoints.uri"),
+    validation = Rule::new(rules::CLAIM_NEEDS_KUBERNETES).message("checkpoints.persistentVolumeClaim is mounted into pods: it needs backend kubernetes").field_path(".checkpoints.persistentVolumeClaim"),
+    validation = Rule::new(rules::EARLY_STOPPING_NEEDS_BEST).message("training.earlyStopping watches checkpoints.best.metric: set checkpoints.best").field_path(".training.earlyStopping"),
     validation = immutable("backend"),
     validation = immutable("image"),
     validation = immutable("model"),
@@ -108,7 +111,7 @@ pub enum Error {
     validation = immutable("vertexAI"),
     validation = immutable("workers"),
     validation = immutable("podTemplate"),
-    validation = Rule::new("!has(self.podTemplate) || self.backend == 'kubernetes'").message("podTemplate shapes the trainer's pods: it needs backend kubernetes").field_path(".podTemplate")
+    validation = Rule::new(rules::POD_TEMPLATE_NEEDS_KUBERNETES).message("podTemplate shapes the trainer's pods: it needs backend kubernetes").field_path(".podTemplate")
 )]
 pub struct MultiTaskTrainingJobSpec {
     /// Where the trainer runs: a pod in this cluster, or a Vertex AI custom job.
@@ -245,7 +248,7 @@ pub const IMMUTABLE_FIELDS: [&str; 11] = [
 
 /// A transition rule keeping `spec.<field>` as it was created: set or unset as before, and
 /// equal when set (a plain `self == oldSelf` on the field would let it be added or removed).
-fn immutable(field: &str) -> Rule {
+pub(crate) fn immutable(field: &str) -> Rule {
     Rule::new(format!(
         "has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
     ))
@@ -314,18 +317,21 @@ pub enum DataFormat {
 /// One task: its head, its data and how to read it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// `validate_cel`, for the tests only (the kube `cel` feature is a dev-dependency).
+#[cfg_attr(test, x_kube(cel))]
 #[x_kube(
-    cel,
-    validation = Rule::new("self.type != 'classification' || (has(self.numLabels) && self.numLabels >= 2) || (has(self.labelNames) && size(self.labelNames) >= 2)").message("a classification task needs numLabels >= 2 or at least two labelNames"),
-    validation = Rule::new("self.type != 'multipleChoice' || has(self.numChoices)").message("a multipleChoice task needs numChoices").field_path(".numChoices").reason(Reason::FieldValueRequired),
-    validation = Rule::new("!(self.type == 'classification' && has(self.numLabels) && has(self.labelNames)) || size(self.labelNames) == self.numLabels").message("labelNames must name every one of numLabels classes"),
-    validation = Rule::new("!(self.type == 'multipleChoice' && has(self.numChoices) && has(self.labelNames)) || size(self.labelNames) == self.numChoices").message("labelNames of a multipleChoice task must name every one of numChoices choices"),
-    validation = Rule::new("self.type == 'multipleChoice' || self.format != 'commonsenseQaJsonl'").message("format commonsenseQaJsonl holds multiple-choice questions: use type multipleChoice"),
-    validation = Rule::new("self.type != 'multipleChoice' || self.format != 'glueTsv'").message("format glueTsv has no choices: a multipleChoice task needs commonsenseQaJsonl or jsonl with choicesField"),
-    validation = Rule::new("self.type != 'regression' || !has(self.labelNames)").message("a regression task has no labelNames"),
-    validation = Rule::new("!has(self.positiveLabel) || (self.type == 'classification' && (has(self.labelNames) ? self.positiveLabel in self.labelNames : self.positiveLabel in ['0', '1']))").message("positiveLabel must be one of the labelNames of a two-class classification task"),
-    validation = Rule::new("!has(self.metric) || (self.type == 'regression') == (self.metric in ['pearson', 'spearman', 'pearsonSpearman'])").message("metric: pearson, spearman and pearsonSpearman score regression tasks; accuracy, f1, mcc and f1Accuracy classification").field_path(".metric"),
-    validation = Rule::new("!has(self.metric) || self.type != 'multipleChoice' || self.metric == 'accuracy'").message("metric: a multipleChoice task is scored by accuracy").field_path(".metric")
+    validation = Rule::new(rules::CLASSIFICATION_CLASSES).message("a classification task needs numLabels >= 2 or at least two labelNames"),
+    validation = Rule::new(rules::CHOICES_REQUIRED).message("a multipleChoice task needs numChoices").field_path(".numChoices").reason(Reason::FieldValueRequired),
+    validation = Rule::new(rules::LABEL_NAMES_PER_CLASS).message("labelNames must name every one of numLabels classes"),
+    validation = Rule::new(rules::LABEL_NAMES_PER_CHOICE).message("labelNames of a multipleChoice task must name every one of numChoices choices"),
+    validation = Rule::new(rules::CSQA_IS_MULTIPLE_CHOICE).message("format commonsenseQaJsonl holds multiple-choice questions: use type multipleChoice"),
+    validation = Rule::new(rules::MULTIPLE_CHOICE_NOT_GLUE_TSV).message("format glueTsv has no choices: a multipleChoice task needs commonsenseQaJsonl or jsonl with choicesField"),
+    validation = Rule::new(rules::REGRESSION_NO_LABEL_NAMES).message("a regression task has no labelNames"),
+    validation = Rule::new(rules::POSITIVE_LABEL).message("positiveLabel must be one of the labelNames of a two-class classification task"),
+    validation = Rule::new(rules::REGRESSION_METRIC).message("metric: pearson, spearman and pearsonSpearman score regression tasks; accuracy, f1, mcc and f1Accuracy classification").field_path(".metric"),
+    validation = Rule::new(rules::MULTIPLE_CHOICE_METRIC).message("metric: a multipleChoice task is scored by accuracy").field_path(".metric"),
+    validation = Rule::new(rules::TEXT_FIELDS_NAMED).message("textFields: name one or two text fields (commonsenseQaJsonl has its own)").field_path(".textFields"),
+    validation = Rule::new(rules::JSONL_CHOICES_FIELD).message("a jsonl multipleChoice task needs choicesField").field_path(".choicesField").reason(Reason::FieldValueRequired)
 )]
 pub struct TaskSpec {
     /// Task name: names the head, the metrics and the exported model.
@@ -429,7 +435,7 @@ pub enum SamplingStrategy {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.strategy != 'temperature' || has(self.temperature)").message("strategy temperature needs temperature"))]
+#[x_kube(validation = Rule::new(rules::TEMPERATURE_SET).message("strategy temperature needs temperature"))]
 pub struct SamplingSpec {
     /// proportional (default), uniform or temperature.
     #[serde(default)]
@@ -638,7 +644,7 @@ fn default_log_every() -> u64 {
 /// Where checkpoints go and how many stay.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.persistentVolumeClaim) || self.uri.startsWith('/')").message("with persistentVolumeClaim, uri is the absolute path the claim is mounted at in the trainer's pod").field_path(".uri"))]
+#[x_kube(validation = Rule::new(rules::CLAIM_URI_ABSOLUTE).message("with persistentVolumeClaim, uri is the absolute path the claim is mounted at in the trainer's pod").field_path(".uri"))]
 pub struct CheckpointSpec {
     /// gs://bucket/prefix; or, with `persistentVolumeClaim`, the absolute path the claim is
     /// mounted at in the trainer's pod; or a local directory for local runs.
@@ -652,7 +658,7 @@ pub struct CheckpointSpec {
     /// claim, so `.status` shows no checkpoints or progress for such a job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("must be a PersistentVolumeClaim name (a DNS subdomain)"))]
+    #[x_kube(validation = Rule::new(rules::CLAIM_NAME).message("must be a PersistentVolumeClaim name (a DNS subdomain)"))]
     pub persistent_volume_claim: Option<String>,
     /// Commit a checkpoint every N optimizer steps (and at the end, and on SIGTERM). Default
     /// 3000.
@@ -1104,186 +1110,6 @@ impl MultiTaskTrainingJobSpec {
         let mut effective = accepted.clone();
         effective.run_policy = self.run_policy.clone();
         (effective, changed)
-    }
-
-    /// Checks that serde and the schema cannot express (the API server runs the CEL rules;
-    /// local runs have no API server, so the trainer calls this).
-    pub fn validate(&self) -> Result<(), String> {
-        // The schema's bounds first, as the API server checks them at admission.
-        let errors = schema_errors(&serde_json::to_value(self).unwrap_or_default());
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
-        if self.tasks.is_empty() {
-            return Err("spec.tasks: at least one task is required".into());
-        }
-        for (i, t) in self.tasks.iter().enumerate() {
-            if self.tasks[..i].iter().any(|u| u.name == t.name) {
-                return Err(format!(
-                    "spec.tasks[{i}].name: duplicate task name {:?}",
-                    t.name
-                ));
-            }
-            let at = |f: &str| format!("spec.tasks[{i}] ({}).{f}", t.name);
-            if let Some(metric) = t.metric {
-                use TaskMetric::*;
-                let fits = match t.task_type {
-                    TaskType::Regression => matches!(metric, Pearson | Spearman | PearsonSpearman),
-                    TaskType::Classification => matches!(metric, Accuracy | F1 | Mcc | F1Accuracy),
-                    TaskType::MultipleChoice => metric == Accuracy,
-                };
-                if !fits {
-                    return Err(format!(
-                        "{}: {metric:?} does not score a {:?} task (regression: pearson, spearman, pearsonSpearman; classification: accuracy, f1, mcc, f1Accuracy; multipleChoice: accuracy)",
-                        at("metric"),
-                        t.task_type
-                    ));
-                }
-            }
-            match t.task_type {
-                TaskType::Classification => {
-                    let n = t.num_outputs();
-                    if n < 2 {
-                        return Err(format!("{}: needs at least 2 classes", at("numLabels")));
-                    }
-                    if let Some(names) = &t.label_names
-                        && names.len() as u32 != n
-                    {
-                        return Err(format!(
-                            "{}: {} names for {n} labels",
-                            at("labelNames"),
-                            names.len()
-                        ));
-                    }
-                }
-                TaskType::MultipleChoice => match t.num_choices {
-                    None => {
-                        return Err(format!("{}: required for multipleChoice", at("numChoices")));
-                    }
-                    Some(n) if n < 2 => {
-                        return Err(format!("{}: must be at least 2", at("numChoices")));
-                    }
-                    Some(n) => {
-                        if let Some(names) = &t.label_names
-                            && names.len() as u32 != n
-                        {
-                            return Err(format!(
-                                "{}: {} names for {n} choices",
-                                at("labelNames"),
-                                names.len()
-                            ));
-                        }
-                    }
-                },
-                TaskType::Regression => {
-                    if t.label_names.is_some() {
-                        return Err(format!("{}: a regression task has none", at("labelNames")));
-                    }
-                }
-            }
-            match (t.task_type, t.format) {
-                (TaskType::MultipleChoice, DataFormat::GlueTsv) => {
-                    return Err(format!(
-                        "{}: glueTsv has no choices; a multipleChoice task needs commonsenseQaJsonl, or jsonl with choicesField",
-                        at("format")
-                    ));
-                }
-                (
-                    TaskType::Regression | TaskType::Classification,
-                    DataFormat::CommonsenseQaJsonl,
-                ) => {
-                    return Err(format!(
-                        "{}: commonsenseQaJsonl holds multiple-choice questions; use type multipleChoice",
-                        at("format")
-                    ));
-                }
-                _ => {}
-            }
-            if let Some(p) = &t.positive_label {
-                let ok = t.task_type == TaskType::Classification
-                    && t.num_outputs() == 2
-                    && match &t.label_names {
-                        Some(names) => names.contains(p),
-                        None => p == "0" || p == "1",
-                    };
-                if !ok {
-                    return Err(format!(
-                        "{}: {p:?} is not one of the labels of a two-class classification task",
-                        at("positiveLabel")
-                    ));
-                }
-            }
-            if t.format != DataFormat::CommonsenseQaJsonl && t.text_fields.is_empty() {
-                return Err(format!("{}: name one or two text fields", at("textFields")));
-            }
-            if t.format == DataFormat::Jsonl
-                && t.task_type == TaskType::MultipleChoice
-                && t.choices_field.is_none()
-            {
-                return Err(format!(
-                    "{}: required for jsonl multipleChoice",
-                    at("choicesField")
-                ));
-            }
-        }
-        if self.sampling.strategy == SamplingStrategy::Temperature
-            && self.sampling.temperature.is_none_or(|t| t <= 0.0)
-        {
-            return Err(
-                "spec.sampling.temperature: required and > 0 for strategy temperature".into(),
-            );
-        }
-        if self.training.batch_size == 0 {
-            return Err("spec.training.batchSize: must be at least 1".into());
-        }
-        if self.checkpoints.every_steps == 0 {
-            return Err("spec.checkpoints.everySteps: must be at least 1".into());
-        }
-        if self.backend == Backend::VertexAi && self.vertex_ai.is_none() {
-            return Err("spec.vertexAI: required for backend vertexAI".into());
-        }
-        if !(1..=64).contains(&self.workers) {
-            return Err(format!(
-                "spec.workers: {} is not between 1 and 64",
-                self.workers
-            ));
-        }
-        if let Some(best) = &self.checkpoints.best {
-            let reported = self.reported_metrics();
-            if reported.is_empty() {
-                return Err(
-                    "spec.checkpoints.best: no task has validation data, so there is no metric to rank checkpoints by".into(),
-                );
-            }
-            if !reported.contains(&best.metric) {
-                return Err(format!(
-                    "spec.checkpoints.best.metric: {:?} is not a metric this job reports (it reports {})",
-                    best.metric,
-                    reported.join(", ")
-                ));
-            }
-        }
-        if let Some(es) = &self.training.early_stopping {
-            if self.checkpoints.best.is_none() {
-                return Err("spec.training.earlyStopping: watches checkpoints.best.metric; set spec.checkpoints.best".into());
-            }
-            if es.patience == 0 {
-                return Err("spec.training.earlyStopping.patience: must be at least 1".into());
-            }
-            if es.min_delta.is_nan() || es.min_delta < 0.0 {
-                return Err(format!(
-                    "spec.training.earlyStopping.minDelta: {} must be 0 or more",
-                    es.min_delta
-                ));
-            }
-        }
-        if self.workers > 1 && !self.checkpoints.uri.starts_with("gs://") {
-            return Err(format!(
-                "spec.checkpoints.uri: {:?} must be a gs:// URI when spec.workers is {} (every worker and every attempt must reach the same checkpoints)",
-                self.checkpoints.uri, self.workers
-            ));
-        }
-        Ok(())
     }
 }
 

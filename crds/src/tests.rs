@@ -631,3 +631,219 @@ fn a_task_metric_must_score_its_task_type() {
         "{err}"
     );
 }
+
+/// Every `x-kubernetes-validations` rule of the job CRD.
+fn crd_rules() -> std::collections::BTreeSet<String> {
+    fn walk(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(rules) = m.get("x-kubernetes-validations").and_then(|r| r.as_array()) {
+                    out.extend(
+                        rules
+                            .iter()
+                            .filter_map(|r| r["rule"].as_str().map(String::from)),
+                    );
+                }
+                m.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(
+        &serde_json::to_value(MultiTaskTrainingJob::crd()).unwrap(),
+        &mut out,
+    );
+    out
+}
+
+/// The table of rules and the CRD hold the same CEL rules: a CEL rule added to a type without
+/// a row (and so without a `validate()` twin or a reason for none) fails here, and so does a
+/// row whose rule the CRD lost.
+#[test]
+fn every_cel_rule_of_the_crd_is_a_row_of_the_rules_table_and_back() {
+    let table: std::collections::BTreeSet<String> = RULES
+        .iter()
+        .flat_map(|r| match r.admission {
+            Admission::Cel(rule) => vec![rule.to_string()],
+            Admission::CelBuilt(rules) => rules(),
+            Admission::Not(_) => Vec::new(),
+        })
+        .collect();
+    let crd = crd_rules();
+    let not_in_table: Vec<_> = crd.difference(&table).collect();
+    let not_in_crd: Vec<_> = table.difference(&crd).collect();
+    assert!(
+        not_in_table.is_empty() && not_in_crd.is_empty(),
+        "CEL rules of the CRD without a row in crds/src/rules.rs: {not_in_table:#?}\n\
+         rows whose CEL rule the CRD lacks: {not_in_crd:#?}"
+    );
+    let mut names: Vec<_> = RULES.iter().map(|r| r.name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), RULES.len(), "rule names are unique");
+}
+
+/// For one rule of the table: the field its error names, how to break it on the MINIMAL spec
+/// (JSON), and the spec it is an update of (transition rules).
+type Example = (&'static str, fn(&mut serde_json::Value));
+
+fn example(rule: &str) -> Option<Example> {
+    use serde_json::json;
+    let ex: Example = match rule {
+        "unique task names" => ("spec.tasks[1].name", |v| {
+            v["tasks"][1]["name"] = "stsb".into()
+        }),
+        "classification has two classes or more" => ("spec.tasks[1] (rte).numLabels", |v| {
+            v["tasks"][1]["labelNames"] = json!(["only"]);
+        }),
+        "labelNames name every class" => ("spec.tasks[1] (rte).labelNames", |v| {
+            v["tasks"][1]["numLabels"] = json!(3);
+        }),
+        "multipleChoice sets numChoices" => ("spec.tasks[1] (rte).numChoices", |v| {
+            v["tasks"][1] = json!({"name": "rte", "type": "multipleChoice", "train": "q.jsonl",
+                                   "format": "commonsenseQaJsonl"});
+        }),
+        "labelNames name every choice" => ("spec.tasks[1] (csqa).labelNames", |v| {
+            v["tasks"][1] = json!({"name": "csqa", "type": "multipleChoice", "train": "q.jsonl",
+                                   "format": "commonsenseQaJsonl", "numChoices": 5,
+                                   "labelNames": ["A", "B"]});
+        }),
+        "regression has no labelNames" => ("spec.tasks[0] (stsb).labelNames", |v| {
+            v["tasks"][0]["labelNames"] = json!(["low", "high"]);
+        }),
+        "regression metrics score regression only" => ("spec.tasks[0] (stsb).metric", |v| {
+            v["tasks"][0]["metric"] = json!("mcc");
+        }),
+        "multipleChoice is scored by accuracy" => ("spec.tasks[1] (csqa).metric", |v| {
+            v["tasks"][1] = json!({"name": "csqa", "type": "multipleChoice", "train": "q.jsonl",
+                                   "format": "commonsenseQaJsonl", "numChoices": 5,
+                                   "metric": "f1"});
+        }),
+        "glueTsv has no choices" => ("spec.tasks[1] (rte).format", |v| {
+            v["tasks"][1]["type"] = json!("multipleChoice");
+            v["tasks"][1]["numChoices"] = json!(2);
+        }),
+        "commonsenseQaJsonl is multipleChoice" => ("spec.tasks[1] (rte).format", |v| {
+            v["tasks"][1]["format"] = json!("commonsenseQaJsonl");
+        }),
+        "positiveLabel is a label of a two-class task" => {
+            ("spec.tasks[1] (rte).positiveLabel", |v| {
+                v["tasks"][1]["positiveLabel"] = json!("maybe");
+            })
+        }
+        "textFields are named" => ("spec.tasks[0] (stsb).textFields", |v| {
+            v["tasks"][0]["textFields"] = json!([]);
+        }),
+        "jsonl multipleChoice names its choicesField" => ("spec.tasks[1] (mc).choicesField", |v| {
+            v["tasks"][1] = json!({"name": "mc", "type": "multipleChoice", "train": "q.jsonl",
+                                       "format": "jsonl", "numChoices": 2,
+                                       "textFields": ["question"], "labelField": "answer"});
+        }),
+        "temperature sampling sets temperature" => ("spec.sampling.temperature", |v| {
+            v["sampling"] = json!({"strategy": "temperature"});
+        }),
+        "vertexAI backend has vertexAI settings" => ("spec.vertexAI", |v| {
+            v["backend"] = json!("vertexAI");
+        }),
+        "best checkpoint metric is reported" => ("spec.checkpoints.best", |v| {
+            v["checkpoints"]["best"] = json!({"metric": "mean"});
+        }),
+        "early stopping watches the best checkpoint metric" => {
+            ("spec.training.earlyStopping", |v| {
+                v["training"]["earlyStopping"] = json!({"patience": 3});
+            })
+        }
+        "several workers share gs:// checkpoints" => ("spec.checkpoints.uri", |v| {
+            v["workers"] = json!(2);
+            v["checkpoints"]["uri"] = json!("/mnt/ckpt");
+            v["checkpoints"]["persistentVolumeClaim"] = json!("ckpt");
+        }),
+        "a persistentVolumeClaim needs backend kubernetes" => {
+            ("spec.checkpoints.persistentVolumeClaim", |v| {
+                v["backend"] = json!("vertexAI");
+                v["vertexAI"] = json!({"project": "p", "region": "us-central1"});
+                v["checkpoints"]["uri"] = json!("/mnt/ckpt");
+                v["checkpoints"]["persistentVolumeClaim"] = json!("ckpt");
+            })
+        }
+        "a persistentVolumeClaim is mounted at an absolute uri" => ("spec.checkpoints.uri", |v| {
+            v["checkpoints"]["persistentVolumeClaim"] = json!("ckpt");
+        }),
+        "a persistentVolumeClaim name is a DNS subdomain" => {
+            ("spec.checkpoints.persistentVolumeClaim", |v| {
+                v["checkpoints"]["uri"] = json!("/mnt/ckpt");
+                v["checkpoints"]["persistentVolumeClaim"] = json!("Not_A_Name");
+            })
+        }
+        "podTemplate needs backend kubernetes" => ("spec.podTemplate", |v| {
+            v["backend"] = json!("vertexAI");
+            v["vertexAI"] = json!({"project": "p", "region": "us-central1"});
+            v["podTemplate"] = json!({"labels": {"team": "nlp"}});
+        }),
+        "backend kubernetes keeps checkpoints beyond a pod" => ("", |v| {
+            v["checkpoints"]["uri"] = json!("out/local");
+        }),
+        "volume types are allowed" => ("", |v| {
+            v["podTemplate"] = json!({"volumes": [{"name": "node", "hostPath": {"path": "/"}}]});
+        }),
+        "immutable fields" => ("", |v| v["image"] = json!("trainer:v2")),
+        _ => return None,
+    };
+    Some(ex)
+}
+
+/// Each row of the table, broken on purpose, is refused on both sides: by its CEL rule (an
+/// update, from MINIMAL, for the transition rules) and by `validate()` naming its field, or, for
+/// a row whose twin is elsewhere, passes `validate()` as its reason says.
+#[test]
+fn each_rule_refuses_its_example_at_admission_and_in_validate() {
+    let valid = spec_json();
+    MultiTaskTrainingJobSpec::validate_cel(&valid, None).unwrap();
+    for rule in RULES {
+        let (field, break_it) =
+            example(rule.name).unwrap_or_else(|| panic!("rule {:?} has no example", rule.name));
+        let mut broken = valid.clone();
+        break_it(&mut broken);
+        let old = (rule.name == "immutable fields").then_some(&valid);
+        if !matches!(rule.admission, Admission::Not(_)) {
+            assert!(
+                MultiTaskTrainingJobSpec::validate_cel(&broken, old).is_err(),
+                "{:?}: CEL accepts {broken:#}",
+                rule.name
+            );
+        }
+        let spec: MultiTaskTrainingJobSpec = serde_json::from_value(broken.clone()).unwrap();
+        let errors = spec.field_errors();
+        match rule.twin {
+            Twin::Validate(_) => assert!(
+                errors.iter().any(|e| e.field == field),
+                "{:?}: validate() does not name {field} for {broken:#}: {errors:?}",
+                rule.name
+            ),
+            Twin::Elsewhere(_) => assert!(errors.is_empty(), "{:?}: {errors:?}", rule.name),
+        }
+    }
+}
+
+/// `validate()` reports every field at fault, not the first.
+#[test]
+fn validate_names_every_field_at_fault() {
+    let mut spec = parse_job("job.yaml", MINIMAL).unwrap();
+    spec.tasks[0].label_names = Some(vec!["a".into(), "b".into()]);
+    spec.tasks[1].positive_label = Some("maybe".into());
+    spec.workers = 2;
+    spec.checkpoints.uri = "out/run".into();
+    let fields: Vec<String> = spec.field_errors().into_iter().map(|e| e.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.tasks[0] (stsb).labelNames",
+            "spec.tasks[1] (rte).positiveLabel",
+            "spec.checkpoints.uri"
+        ]
+    );
+    let err = spec.validate().unwrap_err();
+    assert_eq!(err.matches("; ").count(), 2, "{err}");
+}
