@@ -61,7 +61,7 @@ pub struct Config {
     /// `/healthz` fails after this long without a completed reconcile while jobs are live.
     pub healthz_stall: Duration,
     /// The wait between a failed attempt and the next.
-    pub backoff: crate::decide::Backoff,
+    pub backoff: crate::backoff::Backoff,
     /// Trainer image of a job whose spec names none (`--default-image`).
     pub default_image: Option<String>,
     /// What jobs may ask for: the default policy and the volume types allowed

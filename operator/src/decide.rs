@@ -4,6 +4,7 @@
 //! No I/O happens here, so every rule is tested table by table below; the controller only
 //! gathers the inputs and carries out the [`Action`]s.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -74,30 +75,9 @@ pub struct Decision {
     pub requeue_after: Option<Duration>,
 }
 
-/// The delay between a failed attempt and the next, as Kubernetes Job's: `base` doubling with
-/// every failure, at most `max`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Backoff {
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_secs(10),
-            max: Duration::from_secs(360),
-        }
-    }
-}
-
-impl Backoff {
-    /// The wait before the attempt that follows the `restarts`-th failure (1 for the first).
-    pub fn delay(&self, restarts: u32) -> Duration {
-        let doublings = restarts.saturating_sub(1).min(30);
-        self.base.saturating_mul(1 << doublings).min(self.max)
-    }
-}
+/// The delay between a failed attempt and the next, as Kubernetes Job's (the operator's one
+/// exponential backoff, [`crate::backoff`]).
+pub use crate::backoff::Backoff;
 
 /// The waiting reason of an attempt Kueue has not admitted yet.
 pub const QUEUED: &str = "Queued";
@@ -111,36 +91,37 @@ pub fn needs_manifest(status: &MultiTaskTrainingJobStatus) -> bool {
     !status.phase.is_finished() && status.attempt > 0
 }
 
-struct Builder<'a> {
-    o: &'a Observation<'a>,
-    d: Decision,
+/// A decision being made: what was seen, and what has been decided so far.
+struct Plan<'a> {
+    seen: &'a Observation<'a>,
+    decision: Decision,
 }
 
-impl Builder<'_> {
+impl Plan<'_> {
     fn note(&mut self, warning: bool, reason: &'static str, message: String) {
-        self.d.notes.push(Note {
+        self.decision.notes.push(Note {
             warning,
             reason,
             message,
         });
     }
 
-    fn st(&mut self) -> &mut MultiTaskTrainingJobStatus {
-        &mut self.d.status
+    fn status(&mut self) -> &mut MultiTaskTrainingJobStatus {
+        &mut self.decision.status
     }
 
     fn requeue(&mut self, after: Duration) {
-        self.d.requeue_after = Some(match self.d.requeue_after {
+        self.decision.requeue_after = Some(match self.decision.requeue_after {
             Some(cur) => cur.min(after),
             None => after,
         });
     }
 
     fn start_attempt(&mut self, attempt: u32) {
-        let now = self.o.now;
-        let queued = self.o.queued;
-        self.d.actions.push(Action::StartAttempt(attempt));
-        let st = self.st();
+        let now = self.seen.now;
+        let queued = self.seen.queued;
+        self.decision.actions.push(Action::StartAttempt(attempt));
+        let st = self.status();
         st.attempt = attempt;
         st.next_attempt_time = None;
         st.attempt_disruption = None;
@@ -150,25 +131,25 @@ impl Builder<'_> {
         if st.start_time.is_none() && !queued {
             st.start_time = Some(status::format_time(now));
         }
-        let what = (self.o.describe)(attempt);
+        let what = (self.seen.describe)(attempt);
         status::set(
-            self.st(),
+            self.status(),
             cond::CREATED,
             true,
             "AttemptCreated",
             format!("created {what}"),
             now,
         );
-        status::clear(self.st(), cond::RUNNING, "AttemptEnded", "", now);
-        self.requeue(self.o.poll_interval);
+        status::clear(self.status(), cond::RUNNING, "AttemptEnded", "", now);
+        self.requeue(self.seen.poll_interval);
     }
 
     /// Stops the current attempt's workers that are still up and not yet asked to stop.
     fn stop_if_live(&mut self) {
-        if let Some(a) = self.o.attempt
+        if let Some(a) = self.seen.attempt
             && a.unstopped > 0
         {
-            self.d.actions.push(Action::StopAttempt {
+            self.decision.actions.push(Action::StopAttempt {
                 attempt: a.attempt,
                 name: a.name.clone(),
             });
@@ -176,8 +157,8 @@ impl Builder<'_> {
     }
 
     fn finish(&mut self, phase: JobPhase, reason: &'static str, message: String) {
-        let now = self.o.now;
-        let st = self.st();
+        let now = self.seen.now;
+        let st = self.status();
         st.phase = phase;
         st.completion_time = Some(status::format_time(now));
         let type_ = if phase == JobPhase::Succeeded {
@@ -194,15 +175,15 @@ impl Builder<'_> {
 
     /// Requeue for (or carry out) `ttlSecondsAfterFinished`.
     fn ttl(&mut self) {
-        let Some(ttl) = self.o.spec.run_policy.ttl_seconds_after_finished else {
+        let Some(ttl) = self.seen.spec.run_policy.ttl_seconds_after_finished else {
             return;
         };
-        let done =
-            status::parse_time(self.d.status.completion_time.as_deref()).unwrap_or(self.o.now);
+        let done = status::parse_time(self.decision.status.completion_time.as_deref())
+            .unwrap_or(self.seen.now);
         let expires = status::add_seconds(done, ttl);
-        let left = self.o.now.duration_until(expires);
+        let left = self.seen.now.duration_until(expires);
         if left <= SignedDuration::ZERO {
-            self.d.actions.push(Action::DeleteJob);
+            self.decision.actions.push(Action::DeleteJob);
             self.note(
                 false,
                 "TTLExpired",
@@ -214,20 +195,25 @@ impl Builder<'_> {
     }
 
     fn fold_manifest(&mut self) {
-        let now = self.o.now;
-        match self.o.manifest {
+        let now = self.seen.now;
+        match self.seen.manifest {
             ManifestRead::Found(m) => {
-                if let Some(step) = status::apply_manifest(self.st(), m) {
-                    let uri = self.d.status.latest_checkpoint.clone().unwrap_or_default();
+                if let Some(step) = status::apply_manifest(self.status(), m) {
+                    let uri = self
+                        .decision
+                        .status
+                        .latest_checkpoint
+                        .clone()
+                        .unwrap_or_default();
                     self.note(
                         false,
                         "CheckpointCommitted",
                         format!("checkpoint at step {step}: {uri}"),
                     );
                 }
-                if status::find(&self.d.status, cond::CHECKPOINTS_READABLE).is_some() {
+                if status::find(&self.decision.status, cond::CHECKPOINTS_READABLE).is_some() {
                     status::set(
-                        self.st(),
+                        self.status(),
                         cond::CHECKPOINTS_READABLE,
                         true,
                         "ManifestRead",
@@ -238,7 +224,7 @@ impl Builder<'_> {
             }
             ManifestRead::Failed(msg) => {
                 if status::set(
-                    self.st(),
+                    self.status(),
                     cond::CHECKPOINTS_READABLE,
                     false,
                     "ManifestReadFailed",
@@ -254,321 +240,419 @@ impl Builder<'_> {
 }
 
 /// Decides what to do about one job. See the module docs and the tests for the rules.
-pub fn decide(o: &Observation<'_>) -> Decision {
-    let mut d = decide_phase(o);
+pub fn decide(seen: &Observation<'_>) -> Decision {
+    let mut decision = decide_phase(seen);
     // How many of several workers run, while the job can still run.
-    d.status.running_workers = (o.spec.workers > 1 && !d.status.phase.is_finished())
-        .then(|| o.attempt.map_or(0, |a| a.running));
-    d
+    decision.status.running_workers = (seen.spec.workers > 1
+        && !decision.status.phase.is_finished())
+    .then(|| seen.attempt.map_or(0, |attempt| attempt.running));
+    decision
 }
 
-fn decide_phase(o: &Observation<'_>) -> Decision {
-    let mut b = Builder {
-        o,
-        d: Decision {
+fn decide_phase(seen: &Observation<'_>) -> Decision {
+    let mut plan = Plan {
+        seen,
+        decision: Decision {
             actions: Vec::new(),
-            status: o.status.clone(),
+            status: seen.status.clone(),
             notes: Vec::new(),
             requeue_after: None,
         },
     };
-    b.d.status.observed_generation = o.generation;
-    let now = o.now;
-    let policy = &o.spec.run_policy;
-
-    // Finished jobs stay finished: stop a straggling attempt, honour the TTL.
-    if b.d.status.phase.is_finished() {
-        b.stop_if_live();
-        b.ttl();
-        return b.d;
+    plan.decision.status.observed_generation = seen.generation;
+    if finished_stays_finished(&mut plan).is_break() {
+        return plan.decision;
     }
+    plan.fold_manifest();
+    keep_first_disruption(&mut plan);
+    start_clock_when_admitted(&mut plan);
+    let judged = seen
+        .attempt
+        .map(|a| kept_disruption(a, &plan.decision.status));
+    for rule in RULES {
+        if rule(&mut plan, judged.as_ref()).is_break() {
+            break;
+        }
+    }
+    plan.decision
+}
 
-    b.fold_manifest();
-    let current = b.d.status.attempt;
-    // The first disruption seen of the current attempt is how it ended, whatever its pods do
-    // while it winds down (a vanished pod, peers failing on the lost rank).
-    if let Some(a) = o.attempt
-        && a.attempt == current
-        && let AttemptState::Disrupted { reason, message } = &a.state
-        && b.d
+/// A rule of [`decide_phase`]: `Break` when it decided, `Continue` to try the next one.
+type Rule = fn(&mut Plan<'_>, Option<&ObservedAttempt>) -> ControlFlow<()>;
+
+/// The rules of a live job, tried in this order on the attempt as it ended
+/// ([`kept_disruption`]); the first that decides ends the decision.
+const RULES: &[Rule] = &[
+    succeeded_wins,
+    deadline_passed,
+    suspended,
+    wait_for_teardown,
+    resume_after_suspend,
+    wait_out_backoff,
+    attempt_gone,
+    follow_attempt,
+];
+
+/// Finished jobs stay finished: stop a straggling attempt, honour the TTL.
+fn finished_stays_finished(plan: &mut Plan<'_>) -> ControlFlow<()> {
+    if !plan.decision.status.phase.is_finished() {
+        return ControlFlow::Continue(());
+    }
+    plan.stop_if_live();
+    plan.ttl();
+    ControlFlow::Break(())
+}
+
+/// The first disruption seen of the current attempt is how it ended, whatever its pods do
+/// while it winds down (a vanished pod, peers failing on the lost rank).
+fn keep_first_disruption(plan: &mut Plan<'_>) {
+    let current = plan.decision.status.attempt;
+    if let Some(attempt) = plan.seen.attempt
+        && attempt.attempt == current
+        && let AttemptState::Disrupted { reason, message } = &attempt.state
+        && plan
+            .decision
             .status
             .attempt_disruption
             .as_ref()
-            .is_none_or(|d| d.attempt != current)
+            .is_none_or(|kept| kept.attempt != current)
     {
-        b.st().attempt_disruption = Some(mtl_crds::AttemptDisruption {
+        plan.status().attempt_disruption = Some(mtl_crds::AttemptDisruption {
             attempt: current,
             reason: reason.clone(),
             message: message.clone(),
         });
     }
-    // A queued job's clock starts when Kueue first admits its attempt (as a Job's startTime is
-    // set when Kueue unsuspends it): queue time does not count against its deadline.
-    if o.queued
-        && let Some(a) = o.attempt
-        && a.attempt == current
-        && !(a.state == AttemptState::Pending
-            && a.waiting.as_ref().is_some_and(|w| w.reason == QUEUED))
+}
+
+/// A queued job's clock starts when Kueue first admits its attempt (as a Job's startTime is
+/// set when Kueue unsuspends it): queue time does not count against its deadline.
+fn start_clock_when_admitted(plan: &mut Plan<'_>) {
+    let (seen, now) = (plan.seen, plan.seen.now);
+    if seen.queued
+        && let Some(attempt) = seen.attempt
+        && attempt.attempt == plan.decision.status.attempt
+        && !(attempt.state == AttemptState::Pending
+            && attempt.waiting.as_ref().is_some_and(|w| w.reason == QUEUED))
     {
-        let st = b.st();
-        for time in [&mut st.start_time, &mut st.attempt_start_time] {
+        let status = plan.status();
+        for time in [&mut status.start_time, &mut status.attempt_start_time] {
             if time.is_none() {
                 *time = Some(status::format_time(now));
             }
         }
     }
-    let judged = o.attempt.map(|a| kept_disruption(a, &b.d.status));
-    let attempt = judged.as_ref();
+}
 
-    // A finished trainer wins over everything (a suspend or deadline racing with success).
-    if let Some(a) = attempt
-        && a.state == AttemptState::Succeeded
-    {
-        // Rank 0 finished: workers still up have nothing left to do.
-        b.stop_if_live();
-        let what = (o.describe)(a.attempt);
-        let end = match o.manifest {
-            ManifestRead::Found(m) => m.end.as_ref(),
-            _ => None,
-        };
-        match end {
-            Some(e) if e.reason == mtl_crds::END_EARLY_STOPPED => b.finish(
-                JobPhase::Succeeded,
-                "EarlyStopped",
-                format!("{what} stopped early at step {}: {}", e.step, e.message),
+/// A finished trainer wins over everything (a suspend or deadline racing with success).
+fn succeeded_wins(plan: &mut Plan<'_>, attempt: Option<&ObservedAttempt>) -> ControlFlow<()> {
+    let Some(attempt) = attempt.filter(|a| a.state == AttemptState::Succeeded) else {
+        return ControlFlow::Continue(());
+    };
+    // Rank 0 finished: workers still up have nothing left to do.
+    plan.stop_if_live();
+    let what = (plan.seen.describe)(attempt.attempt);
+    let end = match plan.seen.manifest {
+        ManifestRead::Found(m) => m.end.as_ref(),
+        _ => None,
+    };
+    match end {
+        Some(e) if e.reason == mtl_crds::END_EARLY_STOPPED => plan.finish(
+            JobPhase::Succeeded,
+            "EarlyStopped",
+            format!("{what} stopped early at step {}: {}", e.step, e.message),
+        ),
+        _ => plan.finish(
+            JobPhase::Succeeded,
+            "Succeeded",
+            format!("{what} completed"),
+        ),
+    }
+    ControlFlow::Break(())
+}
+
+/// activeDeadlineSeconds counts from the start, or from the latest resume: a suspended job
+/// is not judged, and one resuming now starts its count afresh (see
+/// [`resume_after_suspend`]). Until it passes, look again when it does.
+fn deadline_passed(plan: &mut Plan<'_>, _: Option<&ObservedAttempt>) -> ControlFlow<()> {
+    let policy = &plan.seen.spec.run_policy;
+    if policy.suspend || plan.decision.status.phase == JobPhase::Suspended {
+        return ControlFlow::Continue(());
+    }
+    let (Some(deadline), Some(started)) = (
+        policy.active_deadline_seconds,
+        status::parse_time(plan.decision.status.start_time.as_deref()),
+    ) else {
+        return ControlFlow::Continue(());
+    };
+    let left = plan
+        .seen
+        .now
+        .duration_until(status::add_seconds(started, deadline));
+    if left > SignedDuration::ZERO {
+        plan.requeue(Duration::from_secs(left.as_secs().max(1) as u64));
+        return ControlFlow::Continue(());
+    }
+    plan.stop_if_live();
+    plan.finish(
+        JobPhase::Failed,
+        "DeadlineExceeded",
+        format!("job ran longer than activeDeadlineSeconds={deadline}"),
+    );
+    ControlFlow::Break(())
+}
+
+/// `runPolicy.suspend`: Suspended, its attempt stopped; waits for a terminating one.
+fn suspended(plan: &mut Plan<'_>, attempt: Option<&ObservedAttempt>) -> ControlFlow<()> {
+    if !plan.seen.spec.run_policy.suspend {
+        return ControlFlow::Continue(());
+    }
+    if plan.decision.status.phase != JobPhase::Suspended {
+        let now = plan.seen.now;
+        let live = attempt.filter(|a| !a.state.is_terminal());
+        let message = match live {
+            Some(a) => format!(
+                "runPolicy.suspend is set; stopping {}",
+                (plan.seen.describe)(a.attempt)
             ),
-            _ => b.finish(
-                JobPhase::Succeeded,
-                "Succeeded",
-                format!("{what} completed"),
-            ),
-        }
-        return b.d;
-    }
-
-    // activeDeadlineSeconds counts from the start, or from the latest resume: a suspended job
-    // is not judged, and one resuming now starts its count afresh (below).
-    if !policy.suspend
-        && b.d.status.phase != JobPhase::Suspended
-        && let Some(deadline) = policy.active_deadline_seconds
-        && let Some(started) = status::parse_time(b.d.status.start_time.as_deref())
-    {
-        let ends = status::add_seconds(started, deadline);
-        let left = now.duration_until(ends);
-        if left <= SignedDuration::ZERO {
-            b.stop_if_live();
-            b.finish(
-                JobPhase::Failed,
-                "DeadlineExceeded",
-                format!("job ran longer than activeDeadlineSeconds={deadline}"),
-            );
-            return b.d;
-        }
-        b.requeue(Duration::from_secs(left.as_secs().max(1) as u64));
-    }
-
-    if policy.suspend {
-        if b.d.status.phase != JobPhase::Suspended {
-            let live = attempt.filter(|a| !a.state.is_terminal());
-            let message = match live {
-                Some(a) => format!(
-                    "runPolicy.suspend is set; stopping {}",
-                    (o.describe)(a.attempt)
-                ),
-                None => "runPolicy.suspend is set".to_string(),
-            };
-            b.st().phase = JobPhase::Suspended;
-            status::set(
-                b.st(),
-                cond::SUSPENDED,
-                true,
-                "JobSuspended",
-                message.clone(),
-                now,
-            );
-            status::clear(b.st(), cond::RUNNING, "JobSuspended", "", now);
-            status::clear(b.st(), cond::RESTARTING, "JobSuspended", "", now);
-            b.note(false, "Suspended", message);
-        }
-        b.stop_if_live();
-        if attempt.is_some_and(|a| a.terminating) {
-            b.requeue(TERMINATING_POLL);
-        }
-        return b.d;
-    }
-
-    // Wait for a terminating attempt to finish before anything else runs beside it. An
-    // attempt of several workers that ended on one of them ends for all: stop the others, and
-    // judge (and count) it once none is left up.
-    if let Some(a) = attempt
-        && a.terminating
-    {
-        if a.state.is_terminal() {
-            b.stop_if_live();
-        }
-        b.requeue(TERMINATING_POLL);
-        return b.d;
-    }
-
-    if b.d.status.phase == JobPhase::Suspended {
-        // The pod cache may still show the suspended attempt up: start the next only once it
-        // is seen to have ended, never beside it.
-        if attempt.is_some_and(|a| !a.state.is_terminal()) {
-            b.stop_if_live();
-            b.requeue(TERMINATING_POLL);
-            return b.d;
-        }
-        let next = current + 1;
-        b.st().phase = if current == 0 {
-            JobPhase::Pending
-        } else {
-            JobPhase::Restarting
+            None => "runPolicy.suspend is set".to_string(),
         };
-        let message = format!(
-            "runPolicy.suspend cleared; starting {} (resumes from the newest checkpoint)",
-            (o.describe)(next)
-        );
+        plan.status().phase = JobPhase::Suspended;
         status::set(
-            b.st(),
+            plan.status(),
             cond::SUSPENDED,
-            false,
-            "JobResumed",
+            true,
+            "JobSuspended",
             message.clone(),
             now,
         );
-        b.note(false, "Resumed", message);
-        if current > 0 {
-            // As Kubernetes Job: the deadline counts from the resume (for a queued job, from
-            // when Kueue admits the resumed attempt).
-            b.st().start_time = (!o.queued).then(|| status::format_time(now));
-        }
-        b.start_attempt(next);
-        return b.d;
+        status::clear(plan.status(), cond::RUNNING, "JobSuspended", "", now);
+        status::clear(plan.status(), cond::RESTARTING, "JobSuspended", "", now);
+        plan.note(false, "Suspended", message);
     }
-
-    // A failed attempt, already counted, waits out its backoff (whether or not its pods are
-    // still there) before the next starts. Its failure was seen: an observation of it pending
-    // or running again is a cache behind that read (a pod first read with a GET), not news.
-    if let Some(at) = status::parse_time(b.d.status.next_attempt_time.as_deref()) {
-        let left = now.duration_until(at);
-        if left <= SignedDuration::ZERO {
-            b.start_attempt(current + 1);
-        } else {
-            b.requeue(Duration::from_millis(left.as_millis().max(1) as u64));
-        }
-        return b.d;
+    plan.stop_if_live();
+    if attempt.is_some_and(|a| a.terminating) {
+        plan.requeue(TERMINATING_POLL);
     }
+    ControlFlow::Break(())
+}
 
-    let Some(a) = attempt else {
-        if current == 0 {
-            b.st().phase = JobPhase::Pending;
-            b.start_attempt(1);
-            let message = format!("created {}", (o.describe)(1));
-            b.note(false, "Created", message);
-        } else {
-            // Gone without a trace: deleted by the cluster (node lost, pod GC) or by a person,
-            // or stopped after the disruption kept in status.
-            let what = (o.describe)(current);
-            let message = match b.d.status.attempt_disruption.as_ref() {
-                Some(d) if d.attempt == current => disrupted_text(&what, &d.reason, &d.message),
-                _ => format!("{what} disappeared while the job was running"),
-            };
-            replace_disrupted(&mut b, current, "AttemptDisrupted", &message);
-        }
-        return b.d;
+/// Wait for a terminating attempt to finish before anything else runs beside it. An
+/// attempt of several workers that ended on one of them ends for all: stop the others, and
+/// judge (and count) it once none is left up.
+fn wait_for_teardown(plan: &mut Plan<'_>, attempt: Option<&ObservedAttempt>) -> ControlFlow<()> {
+    let Some(attempt) = attempt.filter(|a| a.terminating) else {
+        return ControlFlow::Continue(());
     };
+    if attempt.state.is_terminal() {
+        plan.stop_if_live();
+    }
+    plan.requeue(TERMINATING_POLL);
+    ControlFlow::Break(())
+}
 
-    match &a.state {
-        AttemptState::Pending => {
-            if b.d.status.phase != JobPhase::Restarting {
-                b.st().phase = JobPhase::Pending;
+/// `runPolicy.suspend` cleared on a Suspended job: the next attempt starts (once the
+/// suspended one is seen to have ended).
+fn resume_after_suspend(plan: &mut Plan<'_>, attempt: Option<&ObservedAttempt>) -> ControlFlow<()> {
+    if plan.decision.status.phase != JobPhase::Suspended {
+        return ControlFlow::Continue(());
+    }
+    // The pod cache may still show the suspended attempt up: start the next only once it
+    // is seen to have ended, never beside it.
+    if attempt.is_some_and(|a| !a.state.is_terminal()) {
+        plan.stop_if_live();
+        plan.requeue(TERMINATING_POLL);
+        return ControlFlow::Break(());
+    }
+    let (seen, now) = (plan.seen, plan.seen.now);
+    let current = plan.decision.status.attempt;
+    let next = current + 1;
+    plan.status().phase = if current == 0 {
+        JobPhase::Pending
+    } else {
+        JobPhase::Restarting
+    };
+    let message = format!(
+        "runPolicy.suspend cleared; starting {} (resumes from the newest checkpoint)",
+        (seen.describe)(next)
+    );
+    status::set(
+        plan.status(),
+        cond::SUSPENDED,
+        false,
+        "JobResumed",
+        message.clone(),
+        now,
+    );
+    plan.note(false, "Resumed", message);
+    if current > 0 {
+        // As Kubernetes Job: the deadline counts from the resume (for a queued job, from
+        // when Kueue admits the resumed attempt).
+        plan.status().start_time = (!seen.queued).then(|| status::format_time(now));
+    }
+    plan.start_attempt(next);
+    ControlFlow::Break(())
+}
+
+/// A failed attempt, already counted, waits out its backoff (whether or not its pods are
+/// still there) before the next starts. Its failure was seen: an observation of it pending
+/// or running again is a cache behind that read (a pod first read with a GET), not news.
+fn wait_out_backoff(plan: &mut Plan<'_>, _: Option<&ObservedAttempt>) -> ControlFlow<()> {
+    let Some(at) = status::parse_time(plan.decision.status.next_attempt_time.as_deref()) else {
+        return ControlFlow::Continue(());
+    };
+    let left = plan.seen.now.duration_until(at);
+    if left <= SignedDuration::ZERO {
+        plan.start_attempt(plan.decision.status.attempt + 1);
+    } else {
+        plan.requeue(Duration::from_millis(left.as_millis().max(1) as u64));
+    }
+    ControlFlow::Break(())
+}
+
+/// No attempt: the first one starts; a later one that is gone without a trace (deleted by
+/// the cluster, node lost, pod GC, or by a person, or stopped after the disruption kept in
+/// status) is replaced as a disruption.
+fn attempt_gone(plan: &mut Plan<'_>, attempt: Option<&ObservedAttempt>) -> ControlFlow<()> {
+    if attempt.is_some() {
+        return ControlFlow::Continue(());
+    }
+    let current = plan.decision.status.attempt;
+    if current == 0 {
+        plan.status().phase = JobPhase::Pending;
+        plan.start_attempt(1);
+        let message = format!("created {}", (plan.seen.describe)(1));
+        plan.note(false, "Created", message);
+    } else {
+        let what = (plan.seen.describe)(current);
+        let message = match plan.decision.status.attempt_disruption.as_ref() {
+            Some(kept) if kept.attempt == current => {
+                disrupted_text(&what, &kept.reason, &kept.message)
             }
-            check_startup(&mut b, a);
-            // What keeps it from running, when the platform says (a bad image, no node):
-            // in the Running condition, and a Warning Event when it first appears.
-            if let Some(w) = &a.waiting {
-                let what = (o.describe)(a.attempt);
-                let message = if w.message.is_empty() {
-                    format!("{what} is waiting: {}", w.reason)
-                } else {
-                    format!("{what} is waiting: {}: {}", w.reason, w.message)
-                };
-                let new = status::find(&b.d.status, cond::RUNNING)
-                    .is_none_or(|c| c.reason != w.reason || c.message != message);
-                status::set(
-                    b.st(),
-                    cond::RUNNING,
-                    false,
-                    &w.reason,
-                    message.clone(),
-                    now,
-                );
-                if new {
-                    b.note(true, "AttemptWaiting", message);
-                }
-            }
-            b.requeue(o.poll_interval);
-        }
-        AttemptState::Running => {
-            // No Event: the Running condition says when (a Job records none either); Events
-            // are for what was done to the job and what went wrong.
-            b.st().phase = JobPhase::Running;
-            let message = format!("{} is running", (o.describe)(a.attempt));
-            status::set(b.st(), cond::RUNNING, true, "AttemptRunning", message, now);
-            status::clear(b.st(), cond::RESTARTING, "AttemptRunning", "", now);
-            b.requeue(o.poll_interval);
-        }
+            _ => format!("{what} disappeared while the job was running"),
+        };
+        replace_disrupted(plan, current, "AttemptDisrupted", &message);
+    }
+    ControlFlow::Break(())
+}
+
+/// The attempt's own state decides: waiting, running, or ended one way or another.
+fn follow_attempt(plan: &mut Plan<'_>, attempt: Option<&ObservedAttempt>) -> ControlFlow<()> {
+    let Some(attempt) = attempt else {
+        return ControlFlow::Continue(());
+    };
+    let current = plan.decision.status.attempt;
+    match &attempt.state {
+        AttemptState::Pending => attempt_pending(plan, attempt),
+        AttemptState::Running => attempt_running(plan, attempt),
         // Handled before the deadline and suspend checks.
         AttemptState::Succeeded => {}
         AttemptState::Failed { reason, message } => {
-            replace_failed(&mut b, current, a.attempt, reason, message);
+            replace_failed(plan, current, attempt.attempt, reason, message);
         }
         AttemptState::InvalidInput { message } => {
-            let what = (o.describe)(a.attempt);
+            let what = (plan.seen.describe)(attempt.attempt);
             let text = if message.is_empty() {
                 format!("{what} failed on input no retry can fix (exit code 2)")
             } else {
                 message.clone()
             };
-            b.finish(JobPhase::Failed, "InvalidInput", text);
+            plan.finish(JobPhase::Failed, "InvalidInput", text);
         }
         AttemptState::Cancelled { message } => {
-            let what = (o.describe)(a.attempt);
-            b.finish(
+            let what = (plan.seen.describe)(attempt.attempt);
+            plan.finish(
                 JobPhase::Failed,
                 "Cancelled",
                 format!("{message} outside the operator (runPolicy.suspend is not set); {what} is not replaced"),
             );
         }
         AttemptState::Disrupted { reason, message } => {
-            let refused = node_refused(reason);
-            // Still restarting from a refusal: this attempt never ran either.
-            let again = refused
-                && status::find(&b.d.status, cond::RESTARTING)
-                    .is_some_and(|c| c.status == "True" && c.reason == REJECTED_BY_NODE);
-            if again {
-                let reason = format!("refused by its node again ({reason})");
-                replace_failed(&mut b, current, a.attempt, &reason, message);
-            } else {
-                let (what, why) = if refused {
-                    ("refused by its node", REJECTED_BY_NODE)
-                } else {
-                    ("disrupted", "AttemptDisrupted")
-                };
-                let text = if refused {
-                    let sep = if message.is_empty() { "" } else { ": " };
-                    format!(
-                        "{} was {what} ({reason}{sep}{message})",
-                        (o.describe)(a.attempt)
-                    )
-                } else {
-                    disrupted_text(&(o.describe)(a.attempt), reason, message)
-                };
-                replace_disrupted(&mut b, current, why, &text);
-            }
+            attempt_disrupted(plan, current, attempt, reason, message);
         }
     }
-    b.d
+    ControlFlow::Break(())
+}
+
+/// Not running yet: Pending (or still Restarting), what keeps it from running when the
+/// platform says (a bad image, no node) in the Running condition and a Warning Event when it
+/// first appears; an attempt of several workers past its startup timeout is stopped.
+fn attempt_pending(plan: &mut Plan<'_>, attempt: &ObservedAttempt) {
+    let now = plan.seen.now;
+    if plan.decision.status.phase != JobPhase::Restarting {
+        plan.status().phase = JobPhase::Pending;
+    }
+    check_startup(plan, attempt);
+    if let Some(waiting) = &attempt.waiting {
+        let what = (plan.seen.describe)(attempt.attempt);
+        let message = if waiting.message.is_empty() {
+            format!("{what} is waiting: {}", waiting.reason)
+        } else {
+            format!("{what} is waiting: {}: {}", waiting.reason, waiting.message)
+        };
+        let new = status::find(&plan.decision.status, cond::RUNNING)
+            .is_none_or(|c| c.reason != waiting.reason || c.message != message);
+        status::set(
+            plan.status(),
+            cond::RUNNING,
+            false,
+            &waiting.reason,
+            message.clone(),
+            now,
+        );
+        if new {
+            plan.note(true, "AttemptWaiting", message);
+        }
+    }
+    plan.requeue(plan.seen.poll_interval);
+}
+
+/// Running. No Event: the Running condition says when (a Job records none either); Events
+/// are for what was done to the job and what went wrong.
+fn attempt_running(plan: &mut Plan<'_>, attempt: &ObservedAttempt) {
+    let now = plan.seen.now;
+    plan.status().phase = JobPhase::Running;
+    let message = format!("{} is running", (plan.seen.describe)(attempt.attempt));
+    status::set(
+        plan.status(),
+        cond::RUNNING,
+        true,
+        "AttemptRunning",
+        message,
+        now,
+    );
+    status::clear(plan.status(), cond::RESTARTING, "AttemptRunning", "", now);
+    plan.requeue(plan.seen.poll_interval);
+}
+
+/// Lost to the platform: replaced without spending backoffLimit, except a node's refusal
+/// that repeats (counted as a failure).
+fn attempt_disrupted(
+    plan: &mut Plan<'_>,
+    current: u32,
+    attempt: &ObservedAttempt,
+    reason: &str,
+    message: &str,
+) {
+    let refused = node_refused(reason);
+    // Still restarting from a refusal: this attempt never ran either.
+    let again = refused
+        && status::find(&plan.decision.status, cond::RESTARTING)
+            .is_some_and(|c| c.status == "True" && c.reason == REJECTED_BY_NODE);
+    if again {
+        let reason = format!("refused by its node again ({reason})");
+        replace_failed(plan, current, attempt.attempt, &reason, message);
+        return;
+    }
+    let what = (plan.seen.describe)(attempt.attempt);
+    if refused {
+        let sep = if message.is_empty() { "" } else { ": " };
+        let text = format!("{what} was refused by its node ({reason}{sep}{message})");
+        replace_disrupted(plan, current, REJECTED_BY_NODE, &text);
+    } else {
+        let text = disrupted_text(&what, reason, message);
+        replace_disrupted(plan, current, "AttemptDisrupted", &text);
+    }
 }
 
 /// `a` as it ended: the disruption kept in `status` when it was one, over what its workers
@@ -599,41 +683,42 @@ fn disrupted_text(what: &str, reason: &str, message: &str) -> String {
 /// Stops an attempt of several workers that has not had all of them running for
 /// `runPolicy.startupTimeoutSeconds` since it started (was admitted), keeping why as its
 /// disruption; until then, looks again when the time is up.
-fn check_startup(b: &mut Builder<'_>, a: &ObservedAttempt) {
-    let o = b.o;
-    if o.spec.workers <= 1 || a.waiting.as_ref().is_some_and(|w| w.reason == QUEUED) {
+fn check_startup(plan: &mut Plan<'_>, attempt: &ObservedAttempt) {
+    let seen = plan.seen;
+    if seen.spec.workers <= 1 || attempt.waiting.as_ref().is_some_and(|w| w.reason == QUEUED) {
         return;
     }
-    let Some(started) = status::parse_time(b.d.status.attempt_start_time.as_deref()) else {
+    let Some(started) = status::parse_time(plan.decision.status.attempt_start_time.as_deref())
+    else {
         return;
     };
-    let timeout = o
+    let timeout = seen
         .spec
         .run_policy
         .startup_timeout_seconds
         .unwrap_or(mtl_crds::DEFAULT_STARTUP_TIMEOUT_SECONDS);
-    let left = o
+    let left = seen
         .now
         .duration_until(status::add_seconds(started, i64::from(timeout)));
     if left > SignedDuration::ZERO {
-        b.requeue(Duration::from_millis(left.as_millis().max(1) as u64));
+        plan.requeue(Duration::from_millis(left.as_millis().max(1) as u64));
         return;
     }
     let message = format!(
         "{} of {} workers were running {timeout}s after the attempt started (runPolicy.startupTimeoutSeconds); stopping it",
-        a.running, a.workers
+        attempt.running, attempt.workers
     );
-    b.st().attempt_disruption = Some(mtl_crds::AttemptDisruption {
-        attempt: a.attempt,
+    plan.status().attempt_disruption = Some(mtl_crds::AttemptDisruption {
+        attempt: attempt.attempt,
         reason: "StartupTimeout".into(),
         message: message.clone(),
     });
-    b.stop_if_live();
-    b.requeue(TERMINATING_POLL);
-    b.note(
+    plan.stop_if_live();
+    plan.requeue(TERMINATING_POLL);
+    plan.note(
         true,
         "StartupTimeout",
-        format!("{}: {message}", (o.describe)(a.attempt)),
+        format!("{}: {message}", (seen.describe)(attempt.attempt)),
     );
 }
 
@@ -649,40 +734,41 @@ fn node_refused(reason: &str) -> bool {
 
 /// Replaces a failed attempt after its backoff, spending backoffLimit, or fails the job when
 /// it is spent.
-fn replace_failed(b: &mut Builder<'_>, current: u32, attempt: u32, reason: &str, message: &str) {
-    let (o, now) = (b.o, b.o.now);
-    let policy = &o.spec.run_policy;
-    let what = (o.describe)(attempt);
+fn replace_failed(plan: &mut Plan<'_>, current: u32, attempt: u32, reason: &str, message: &str) {
+    let (seen, now) = (plan.seen, plan.seen.now);
+    let policy = &seen.spec.run_policy;
+    let what = (seen.describe)(attempt);
     let detail = if message.is_empty() {
         reason.to_string()
     } else {
         format!("{reason}: {message}")
     };
     let limit = policy.backoff_limit;
-    if b.d.status.restarts < limit {
-        let restarts = b.d.status.restarts + 1;
-        b.st().restarts = restarts;
-        b.st().phase = JobPhase::Restarting;
-        let delay = o.backoff.delay(restarts);
+    if plan.decision.status.restarts < limit {
+        let restarts = plan.decision.status.restarts + 1;
+        plan.status().restarts = restarts;
+        plan.status().phase = JobPhase::Restarting;
+        let delay = seen.backoff.delay(restarts);
         let text = format!(
             "{what} failed ({detail}); starting {} in {} (restart {restarts} of backoffLimit {limit})",
-            (o.describe)(current + 1),
+            (seen.describe)(current + 1),
             humantime(delay)
         );
         status::set(
-            b.st(),
+            plan.status(),
             cond::RESTARTING,
             true,
             "AttemptFailed",
             text.clone(),
             now,
         );
-        b.note(true, "Restarting", text);
+        plan.note(true, "Restarting", text);
         if delay.is_zero() {
-            b.start_attempt(current + 1);
+            plan.start_attempt(current + 1);
         } else {
-            b.st().next_attempt_time = Some(status::format_time(status::add_millis(now, delay)));
-            b.requeue(delay);
+            plan.status().next_attempt_time =
+                Some(status::format_time(status::add_millis(now, delay)));
+            plan.requeue(delay);
         }
     } else {
         // The trainer's own words go into the Failed condition's message.
@@ -691,33 +777,40 @@ fn replace_failed(b: &mut Builder<'_>, current: u32, attempt: u32, reason: &str,
         } else {
             message.to_string()
         };
-        b.finish(JobPhase::Failed, "BackoffLimitExceeded", text);
+        plan.finish(JobPhase::Failed, "BackoffLimitExceeded", text);
     }
 }
 
 /// Replaces an attempt lost to the platform without spending backoffLimit; `why` is the
 /// Restarting condition's reason.
-fn replace_disrupted(b: &mut Builder<'_>, current: u32, why: &'static str, message: &str) {
-    let now = b.o.now;
-    let preemptions = b.d.status.preemptions + 1;
-    b.st().preemptions = preemptions;
-    let max = b.o.spec.run_policy.max_preemptions;
+fn replace_disrupted(plan: &mut Plan<'_>, current: u32, why: &'static str, message: &str) {
+    let now = plan.seen.now;
+    let preemptions = plan.decision.status.preemptions + 1;
+    plan.status().preemptions = preemptions;
+    let max = plan.seen.spec.run_policy.max_preemptions;
     if preemptions > max {
-        b.finish(
+        plan.finish(
             JobPhase::Failed,
             "PreemptionLimitExceeded",
             format!("{message}; runPolicy.maxPreemptions {max} is spent"),
         );
         return;
     }
-    b.st().phase = JobPhase::Restarting;
+    plan.status().phase = JobPhase::Restarting;
     let text = format!(
         "{message}; starting {} (preemption {preemptions}, not counted against backoffLimit)",
-        (b.o.describe)(current + 1)
+        (plan.seen.describe)(current + 1)
     );
-    status::set(b.st(), cond::RESTARTING, true, why, text.clone(), now);
-    b.note(true, "Preempted", text);
-    b.start_attempt(current + 1);
+    status::set(
+        plan.status(),
+        cond::RESTARTING,
+        true,
+        why,
+        text.clone(),
+        now,
+    );
+    plan.note(true, "Preempted", text);
+    plan.start_attempt(current + 1);
 }
 
 /// `10s`, `2m`, `2m30s`: a delay as an event reads it.

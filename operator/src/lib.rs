@@ -12,6 +12,7 @@
 
 pub mod accepted;
 pub mod backend;
+pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod controller;

@@ -222,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
                     None
                 }
             };
-            config.backoff = mtl_operator::decide::Backoff {
+            config.backoff = mtl_operator::backoff::Backoff {
                 base: Duration::from_secs(args.backoff_base_seconds),
                 max: Duration::from_secs(args.backoff_max_seconds.max(args.backoff_base_seconds)),
             };

@@ -68,10 +68,11 @@ impl RetryPolicy {
     /// The wait after failed try number `tries` (1-based): initial × 2^(tries-1), capped, with
     /// up to 25% jitter taken off so that many jobs do not retry in lockstep.
     pub fn backoff(&self, tries: u32) -> Duration {
-        let exp = self
-            .initial_backoff
-            .saturating_mul(1u32 << tries.saturating_sub(1).min(16));
-        let capped = exp.min(self.max_backoff);
+        let capped = crate::backoff::Backoff {
+            base: self.initial_backoff,
+            max: self.max_backoff,
+        }
+        .delay(tries);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
