@@ -246,7 +246,7 @@ impl AttemptBackend for Pods {
     }
 
     fn validate(&self, job: &MultiTaskTrainingJob) -> Result<()> {
-        build_pod(job, 1, 0, &self.opts).map(|_| ())
+        build::validate(job, &self.opts)
     }
 
     async fn observe(
