@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mtl_crds::MultiTaskTrainingJobSpec;
 use mtl_crds::contract::EXIT_STOPPED;
+use mtl_crds::contract::torchrun::RANK;
 use mtl_trainer::checkpoint::{self, Loaded};
 use mtl_trainer::io::Store;
 use mtl_trainer::job::{self, Overrides};
@@ -146,7 +147,7 @@ enum Command {
 fn init_logging() {
     use std::io::IsTerminal;
     // Data-parallel ranks other than 0 report warnings and errors only (rank 0 logs progress).
-    let other_rank = std::env::var("RANK").is_ok_and(|r| r != "0");
+    let other_rank = std::env::var(RANK).is_ok_and(|r| r != "0");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if other_rank { "warn" } else { "info" })
     });

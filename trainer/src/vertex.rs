@@ -10,6 +10,7 @@ use mtl_crds::MultiTaskTrainingJobSpec;
 use mtl_storage::join;
 
 use crate::{Error, Result};
+use mtl_crds::contract::torchrun::{AIP_CHECKPOINT_DIR, AIP_MODEL_DIR};
 
 /// cloudml-hypertune's defaults (`hypertune/hypertune.py`).
 pub const DEFAULT_METRIC_TAG: &str = "training/hptuning/metric";
@@ -36,8 +37,8 @@ impl VertexEnv {
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Self {
         let get = |k: &str| get(k).filter(|v| !v.is_empty());
         Self {
-            model_dir: get("AIP_MODEL_DIR"),
-            checkpoint_dir: get("AIP_CHECKPOINT_DIR"),
+            model_dir: get(AIP_MODEL_DIR),
+            checkpoint_dir: get(AIP_CHECKPOINT_DIR),
             trial_id: get("CLOUD_ML_TRIAL_ID"),
             metric_tag: get("CLOUD_ML_HP_METRIC_TAG"),
             metric_file: get("CLOUD_ML_HP_METRIC_FILE"),
@@ -66,7 +67,7 @@ impl VertexEnv {
         self.model_dir.clone().or_else(|| {
             spec.checkpoints
                 .export_on_finish
-                .then(|| join(&spec.checkpoints.uri, "model"))
+                .then(|| join(&spec.checkpoints.uri, mtl_crds::contract::MODEL_DIR))
         })
     }
 

@@ -23,6 +23,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::{Error, Result};
+use mtl_crds::contract::torchrun::{
+    CLUSTER_SPEC, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, PET_MASTER_ADDR, PET_MASTER_PORT,
+    PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE, RANK, WORLD_SIZE,
+};
 
 /// torchrun's default rendezvous port.
 pub const DEFAULT_MASTER_PORT: u16 = 29500;
@@ -114,13 +118,13 @@ pub fn resolve(
 ) -> Result<Launch> {
     let vars = Vars(env);
     let default_nproc = flags.nproc_per_node.unwrap_or(visible_gpus.max(1));
-    if vars.has("LOCAL_RANK") || vars.has("RANK") || vars.has("WORLD_SIZE") {
+    if vars.has(LOCAL_RANK) || vars.has(RANK) || vars.has(WORLD_SIZE) {
         return torchrun(&vars, default_nproc, visible_gpus);
     }
-    if vars.has("PET_NNODES") || vars.has("PET_NODE_RANK") || vars.has("PET_NPROC_PER_NODE") {
+    if vars.has(PET_NNODES) || vars.has(PET_NODE_RANK) || vars.has(PET_NPROC_PER_NODE) {
         return kubeflow_trainer(&vars, default_nproc, visible_gpus);
     }
-    if let Some(spec) = vars.get("CLUSTER_SPEC") {
+    if let Some(spec) = vars.get(CLUSTER_SPEC) {
         return vertex(spec, &vars, default_nproc);
     }
     from_flags(flags, default_nproc)
@@ -219,22 +223,22 @@ fn check_rank(
 
 fn torchrun(vars: &Vars<'_>, default_nproc: usize, visible_gpus: usize) -> Result<Launch> {
     let pet_nproc = vars
-        .get("PET_NPROC_PER_NODE")
-        .map(|v| parse_nproc("PET_NPROC_PER_NODE", v, visible_gpus))
+        .get(PET_NPROC_PER_NODE)
+        .map(|v| parse_nproc(PET_NPROC_PER_NODE, v, visible_gpus))
         .transpose()?;
-    if !vars.has("LOCAL_RANK") && pet_nproc.is_some_and(|n| n > 1) {
+    if !vars.has(LOCAL_RANK) && pet_nproc.is_some_and(|n| n > 1) {
         // A PyTorchJob pod with nprocPerNode > 1: this process starts the pod's workers.
         let nnodes = vars
-            .count("PET_NNODES")?
-            .ok_or_else(|| env_error("PET_NNODES", "not set (PyTorchJob with nprocPerNode)"))?;
-        let (rank_var, node_rank) = match vars.count("PET_NODE_RANK")? {
-            Some(r) => ("PET_NODE_RANK", r),
-            None => ("RANK", vars.count("RANK")?.unwrap_or(0)),
+            .count(PET_NNODES)?
+            .ok_or_else(|| env_error(PET_NNODES, "not set (PyTorchJob with nprocPerNode)"))?;
+        let (rank_var, node_rank) = match vars.count(PET_NODE_RANK)? {
+            Some(r) => (PET_NODE_RANK, r),
+            None => (RANK, vars.count(RANK)?.unwrap_or(0)),
         };
         check_rank(
             rank_var,
             node_rank,
-            "PET_NNODES",
+            PET_NNODES,
             nnodes,
             "the number of nodes",
         )?;
@@ -242,24 +246,18 @@ fn torchrun(vars: &Vars<'_>, default_nproc: usize, visible_gpus: usize) -> Resul
             nnodes,
             node_rank,
             pet_nproc.unwrap_or(default_nproc),
-            master(vars, "MASTER_ADDR", "MASTER_PORT", nnodes)?,
+            master(vars, MASTER_ADDR, MASTER_PORT, nnodes)?,
             Launcher::PyTorchJob,
         );
     }
     let ctx = "torchrun/PyTorchJob sets RANK and WORLD_SIZE together";
-    let rank = parse_count("RANK", vars.required("RANK", ctx)?)?;
-    let world_size = parse_count("WORLD_SIZE", vars.required("WORLD_SIZE", ctx)?)?;
-    check_rank(
-        "RANK",
-        rank,
-        "WORLD_SIZE",
-        world_size,
-        "the number of ranks",
-    )?;
-    let local_rank = vars.count("LOCAL_RANK")?.unwrap_or(0);
+    let rank = parse_count(RANK, vars.required(RANK, ctx)?)?;
+    let world_size = parse_count(WORLD_SIZE, vars.required(WORLD_SIZE, ctx)?)?;
+    check_rank(RANK, rank, WORLD_SIZE, world_size, "the number of ranks")?;
+    let local_rank = vars.count(LOCAL_RANK)?.unwrap_or(0);
     let local_world_size = vars.count("LOCAL_WORLD_SIZE")?.unwrap_or(1);
     check_rank(
-        "LOCAL_RANK",
+        LOCAL_RANK,
         local_rank,
         "LOCAL_WORLD_SIZE",
         local_world_size,
@@ -269,8 +267,8 @@ fn torchrun(vars: &Vars<'_>, default_nproc: usize, visible_gpus: usize) -> Resul
         return Ok(Launch::Single);
     }
     let ctx = "the address of rank 0's rendezvous store";
-    let master_addr = vars.required("MASTER_ADDR", ctx)?.to_string();
-    let master_port = parse_port("MASTER_PORT", vars.required("MASTER_PORT", ctx)?)?;
+    let master_addr = vars.required(MASTER_ADDR, ctx)?.to_string();
+    let master_port = parse_port(MASTER_PORT, vars.required(MASTER_PORT, ctx)?)?;
     let agent_store = match vars.get("TORCHELASTIC_USE_AGENT_STORE") {
         None => false,
         Some("True") => true,
@@ -305,28 +303,28 @@ fn torchrun(vars: &Vars<'_>, default_nproc: usize, visible_gpus: usize) -> Resul
 }
 
 fn kubeflow_trainer(vars: &Vars<'_>, default_nproc: usize, visible_gpus: usize) -> Result<Launch> {
-    let nnodes = vars.count("PET_NNODES")?.unwrap_or(1);
-    let node_rank = match vars.count("PET_NODE_RANK")? {
+    let nnodes = vars.count(PET_NNODES)?.unwrap_or(1);
+    let node_rank = match vars.count(PET_NODE_RANK)? {
         Some(r) => r,
         None if nnodes == 1 => 0,
-        None => return Err(env_error("PET_NODE_RANK", "not set (PET_NNODES > 1)")),
+        None => return Err(env_error(PET_NODE_RANK, "not set (PET_NNODES > 1)")),
     };
     check_rank(
-        "PET_NODE_RANK",
+        PET_NODE_RANK,
         node_rank,
-        "PET_NNODES",
+        PET_NNODES,
         nnodes,
         "the number of nodes",
     )?;
-    let nproc = match vars.get("PET_NPROC_PER_NODE") {
-        Some(v) => parse_nproc("PET_NPROC_PER_NODE", v, visible_gpus)?,
+    let nproc = match vars.get(PET_NPROC_PER_NODE) {
+        Some(v) => parse_nproc(PET_NPROC_PER_NODE, v, visible_gpus)?,
         None => default_nproc,
     };
     node(
         nnodes,
         node_rank,
         nproc,
-        master(vars, "PET_MASTER_ADDR", "PET_MASTER_PORT", nnodes)?,
+        master(vars, PET_MASTER_ADDR, PET_MASTER_PORT, nnodes)?,
         Launcher::KubeflowTrainer,
     )
 }
@@ -404,7 +402,7 @@ struct ClusterTask {
 }
 
 fn vertex(spec: &str, vars: &Vars<'_>, default_nproc: usize) -> Result<Launch> {
-    let bad = |message: String| env_error("CLUSTER_SPEC", message);
+    let bad = |message: String| env_error(CLUSTER_SPEC, message);
     let spec: ClusterSpec =
         serde_json::from_str(spec).map_err(|e| bad(format!("not Vertex AI's JSON: {e}")))?;
     let pool = |name: &str| spec.cluster.get(name).map_or(&[][..], Vec::as_slice);
@@ -437,7 +435,7 @@ fn vertex(spec: &str, vars: &Vars<'_>, default_nproc: usize) -> Result<Launch> {
             "cluster.workerpool0[0] {primary_addr:?} is not host:port"
         ))
     })?;
-    let port = match vars.port("MASTER_PORT")? {
+    let port = match vars.port(MASTER_PORT)? {
         Some(p) => p,
         None => port.parse().map_err(|_| {
             bad(format!(

@@ -19,6 +19,7 @@ use super::env::NodeEnv;
 use super::ffi::send_signal;
 use super::group::{AgentStore, DEFAULT_TIMEOUT};
 use crate::{Error, Result};
+use mtl_crds::contract::torchrun::{LOCAL_RANK, MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE};
 
 /// How one node's workers are started.
 #[derive(Debug, Clone)]
@@ -59,15 +60,15 @@ impl LocalWorkers {
         let n = &self.node;
         let rank = n.node_rank * n.nproc_per_node + local_rank;
         let mut env = vec![
-            ("RANK", rank.to_string()),
-            ("LOCAL_RANK", local_rank.to_string()),
-            ("WORLD_SIZE", n.world_size().to_string()),
+            (RANK, rank.to_string()),
+            (LOCAL_RANK, local_rank.to_string()),
+            (WORLD_SIZE, n.world_size().to_string()),
             ("LOCAL_WORLD_SIZE", n.nproc_per_node.to_string()),
             ("GROUP_RANK", n.node_rank.to_string()),
             ("ROLE_RANK", rank.to_string()),
             ("ROLE_WORLD_SIZE", n.world_size().to_string()),
-            ("MASTER_ADDR", n.master_addr.clone()),
-            ("MASTER_PORT", port.to_string()),
+            (MASTER_ADDR, n.master_addr.clone()),
+            (MASTER_PORT, port.to_string()),
             ("TORCHELASTIC_USE_AGENT_STORE", "True".into()),
             ("TORCHELASTIC_RESTART_COUNT", "0".into()),
         ];

@@ -19,15 +19,16 @@ use super::interval::Rates;
 use crate::Result;
 use crate::io::Store;
 use crate::state::LogEntry;
+use mtl_crds::contract::torchrun::AIP_TENSORBOARD_LOG_DIR;
 
 /// The longest the stored file lags behind the run (besides checkpoints and the end).
 pub const FLUSH_EVERY: Duration = Duration::from_secs(30);
 
 /// Where the event files of a job go.
 pub fn log_dir(spec: &MultiTaskTrainingJobSpec) -> String {
-    match std::env::var("AIP_TENSORBOARD_LOG_DIR") {
+    match std::env::var(AIP_TENSORBOARD_LOG_DIR) {
         Ok(dir) if !dir.is_empty() => dir.trim_end_matches('/').to_string(),
-        _ => join(&spec.checkpoints.uri, "logs"),
+        _ => join(&spec.checkpoints.uri, mtl_crds::contract::LOGS_DIR),
     }
 }
 
