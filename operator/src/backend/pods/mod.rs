@@ -13,7 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use mtl_crds::{MultiTaskTrainingJob, MultiTaskTrainingJobStatus};
 
-pub use build::{build_pod, build_pod_group, build_service, procs_per_worker};
+pub use build::{build_pod, build_pod_group, build_service, procs_per_worker, validate};
 pub use observe::{GONE_REASON, observe_pod, observe_workers};
 
 use super::{AttemptBackend, ObservedAttempt};
@@ -246,7 +246,7 @@ impl AttemptBackend for Pods {
     }
 
     fn validate(&self, job: &MultiTaskTrainingJob) -> Result<()> {
-        build::validate(job, &self.opts)
+        validate(job, &self.opts)
     }
 
     async fn observe(
