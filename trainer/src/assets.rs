@@ -7,7 +7,7 @@ use mtl_storage::join;
 
 use crate::config::ModelConfig;
 use crate::data::TextEncoder;
-use crate::io::Store;
+use crate::io::Storage;
 use crate::model::{CONFIG_FILE, MODEL_FILE, TOKENIZER_EXTRAS, TOKENIZER_FILE};
 use crate::{Error, Result};
 
@@ -19,7 +19,7 @@ pub struct ModelAssets {
 impl ModelAssets {
     /// Fetches config.json, model.safetensors, tokenizer.json (and tokenizer side files when
     /// present) from a directory or gs:// prefix.
-    pub fn fetch(store: &Store, uri: &str, cache: &Path) -> Result<Self> {
+    pub fn fetch(store: &Storage, uri: &str, cache: &Path) -> Result<Self> {
         let mut dir = None;
         for name in [CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE] {
             let missing = || {

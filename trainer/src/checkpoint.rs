@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::assets::ModelAssets;
 use crate::config::ModelConfig;
 use crate::data::TextEncoder;
-use crate::io::{Store, read_json, write_json};
+use crate::io::{Storage, read_json, write_json};
 use crate::model::{
     CONFIG_FILE, HeadSpec, MODEL_FILE, MultiTaskModel, TOKENIZER_EXTRAS, TOKENIZER_FILE,
     build_model,
@@ -63,7 +63,7 @@ pub struct Snapshot<'a> {
 /// for gs://), then commits it to the manifest under `base`, with the state's metrics
 /// (`keep`, `rank`: see [`commit`]).
 pub fn save(
-    store: &Store,
+    store: &Storage,
     base: &str,
     cache: &Path,
     snapshot: &Snapshot<'_>,
@@ -116,7 +116,7 @@ pub fn staging_dir(base: &str, step: u64, cache: &Path) -> PathBuf {
 /// Uploads a staged checkpoint and then commits it to the manifest (`rank`: see
 /// [`Manifest::commit`]).
 pub fn commit(
-    store: &Store,
+    store: &Storage,
     base: &str,
     staged: &Staged,
     metrics: BTreeMap<String, f64>,
@@ -151,7 +151,7 @@ pub fn commit(
 }
 
 /// Makes checkpoint `entry`'s files available locally (downloading from gs:// into `cache`).
-pub fn localize(store: &Store, entry: &CheckpointRef, cache: &Path) -> Result<PathBuf> {
+pub fn localize(store: &Storage, entry: &CheckpointRef, cache: &Path) -> Result<PathBuf> {
     if !is_gcs(&entry.uri) {
         return Ok(PathBuf::from(&entry.uri));
     }
@@ -172,7 +172,7 @@ pub fn is_selector(checkpoint: &str) -> bool {
 
 /// The checkpoint `selector` picks from the manifest under `base`: `latest` (also when
 /// `None`), `best`, or a step; any other value is a checkpoint directory's URI.
-pub fn resolve(store: &Store, base: &str, selector: Option<&str>) -> Result<CheckpointRef> {
+pub fn resolve(store: &Storage, base: &str, selector: Option<&str>) -> Result<CheckpointRef> {
     let selector = selector.unwrap_or("latest");
     if !is_selector(selector) {
         return Ok(CheckpointRef {
@@ -250,7 +250,7 @@ pub struct Restore<'a> {
 /// have been trained on the job's tasks, and (unless `force`, `--force-resume`) with the
 /// same batches: its fingerprint must be `now`.
 pub fn resume(
-    store: &Store,
+    store: &Storage,
     spec: &MultiTaskTrainingJobSpec,
     cache: &Path,
     now: Option<&Fingerprint>,
@@ -341,7 +341,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn load(store: &Store, entry: CheckpointRef, cache: &Path, device: Device) -> Result<Self> {
+    pub fn load(
+        store: &Storage,
+        entry: CheckpointRef,
+        cache: &Path,
+        device: Device,
+    ) -> Result<Self> {
         let dir = localize(store, &entry, cache)?;
         let tasks = read_tasks(&dir)?;
         let state: TrainerState = read_json(&dir.join(STATE_FILE))?;

@@ -11,7 +11,7 @@ use tch::{Device, Tensor};
 
 use crate::assets::ModelAssets;
 use crate::checkpoint::Loaded;
-use crate::io::{Store, read_json, write_json};
+use crate::io::{Storage, read_json, write_json};
 use crate::model::{CONFIG_FILE, HEADS_PREFIX, MODEL_FILE};
 use crate::{Error, Result};
 
@@ -26,7 +26,7 @@ pub fn architecture(stem: &str, task_type: TaskType) -> String {
 /// Every task of checkpoint `entry` as a standalone HF model under `<target>/<task>/` (a
 /// directory or gs://; staged in `cache` for gs://). Returns the tasks' URIs.
 pub fn export_all(
-    store: &Store,
+    store: &Storage,
     entry: &mtl_crds::CheckpointRef,
     target: &str,
     cache: &Path,

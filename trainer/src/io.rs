@@ -1,21 +1,21 @@
-//! Synchronous storage for the (synchronous) trainer: [`Store`], a facade over the async
+//! Synchronous storage for the (synchronous) trainer: [`Storage`], a facade over the async
 //! storage layer (local paths and gs:// behind one interface), and JSON files read and
 //! written with errors that name the file.
 
 use std::path::{Path, PathBuf};
 
-use mtl_storage::{Manifest, Storage};
+use mtl_storage::Manifest;
 use serde::Serialize;
 
 use crate::{Error, Result};
 
 /// Sync facade over the async storage layer, for the (synchronous) training loop.
-pub struct Store {
+pub struct Storage {
     rt: tokio::runtime::Runtime,
-    pub storage: Storage,
+    pub storage: mtl_storage::Storage,
 }
 
-impl Store {
+impl Storage {
     pub fn new() -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -23,7 +23,7 @@ impl Store {
             .map_err(Error::io("tokio runtime"))?;
         Ok(Self {
             rt,
-            storage: Storage::new(),
+            storage: mtl_storage::Storage::new(),
         })
     }
 

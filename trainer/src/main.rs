@@ -11,7 +11,7 @@ use mtl_crds::MultiTaskTrainingJobSpec;
 use mtl_crds::contract::EXIT_STOPPED;
 use mtl_crds::contract::torchrun::RANK;
 use mtl_trainer::checkpoint::{self, Loaded};
-use mtl_trainer::io::Store;
+use mtl_trainer::io::Storage;
 use mtl_trainer::job::{self, Overrides};
 use mtl_trainer::predict;
 use mtl_trainer::train::{self, Outcome, RunOptions};
@@ -270,7 +270,7 @@ fn run() -> Result<ExitCode> {
             out,
             predict_batch_size,
         } => {
-            let store = Store::new()?;
+            let store = Storage::new()?;
             let entry = checkpoint_for(&store, &job, checkpoint.as_deref())?;
             let loaded = Loaded::load(&store, entry, &cache, device)?;
             let preds = predict::predict(&loaded, &task, &input, predict_batch_size, &cache)?;
@@ -292,7 +292,7 @@ fn run() -> Result<ExitCode> {
             task,
             out,
         } => {
-            let store = Store::new()?;
+            let store = Storage::new()?;
             let entry = checkpoint_for(&store, &job, checkpoint.as_deref())?;
             let loaded = Loaded::load(&store, entry, &cache, device)?;
             mtl_trainer::export::export(&loaded, &task, &out)?;
@@ -304,7 +304,7 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoints { uri } => {
-            let store = Store::new()?;
+            let store = Storage::new()?;
             let manifest = store.manifest(&uri)?.unwrap_or_default();
             if manifest.checkpoints.is_empty() {
                 eprintln!("no committed checkpoints under {uri}");
@@ -389,7 +389,7 @@ fn eval(
     device: tch::Device,
 ) -> Result<ExitCode> {
     let spec = job.spec()?;
-    let store = Store::new()?;
+    let store = Storage::new()?;
     let entry = checkpoint::resolve(&store, &spec.checkpoints.uri, checkpoint)?;
     let loaded = Loaded::load(&store, entry, cache, device)?;
     let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;
@@ -407,7 +407,7 @@ fn eval(
 /// `--checkpoint` as a directory, or the checkpoint it selects (latest when not given) among
 /// those of the job's checkpoint location.
 fn checkpoint_for(
-    store: &Store,
+    store: &Storage,
     job: &JobArgs,
     selector: Option<&str>,
 ) -> Result<mtl_crds::CheckpointRef> {

@@ -12,7 +12,7 @@ use crate::Result;
 use crate::checkpoint::Loaded;
 use crate::data;
 use crate::eval::{self, EvalSet, infer};
-use crate::io::Store;
+use crate::io::Storage;
 use crate::model::TOKENIZER_FILE;
 use crate::precision::Amp;
 
@@ -20,7 +20,7 @@ use crate::precision::Amp;
 /// name (the job may list the tasks in another order, or only some of them).
 pub fn evaluate(
     loaded: &Loaded,
-    store: &Store,
+    store: &Storage,
     spec: &MultiTaskTrainingJobSpec,
     cache: &Path,
     batch_size: usize,

@@ -11,13 +11,13 @@ use mtl_crds::MultiTaskTrainingJobSpec;
 use mtl_trainer::assets::ModelAssets;
 use mtl_trainer::data::cache::{Origin, tokens_dir};
 use mtl_trainer::data::{Loader, TaskData, read_examples};
-use mtl_trainer::io::Store;
+use mtl_trainer::io::Storage;
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
 use common::{job, tiny_model};
 
 fn load(spec: &MultiTaskTrainingJobSpec, cache: &Path) -> mtl_trainer::Result<Vec<TaskData>> {
-    let store = Store::new()?;
+    let store = Storage::new()?;
     let assets = ModelAssets::fetch(&store, &spec.model.pretrained, cache)?;
     let config = assets.config()?;
     let encoder = assets.encoder(&config, spec.model.max_length as usize)?;

@@ -16,7 +16,7 @@ use std::path::Path;
 use mtl_trainer::assets::ModelAssets;
 use mtl_trainer::checkpoint;
 use mtl_trainer::data::{Loader, TaskData};
-use mtl_trainer::io::{self, Store};
+use mtl_trainer::io::{self, Storage};
 use mtl_trainer::model::{MODEL_FILE, build_model};
 use mtl_trainer::optim::LinearSchedule;
 use mtl_trainer::sampling::Sampler;
@@ -65,7 +65,7 @@ fn case(models: &Path, kind: &str, accumulation: u32) {
     std::fs::create_dir_all(&run_dir).unwrap();
 
     // The initial weights and the batches, built as the trainer builds them.
-    let store = Store::new().unwrap();
+    let store = Storage::new().unwrap();
     let cache = tmp.path().join("cache");
     let assets = ModelAssets::fetch(&store, &spec.model.pretrained, &cache).unwrap();
     let config = assets.config().unwrap();

@@ -351,7 +351,7 @@ fn eval_scores_each_task_with_the_head_of_its_name() {
     // Another job naming the same tasks in another order, one of them left out.
     let mut reordered = spec.clone();
     reordered.tasks = vec![spec.tasks[2].clone(), spec.tasks[0].clone()];
-    let store = mtl_trainer::io::Store::new().unwrap();
+    let store = mtl_trainer::io::Storage::new().unwrap();
     let entry = mtl_trainer::checkpoint::resolve(&store, &spec.checkpoints.uri, None).unwrap();
     let loaded = mtl_trainer::checkpoint::Loaded::load(&store, entry, &cache, Device::Cpu).unwrap();
     let bs = spec.training.eval_batch_size.unwrap_or(32) as usize;

@@ -4,7 +4,7 @@
 use mtl_crds::TaskType;
 use tch::{Device, Kind, TchError, Tensor};
 
-use super::store::TokenStore;
+use super::token_store::TokenStore;
 use crate::distributed::shard::shard;
 
 /// Model inputs for `examples` examples of `choices` sequences each, flattened to

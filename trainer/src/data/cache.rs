@@ -20,7 +20,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::store::{FORMAT, TokenStore};
+use super::token_store::{FORMAT, TokenStore};
 use crate::{Error, Result};
 
 /// Where cached stores live under a cache directory.
@@ -82,7 +82,7 @@ pub fn open_or_build(
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => {}
         // Another process built the same entry meanwhile: use theirs.
-        Err(_) if dir.join(super::store::META_FILE).exists() => {
+        Err(_) if dir.join(super::token_store::META_FILE).exists() => {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         Err(e) => {

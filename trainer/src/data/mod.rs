@@ -16,15 +16,15 @@ mod example;
 mod glue;
 mod jsonl;
 mod read;
-pub mod store;
 mod tasks;
+pub mod token_store;
 mod tokenize;
 
 pub use batch::{Batch, Batcher};
 pub use example::Example;
 pub use read::{for_each_example, read_examples};
-pub use store::TokenStore;
 pub use tasks::{Loader, TaskData, scratch_store, sha256_file};
+pub use token_store::TokenStore;
 pub use tokenize::TextEncoder;
 
 #[cfg(test)]

@@ -12,9 +12,9 @@ use tracing::info;
 use super::cache::{self, Origin};
 use super::example::Example;
 use super::read::for_each_example;
-use super::store::{StoreWriter, TokenStore};
+use super::token_store::{TokenStore, TokenStoreWriter};
 use super::tokenize::TextEncoder;
-use crate::io::Store;
+use crate::io::Storage;
 use crate::{Error, Result};
 
 /// Examples tokenized at once: enough for the tokenizer to keep both cores busy, few enough
@@ -80,7 +80,7 @@ struct KeyParts<'a> {
 
 /// How to turn a job's files into stores.
 pub struct Loader<'a> {
-    pub store: &'a Store,
+    pub store: &'a Storage,
     pub cache: &'a Path,
     /// The tokenizer at the job's maxLength (tasks with their own maxLength get a copy).
     pub encoder: &'a TextEncoder,
@@ -92,7 +92,7 @@ pub struct Loader<'a> {
 impl<'a> Loader<'a> {
     /// A loader for data tokenized by `encoder`, whose tokenizer file is `tokenizer`.
     pub fn new(
-        store: &'a Store,
+        store: &'a Storage,
         cache: &'a Path,
         encoder: &'a TextEncoder,
         tokenizer: &Path,
@@ -189,11 +189,12 @@ impl<'a> Loader<'a> {
         dir: &Path,
     ) -> Result<()> {
         let started = Instant::now();
-        let mut out = StoreWriter::create(dir, encoder.id_bytes(), encoder.keeps_types(), uri)?;
+        let mut out =
+            TokenStoreWriter::create(dir, encoder.id_bytes(), encoder.keeps_types(), uri)?;
         let limit = limit.map_or(usize::MAX, |n| n as usize);
         let mut chunk: Vec<Example> = Vec::with_capacity(CHUNK);
         let mut read = 0usize;
-        let flush = |chunk: &mut Vec<Example>, out: &mut StoreWriter| -> Result<()> {
+        let flush = |chunk: &mut Vec<Example>, out: &mut TokenStoreWriter| -> Result<()> {
             encoder.encode_into(chunk, out)?;
             chunk.clear();
             if self.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
@@ -241,7 +242,8 @@ pub fn scratch_store(
     let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
     let dir = root.join(format!(".scratch-{}-{n}", std::process::id()));
     let built = (|| {
-        let mut out = StoreWriter::create(&dir, encoder.id_bytes(), encoder.keeps_types(), shown)?;
+        let mut out =
+            TokenStoreWriter::create(&dir, encoder.id_bytes(), encoder.keeps_types(), shown)?;
         for chunk in examples.chunks(CHUNK) {
             encoder.encode_into(chunk, &mut out)?;
         }

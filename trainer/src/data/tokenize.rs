@@ -7,7 +7,7 @@ use tokenizers::{
 };
 
 use super::example::Example;
-use super::store::StoreWriter;
+use super::token_store::TokenStoreWriter;
 use crate::{Error, Result};
 
 /// Encodes sentence pairs truncated longest-first to `max_length`, unpadded (batches pad).
@@ -84,7 +84,7 @@ impl TextEncoder {
 
     /// Tokenizes `examples` (both cores: the tokenizers crate encodes a batch in parallel)
     /// and appends them to `out`.
-    pub fn encode_into(&self, examples: &[Example], out: &mut StoreWriter) -> Result<()> {
+    pub fn encode_into(&self, examples: &[Example], out: &mut TokenStoreWriter) -> Result<()> {
         let inputs: Vec<EncodeInput> = examples
             .iter()
             .flat_map(|e| e.seqs.iter())

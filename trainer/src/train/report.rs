@@ -13,8 +13,8 @@ use super::live::Live;
 use super::options::RunOptions;
 use super::step::StepOutput;
 use super::summaries::{self, Summaries};
-use crate::io::Store;
-use crate::progress::Progress;
+use crate::console::Console;
+use crate::io::Storage;
 use crate::state::TrainerState;
 use crate::vertex::Hypertune;
 
@@ -22,7 +22,7 @@ pub(super) struct Report {
     /// Loss, gradient norm and throughput since the last log line.
     interval: Interval,
     /// The progress bar (a terminal) and the logging around it.
-    pub bar: Progress,
+    pub bar: Console,
     /// TensorBoard event file (rank 0, once a step is logged).
     summaries: Option<Summaries>,
     /// `progress.json` (rank 0).
@@ -41,7 +41,7 @@ impl Report {
         total: u64,
         main: bool,
     ) -> Self {
-        let bar = Progress::new(total, 0, opts.progress && main);
+        let bar = Console::new(total, 0, opts.progress && main);
         bar.set_position(step);
         let mut report = Self {
             interval: Interval::new(),
@@ -146,7 +146,7 @@ impl Report {
     }
 
     /// Stores the TensorBoard file: when due (`now` false) or now.
-    pub fn flush_summaries(&mut self, store: &Store, now: bool) {
+    pub fn flush_summaries(&mut self, store: &Storage, now: bool) {
         let Some(s) = &mut self.summaries else { return };
         let written = if now {
             s.flush(store)
@@ -159,7 +159,7 @@ impl Report {
     }
 
     /// Overwrites `progress.json` under `base` with `state`: when due (`now` false) or now.
-    pub fn progress(&mut self, store: &Store, base: &str, state: &TrainerState, now: bool) {
+    pub fn progress(&mut self, store: &Storage, base: &str, state: &TrainerState, now: bool) {
         let Some(live) = &mut self.live else { return };
         // Nothing before this attempt's first step: a run stopped before it writes nothing.
         if !live.stepped(state.global_step) || (!now && !live.due()) {

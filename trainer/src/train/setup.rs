@@ -15,7 +15,7 @@ use crate::assets::ModelAssets;
 use crate::config::ModelConfig;
 use crate::data::{Loader, TaskData, TextEncoder};
 use crate::distributed::ProcessGroup;
-use crate::io::Store;
+use crate::io::Storage;
 use crate::model::{MODEL_FILE, MultiTaskModel, build_model};
 use crate::optim::{AdamW, AdamWConfig, LinearSchedule};
 use crate::precision::Amp;
@@ -39,7 +39,7 @@ pub(super) struct Parts {
 pub(super) struct Setup {
     /// The job, its `checkpoints.uri` a tuning trial's own where Vertex AI asks for it.
     pub spec: MultiTaskTrainingJobSpec,
-    pub store: Store,
+    pub store: Storage,
     pub parts: Parts,
     /// Where a fresh run stands: nothing trained.
     pub state: TrainerState,
@@ -54,7 +54,7 @@ pub(super) fn setup(
 ) -> Result<Setup> {
     let ranks = pg.map_or(1, ProcessGroup::world_size);
     let spec = checked_spec(spec, opts)?;
-    let store = Store::new()?;
+    let store = Storage::new()?;
     let tr = &spec.training;
     let amp = Amp::new(tr.precision, opts.device, tr.allow_tf32)?;
     let assets = ModelAssets::fetch(&store, &spec.model.pretrained, &opts.cache_dir)?;
@@ -132,7 +132,7 @@ fn check_lengths(spec: &MultiTaskTrainingJobSpec, config: &ModelConfig) -> Resul
 fn load_data(
     spec: &MultiTaskTrainingJobSpec,
     opts: &RunOptions,
-    store: &Store,
+    store: &Storage,
     assets: &ModelAssets,
     encoder: &TextEncoder,
     pg: Option<&ProcessGroup>,

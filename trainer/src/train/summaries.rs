@@ -17,7 +17,7 @@ use mtl_tfevents::EventFile;
 
 use super::interval::Rates;
 use crate::Result;
-use crate::io::Store;
+use crate::io::Storage;
 use crate::state::LogEntry;
 use mtl_crds::contract::torchrun::AIP_TENSORBOARD_LOG_DIR;
 
@@ -88,7 +88,7 @@ impl Summaries {
     }
 
     /// Writes the file when it changed and `FLUSH_EVERY` passed since the last write.
-    pub fn flush_if_due(&mut self, store: &Store) -> Result<()> {
+    pub fn flush_if_due(&mut self, store: &Storage) -> Result<()> {
         if self.flushed.elapsed() >= FLUSH_EVERY {
             self.flush(store)?;
         }
@@ -96,7 +96,7 @@ impl Summaries {
     }
 
     /// Writes the whole file as one object when anything changed since the last write.
-    pub fn flush(&mut self, store: &Store) -> Result<()> {
+    pub fn flush(&mut self, store: &Storage) -> Result<()> {
         if self.dirty {
             store.block_on(store.storage.write(&self.uri, self.file.bytes().to_vec()))?;
             self.dirty = false;

@@ -17,7 +17,7 @@ use crate::checkpoint::{self, Restore, Snapshot};
 use crate::data::TokenStore;
 use crate::distributed::ProcessGroup;
 use crate::eval::{self, EvalSet};
-use crate::io::Store;
+use crate::io::Storage;
 use crate::model::MultiTaskModel;
 use crate::state::TrainerState;
 use crate::{Error, Result};
@@ -27,7 +27,7 @@ use crate::{Error, Result};
 pub struct Trainer {
     spec: MultiTaskTrainingJobSpec,
     opts: RunOptions,
-    store: Store,
+    store: Storage,
     parts: Parts,
     state: TrainerState,
     marks: Marks,
@@ -464,7 +464,7 @@ impl Trainer {
 /// schedule and the fingerprint of this job). The checkpoint must have been trained on the
 /// same tasks, and (unless `force_resume`) with the same batches.
 fn resume(
-    store: &Store,
+    store: &Storage,
     spec: &MultiTaskTrainingJobSpec,
     opts: &RunOptions,
     parts: &mut Parts,

@@ -13,7 +13,7 @@ use mtl_trainer::Result;
 use mtl_trainer::assets::ModelAssets;
 use mtl_trainer::data::TokenStore;
 use mtl_trainer::data::{Loader, TaskData, cache::Origin};
-use mtl_trainer::io::Store;
+use mtl_trainer::io::Storage;
 use mtl_trainer::model::{MODEL_FILE, build_model};
 use mtl_trainer::optim::{AdamW, AdamWConfig, LinearSchedule};
 use mtl_trainer::precision::Amp;
@@ -91,7 +91,7 @@ fn sync(device: Device) {
 /// Runs `warmup + steps` training steps of `b.spec` exactly as `train` does them and times each.
 pub fn train(b: &TrainBench) -> Result<TrainReport> {
     let spec = &b.spec;
-    let store = Store::new()?;
+    let store = Storage::new()?;
     let assets = ModelAssets::fetch(&store, &spec.model.pretrained, &b.cache_dir)?;
     let config = assets.config()?;
     let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
@@ -220,7 +220,7 @@ pub struct LoadReport {
 
 /// Loads every store of `spec` with the cache at `cache_dir`, timed.
 pub fn load(spec: &MultiTaskTrainingJobSpec, cache_dir: &std::path::Path) -> Result<LoadReport> {
-    let store = Store::new()?;
+    let store = Storage::new()?;
     let assets = ModelAssets::fetch(&store, &spec.model.pretrained, cache_dir)?;
     let config = assets.config()?;
     let encoder = assets.encoder(&config, spec.model.max_length as usize)?;

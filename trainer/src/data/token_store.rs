@@ -149,7 +149,7 @@ impl TokenStore {
         }
     }
 
-    /// Opens a store written by [`StoreWriter::finish`], checking every part's size and
+    /// Opens a store written by [`TokenStoreWriter::finish`], checking every part's size and
     /// CRC-32C against `meta.json`: a store that fails is reported, never used.
     pub fn open(dir: &Path) -> Result<Self> {
         let meta_path = dir.join(META_FILE);
@@ -224,7 +224,7 @@ fn map(path: &Path, size: u64) -> Result<Part> {
         return Ok(Part::Empty);
     }
     // SAFETY: a store's files are written once, in a directory that becomes visible under its
-    // final name only by an atomic rename after every file is complete (`StoreWriter`), and
+    // final name only by an atomic rename after every file is complete (`TokenStoreWriter`), and
     // nothing writes them afterwards: a rebuild writes a new directory and renames it over
     // the entry, which leaves this mapping's inode intact. The mapped bytes are only read
     // as plain integers, so no value read from them can be invalid.
@@ -234,7 +234,7 @@ fn map(path: &Path, size: u64) -> Result<Part> {
 
 /// Builds a store, appending examples as they are tokenized: token and segment ids stream to
 /// their files; offsets and labels (a few bytes per example) are kept until the end.
-pub struct StoreWriter {
+pub struct TokenStoreWriter {
     dir: PathBuf,
     ids: BufWriter<File>,
     types: Option<BufWriter<File>>,
@@ -249,7 +249,7 @@ pub struct StoreWriter {
     source: String,
 }
 
-impl StoreWriter {
+impl TokenStoreWriter {
     /// Writes into `dir` (created; it must not exist). `id_bytes`: 2 when every id fits 16
     /// bits, else 4; `types`: keep segment ids.
     pub fn create(dir: &Path, id_bytes: u32, types: bool, source: &str) -> Result<Self> {

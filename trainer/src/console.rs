@@ -4,11 +4,11 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub struct Progress {
+pub struct Console {
     bar: Option<ProgressBar>,
 }
 
-impl Progress {
+impl Console {
     /// A bar when stderr is a terminal and `enabled`; otherwise nothing is drawn.
     pub fn new(total: u64, start: u64, enabled: bool) -> Self {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
