@@ -52,19 +52,20 @@ run-local: setup
 	cargo build --release -p mtl-trainer
 	$(TRAINER) train --job examples/job-local.yaml
 
-# Crate by crate: a workspace-wide build would unify rustls onto two crypto providers
-# (kube: ring, Google clients: aws-lc-rs), which each binary resolves for itself.
-TEST_CRATES := mtl-test-support mtl-crds mtl-storage mtl-tfevents kube-standin mtl-operator mtl-trainer
+# One cargo invocation for the whole workspace, so that every dependency is compiled once with
+# one feature set (crate by crate, each `cargo test -p` resolved its own features and rebuilt
+# tokio, hyper, reqwest and the Google clients several times). kube and the Google clients use
+# the same rustls provider (aws-lc-rs), so a unified build has one.
 test: setup
 	@command -v kubectl >/dev/null || { echo "make test: kubectl is not on PATH; the end-to-end tests drive the real kubectl (1.32)" >&2; exit 1; }
-	set -e; for c in $(TEST_CRATES); do cargo test -p $$c --all-targets --all-features; done
+	cargo test --workspace --all-targets --all-features
 	$(PY) charts/check_chart.py
 	$(PY) -m unittest discover -s charts -p 'test_*.py'
 	$(PY) -m unittest discover -s bench -p 'test_*.py'
 
 lint: setup
 	cargo fmt --all --check
-	set -e; for c in $(TEST_CRATES); do cargo clippy -p $$c --all-targets --all-features -- -D warnings; done
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	# No import circle between the files of the trainer, operator and kube-standin.
 	cargo test -q -p mtl-test-support --test import_circles
 

@@ -132,7 +132,6 @@ fn job(i: usize, checkpoints: &str) -> serde_json::Value {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    mtl_operator::backend::vertex::install_crypto_provider();
     let standin = StandIn::builder()
         .kubelet(KubeletConfig {
             auto_run: true,

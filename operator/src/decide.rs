@@ -76,8 +76,8 @@ pub struct Decision {
 }
 
 /// The delay between a failed attempt and the next, as Kubernetes Job's (the operator's one
-/// exponential backoff, [`crate::backoff`]).
-pub use crate::backoff::Backoff;
+/// exponential backoff, [`mtl_storage::Backoff`]).
+pub use mtl_storage::Backoff;
 
 /// The waiting reason of an attempt Kueue has not admitted yet.
 pub const QUEUED: &str = "Queued";

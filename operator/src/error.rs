@@ -46,7 +46,8 @@ pub enum Error {
     },
 
     /// A Vertex AI call failed; the Vertex error keeps its class (a refused request, a
-    /// permission, an outage), which decides what the controller does.
+    /// permission, an outage), which decides what the controller does, and the HTTP status
+    /// Vertex AI answered with (`source.status_code()`).
     #[error("job {job}: {source}")]
     Vertex {
         job: String,

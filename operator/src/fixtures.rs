@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle, SendResponse};
 
 use crate::controller::{Config, Context};
-use crate::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 pub const NS: &str = "testns";
 pub const JOBS: &str = "/apis/multitask.dev/v1alpha1/namespaces/testns/multitasktrainingjobs";

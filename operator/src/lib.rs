@@ -8,11 +8,10 @@
 //! - [`status`]: conditions and the checkpoint manifest folded into `.status`
 //! - [`progress`]: the trainer's progress.json folded into `.status.progress`, `Stalled`
 //! - [`policy`]: what jobs may ask for (policy as data); [`accepted`]: the signed accepted spec
-//! - [`leader`], [`metrics`], [`server`], [`manager`], [`client`]: running it in production
+//! - [`leader`], [`telemetry`] (Prometheus metrics), [`server`], [`manager`], [`client`]: running it in production
 
 pub mod accepted;
 pub mod backend;
-pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod controller;
@@ -20,11 +19,11 @@ pub mod decide;
 mod error;
 pub mod leader;
 pub mod manager;
-pub mod metrics;
 pub mod policy;
 pub mod progress;
 pub mod server;
 pub mod status;
+pub mod telemetry;
 
 #[cfg(test)]
 mod fixtures;

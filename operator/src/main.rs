@@ -151,7 +151,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vertex(cmd) => {
-            mtl_operator::backend::vertex::install_crypto_provider();
             let out = match cmd {
                 VertexCommand::Submit { job } => {
                     mtl_operator::cli::vertex::cli_submit(&job).await?
@@ -171,7 +170,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             let args = *args;
             manager::init_tracing(!args.text_logs);
-            mtl_operator::backend::vertex::install_crypto_provider();
             let kube_config = kube::Config::infer()
                 .await
                 .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
@@ -222,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
                     None
                 }
             };
-            config.backoff = mtl_operator::backoff::Backoff {
+            config.backoff = mtl_operator::decide::Backoff {
                 base: Duration::from_secs(args.backoff_base_seconds),
                 max: Duration::from_secs(args.backoff_max_seconds.max(args.backoff_base_seconds)),
             };

@@ -18,8 +18,8 @@ use crate::Result;
 use crate::client::Clients;
 use crate::controller::{self, Config, Context};
 use crate::leader::{LeaderElector, LeaseConfig};
-use crate::metrics::Metrics;
 use crate::server::{self, Health};
+use crate::telemetry::Metrics;
 
 /// Settings of `mtl-operator run`.
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
+use crate::telemetry::Metrics;
 use crate::{Error, Result};
 
 /// What the HTTP handlers read.

@@ -120,7 +120,6 @@ async fn install_crd(client: &Client) {
 
 impl World {
     async fn start() -> World {
-        mtl_operator::backend::vertex::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let emulator = Emulator::start();
         let storage = emulator.storage();

@@ -451,6 +451,14 @@ async fn retries_429_and_503_then_succeeds() {
     assert_eq!(standin.pending_faults(), 0);
 }
 
+/// A Vertex error as the controller meets it.
+fn operator_error(err: vertex::Error) -> mtl_operator::Error {
+    mtl_operator::Error::Vertex {
+        job: "train".into(),
+        source: Box::new(err),
+    }
+}
+
 #[tokio::test]
 async fn retries_are_bounded() {
     let standin = VertexStandIn::start().await;
@@ -461,11 +469,15 @@ async fn retries_are_bounded() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
-    assert!(err.is_retryable());
-    assert_eq!(err.requeue_after(), Some(Duration::from_secs(30)));
+    assert_eq!(err.status_code(), None, "no one answer decided it");
     assert!(
         matches!(err, vertex::Error::Transient { attempts: 4, .. }),
         "{err:?}"
+    );
+    // The controller's policy for it: requeued soon, as any transient error.
+    assert_eq!(
+        operator_error(err).kind(),
+        mtl_operator::ErrorKind::Transient
     );
     assert_eq!(standin.requests_to(Route::Get).len(), 4);
 }
@@ -481,8 +493,7 @@ async fn permission_denied_is_not_retried_and_names_the_permission() {
     ));
     let err = client.ensure_created(&job(), 1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
-    assert!(!err.is_retryable());
-    assert_eq!(err.reason(), "VertexPermissionDenied");
+    assert_eq!(err.status_code(), Some(403));
     let msg = err.to_string();
     assert!(msg.contains("Grant aiplatform.customJobs.create"), "{msg}");
     assert!(msg.contains("project my-proj"), "{msg}");
@@ -491,6 +502,8 @@ async fn permission_denied_is_not_retried_and_names_the_permission() {
         "{msg}"
     );
     assert!(msg.contains("iam.serviceAccounts.actAs"), "{msg}");
+    // Fixed by a person (an IAM grant): the controller polls it slowly, like a bad spec.
+    assert_eq!(operator_error(err).kind(), mtl_operator::ErrorKind::BadSpec);
     assert_eq!(
         standin.requests_to(Route::Create).len(),
         1,
@@ -512,13 +525,15 @@ async fn bad_machine_or_accelerator_is_a_spec_error() {
     bad_machine.spec.vertex_ai.as_mut().unwrap().machine_type = Some("n1-standard-7".into());
     let err = client.ensure_created(&bad_machine, 1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidSpec);
-    assert_eq!(err.requeue_after(), None);
+    assert_eq!(err.status_code(), Some(400));
     let msg = err.to_string();
     assert!(
         msg.contains("Machine type \"n1-standard-7\" is not supported."),
         "{msg}"
     );
     assert!(msg.contains("spec.vertexAI"), "{msg}");
+    // The same request cannot succeed: the controller fails the job instead of retrying.
+    assert!(operator_error(err).is_refused_spec());
 
     let mut bad_accel = job();
     bad_accel.spec.vertex_ai.as_mut().unwrap().accelerator_type = Some("NVIDIA_TESLA_T5".into());

@@ -16,7 +16,7 @@ use std::path::Path;
 pub use gcs::{CHUNK_ALIGN, DEFAULT_CHUNK_SIZE, EMULATOR_HOST_ENV};
 pub use manifest::{MANIFEST_NAME, Manifest};
 pub use progress::{PROGRESS_NAME, Progress};
-pub use retry::RetryPolicy;
+pub use retry::{Backoff, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -59,15 +59,6 @@ pub fn join(base: &str, name: &str) -> String {
         base.trim_end_matches('/'),
         name.trim_start_matches('/')
     )
-}
-
-/// Installs aws-lc-rs as the process-wide rustls crypto provider, unless one is installed.
-///
-/// The GCS client (reqwest) picks aws-lc-rs by itself. A binary that also links another rustls
-/// user with the `ring` feature (kube) has two providers compiled in, and rustls then refuses
-/// to choose: call this first thing in `main` of such a binary. Calling it twice is harmless.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Reads and writes local paths and gs:// URIs.
@@ -280,13 +271,6 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crypto_provider_installs_once_and_twice_is_harmless() {
-        install_crypto_provider();
-        install_crypto_provider();
-        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
-    }
 
     #[test]
     fn join_puts_one_slash() {

@@ -3,6 +3,47 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
+/// An exponential backoff: `base`, doubling with every failure, at most `max`. The workspace's
+/// one backoff: storage's retries ([`RetryPolicy`]), the operator's Vertex AI calls and the
+/// wait between a job's failed attempts (as Kubernetes Job's) all use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// Kubernetes Job's: 10 s, doubling, at most 6 minutes.
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(360),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after the `failures`-th failure (1 for the first): `base` × 2^(failures-1),
+    /// capped at `max`.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        self.base.saturating_mul(1u32 << doublings).min(self.max)
+    }
+
+    /// [`Self::delay`] with up to 1/`share` of it taken off at random, so that many clients
+    /// failing together do not retry in step.
+    pub fn jittered(&self, failures: u32, share: u32) -> Duration {
+        let full = self.delay(failures);
+        let most = u64::try_from((full / share.max(1)).as_nanos()).unwrap_or(u64::MAX);
+        let off = if most == 0 {
+            0
+        } else {
+            random_u64() % (most + 1)
+        };
+        full - Duration::from_nanos(off)
+    }
+}
+
 /// Retry policy for transient failures (HTTP 408, 429, 5xx, refused or reset connections,
 /// timeouts).
 ///
@@ -37,19 +78,11 @@ impl RetryPolicy {
     /// at `max_backoff`, then jittered down by up to half so that many clients do not retry in
     /// step.
     pub fn delay(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(30);
-        let full = self
-            .initial_backoff
-            .saturating_mul(1u32 << exp)
-            .min(self.max_backoff);
-        let half = full / 2;
-        let jitter_ns = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if jitter_ns == 0 {
-            0
-        } else {
-            random_u64() % (jitter_ns + 1)
-        };
-        half + Duration::from_nanos(jitter)
+        Backoff {
+            base: self.initial_backoff,
+            max: self.max_backoff,
+        }
+        .jittered(failures, 2)
     }
 }
 
@@ -118,6 +151,29 @@ impl<'a> Attempts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_jitter_takes_off_at_most_its_share() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        let ms: Vec<u128> = [1, 2, 3, 4, 5, 40, u32::MAX]
+            .iter()
+            .map(|&n| b.delay(n).as_millis())
+            .collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1000, 1000, 1000]);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let d = b.jittered(3, 4);
+            assert!(
+                d >= Duration::from_millis(300) && d <= Duration::from_millis(400),
+                "{d:?}"
+            );
+            seen.insert(d);
+        }
+        assert!(seen.len() > 1, "jitter varies");
+    }
 
     #[test]
     fn delay_doubles_is_capped_and_jittered() {

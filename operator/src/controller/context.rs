@@ -15,7 +15,7 @@ use mtl_storage::Storage;
 
 use crate::backend::pods::{PodOptions, Pods};
 use crate::backend::vertex::VertexClients;
-use crate::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 /// Tunables of the reconciler.
 #[derive(Clone, Debug)]
@@ -40,7 +40,7 @@ pub struct Config {
     /// `/healthz` fails after this long without a completed reconcile while jobs are live.
     pub healthz_stall: Duration,
     /// The wait between a failed attempt and the next.
-    pub backoff: crate::backoff::Backoff,
+    pub backoff: crate::decide::Backoff,
     /// Trainer image of a job whose spec names none (`--default-image`).
     pub default_image: Option<String>,
     /// What jobs may ask for: the default policy and the volume types allowed

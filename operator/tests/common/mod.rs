@@ -154,7 +154,6 @@ impl Env {
 
     /// A stand-in serving only the built-in types.
     pub async fn start_without_crd() -> Env {
-        mtl_operator::backend::vertex::install_crypto_provider();
         let standin = StandIn::builder()
             .bookmark_interval(Duration::from_millis(500))
             .start()

@@ -75,16 +75,17 @@ fn world_env(job: &MultiTaskTrainingJob, name: &str, attempt: u32, index: u32) -
         pod_name(name, attempt, 0, workers),
         service_name(name)
     );
+    use contract::torchrun as var;
     vec![
-        env("MASTER_ADDR", master.clone()),
-        env("MASTER_PORT", MASTER_PORT.to_string()),
-        env("WORLD_SIZE", (workers * nproc).to_string()),
-        env("RANK", index.to_string()),
-        env("PET_MASTER_ADDR", master),
-        env("PET_MASTER_PORT", MASTER_PORT.to_string()),
-        env("PET_NNODES", workers.to_string()),
-        env("PET_NPROC_PER_NODE", nproc.to_string()),
-        env("PET_NODE_RANK", index.to_string()),
+        env(var::MASTER_ADDR, master.clone()),
+        env(var::MASTER_PORT, MASTER_PORT.to_string()),
+        env(var::WORLD_SIZE, (workers * nproc).to_string()),
+        env(var::RANK, index.to_string()),
+        env(var::PET_MASTER_ADDR, master),
+        env(var::PET_MASTER_PORT, MASTER_PORT.to_string()),
+        env(var::PET_NNODES, workers.to_string()),
+        env(var::PET_NPROC_PER_NODE, nproc.to_string()),
+        env(var::PET_NODE_RANK, index.to_string()),
     ]
 }
 

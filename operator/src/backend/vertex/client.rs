@@ -68,16 +68,11 @@ impl RetryPolicy {
     /// The wait after failed try number `tries` (1-based): initial × 2^(tries-1), capped, with
     /// up to 25% jitter taken off so that many jobs do not retry in lockstep.
     pub fn backoff(&self, tries: u32) -> Duration {
-        let capped = crate::backoff::Backoff {
+        mtl_storage::Backoff {
             base: self.initial_backoff,
             max: self.max_backoff,
         }
-        .delay(tries);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        capped.saturating_sub(capped / 4 * (nanos % 1000) / 1000)
+        .jittered(tries, 4)
     }
 }
 
@@ -150,7 +145,6 @@ impl VertexClient {
     }
 
     async fn build(endpoint: String, anonymous: bool) -> Result<Self> {
-        super::install_crypto_provider();
         // Retries are ours (see `retrying`): the crate's own loop would retry GETs a second time
         // and never a create, which needs the adopt-before-create check in between.
         let mut builder = JobService::builder()

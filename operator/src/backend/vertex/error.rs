@@ -1,8 +1,6 @@
 //! Errors of the Vertex AI backend, classified so reconcile can choose a condition and a requeue
 //! delay without parsing messages.
 
-use std::time::Duration;
-
 use google_cloud_gax::error::Error as GaxError;
 use google_cloud_gax::error::rpc::{Code, StatusDetails};
 
@@ -47,7 +45,8 @@ impl std::fmt::Display for Operation {
     }
 }
 
-/// How the controller should treat an [`Error`].
+/// The class of an [`Error`]: what went wrong, not what to do about it. The controller's one
+/// retry policy (`crate::ErrorKind::requeue_after`) maps each class to a requeue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The job's spec cannot run on Vertex AI as written (missing field, bad machine or
@@ -63,39 +62,6 @@ pub enum ErrorKind {
     Transient,
     /// Anything else Vertex AI answered (409, 412, 500, …).
     Other,
-}
-
-impl ErrorKind {
-    /// Retrying the same request later may succeed without anyone changing anything.
-    pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Transient | ErrorKind::Other)
-    }
-
-    /// A condition reason (CamelCase) for this kind of failure.
-    pub fn reason(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidSpec => "VertexInvalidSpec",
-            ErrorKind::PermissionDenied => "VertexPermissionDenied",
-            ErrorKind::Unauthenticated => "VertexUnauthenticated",
-            ErrorKind::NotFound => "VertexJobNotFound",
-            ErrorKind::Transient => "VertexUnavailable",
-            ErrorKind::Other => "VertexError",
-        }
-    }
-
-    /// Suggested requeue delay. `None`: wait for the object to change (a spec edit); permission
-    /// and credential fixes happen outside the cluster, so those are polled slowly.
-    pub fn requeue_after(self) -> Option<Duration> {
-        match self {
-            ErrorKind::InvalidSpec => None,
-            ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => {
-                Some(Duration::from_secs(600))
-            }
-            ErrorKind::NotFound => Some(Duration::from_secs(60)),
-            ErrorKind::Transient => Some(Duration::from_secs(30)),
-            ErrorKind::Other => Some(Duration::from_secs(120)),
-        }
-    }
 }
 
 /// An error of the Vertex AI backend. Messages say what failed and what to change.
@@ -149,6 +115,8 @@ pub enum Error {
         op: Operation,
         target: String,
         message: String,
+        /// The HTTP status Vertex AI answered with, when the call got that far.
+        http: Option<u16>,
     },
     #[error("cannot build the Vertex AI client for {endpoint}: {message}")]
     Client { endpoint: String, message: String },
@@ -159,6 +127,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// The HTTP status Vertex AI answered with (400 refused, 401, 403, 404, or the code of any
+    /// other answer); `None` when no answer decided the error (no request was sent, the
+    /// retries ran out on connection errors and 5xx alike, the client could not be built).
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            Error::Rejected { .. } => Some(400),
+            Error::Unauthenticated { .. } => Some(401),
+            Error::PermissionDenied { .. } => Some(403),
+            Error::NotFound { .. } => Some(404),
+            Error::Api { http, .. } => *http,
+            Error::InvalidSpec { .. }
+            | Error::Transient { .. }
+            | Error::Client { .. }
+            | Error::Job(_)
+            | Error::Usage(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidSpec { .. }
@@ -172,20 +158,6 @@ impl Error {
             Error::Transient { .. } => ErrorKind::Transient,
             Error::Api { .. } => ErrorKind::Other,
         }
-    }
-
-    pub fn is_retryable(&self) -> bool {
-        self.kind().is_retryable()
-    }
-
-    /// Condition reason for this error (see [`ErrorKind::reason`]).
-    pub fn reason(&self) -> &'static str {
-        self.kind().reason()
-    }
-
-    /// Suggested requeue delay (see [`ErrorKind::requeue_after`]).
-    pub fn requeue_after(&self) -> Option<Duration> {
-        self.kind().requeue_after()
     }
 }
 
@@ -292,6 +264,7 @@ pub(crate) fn classify(op: Operation, ctx: &CallContext, e: &GaxError) -> Failur
                 (None, Some(c)) => format!("{c}: {message}"),
                 (None, None) => message,
             },
+            http,
         },
     };
     Failure::Fatal(fatal)
@@ -340,6 +313,7 @@ mod tests {
             panic!("403 must not be retried")
         };
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert_eq!(e.status_code(), Some(403));
         let text = e.to_string();
         assert!(text.contains("aiplatform.customJobs.create"), "{text}");
         assert!(text.contains("iam.serviceAccounts.actAs"), "{text}");
@@ -352,8 +326,13 @@ mod tests {
             panic!("400 must not be retried")
         };
         assert_eq!(e.kind(), ErrorKind::InvalidSpec);
-        assert!(!e.is_retryable());
+        assert_eq!(e.status_code(), Some(400));
         assert!(e.to_string().contains("spec.vertexAI"));
-        assert_eq!(e.requeue_after(), None);
+        // The controller fails the job rather than retrying the same request.
+        let e = crate::Error::Vertex {
+            job: "j".into(),
+            source: Box::new(e),
+        };
+        assert!(e.is_refused_spec());
     }
 }

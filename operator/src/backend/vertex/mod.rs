@@ -44,7 +44,3 @@ pub use observe::{
 /// The Vertex AI API types (CustomJob, JobState, …) this module speaks, re-exported so callers
 /// need no direct dependency on the Google crate.
 pub use google_cloud_aiplatform_v1::model::{CustomJob, JobState};
-
-/// kube (ring) and the Google clients (aws-lc-rs) share one binary: rustls needs its
-/// provider chosen once, at start-up.
-pub use mtl_storage::install_crypto_provider;
