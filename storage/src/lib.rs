@@ -61,6 +61,15 @@ pub fn join(base: &str, name: &str) -> String {
     )
 }
 
+/// `<path>.partial-<pid>-<n>`: a name no other download (in this process or another) uses.
+fn staging_path(path: &Path) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".partial-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
 /// Reads and writes local paths and gs:// URIs.
 ///
 /// `Storage::new()` is what binaries use: gs:// goes to Google Cloud Storage with Application
@@ -256,8 +265,13 @@ impl Storage {
             tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
         }
         let _ = tokio::fs::remove_file(&stamp).await;
-        let partial = path.with_extension("partial");
-        self.download(uri, &partial).await?;
+        // A staging name of this download's own: the local ranks of a node may fetch one
+        // object into one cache at once, and each renames only the file it wrote.
+        let partial = staging_path(&path);
+        if let Err(e) = self.download(uri, &partial).await {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
         tokio::fs::rename(&partial, &path)
             .await
             .map_err(io(&path))?;

@@ -672,3 +672,37 @@ async fn fetch_downloads_again_when_the_object_changes() {
     let b = s.fetch(uri, &cache).await.unwrap();
     assert_eq!(std::fs::read(&b).unwrap(), b"second, longer version\n");
 }
+
+/// Several processes of one node (a data-parallel worker's local ranks) fetch the same object
+/// into one cache at once: each gets the whole file, and none fails because another renamed a
+/// staging file they shared. Separate `Storage` values, as separate processes have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_fetches_of_one_object_into_one_cache_all_succeed() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let uri = "gs://mtl-test/models/m/model.safetensors";
+    let src = dir.path().join("src.bin");
+    let want = pattern_file(&src, 3 * MIB + 17, 7);
+    emu.storage().upload(&src, uri).await.unwrap();
+    let fetches: Vec<_> = (0..6)
+        .map(|_| {
+            let storage = emu.storage();
+            let cache = cache.clone();
+            tokio::spawn(async move { storage.fetch(uri, &cache).await })
+        })
+        .collect();
+    for fetch in fetches {
+        let path = fetch
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a fetch failed: {e}"));
+        assert_eq!(sha_file(&path), want);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(cache.join("mtl-test/models/m"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "model.safetensors")
+        .collect();
+    assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
+}

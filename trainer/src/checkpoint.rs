@@ -57,11 +57,14 @@ pub struct Snapshot<'a> {
     pub state: &'a TrainerState,
     pub tasks: &'a [TaskSpec],
     pub assets: &'a ModelAssets,
+    /// The metrics measured at this very step, if an evaluation ran at it: only those go into
+    /// the manifest entry and rank the checkpoint (an earlier evaluation's are not its own).
+    pub metrics: Option<&'a BTreeMap<String, f64>>,
 }
 
 /// Writes every file of the checkpoint of `snapshot.state.global_step` (staged in `cache`
-/// for gs://), then commits it to the manifest under `base`, with the state's metrics
-/// (`keep`, `rank`: see [`commit`]).
+/// for gs://), then commits it to the manifest under `base`, with the metrics measured at its
+/// step (`keep`, `rank`: see [`commit`]; a checkpoint without metrics is not ranked).
 pub fn save(
     store: &Storage,
     base: &str,
@@ -91,9 +94,9 @@ pub fn save(
         store,
         base,
         &staged,
-        snapshot.state.metrics.clone(),
+        snapshot.metrics.cloned().unwrap_or_default(),
         keep,
-        rank,
+        rank.filter(|_| snapshot.metrics.is_some()),
     )
 }
 

@@ -225,3 +225,46 @@ fn the_best_checkpoint_survives_keep_and_is_the_exported_final_model() {
         "{stderr}"
     );
 }
+
+/// A checkpoint carries only metrics measured at its own step: with an evaluation every 3
+/// steps and a checkpoint every 2, checkpoint 4 does not pass off step 3's scores as its own;
+/// checkpoint 6, evaluated at its step, carries that evaluation, the same values to the last
+/// digit as its `trainer_state.json`.
+#[test]
+fn checkpoints_carry_only_the_metrics_measured_at_their_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let _rng = torch_rng();
+    let out = tmp.path().join("run");
+    let mut spec = job(&model, &out);
+    spec.training.max_steps = Some(6);
+    spec.training.eval_every_steps = 3;
+    spec.checkpoints.every_steps = 2;
+    spec.checkpoints.keep = None;
+    let opts = RunOptions::cpu(tmp.path().join("cache"));
+    let outcome = train::train(&spec, &opts).unwrap();
+    assert_eq!(outcome.step, 6);
+    let (manifest, steps) = common::manifest(&out);
+    assert_eq!(steps, [2, 4, 6]);
+    let metrics = |i: usize| manifest["checkpoints"][i]["metrics"].clone();
+    assert!(
+        metrics(0).is_null(),
+        "step 2: nothing evaluated yet: {}",
+        metrics(0)
+    );
+    assert!(
+        metrics(1).is_null(),
+        "step 4: last evaluated at 3: {}",
+        metrics(1)
+    );
+    assert!(
+        metrics(2)["mean"].is_f64(),
+        "step 6: evaluated there: {}",
+        metrics(2)
+    );
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("checkpoint-6/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics(2), state["metrics"]);
+}

@@ -148,14 +148,23 @@ pub fn read_generic(
                     choices.len()
                 )));
             }
-            let question = texts.join(" ");
+            // As transformers' run_swag lays out SWAG: the first text field (the context) is
+            // segment A; the second, when there is one (the start of the ending), goes before
+            // each choice in segment B.
+            let mut texts = texts.into_iter();
+            let context = texts.next().unwrap_or_default();
+            let header = texts.next();
             choices
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    text_of(c)
-                        .map(|t| (question.clone(), Some(t)))
-                        .ok_or_else(|| err(format!("{field}[{i}] is not text")))
+                    let ending =
+                        text_of(c).ok_or_else(|| err(format!("{field}[{i}] is not text")))?;
+                    let b = match &header {
+                        Some(h) => format!("{h} {ending}"),
+                        None => ending,
+                    };
+                    Ok((context.clone(), Some(b)))
                 })
                 .collect::<Result<Vec<_>>>()?
         } else {

@@ -184,3 +184,35 @@ fn generic_jsonl_maps_fields_for_every_task_type() {
     .to_string();
     assert!(err.contains("numChoices 3"), "{err}");
 }
+
+/// Multiple choice from JSONL with two text fields lays out the segments as transformers'
+/// run_swag does: the first field (the context) is segment A, the second (the start of the
+/// ending) goes with each choice in segment B.
+#[test]
+fn generic_jsonl_multiple_choice_puts_the_second_field_with_each_ending() {
+    let mut mc = task(TaskType::MultipleChoice, DataFormat::Jsonl);
+    mc.text_fields = vec!["sent1".into(), "sent2".into()];
+    let ex = read_str(
+        &mc,
+        "{\"sent1\": \"She opened the door.\", \"sent2\": \"She\", \
+         \"choices\": [\"walked in.\", \"flew away.\", \"sang.\"], \"label\": 0}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ex[0].seqs,
+        vec![
+            (
+                "She opened the door.".to_string(),
+                Some("She walked in.".to_string())
+            ),
+            (
+                "She opened the door.".to_string(),
+                Some("She flew away.".to_string())
+            ),
+            (
+                "She opened the door.".to_string(),
+                Some("She sang.".to_string())
+            ),
+        ]
+    );
+}

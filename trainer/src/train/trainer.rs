@@ -441,13 +441,11 @@ impl Trainer {
                 state: &self.state,
                 tasks: &self.spec.tasks,
                 assets: &parts.assets,
+                metrics: (self.marks.evaluated_at == Some(self.state.global_step))
+                    .then_some(&self.state.metrics),
             },
             checkpoints.keep,
-            // Only metrics measured at this very step rank it.
-            checkpoints
-                .best
-                .as_ref()
-                .filter(|_| self.marks.evaluated_at == Some(self.state.global_step)),
+            checkpoints.best.as_ref(),
         )?;
         self.report
             .bar
