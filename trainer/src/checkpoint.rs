@@ -367,6 +367,17 @@ impl Loaded {
         })
     }
 
+    /// The tokenizer as training used it for `task`: truncating at the task's own `maxLength`
+    /// when it has one, else at the model's.
+    pub fn encoder_for(&self, task: &TaskSpec) -> Result<TextEncoder> {
+        match task.max_length {
+            Some(n) if n as usize != self.encoder.max_length() => {
+                self.encoder.with_max_length(n as usize)
+            }
+            _ => Ok(self.encoder.clone()),
+        }
+    }
+
     pub fn task(&self, name: &str) -> Result<(usize, &TaskSpec)> {
         self.tasks
             .iter()

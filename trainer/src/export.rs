@@ -12,7 +12,7 @@ use tch::{Device, Tensor};
 use crate::assets::ModelAssets;
 use crate::checkpoint::Loaded;
 use crate::io::{Storage, read_json, write_json};
-use crate::model::{CONFIG_FILE, HEADS_PREFIX, MODEL_FILE};
+use crate::model::{CONFIG_FILE, HEADS_PREFIX, MODEL_FILE, TOKENIZER_CONFIG_FILE};
 use crate::{Error, Result};
 
 /// HF architecture name for a task type, e.g. `RobertaForMultipleChoice`.
@@ -140,5 +140,23 @@ pub fn export(loaded: &Loaded, task: &str, out: &Path) -> Result<()> {
     ModelAssets {
         dir: loaded.dir.clone(),
     }
-    .copy_to_except_config(out)
+    .copy_to_except_config(out)?;
+    write_tokenizer_config(out, loaded.encoder_for(spec)?.max_length())
+}
+
+/// Sets `model_max_length` in `<out>/tokenizer_config.json` (created when the model had none)
+/// to the length the task was trained at, so a transformers tokenizer or pipeline on the export
+/// truncates where training did, not at the pretrained model's 512.
+fn write_tokenizer_config(out: &Path, max_length: usize) -> Result<()> {
+    let path = out.join(TOKENIZER_CONFIG_FILE);
+    let mut config: Value = if path.exists() {
+        read_json(&path)?
+    } else {
+        json!({})
+    };
+    let obj = config
+        .as_object_mut()
+        .ok_or_else(|| Error::file(path.display(), "not a JSON object"))?;
+    obj.insert("model_max_length".into(), json!(max_length));
+    write_json(&path, &config)
 }

@@ -82,7 +82,9 @@ pub fn predict(
     reader.label_field = None;
     let shown = input.display().to_string();
     let examples = data::read_examples(&reader, input, &shown, false)?;
-    let tokenized = data::scratch_store(cache, &loaded.encoder, &examples, &shown)?;
+    // Truncated as training truncated this task (its own maxLength, else the model's).
+    let encoder = loaded.encoder_for(spec)?;
+    let tokenized = data::scratch_store(cache, &encoder, &examples, &shown)?;
     let amp = Amp::new(Precision::Fp32, loaded.model.device(), false)?;
     let logits = infer(
         &loaded.model.frozen()?,

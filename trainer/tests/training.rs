@@ -209,6 +209,9 @@ fn exported_models_predict_in_transformers_what_predict_says() {
     // A job file next to the example data, pointing at the tiny model.
     let mut spec = job(&model, &out);
     spec.training.max_steps = Some(6);
+    // RTE trains at its own, shorter length: predict and the export must truncate there too.
+    let rte = spec.tasks.iter().position(|t| t.name == "rte").unwrap();
+    spec.tasks[rte].max_length = Some(12);
     let job_path = tmp.path().join("job.yaml");
     std::fs::write(&job_path, serde_yaml::to_string(&spec).unwrap()).unwrap();
     run_ok(
@@ -256,13 +259,68 @@ fn exported_models_predict_in_transformers_what_predict_says() {
                 .arg(&export)
                 .env("MTL_CACHE_DIR", &cache),
         );
+        if task == "rte" {
+            // Two records alike in their first 12 tokens (RTE's maxLength) and unlike after:
+            // predict truncates where training did, so they score the same.
+            let tails = tmp.path().join("tails.jsonl");
+            let record = |tail: &str| {
+                serde_json::json!({
+                    "sentence1": format!("the man is walking the dog in the park {tail}"),
+                    "sentence2": format!("a man walks a dog near the river {tail}"),
+                })
+                .to_string()
+            };
+            std::fs::write(
+                &tails,
+                format!(
+                    "{}\n{}\n",
+                    record("while it rains"),
+                    record("after the long meeting at work ended")
+                ),
+            )
+            .unwrap();
+            let out = tmp.path().join("tails.pred.jsonl");
+            run_ok(
+                trainer()
+                    .args(["--device", "cpu", "predict", "--job"])
+                    .arg(&job_path)
+                    .args(["--task", "rte", "--input"])
+                    .arg(&tails)
+                    .arg("--out")
+                    .arg(&out)
+                    .env("MTL_CACHE_DIR", &cache),
+            );
+            let scores: Vec<Vec<f64>> = std::fs::read_to_string(&out)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    serde_json::from_value(v["scores"].clone()).unwrap()
+                })
+                .collect();
+            let diff = scores[0]
+                .iter()
+                .zip(&scores[1])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                diff < 1e-7,
+                "truncated alike, scored apart by {diff}: {scores:?}"
+            );
+        }
         let script = common::workspace().join("trainer/tests/reference/check_export.py");
         common::run_python(&[
             script.to_str().unwrap(),
             export.to_str().unwrap(),
             input.to_str().unwrap(),
             preds.to_str().unwrap(),
-            &spec.model.max_length.to_string(),
+            &spec
+                .tasks
+                .iter()
+                .find(|t| t.name == task)
+                .and_then(|t| t.max_length)
+                .unwrap_or(spec.model.max_length)
+                .to_string(),
         ]);
     }
 }

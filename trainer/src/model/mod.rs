@@ -27,11 +27,13 @@ pub const HEADS_PREFIX: &str = "heads";
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The transformers tokenizer's settings (`model_max_length`, ...), among [`TOKENIZER_EXTRAS`].
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 
 /// Tokenizer side files copied along when the pretrained model has them, so an exported
 /// model loads with `AutoTokenizer` too.
 pub const TOKENIZER_EXTRAS: [&str; 5] = [
-    "tokenizer_config.json",
+    TOKENIZER_CONFIG_FILE,
     "special_tokens_map.json",
     "vocab.txt",
     "vocab.json",
