@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use mtl_crds::{
-    EarlyStoppingSpec, MetricMode, MultiTaskTrainingJobSpec, RunEnd, SamplingSpec, TaskType,
+    DataFormat, EarlyStoppingSpec, MetricMode, MultiTaskTrainingJobSpec, RunEnd, SamplingSpec,
+    TaskSpec, TaskType,
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,10 @@ pub struct Fingerprint {
     pub sampling: SamplingSpec,
     pub seed: u64,
     pub tasks: Vec<TaskFingerprint>,
+    /// SHA-256 of the model's `tokenizer.json` (absent in checkpoints written before it was
+    /// kept: not compared then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,12 +98,93 @@ pub struct TaskFingerprint {
     pub label_names: Option<Vec<String>>,
     /// SHA-256 of the training file.
     pub train_sha256: String,
+    /// How the file is read into examples (absent in checkpoints written before it was kept:
+    /// not compared then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading: Option<TaskReading>,
+}
+
+/// What turns a task's training file into its tokenized examples, besides the file and the
+/// tokenizer (the token cache's key hashes the same inputs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReading {
+    pub format: DataFormat,
+    pub text_fields: Vec<String>,
+    pub label_field: Option<String>,
+    pub choices_field: Option<String>,
+    /// The length examples are cut at: the task's `maxLength`, else the model's.
+    pub max_length: u32,
+    pub max_train_examples: Option<u64>,
+}
+
+impl TaskReading {
+    fn of(spec: &MultiTaskTrainingJobSpec, t: &TaskSpec) -> Self {
+        Self {
+            format: t.format,
+            text_fields: t.text_fields.clone(),
+            label_field: t.label_field.clone(),
+            choices_field: t.choices_field.clone(),
+            max_length: t.max_length.unwrap_or(spec.model.max_length),
+            max_train_examples: t.max_train_examples,
+        }
+    }
+
+    /// The first difference between the checkpoint's reading (`self`) and the job's, with the
+    /// field as `at(field)` names it.
+    fn difference(
+        &self,
+        now: &Self,
+        at: &dyn Fn(&str) -> String,
+    ) -> Option<(String, String, String)> {
+        let pairs = [
+            (
+                "format",
+                format!("{:?}", self.format),
+                format!("{:?}", now.format),
+            ),
+            (
+                "textFields",
+                format!("{:?}", self.text_fields),
+                format!("{:?}", now.text_fields),
+            ),
+            (
+                "labelField",
+                format!("{:?}", self.label_field),
+                format!("{:?}", now.label_field),
+            ),
+            (
+                "choicesField",
+                format!("{:?}", self.choices_field),
+                format!("{:?}", now.choices_field),
+            ),
+            (
+                "maxLength (its own, else spec.model.maxLength)",
+                self.max_length.to_string(),
+                now.max_length.to_string(),
+            ),
+            (
+                "maxTrainExamples",
+                format!("{:?}", self.max_train_examples),
+                format!("{:?}", now.max_train_examples),
+            ),
+        ];
+        pairs
+            .into_iter()
+            .find(|(_, a, b)| a != b)
+            .map(|(f, a, b)| (at(f), a, b))
+    }
 }
 
 impl Fingerprint {
     /// `train_sha256`: each task's training-file hash, in task order; `ranks`: the
     /// data-parallel world size.
-    pub fn of(spec: &MultiTaskTrainingJobSpec, train_sha256: &[String], ranks: usize) -> Self {
+    pub fn of(
+        spec: &MultiTaskTrainingJobSpec,
+        train_sha256: &[String],
+        tokenizer_sha256: &str,
+        ranks: usize,
+    ) -> Self {
         let tr = &spec.training;
         Self {
             batch_size: tr.batch_size * ranks as u32,
@@ -118,8 +204,10 @@ impl Fingerprint {
                     },
                     label_names: t.label_names.clone(),
                     train_sha256: sha.clone(),
+                    reading: Some(TaskReading::of(spec, t)),
                 })
                 .collect(),
+            tokenizer_sha256: Some(tokenizer_sha256.to_string()),
         }
     }
 
@@ -197,6 +285,20 @@ impl Fingerprint {
                     b.train_sha256.clone(),
                 );
             }
+            if let (Some(then), Some(now)) = (&a.reading, &b.reading)
+                && let Some((field, saved, job)) = then.difference(now, &at)
+            {
+                return differs(&field, saved, job);
+            }
+        }
+        if let (Some(then), Some(now)) = (&self.tokenizer_sha256, &now.tokenizer_sha256)
+            && then != now
+        {
+            return differs(
+                "spec.model.pretrained (its tokenizer.json)",
+                format!("a tokenizer.json with SHA-256 {then}"),
+                now.clone(),
+            );
         }
         None
     }

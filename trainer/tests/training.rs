@@ -382,6 +382,48 @@ fn resuming_with_changed_batches_is_refused_naming_the_field() {
     relabelled.tasks[1].label_names = Some(vec!["not_entailment".into(), "entailment".into()]);
     let err = train::train(&relabelled, &opts).unwrap_err().to_string();
     assert!(err.contains("spec.tasks[1] (rte).labelNames"), "{err}");
+    // What else decides the batches: a quick run's example limit, the lengths examples are
+    // cut at, the fields read, the tokenizer.
+    let mut limited = job(&model, &out);
+    limited.tasks[0].max_train_examples = Some(40);
+    let err = train::train(&limited, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.tasks[0] (stsb).maxTrainExamples"),
+        "{err}"
+    );
+    let mut shorter = job(&model, &out);
+    shorter.tasks[1].max_length = Some(16);
+    let err = train::train(&shorter, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.tasks[1] (rte).maxLength") && err.contains("the job has 16"),
+        "{err}"
+    );
+    let mut model_shorter = job(&model, &out);
+    model_shorter.model.max_length = 32;
+    let err = train::train(&model_shorter, &opts).unwrap_err().to_string();
+    assert!(err.contains("spec.model.maxLength"), "{err}");
+    let mut swapped = job(&model, &out);
+    swapped.tasks[1].text_fields.reverse();
+    let err = train::train(&swapped, &opts).unwrap_err().to_string();
+    assert!(err.contains("spec.tasks[1] (rte).textFields"), "{err}");
+    let other_tokenizer = tmp.path().join("model-2");
+    std::fs::create_dir_all(&other_tokenizer).unwrap();
+    for file in std::fs::read_dir(&model).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, other_tokenizer.join(file.file_name().unwrap())).unwrap();
+    }
+    let tokenizer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(other_tokenizer.join("tokenizer.json")).unwrap())
+            .unwrap();
+    std::fs::write(
+        other_tokenizer.join("tokenizer.json"),
+        serde_json::to_string_pretty(&tokenizer).unwrap(),
+    )
+    .unwrap();
+    let err = train::train(&job(&other_tokenizer, &out), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
     // Nothing was written by the refused runs; --force-resume goes on from step 5.
     let manifest = std::fs::read_to_string(out.join("checkpoints.json")).unwrap();
     assert!(!manifest.contains("\"step\": 10"), "{manifest}");

@@ -72,7 +72,8 @@ pub(super) fn setup(
     );
     let total = total_steps(tr, &sampler);
     let schedule = LinearSchedule::for_run(tr, total);
-    let state = fresh_state(&spec, &tasks, &schedule, ranks);
+    let tokenizer_sha256 = crate::data::sha256_file(&assets.tokenizer_path())?;
+    let state = fresh_state(&spec, &tasks, &tokenizer_sha256, &schedule, ranks);
     Ok(Setup {
         spec,
         store,
@@ -194,6 +195,7 @@ fn total_steps(tr: &TrainingSpec, sampler: &Sampler) -> u64 {
 fn fresh_state(
     spec: &MultiTaskTrainingJobSpec,
     tasks: &[TaskData],
+    tokenizer_sha256: &str,
     schedule: &LinearSchedule,
     ranks: usize,
 ) -> TrainerState {
@@ -210,7 +212,7 @@ fn fresh_state(
         metrics: BTreeMap::new(),
         log_history: Vec::new(),
         eval_history: Vec::new(),
-        fingerprint: Some(Fingerprint::of(spec, &shas, ranks)),
+        fingerprint: Some(Fingerprint::of(spec, &shas, tokenizer_sha256, ranks)),
         loss_scale: None,
         early_stopping: None,
         end: None,
