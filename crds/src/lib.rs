@@ -403,6 +403,11 @@ pub struct TaskSpec {
     /// `f1Accuracy` (the mean of F1 and accuracy) for MRPC and QQP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<TaskMetric>,
+    /// A static weight on this task's loss (default 1): each of its micro-batches' loss is
+    /// multiplied by it before the backward pass. Logged losses stay unweighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub loss_weight: Option<f64>,
 }
 
 /// A task's headline score.
@@ -431,19 +436,34 @@ pub enum SamplingStrategy {
     Uniform,
     /// Probability proportional to size^(1/T).
     Temperature,
+    /// Probability proportional to size^α, α annealed linearly over training from 1
+    /// (proportional) to `annealTo` (Stickland & Murray's "BERT and PALs", 2019).
+    Annealed,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(rules::TEMPERATURE_SET).message("strategy temperature needs temperature"))]
 pub struct SamplingSpec {
-    /// proportional (default), uniform or temperature.
+    /// proportional (default), uniform, temperature or annealed.
     #[serde(default)]
     pub strategy: SamplingStrategy,
     /// T for the temperature strategy (1 = proportional, large = uniform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.01, max = 1000.0))]
     pub temperature: Option<f64>,
+    /// The exponent α the annealed strategy reaches at the end of training (from 1 at the
+    /// start; 0 = uniform). Default 0.2, as "BERT and PALs".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub anneal_to: Option<f64>,
+}
+
+impl SamplingSpec {
+    /// `annealTo`, or its default.
+    pub fn anneal_to(&self) -> f64 {
+        self.anneal_to.unwrap_or(0.2)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

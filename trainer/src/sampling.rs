@@ -14,6 +14,16 @@
 //!   after another, every example once per pass, however the other tasks' epochs fall: the
 //!   sampler keeps one cursor per task (how many of its batches were drawn before), which
 //!   it recomputes from the position when asked to start elsewhere (a resume).
+//! - `annealed` ("BERT and PALs", Stickland & Murray 2019): as `temperature` with the exponent
+//!   moving over the run: position `s` of `S` micro-batches draws task `t` with probability
+//!   `b_t^α(s) / Σ_u b_u^α(s)`, `α(s) = 1 − (1 − annealTo) · s / S` (proportional at the start,
+//!   `annealTo` at the end; `b_t` the task's batches).
+//!
+//! An *epoch* is, for `proportional`, every batch of every task once; for the other strategies
+//! a pass over the largest task (as jiant counts it): the micro-batches in which that task is
+//! drawn, on average, as many times as it has batches (`b_max / p_max`, with `p_max` averaged
+//! over the anneal for `annealed`). Smaller tasks then make several passes, or fewer, as their
+//! probability says.
 
 use mtl_crds::{SamplingSpec, SamplingStrategy};
 
@@ -22,6 +32,19 @@ use mtl_crds::{SamplingSpec, SamplingStrategy};
 pub struct Planned {
     pub task: usize,
     pub examples: Vec<usize>,
+}
+
+/// Each task's share, from cumulative shares.
+fn shares(cumulative: &[f64]) -> Vec<f64> {
+    let mut prev = 0.0;
+    cumulative
+        .iter()
+        .map(|&c| {
+            let p = c - prev;
+            prev = c;
+            p
+        })
+        .collect()
 }
 
 /// splitmix64's finaliser: a bijective 64-bit mix.
@@ -88,6 +111,45 @@ impl Shuffle {
 }
 
 #[derive(Debug, Clone)]
+struct Anneal {
+    batches: Vec<f64>,
+    to: f64,
+    horizon: u64,
+}
+
+impl Anneal {
+    /// α at `position`.
+    fn alpha(&self, position: u64) -> f64 {
+        let progress = if self.horizon == 0 {
+            0.0
+        } else {
+            (position as f64 / self.horizon as f64).min(1.0)
+        };
+        1.0 - (1.0 - self.to) * progress
+    }
+
+    /// Cumulative probabilities at exponent `alpha`.
+    fn cumulative(&self, alpha: f64) -> Vec<f64> {
+        cumulative(
+            self.batches
+                .iter()
+                .map(|&b| if b > 0.0 { b.powf(alpha) } else { 0.0 }),
+        )
+    }
+}
+
+/// Cumulative shares of `weights`.
+fn cumulative(weights: impl Iterator<Item = f64> + Clone) -> Vec<f64> {
+    let total: f64 = weights.clone().sum();
+    weights
+        .scan(0.0, |acc, w| {
+            *acc += w / total;
+            Some(*acc)
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
 pub struct Sampler {
     strategy: SamplingStrategy,
     seed: u64,
@@ -95,8 +157,11 @@ pub struct Sampler {
     sizes: Vec<usize>,
     /// First slot of each task in an epoch's batches (proportional).
     starts: Vec<u64>,
-    /// Cumulative sampling probabilities (uniform, temperature).
+    /// Cumulative sampling probabilities (uniform, temperature; annealed: at the start).
     cumulative: Vec<f64>,
+    /// Annealed: each task's batches, the exponent reached at the end, and the micro-batches
+    /// the anneal spans (the run's; 0 until [`Sampler::with_horizon`]).
+    anneal: Option<Anneal>,
     /// Uniform/temperature: the position the cursors stand at, and each task's batches drawn
     /// before it.
     position: u64,
@@ -125,20 +190,19 @@ impl Sampler {
         let weights: Vec<f64> = batches
             .iter()
             .map(|&b| match spec.strategy {
-                SamplingStrategy::Proportional => b as f64,
+                SamplingStrategy::Proportional | SamplingStrategy::Annealed => b as f64,
                 SamplingStrategy::Uniform => f64::from(u8::from(b > 0)),
                 SamplingStrategy::Temperature => (b as f64).powf(1.0 / temperature),
             })
             .collect();
-        let total: f64 = weights.iter().sum();
-        let cumulative = weights
-            .iter()
-            .scan(0.0, |acc, w| {
-                *acc += w / total;
-                Some(*acc)
-            })
-            .collect();
+        let cumulative = cumulative(weights.iter().copied());
+        let anneal = (spec.strategy == SamplingStrategy::Annealed).then(|| Anneal {
+            batches: batches.iter().map(|&b| b as f64).collect(),
+            to: spec.anneal_to(),
+            horizon: 0,
+        });
         Self {
+            anneal,
             strategy: spec.strategy,
             seed,
             batch_size,
@@ -155,22 +219,57 @@ impl Sampler {
         self.sizes[task].div_ceil(self.batch_size)
     }
 
-    /// Micro-batches in one epoch: every batch of every task once.
-    pub fn batches_per_epoch(&self) -> usize {
-        (0..self.sizes.len()).map(|t| self.batches_of(t)).sum()
+    /// The annealed strategy's schedule spans `micro_batches` (the run's); other strategies
+    /// ignore it.
+    pub fn with_horizon(mut self, micro_batches: u64) -> Self {
+        if let Some(anneal) = &mut self.anneal {
+            anneal.horizon = micro_batches;
+        }
+        self
     }
 
-    /// Sampling probability of each task.
+    /// Micro-batches in one epoch: every batch of every task once (proportional); a pass over
+    /// the largest task, on average, for the other strategies (see the module's doc).
+    pub fn batches_per_epoch(&self) -> usize {
+        let all: usize = (0..self.sizes.len()).map(|t| self.batches_of(t)).sum();
+        if self.strategy == SamplingStrategy::Proportional || self.sizes.is_empty() {
+            return all;
+        }
+        let (largest, batches) = (0..self.sizes.len())
+            .map(|t| (t, self.batches_of(t)))
+            .max_by_key(|&(_, b)| b)
+            .unwrap_or((0, 0));
+        let share = match &self.anneal {
+            // The mean over the anneal (α linear in the position) by the midpoint rule.
+            Some(anneal) => {
+                const POINTS: usize = 256;
+                (0..POINTS)
+                    .map(|i| {
+                        let alpha = 1.0 - (1.0 - anneal.to) * (i as f64 + 0.5) / POINTS as f64;
+                        shares(&anneal.cumulative(alpha))[largest]
+                    })
+                    .sum::<f64>()
+                    / POINTS as f64
+            }
+            None => self.probabilities()[largest],
+        };
+        if share <= 0.0 {
+            return all;
+        }
+        (batches as f64 / share).round().max(1.0) as usize
+    }
+
+    /// Sampling probability of each task (annealed: at position 0).
     pub fn probabilities(&self) -> Vec<f64> {
-        let mut prev = 0.0;
-        self.cumulative
-            .iter()
-            .map(|&c| {
-                let p = c - prev;
-                prev = c;
-                p
-            })
-            .collect()
+        shares(&self.cumulative)
+    }
+
+    /// Sampling probability of each task at micro-batch `position`.
+    pub fn probabilities_at(&self, position: u64) -> Vec<f64> {
+        match &self.anneal {
+            Some(anneal) => shares(&anneal.cumulative(anneal.alpha(position))),
+            None => self.probabilities(),
+        }
     }
 
     /// Batch `b` of `task` in the shuffled order of its pass `pass`.
@@ -183,13 +282,21 @@ impl Sampler {
         (start..end).map(|i| order.at(i) as usize).collect()
     }
 
-    /// The task drawn at `position` (uniform, temperature).
+    /// The task drawn at `position` (uniform, temperature, annealed).
     fn draw(&self, position: u64) -> usize {
         let u = (hash(&[self.seed, 0xD4A3, position]) >> 11) as f64 / (1u64 << 53) as f64;
-        self.cumulative
+        let annealed;
+        let cumulative = match &self.anneal {
+            Some(anneal) => {
+                annealed = anneal.cumulative(anneal.alpha(position));
+                &annealed
+            }
+            None => &self.cumulative,
+        };
+        cumulative
             .iter()
             .position(|&c| u < c)
-            .unwrap_or(self.cumulative.len() - 1)
+            .unwrap_or(cumulative.len() - 1)
     }
 
     /// Moves the cursors to `position` (from 0 if it lies behind them): one draw per position
@@ -221,7 +328,9 @@ impl Sampler {
                     examples: self.batch(task, epoch, b),
                 }
             }
-            SamplingStrategy::Uniform | SamplingStrategy::Temperature => {
+            SamplingStrategy::Uniform
+            | SamplingStrategy::Temperature
+            | SamplingStrategy::Annealed => {
                 self.seek(micro);
                 let task = self.draw(micro);
                 let k = self.cursors[task];
@@ -245,6 +354,7 @@ mod tests {
         SamplingSpec {
             strategy,
             temperature: t,
+            anneal_to: None,
         }
     }
 
@@ -314,10 +424,11 @@ mod tests {
             SamplingStrategy::Proportional,
             SamplingStrategy::Uniform,
             SamplingStrategy::Temperature,
+            SamplingStrategy::Annealed,
         ] {
             let sp = spec(strategy, Some(2.0));
-            let mut a = Sampler::new(&sp, 3, 4, vec![40, 10, 90]);
-            let mut b = Sampler::new(&sp, 3, 4, vec![40, 10, 90]);
+            let mut a = Sampler::new(&sp, 3, 4, vec![40, 10, 90]).with_horizon(100);
+            let mut b = Sampler::new(&sp, 3, 4, vec![40, 10, 90]).with_horizon(100);
             let seq_a: Vec<_> = (0..100).map(|m| a.plan(m)).collect();
             // b starts in the middle, as a resumed run does.
             let tail_b: Vec<_> = (60..100).map(|m| b.plan(m)).collect();
@@ -392,5 +503,92 @@ mod tests {
             let p = s.plan(5_000_000);
             assert_eq!(s.work - before, p.examples.len() as u64, "{strategy:?}");
         }
+    }
+
+    /// Annealed sampling draws as the formula says: position s of S draws task t with
+    /// probability b_t^α / Σ b_u^α, α = 1 − (1 − annealTo)·s/S. Checked in ten windows of the
+    /// run against the formula's mean over each window, within 4.5 binomial standard errors.
+    #[test]
+    fn annealed_frequencies_follow_the_formula() {
+        let sizes = vec![9000, 1000, 100];
+        let sp = SamplingSpec {
+            strategy: SamplingStrategy::Annealed,
+            temperature: None,
+            anneal_to: Some(0.1),
+        };
+        let horizon = 100_000u64;
+        let mut s = Sampler::new(&sp, 11, 1, sizes.clone()).with_horizon(horizon);
+        let batches: Vec<f64> = sizes.iter().map(|&n| n as f64).collect();
+        let formula = |pos: u64| {
+            let alpha = 1.0 - 0.9 * pos as f64 / horizon as f64;
+            let w: Vec<f64> = batches.iter().map(|b| b.powf(alpha)).collect();
+            let total: f64 = w.iter().sum();
+            w.into_iter().map(|x| x / total).collect::<Vec<f64>>()
+        };
+        assert!(
+            (s.probabilities_at(0)[0] - 9000.0 / 10100.0).abs() < 1e-12,
+            "proportional at the start"
+        );
+        let window = horizon / 10;
+        for k in 0..10 {
+            let (from, to) = (k * window, (k + 1) * window);
+            let mut counts = [0u64; 3];
+            let mut expected = [0.0f64; 3];
+            for pos in from..to {
+                counts[s.plan(pos).task] += 1;
+                for (e, p) in expected.iter_mut().zip(formula(pos)) {
+                    *e += p;
+                }
+                assert!((s.probabilities_at(pos)[2] - formula(pos)[2]).abs() < 1e-12);
+            }
+            for t in 0..3 {
+                let p = expected[t] / window as f64;
+                let sd = (window as f64 * p * (1.0 - p)).sqrt();
+                assert!(
+                    (counts[t] as f64 - expected[t]).abs() < 4.5 * sd + 1.0,
+                    "window {k} task {t}: drew {} times, the formula expects {:.0}",
+                    counts[t],
+                    expected[t]
+                );
+            }
+        }
+        // Past the horizon α stays at annealTo.
+        for (p, q) in s.probabilities_at(horizon * 2).iter().zip(formula(horizon)) {
+            assert!((p - q).abs() < 1e-12, "{p} {q}");
+        }
+    }
+
+    /// An epoch is a pass over every batch (proportional) or, for the other strategies, over
+    /// the largest task on average: b_max / p_max micro-batches.
+    #[test]
+    fn epochs_are_a_pass_over_the_largest_task_unless_proportional() {
+        let sizes = vec![100, 25];
+        let with = |strategy, t: Option<f64>, to: Option<f64>| {
+            let sp = SamplingSpec {
+                strategy,
+                temperature: t,
+                anneal_to: to,
+            };
+            Sampler::new(&sp, 0, 1, sizes.clone()).batches_per_epoch()
+        };
+        assert_eq!(with(SamplingStrategy::Proportional, None, None), 125);
+        assert_eq!(with(SamplingStrategy::Uniform, None, None), 200);
+        // T = 2: p_0 = 10/15.
+        assert_eq!(with(SamplingStrategy::Temperature, Some(2.0), None), 150);
+        // Annealing to 1 is proportional throughout: 100 / 0.8.
+        assert_eq!(with(SamplingStrategy::Annealed, None, Some(1.0)), 125);
+        // Annealing to 0 averages p_0 over α from 1 to 0: ∫ 4^α/(4^α+1) dα = log2(5/2)/... by
+        // the midpoint rule; between the proportional and the uniform epoch.
+        let annealed = with(SamplingStrategy::Annealed, None, Some(0.0));
+        let mean_p: f64 = (0..100_000)
+            .map(|i| {
+                let a = 1.0 - (i as f64 + 0.5) / 100_000.0;
+                let w = 4f64.powf(a);
+                w / (w + 1.0)
+            })
+            .sum::<f64>()
+            / 100_000.0;
+        assert_eq!(annealed, (100.0 / mean_p).round() as usize);
+        assert!(125 < annealed && annealed < 200, "{annealed}");
     }
 }

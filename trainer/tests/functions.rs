@@ -62,6 +62,7 @@ fn task(classes: u32, positive: Option<&str>) -> TaskSpec {
         max_eval_examples: None,
         max_length: None,
         metric: None,
+        loss_weight: None,
     }
 }
 

@@ -572,3 +572,36 @@ fn a_second_ctrl_c_exits_at_once() {
         "no checkpoint was committed"
     );
 }
+
+/// `lossWeight` multiplies a task's loss before the backward pass: with weight 0 (and no
+/// weight decay) RTE's head gets no update at all and ends as it was initialised, while the
+/// other heads train.
+#[test]
+fn a_zero_loss_weight_leaves_its_head_untrained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let _rng = torch_rng();
+    let out = tmp.path().join("run");
+    let mut spec = job(&model, &out);
+    spec.training.max_steps = Some(6);
+    spec.training.weight_decay = 0.0;
+    spec.checkpoints.every_steps = 6;
+    let rte = spec.tasks.iter().position(|t| t.name == "rte").unwrap();
+    spec.tasks[rte].loss_weight = Some(0.0);
+    let outcome = train::train(&spec, &RunOptions::cpu(tmp.path().join("cache"))).unwrap();
+    assert_eq!(outcome.step, 6);
+    let config = mtl_trainer::config::ModelConfig::load(&model.join("config.json")).unwrap();
+    let initial =
+        mtl_trainer::model::build_model(config, &spec.tasks, Device::Cpu, spec.training.seed)
+            .named_tensors();
+    let trained = checkpoint_weights(&out, 6);
+    let moved = |head: &str| -> f64 {
+        initial
+            .iter()
+            .filter(|(name, _)| name.starts_with(&format!("heads.{head}.")))
+            .map(|(name, t)| (&trained[name] - t).abs().max().double_value(&[]))
+            .fold(0.0, f64::max)
+    };
+    assert_eq!(moved("rte"), 0.0, "weight 0: RTE's head is untouched");
+    assert!(moved("stsb") > 0.0, "STS-B's head trained");
+}

@@ -21,6 +21,7 @@ fn task(task_type: TaskType, format: DataFormat) -> TaskSpec {
         max_eval_examples: None,
         max_length: None,
         metric: None,
+        loss_weight: None,
     }
 }
 

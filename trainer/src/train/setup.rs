@@ -71,6 +71,8 @@ pub(super) fn setup(
         tasks.iter().map(TaskData::train_len).collect(),
     );
     let total = total_steps(tr, &sampler);
+    // The annealed strategy's exponent moves over the run's micro-batches.
+    let sampler = sampler.with_horizon(total * u64::from(tr.gradient_accumulation_steps.max(1)));
     let schedule = LinearSchedule::for_run(tr, total);
     let tokenizer_sha256 = crate::data::sha256_file(&assets.tokenizer_path())?;
     let state = fresh_state(&spec, &tasks, &tokenizer_sha256, &schedule, ranks);

@@ -24,6 +24,8 @@ pub struct Micro {
     pub batch: Option<Batch>,
     /// Examples of the whole micro-batch, over every rank.
     pub global_examples: usize,
+    /// The task's `lossWeight`: the loss is multiplied by it before the backward pass.
+    pub loss_weight: f64,
 }
 
 impl Micro {
@@ -33,6 +35,7 @@ impl Micro {
             task,
             global_examples: batch.examples,
             batch: Some(batch),
+            loss_weight: 1.0,
         }
     }
 
@@ -83,8 +86,8 @@ pub struct Parallel<'a> {
 }
 
 /// Forward and backward of each micro-batch (dropout when `dropout`; each loss weighted by its
-/// share of the micro-batch and divided by the number of micro-batches, and scaled when fp16
-/// asks for it), gradients summed across ranks, unscaled and clipped, one AdamW update of
+/// task's `lossWeight` and its share of the micro-batch, divided by the number of
+/// micro-batches, and scaled when fp16 asks for it; the losses reported are unweighted), gradients summed across ranks, unscaled and clipped, one AdamW update of
 /// every parameter that got a gradient on some rank, gradients reset to undefined.
 pub fn train_step(
     model: &MultiTaskModel,
@@ -106,7 +109,7 @@ pub fn train_step(
         let Some(batch) = &mb.batch else { continue };
         let share = mb.local_examples() as f64 / mb.global_examples.max(1) as f64;
         let (loss, _) = amp.run(|| model.loss(mb.task, batch, dropout))?;
-        let mut scaled = loss.f_mul_scalar(share / parts)?;
+        let mut scaled = loss.f_mul_scalar(mb.loss_weight * share / parts)?;
         if let Some(scaler) = &amp.scaler {
             scaled = scaler.scale_loss(&scaled)?;
         }

@@ -248,6 +248,7 @@ impl Trainer {
                     task: plan.task,
                     batch,
                     global_examples: plan.examples.len(),
+                    loss_weight: self.spec.tasks[plan.task].loss_weight.unwrap_or(1.0),
                 })
             })
             .collect()
