@@ -359,7 +359,21 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub validation: Option<String>,
-    /// How the train and validation files are read: glueTsv, commonsenseQaJsonl or jsonl.
+    /// Test file (labels absent or ignored): local path or gs:// URI, at most 1024 characters.
+    /// `mtl-trainer predict --submission DIR` writes its predictions in the form benchmark
+    /// servers take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub test: Option<String>,
+    /// The file `predict --submission` writes this task's test predictions to: GLUE's name
+    /// for a GLUE task (`CoLA.tsv`, `SST-2.tsv`, `STS-B.tsv`, `RTE.tsv`, ...) by default, else
+    /// `<task>.tsv`, or `<task>.jsonl` for commonsenseQaJsonl. `.tsv` writes
+    /// `index\tprediction` rows, `.jsonl` one `{"id", "answerKey"}` (multiple choice) or
+    /// `{"id", "prediction"}` object per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub submission_file: Option<String>,
+    /// How the train, validation and test files are read: glueTsv, commonsenseQaJsonl or jsonl.
     pub format: DataFormat,
     /// Columns or fields holding the text: one for single sentences, two for pairs.
     /// For multipleChoice, the question field. Names of at most 128 characters.

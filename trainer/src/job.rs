@@ -61,8 +61,8 @@ pub fn resolve_paths(spec: &mut MultiTaskTrainingJobSpec, base: &Path) {
     resolve(base, &mut spec.checkpoints.uri);
     for t in &mut spec.tasks {
         resolve(base, &mut t.train);
-        if let Some(v) = &mut t.validation {
-            resolve(base, v);
+        for p in [&mut t.validation, &mut t.test].into_iter().flatten() {
+            resolve(base, p);
         }
     }
 }

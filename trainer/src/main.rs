@@ -108,17 +108,21 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<String>,
     },
-    /// Predict one task for a JSONL file; writes JSONL.
+    /// Predict one task for a JSONL file (writes JSONL), or, with --submission DIR, every
+    /// task's test file in the form benchmark servers take (GLUE's `<Task>.tsv`, ...).
     Predict {
         #[command(flatten)]
         job: JobArgs,
         /// latest (default), best, a step, or a checkpoint directory (local or gs://).
         #[arg(long)]
         checkpoint: Option<String>,
-        #[arg(long)]
-        task: String,
-        #[arg(long)]
-        input: PathBuf,
+        #[arg(long, required_unless_present = "submission")]
+        task: Option<String>,
+        #[arg(long, required_unless_present = "submission")]
+        input: Option<PathBuf>,
+        /// Write every task's test predictions (spec.tasks[].test) into this directory.
+        #[arg(long, conflicts_with_all = ["task", "input", "out"])]
+        submission: Option<PathBuf>,
         /// Output file (stdout when unset).
         #[arg(long = "out")]
         out: Option<PathBuf>,
@@ -267,12 +271,27 @@ fn run() -> Result<ExitCode> {
             checkpoint,
             task,
             input,
+            submission,
             out,
             predict_batch_size,
         } => {
             let store = Storage::new()?;
             let entry = checkpoint_for(&store, &job, checkpoint.as_deref())?;
             let loaded = Loaded::load(&store, entry, &cache, device)?;
+            if let Some(dir) = submission {
+                let spec = job
+                    .spec()
+                    .context("--submission needs the job (--job) for its tasks' test files")?;
+                let files =
+                    predict::submission(&loaded, &store, &spec, &dir, predict_batch_size, &cache)?;
+                for f in files {
+                    eprintln!("wrote {}", f.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (Some(task), Some(input)) = (task, input) else {
+                anyhow::bail!("predict needs --task and --input, or --submission DIR");
+            };
             let preds = predict::predict(&loaded, &task, &input, predict_batch_size, &cache)?;
             let mut text = String::new();
             for p in preds {

@@ -52,6 +52,8 @@ fn task(classes: u32, positive: Option<&str>) -> TaskSpec {
         num_choices: None,
         train: String::new(),
         validation: None,
+        test: None,
+        submission_file: None,
         format: DataFormat::Jsonl,
         text_fields: vec!["text".into()],
         label_field: Some("label".into()),

@@ -605,3 +605,135 @@ fn a_zero_loss_weight_leaves_its_head_untrained() {
     assert_eq!(moved("rte"), 0.0, "weight 0: RTE's head is untouched");
     assert!(moved("stsb") > 0.0, "STS-B's head trained");
 }
+
+/// `predict --submission DIR` writes each task's test predictions as the benchmark servers
+/// take them: GLUE's `STS-B.tsv` and `RTE.tsv` (a header, then `index\tprediction` with the
+/// test file's index, a score or a label name) and CommonsenseQA's JSONL of `{"id",
+/// "answerKey"}`, one row per test record; the test files have no labels.
+#[test]
+fn predict_writes_a_submission_directory_from_unlabelled_test_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let out = tmp.path().join("run");
+    let cache = tmp.path().join("cache");
+    let data = common::workspace().join("examples/data");
+    // Test files as GLUE and CommonsenseQA publish them: the dev files without their labels.
+    let unlabelled_tsv = |from: &str, to: &str, label: &str| {
+        let text = std::fs::read_to_string(data.join(from)).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+        let keep: Vec<usize> = (0..header.len()).filter(|&i| header[i] != label).collect();
+        let row = |l: &str| {
+            let cells: Vec<&str> = l.split('\t').collect();
+            keep.iter()
+                .map(|&i| cells[i])
+                .collect::<Vec<_>>()
+                .join("\t")
+        };
+        let rows: Vec<String> = std::iter::once(row(&header.join("\t")))
+            .chain(lines.take(10).map(row))
+            .collect();
+        std::fs::write(tmp.path().join(to), rows.join("\n") + "\n").unwrap();
+    };
+    unlabelled_tsv("stsb/dev.tsv", "stsb-test.tsv", "score");
+    unlabelled_tsv("rte/dev.tsv", "rte-test.tsv", "label");
+    let csqa: Vec<serde_json::Value> = std::fs::read_to_string(data.join("csqa/dev.jsonl"))
+        .unwrap()
+        .lines()
+        .take(10)
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("answerKey");
+            v
+        })
+        .collect();
+    let csqa_text: Vec<String> = csqa.iter().map(|v| v.to_string()).collect();
+    std::fs::write(tmp.path().join("csqa-test.jsonl"), csqa_text.join("\n")).unwrap();
+
+    let mut spec = job(&model, &out);
+    spec.training.max_steps = Some(2);
+    for t in &mut spec.tasks {
+        t.test = Some(
+            tmp.path()
+                .join(format!(
+                    "{}-test.{}",
+                    t.name,
+                    if t.name == "csqa" { "jsonl" } else { "tsv" }
+                ))
+                .display()
+                .to_string(),
+        );
+    }
+    let job_path = tmp.path().join("job.yaml");
+    std::fs::write(&job_path, serde_yaml::to_string(&spec).unwrap()).unwrap();
+    run_ok(
+        trainer()
+            .args(["--device", "cpu", "train", "--job"])
+            .arg(&job_path)
+            .env("MTL_CACHE_DIR", &cache),
+    );
+    let dir = tmp.path().join("submission");
+    run_ok(
+        trainer()
+            .args(["--device", "cpu", "predict", "--job"])
+            .arg(&job_path)
+            .arg("--submission")
+            .arg(&dir)
+            .env("MTL_CACHE_DIR", &cache),
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["RTE.tsv", "STS-B.tsv", "csqa.jsonl"]);
+
+    let tsv = |name: &str| -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("index\tprediction"), "{name}");
+        lines
+            .map(|l| {
+                let (i, p) = l.split_once('\t').unwrap();
+                (i.to_string(), p.to_string())
+            })
+            .collect()
+    };
+    let stsb = tsv("STS-B.tsv");
+    assert_eq!(stsb.len(), 10);
+    let test_index: Vec<String> = std::fs::read_to_string(tmp.path().join("stsb-test.tsv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        stsb.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(),
+        test_index
+    );
+    assert!(
+        stsb.iter()
+            .all(|(_, p)| p.parse::<f64>().is_ok_and(f64::is_finite)),
+        "{stsb:?}"
+    );
+    let rte = tsv("RTE.tsv");
+    assert_eq!(rte.len(), 10);
+    assert!(
+        rte.iter()
+            .all(|(_, p)| p == "entailment" || p == "not_entailment"),
+        "{rte:?}"
+    );
+    let answers: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("csqa.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 10);
+    for (a, q) in answers.iter().zip(&csqa) {
+        assert_eq!(a["id"], q["id"]);
+        assert!(
+            ["A", "B", "C", "D", "E"].contains(&a["answerKey"].as_str().unwrap()),
+            "{a}"
+        );
+    }
+}

@@ -10,6 +10,8 @@ fn task(task_type: TaskType, format: DataFormat) -> TaskSpec {
         num_choices: (task_type == TaskType::MultipleChoice).then_some(3),
         train: String::new(),
         validation: None,
+        test: None,
+        submission_file: None,
         format,
         text_fields: vec!["sentence1".into(), "sentence2".into()],
         label_field: Some("label".into()),
