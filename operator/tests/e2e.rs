@@ -419,6 +419,39 @@ async fn a_gang_refused_part_way_leaves_no_pod_behind() {
     .await;
 }
 
+/// Starting an attempt asks the API server, not the pod cache, what exists: right after a
+/// start cut short took its pods back, the cache may still hold one as it was, and a start
+/// that trusted it would record an attempt missing that pod (which then looked disrupted and
+/// started over). The backend is driven directly, with such a stale cache.
+#[tokio::test]
+async fn starting_an_attempt_creates_pods_a_stale_cache_still_shows() {
+    use kube::ResourceExt;
+    use kube::runtime::{reflector::store::Writer, watcher};
+    use mtl_operator::backend::AttemptBackend;
+    use mtl_operator::backend::pods::{PodOptions, Pods};
+    let env = Env::start().await;
+    env.apply("train", json!({"workers": 2})).await;
+    let job = env.jobs().get("train").await.unwrap();
+    let stale: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "train-1-0", "namespace": NS, "resourceVersion": "1",
+                     "ownerReferences": [{"apiVersion": "multitask.dev/v1alpha1",
+                                          "kind": "MultiTaskTrainingJob", "name": "train",
+                                          "uid": job.uid().unwrap(), "controller": true}]},
+        "spec": {"containers": [{"name": "trainer", "image": "x"}]}
+    }))
+    .unwrap();
+    let mut writer = Writer::default();
+    writer.apply_watcher_event(&watcher::Event::Apply(stale));
+    let pods = Pods {
+        client: env.client.clone(),
+        opts: PodOptions::default(),
+        store: Some(writer.as_reader()),
+    };
+    let mut status = MultiTaskTrainingJobStatus::default();
+    pods.start(&job, 1, &mut status).await.unwrap();
+    assert_eq!(env.pod_names().await, ["train-1-0", "train-1-1"]);
+}
+
 /// A pod that cannot start says why in the job's status and an Event: the scheduler's
 /// Unschedulable with its message, then the kubelet's ImagePullBackOff.
 #[tokio::test]

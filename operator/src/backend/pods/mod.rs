@@ -188,14 +188,14 @@ impl Pods {
     /// Creates `obj` unless an object of its name exists (which must be ours): one request
     /// when it is new, as the Job controller creates its pods. Pod specs are immutable: a
     /// status write lost after an earlier create must not turn into a rejected update, so an
-    /// existing object is left as it is.
+    /// existing object is left as it is. True when this call created it.
     async fn create_missing<K>(
         &self,
         api: &Api<K>,
         job: &MultiTaskTrainingJob,
         what: &str,
         obj: &K,
-    ) -> Result<()>
+    ) -> Result<bool>
     where
         K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
     {
@@ -205,16 +205,19 @@ impl Pods {
             ..Default::default()
         };
         match api.create(&params, obj).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await? {
                 Some(existing) if existing.meta().deletion_timestamp.is_some() => {
                     Err(Error::Terminating {
                         what: format!("{what} {name}"),
                     })
                 }
-                Some(existing) => check_owner(job, what, &existing),
-                // Deleted since: the next reconcile decides again.
-                None => Ok(()),
+                Some(existing) => check_owner(job, what, &existing).map(|()| false),
+                // Deleted between the two requests: not there now, so not started whole; the
+                // next reconcile starts it again.
+                None => Err(Error::Terminating {
+                    what: format!("{what} {name}"),
+                }),
             },
             Err(e) => Err(e.into()),
         }
@@ -316,29 +319,25 @@ impl AttemptBackend for Pods {
         }
         let api = self.api(job)?;
         let mut created = Vec::new();
+        // The API server decides what exists, not the cache: right after a start cut short
+        // took its pods back, the cache may still hold them as they were, and trusting it would
+        // start the attempt without pods that are already gone. A pod that exists answers 409
+        // and is read live: ours and running is kept, terminating is waited for.
         for pod in &pods {
-            match self.cached(job, &pod.name_any()) {
-                Some(existing) if existing.metadata.deletion_timestamp.is_some() => {
-                    // Taken back after a start cut short: this attempt must not count it.
-                    return Err(Error::Terminating {
-                        what: format!("pod {}", pod.name_any()),
-                    });
-                }
-                Some(existing) => check_owner(job, "pod", &existing)?,
-                None => match self.create_missing(&api, job, "pod", pod).await {
-                    Ok(()) => created.push(pod.name_any()),
-                    Err(e) => {
-                        // Half a gang would hold its GPUs in a rendezvous that cannot
-                        // complete, with no attempt in status to account for it: take back
-                        // what this call made; a later reconcile starts the attempt whole.
-                        for name in created.iter().rev() {
-                            if let Err(de) = delete(&api, name).await {
-                                tracing::warn!(pod = %name, error = %de, "could not take back a pod of a half-created attempt");
-                            }
+            match self.create_missing(&api, job, "pod", pod).await {
+                Ok(true) => created.push(pod.name_any()),
+                Ok(false) => {}
+                Err(e) => {
+                    // Half a gang would hold its GPUs in a rendezvous that cannot complete,
+                    // with no attempt in status to account for it: take back what this call
+                    // made; a later reconcile starts the attempt whole.
+                    for name in created.iter().rev() {
+                        if let Err(de) = delete(&api, name).await {
+                            tracing::warn!(pod = %name, error = %de, "could not take back a pod of a half-created attempt");
                         }
-                        return Err(e);
                     }
-                },
+                    return Err(e);
+                }
             }
         }
         status.pod_name = Some(pods[0].name_any());
