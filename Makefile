@@ -67,7 +67,7 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	# No import circle between the files of the trainer, operator and kube-standin.
-	cargo test -q -p mtl-test-support --test import_circles
+	cargo test -q --workspace --all-features --test import_circles
 
 # Regenerate the CRDs' YAML from the Rust types (a test fails when one is stale).
 crds:

@@ -320,8 +320,14 @@ mod tests {
         let name = |n: &str, f: DataFormat, file: Option<&str>| {
             submission_file(&task(n, f, file), "spec.tasks[0]")
         };
-        assert_eq!(name("SST2", DataFormat::GlueTsv, None).unwrap(), "SST-2.tsv");
-        assert_eq!(name("mnli-mm", DataFormat::GlueTsv, None).unwrap(), "MNLI-mm.tsv");
+        assert_eq!(
+            name("SST2", DataFormat::GlueTsv, None).unwrap(),
+            "SST-2.tsv"
+        );
+        assert_eq!(
+            name("mnli-mm", DataFormat::GlueTsv, None).unwrap(),
+            "MNLI-mm.tsv"
+        );
         assert_eq!(name("cola", DataFormat::Jsonl, None).unwrap(), "CoLA.tsv");
         assert_eq!(name("mine", DataFormat::Jsonl, None).unwrap(), "mine.tsv");
         assert_eq!(
@@ -333,8 +339,13 @@ mod tests {
             "rte-test.jsonl"
         );
         for bad in ["../RTE.tsv", "RTE.csv", "a/b.tsv"] {
-            let err = name("rte", DataFormat::GlueTsv, Some(bad)).unwrap_err().to_string();
-            assert!(err.contains("spec.tasks[0].submissionFile") && err.contains(bad), "{err}");
+            let err = name("rte", DataFormat::GlueTsv, Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("spec.tasks[0].submissionFile") && err.contains(bad),
+                "{err}"
+            );
         }
     }
 }
