@@ -1205,9 +1205,9 @@ pub fn parse_job(path: &str, text: &str) -> Result<MultiTaskTrainingJobSpec, Err
                 message: format!("{prefix}{field}: {}", e.inner()),
             }
         })?;
-    spec.validate().map_err(|message| Error::Invalid {
+    spec.validate().map_err(|errors| Error::Invalid {
         path: path.into(),
-        message,
+        message: errors.to_string(),
     })?;
     Ok(spec)
 }

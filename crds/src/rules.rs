@@ -279,14 +279,14 @@ impl MultiTaskTrainingJobSpec {
 
     /// Checks what serde and the schema's types cannot express (the API server runs the CEL
     /// rules; local runs have no API server, so the trainer calls this, and the operator before
-    /// a job's first attempt). The error names every field at fault ([`Self::field_errors`]),
-    /// joined by `; `.
-    pub fn validate(&self) -> Result<(), String> {
+    /// a job's first attempt). The error holds every field at fault ([`Self::field_errors`]);
+    /// it reads as them joined by `; `.
+    pub fn validate(&self) -> Result<(), FieldErrors> {
         let errors = self.field_errors();
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(FieldErrors(errors).to_string())
+            Err(FieldErrors(errors))
         }
     }
 }

@@ -250,9 +250,9 @@ async fn read_manifest(storage: &Storage, uri: &str, timeout: Duration) -> Manif
 
 /// What the trainer would reject before its first step, then what `backend` cannot run.
 fn validate<B: AttemptBackend>(backend: &B, job: &MultiTaskTrainingJob) -> Result<()> {
-    job.spec.validate().map_err(|message| Error::InvalidSpec {
+    job.spec.validate().map_err(|errors| Error::InvalidSpec {
         job: job.name_any(),
-        message,
+        message: errors.to_string(),
     })?;
     backend.validate(job)
 }
