@@ -79,8 +79,7 @@ pub struct Decision {
 /// exponential backoff, [`mtl_storage::Backoff`]).
 pub use mtl_storage::Backoff;
 
-/// The waiting reason of an attempt Kueue has not admitted yet.
-pub const QUEUED: &str = "Queued";
+pub use crate::QUEUED;
 
 /// While waiting for a terminating attempt to go away.
 pub const TERMINATING_POLL: Duration = Duration::from_secs(5);

@@ -30,9 +30,19 @@ mod fixtures;
 
 pub use controller::FINALIZER;
 
+// Constants several modules use.
+
 /// The one server-side apply field manager for pods and status (the controller and the pods
 /// backend both write under it).
 pub const FIELD_MANAGER: &str = "mtl-operator";
+/// Label naming the job a pod belongs to (the pods backend sets it, the controller watches by
+/// it).
+pub const LABEL_JOB: &str = "multitask.dev/job";
+/// Kueue's queue label: on the job, copied onto its pods (Kueue's plain-Pod integration).
+pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// The waiting reason of an attempt Kueue has not admitted yet (both backends report it,
+/// `decide` reads it).
+pub const QUEUED: &str = "Queued";
 
 /// The operator's `User-Agent` on every Kubernetes API request.
 pub const USER_AGENT: &str = concat!("mtl-operator/", env!("CARGO_PKG_VERSION"));

@@ -27,7 +27,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use apply::patch_status;
 pub use context::{Config, Context};
 
-use crate::backend::pods::LABEL_JOB;
 use crate::backend::vertex::VertexBackend;
 use crate::backend::{AttemptBackend, AttemptState, ObservedAttempt};
 use crate::decide::{self, Decision, ManifestRead, Note, Observation};
@@ -35,6 +34,7 @@ use crate::status;
 #[cfg(test)]
 use crate::status::cond;
 use crate::{Error, Result};
+use crate::{KUEUE_QUEUE_LABEL, LABEL_JOB};
 use context::job_key;
 #[cfg(test)]
 use observe::manifest_due;
@@ -219,9 +219,7 @@ fn decide_now<B: AttemptBackend>(
     let describe = |n: u32| backend.describe(job, n);
     decide::decide(&Observation {
         queued: job.spec.backend == Backend::Kubernetes
-            && job
-                .labels()
-                .contains_key(crate::backend::pods::KUEUE_QUEUE_LABEL),
+            && job.labels().contains_key(KUEUE_QUEUE_LABEL),
         spec: &job.spec,
         generation: job.metadata.generation,
         status: old,

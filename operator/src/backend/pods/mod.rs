@@ -19,14 +19,11 @@ pub use observe::{GONE_REASON, observe_pod, observe_workers};
 use super::{AttemptBackend, ObservedAttempt};
 use crate::{Error, Result};
 
-/// Label naming the job a pod belongs to.
-pub const LABEL_JOB: &str = "multitask.dev/job";
+pub use crate::{KUEUE_QUEUE_LABEL, LABEL_JOB};
 /// Label holding the attempt number of a pod.
 pub const LABEL_ATTEMPT: &str = "multitask.dev/attempt";
 /// Label holding the worker index (the node rank) of a pod of a job with several workers.
 pub const LABEL_WORKER: &str = "multitask.dev/worker";
-/// Kueue's queue label: on the job, copied onto its pods (Kueue's plain-Pod integration).
-pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
 /// Kueue's workload priority class label, copied with the queue label.
 pub const KUEUE_PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
 /// The pod group of an attempt with several workers: Kueue admits its pods together.
