@@ -88,6 +88,43 @@ fn run_world(
     })
 }
 
+/// Each rank of a world in this process with its own spec; every rank's result.
+fn run_world_each(specs: Vec<MultiTaskTrainingJobSpec>, cache: &Path) -> Vec<Result<u64, String>> {
+    let port = free_port();
+    let world = specs.len();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(rank, spec)| {
+                s.spawn(move || {
+                    let w = WorkerEnv {
+                        rank,
+                        world_size: world,
+                        local_rank: rank,
+                        local_world_size: world,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                        agent_store: false,
+                        restart: 0,
+                        launcher: Launcher::Flags,
+                    };
+                    let options = GroupOptions {
+                        backend: Backend::Gloo,
+                        timeout: Duration::from_secs(20),
+                    };
+                    let pg = ProcessGroup::init(&w, &options).map_err(|e| e.to_string())?;
+                    let opts = RunOptions::cpu(cache.to_path_buf());
+                    let mut t =
+                        Trainer::with_world(spec, opts, Some(pg)).map_err(|e| e.to_string())?;
+                    t.run().map(|o| o.step).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 fn run_single(
     spec: &MultiTaskTrainingJobSpec,
     cache: &Path,
@@ -579,4 +616,43 @@ fn rewrite_manifest(dir: &Path, from: &str, to: &str) {
     let p = dir.join("checkpoints.json");
     let text = std::fs::read_to_string(&p).unwrap().replace(from, to);
     std::fs::write(p, text).unwrap();
+}
+
+/// Ranks that see different checkpoints (`--nnodes 2` with an output directory local to each
+/// node: node 0 has step 4, node 1 nothing) do not train on: every rank stops before the first
+/// broadcast with an error naming both steps, instead of drifting apart until a collective
+/// times out.
+#[test]
+fn ranks_that_resume_from_different_steps_stop_naming_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = setup(tmp.path());
+    let _rng = torch_rng();
+    let cache = tmp.path().join("cache");
+    let mut node0 = spec.clone();
+    node0.checkpoints.uri = tmp.path().join("node0").display().to_string();
+    node0.checkpoints.every_steps = 4;
+    // One process with the world's global batch, so the world's fingerprint matches it.
+    let mut alone = node0.clone();
+    alone.training.batch_size *= 2;
+    let mut first = Trainer::new(
+        alone,
+        RunOptions {
+            stop_after: Some(4),
+            ..RunOptions::cpu(cache.clone())
+        },
+    )
+    .unwrap();
+    assert_eq!(first.run().unwrap().step, 4);
+    let mut node1 = spec.clone();
+    node1.checkpoints.uri = tmp.path().join("node1").display().to_string();
+    let results = run_world_each(vec![node0, node1], &cache);
+    for (rank, r) in results.iter().enumerate() {
+        let err = r.as_ref().expect_err("the world must not train");
+        assert!(
+            err.contains("did not resume from the same place")
+                && err.contains("some at step 0, some at step 4"),
+            "rank {rank}: {err}"
+        );
+    }
+    assert!(!tmp.path().join("node1/checkpoints.json").exists());
 }

@@ -74,7 +74,15 @@ impl Trainer {
         let mut marks = Marks::default();
         resume(&store, &spec, &opts, &mut parts, &mut state, &mut marks)?;
         let world = match pg {
-            Some(pg) => Some(World::join(pg, &parts.model, &parts.optim)?),
+            Some(pg) => {
+                World::agree_on_resume(
+                    &pg,
+                    state.global_step,
+                    state.micro_step,
+                    &spec.checkpoints.uri,
+                )?;
+                Some(World::join(pg, &parts.model, &parts.optim)?)
+            }
             None => None,
         };
         let main = world.as_ref().is_none_or(|w| w.pg.is_main());
