@@ -21,13 +21,7 @@ use mtl_trainer::train::{Outcome, RunOptions, Trainer};
 use tch::{Kind, Tensor};
 
 use common::{TINY_BERT, analytic_zero, job, tiny_model_with, torch_rng};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
+use mtl_test_support::free_port;
 
 /// A tiny BERT without dropout (so that runs are comparable), and the bundled job on it.
 fn setup(dir: &Path) -> MultiTaskTrainingJobSpec {

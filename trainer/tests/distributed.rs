@@ -4,6 +4,7 @@
 //! rendezvous as under torchrun, Vertex AI or this trainer's local agent, and the faults are
 //! real (a SIGKILLed peer, a worker exiting 1, SIGTERM to the agent).
 
+use mtl_test_support::free_port;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -51,15 +52,6 @@ fn worker_command(case: &str, env: &[(&str, String)]) -> Command {
         cmd.env(k, v);
     }
     cmd
-}
-
-/// A port free right now on 127.0.0.1 (for a rank-0-hosted store).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits for `child` at most `HANG`; past that it is killed and the test fails.
