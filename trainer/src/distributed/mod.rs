@@ -9,7 +9,8 @@
 //! - `grads`: [`GradientSync`] (example-weighted gradient averaging) and
 //!   [`broadcast_tensors`].
 //! - `shard`: which examples of a step's batch each rank trains on (balanced by length).
-//! - `ffi`: the C++ side (csrc/dist.cpp), the one place with `unsafe`.
+//! - `ffi`: the C++ side (csrc/dist.cpp), this module's one file with `unsafe` (the crate's
+//!   others: `aten.rs`, `data/token_store.rs`).
 //!
 //! A training step on N ranks, each with its own shard of the step's batch:
 //! ```text
