@@ -59,6 +59,9 @@ pub enum Admission {
 pub enum Twin {
     /// [`MultiTaskTrainingJobSpec::validate`] runs this check.
     Validate(fn(&MultiTaskTrainingJobSpec, &mut Vec<FieldError>)),
+    /// [`MultiTaskTrainingJobSpec::validate`] runs this check on every task: the field (under
+    /// `spec.tasks[i] (name).`) and what is wrong, when the task breaks the rule.
+    ValidateTask(fn(&TaskSpec) -> Option<(&'static str, String)>),
     /// Checked elsewhere, or only at admission, and why.
     Elsewhere(&'static str),
 }
@@ -116,62 +119,62 @@ pub const RULES: &[SpecRule] = &[
     SpecRule {
         name: "classification has two classes or more",
         admission: Admission::Cel(CLASSIFICATION_CLASSES),
-        twin: Twin::Validate(classification_classes),
+        twin: Twin::ValidateTask(classification_classes),
     },
     SpecRule {
         name: "labelNames name every class",
         admission: Admission::Cel(LABEL_NAMES_PER_CLASS),
-        twin: Twin::Validate(label_names_per_class),
+        twin: Twin::ValidateTask(label_names_per_class),
     },
     SpecRule {
         name: "multipleChoice sets numChoices",
         admission: Admission::Cel(CHOICES_REQUIRED),
-        twin: Twin::Validate(choices_required),
+        twin: Twin::ValidateTask(choices_required),
     },
     SpecRule {
         name: "labelNames name every choice",
         admission: Admission::Cel(LABEL_NAMES_PER_CHOICE),
-        twin: Twin::Validate(label_names_per_choice),
+        twin: Twin::ValidateTask(label_names_per_choice),
     },
     SpecRule {
         name: "regression has no labelNames",
         admission: Admission::Cel(REGRESSION_NO_LABEL_NAMES),
-        twin: Twin::Validate(regression_no_label_names),
+        twin: Twin::ValidateTask(regression_no_label_names),
     },
     SpecRule {
         name: "regression metrics score regression only",
         admission: Admission::Cel(REGRESSION_METRIC),
-        twin: Twin::Validate(regression_metric),
+        twin: Twin::ValidateTask(regression_metric),
     },
     SpecRule {
         name: "multipleChoice is scored by accuracy",
         admission: Admission::Cel(MULTIPLE_CHOICE_METRIC),
-        twin: Twin::Validate(multiple_choice_metric),
+        twin: Twin::ValidateTask(multiple_choice_metric),
     },
     SpecRule {
         name: "glueTsv has no choices",
         admission: Admission::Cel(MULTIPLE_CHOICE_NOT_GLUE_TSV),
-        twin: Twin::Validate(multiple_choice_not_glue_tsv),
+        twin: Twin::ValidateTask(multiple_choice_not_glue_tsv),
     },
     SpecRule {
         name: "commonsenseQaJsonl is multipleChoice",
         admission: Admission::Cel(CSQA_IS_MULTIPLE_CHOICE),
-        twin: Twin::Validate(csqa_is_multiple_choice),
+        twin: Twin::ValidateTask(csqa_is_multiple_choice),
     },
     SpecRule {
         name: "positiveLabel is a label of a two-class task",
         admission: Admission::Cel(POSITIVE_LABEL),
-        twin: Twin::Validate(positive_label),
+        twin: Twin::ValidateTask(positive_label),
     },
     SpecRule {
         name: "textFields are named",
         admission: Admission::Cel(TEXT_FIELDS_NAMED),
-        twin: Twin::Validate(text_fields_named),
+        twin: Twin::ValidateTask(text_fields_named),
     },
     SpecRule {
         name: "jsonl multipleChoice names its choicesField",
         admission: Admission::Cel(JSONL_CHOICES_FIELD),
-        twin: Twin::Validate(jsonl_choices_field),
+        twin: Twin::ValidateTask(jsonl_choices_field),
     },
     SpecRule {
         name: "temperature sampling sets temperature",
@@ -270,8 +273,19 @@ impl MultiTaskTrainingJobSpec {
         }
         let mut out = Vec::new();
         for rule in RULES {
-            if let Twin::Validate(check) = rule.twin {
-                check(self, &mut out);
+            match rule.twin {
+                Twin::Validate(check) => check(self, &mut out),
+                Twin::ValidateTask(check) => {
+                    for (i, t) in self.tasks.iter().enumerate() {
+                        if let Some((field, detail)) = check(t) {
+                            out.push(FieldError {
+                                field: format!("spec.tasks[{i}] ({}).{field}", t.name),
+                                detail,
+                            });
+                        }
+                    }
+                }
+                Twin::Elsewhere(_) => {}
             }
         }
         out
@@ -295,21 +309,6 @@ fn error(out: &mut Vec<FieldError>, field: String, detail: String) {
     out.push(FieldError { field, detail });
 }
 
-fn task_field(i: usize, t: &TaskSpec, field: &str) -> String {
-    format!("spec.tasks[{i}] ({}).{field}", t.name)
-}
-
-/// Runs `check` on each task with its index.
-fn each_task(
-    spec: &MultiTaskTrainingJobSpec,
-    out: &mut Vec<FieldError>,
-    check: impl Fn(usize, &TaskSpec, &mut Vec<FieldError>),
-) {
-    for (i, t) in spec.tasks.iter().enumerate() {
-        check(i, t, out);
-    }
-}
-
 fn unique_task_names(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
     for (i, t) in spec.tasks.iter().enumerate() {
         if spec.tasks[..i].iter().any(|u| u.name == t.name) {
@@ -322,187 +321,127 @@ fn unique_task_names(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>)
     }
 }
 
-fn classification_classes(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.task_type == TaskType::Classification && t.num_outputs() < 2 {
-            error(
-                out,
-                task_field(i, t, "numLabels"),
-                "needs at least 2 classes".into(),
-            );
-        }
-    });
+/// One task's fault, if it breaks the rule: the field (under the task) and what is wrong.
+type TaskFault = Option<(&'static str, String)>;
+
+fn classification_classes(t: &TaskSpec) -> TaskFault {
+    (t.task_type == TaskType::Classification && t.num_outputs() < 2)
+        .then(|| ("numLabels", "needs at least 2 classes".into()))
 }
 
-fn label_names_per_class(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.task_type == TaskType::Classification
-            && let (Some(n), Some(names)) = (t.num_labels, &t.label_names)
-            && names.len() as u32 != n
-        {
-            error(
-                out,
-                task_field(i, t, "labelNames"),
-                format!("{} names for {n} labels", names.len()),
-            );
-        }
-    });
+fn label_names_per_class(t: &TaskSpec) -> TaskFault {
+    let (Some(n), Some(names)) = (t.num_labels, &t.label_names) else {
+        return None;
+    };
+    (t.task_type == TaskType::Classification && names.len() as u32 != n).then(|| {
+        (
+            "labelNames",
+            format!("{} names for {n} labels", names.len()),
+        )
+    })
 }
 
-fn choices_required(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.task_type == TaskType::MultipleChoice && t.num_choices.is_none() {
-            error(
-                out,
-                task_field(i, t, "numChoices"),
-                "required for multipleChoice".into(),
-            );
-        }
-    });
+fn choices_required(t: &TaskSpec) -> TaskFault {
+    (t.task_type == TaskType::MultipleChoice && t.num_choices.is_none())
+        .then(|| ("numChoices", "required for multipleChoice".into()))
 }
 
-fn label_names_per_choice(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.task_type == TaskType::MultipleChoice
-            && let (Some(n), Some(names)) = (t.num_choices, &t.label_names)
-            && names.len() as u32 != n
-        {
-            error(
-                out,
-                task_field(i, t, "labelNames"),
-                format!("{} names for {n} choices", names.len()),
-            );
-        }
-    });
+fn label_names_per_choice(t: &TaskSpec) -> TaskFault {
+    let (Some(n), Some(names)) = (t.num_choices, &t.label_names) else {
+        return None;
+    };
+    (t.task_type == TaskType::MultipleChoice && names.len() as u32 != n).then(|| {
+        (
+            "labelNames",
+            format!("{} names for {n} choices", names.len()),
+        )
+    })
 }
 
-fn regression_no_label_names(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.task_type == TaskType::Regression && t.label_names.is_some() {
-            error(
-                out,
-                task_field(i, t, "labelNames"),
-                "a regression task has none".into(),
-            );
-        }
-    });
+fn regression_no_label_names(t: &TaskSpec) -> TaskFault {
+    (t.task_type == TaskType::Regression && t.label_names.is_some())
+        .then(|| ("labelNames", "a regression task has none".into()))
 }
 
 const METRICS_BY_TYPE: &str = "regression: pearson, spearman, pearsonSpearman; classification: accuracy, f1, mcc, f1Accuracy; multipleChoice: accuracy";
 
-fn regression_metric(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        use TaskMetric::*;
-        if let Some(metric) = t.metric
-            && (t.task_type == TaskType::Regression)
-                != matches!(metric, Pearson | Spearman | PearsonSpearman)
-        {
-            error(
-                out,
-                task_field(i, t, "metric"),
-                format!(
-                    "{metric:?} does not score a {:?} task ({METRICS_BY_TYPE})",
-                    t.task_type
-                ),
-            );
-        }
-    });
+fn metric_fault(t: &TaskSpec, metric: TaskMetric) -> (&'static str, String) {
+    (
+        "metric",
+        format!(
+            "{metric:?} does not score a {:?} task ({METRICS_BY_TYPE})",
+            t.task_type
+        ),
+    )
 }
 
-fn multiple_choice_metric(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if let Some(metric) = t.metric
-            && t.task_type == TaskType::MultipleChoice
-            && !matches!(
-                metric,
-                TaskMetric::Accuracy
-                    | TaskMetric::Pearson
-                    | TaskMetric::Spearman
-                    | TaskMetric::PearsonSpearman
-            )
-        {
-            // The regression metrics on a multipleChoice task are regression_metric's error.
-            error(
-                out,
-                task_field(i, t, "metric"),
-                format!(
-                    "{metric:?} does not score a {:?} task ({METRICS_BY_TYPE})",
-                    t.task_type
-                ),
-            );
-        }
-    });
+fn is_regression_metric(metric: TaskMetric) -> bool {
+    use TaskMetric::*;
+    matches!(metric, Pearson | Spearman | PearsonSpearman)
 }
 
-fn multiple_choice_not_glue_tsv(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.task_type == TaskType::MultipleChoice && t.format == DataFormat::GlueTsv {
-            error(
-                out,
-                task_field(i, t, "format"),
-                "glueTsv has no choices; a multipleChoice task needs commonsenseQaJsonl, or jsonl with choicesField".into(),
-            );
-        }
-    });
+fn regression_metric(t: &TaskSpec) -> TaskFault {
+    let metric = t.metric?;
+    ((t.task_type == TaskType::Regression) != is_regression_metric(metric))
+        .then(|| metric_fault(t, metric))
 }
 
-fn csqa_is_multiple_choice(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.task_type != TaskType::MultipleChoice && t.format == DataFormat::CommonsenseQaJsonl {
-            error(
-                out,
-                task_field(i, t, "format"),
+fn multiple_choice_metric(t: &TaskSpec) -> TaskFault {
+    let metric = t.metric?;
+    // The regression metrics on a multipleChoice task are regression_metric's error.
+    (t.task_type == TaskType::MultipleChoice
+        && metric != TaskMetric::Accuracy
+        && !is_regression_metric(metric))
+    .then(|| metric_fault(t, metric))
+}
+
+fn multiple_choice_not_glue_tsv(t: &TaskSpec) -> TaskFault {
+    (t.task_type == TaskType::MultipleChoice && t.format == DataFormat::GlueTsv).then(|| {
+        (
+            "format",
+            "glueTsv has no choices; a multipleChoice task needs commonsenseQaJsonl, or jsonl with choicesField".into(),
+        )
+    })
+}
+
+fn csqa_is_multiple_choice(t: &TaskSpec) -> TaskFault {
+    (t.task_type != TaskType::MultipleChoice && t.format == DataFormat::CommonsenseQaJsonl).then(
+        || {
+            (
+                "format",
                 "commonsenseQaJsonl holds multiple-choice questions; use type multipleChoice"
                     .into(),
-            );
-        }
-    });
+            )
+        },
+    )
 }
 
-fn positive_label(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        let Some(p) = &t.positive_label else { return };
-        let ok = t.task_type == TaskType::Classification
-            && t.num_outputs() == 2
-            && match &t.label_names {
-                Some(names) => names.contains(p),
-                None => p == "0" || p == "1",
-            };
-        if !ok {
-            error(
-                out,
-                task_field(i, t, "positiveLabel"),
-                format!("{p:?} is not one of the labels of a two-class classification task"),
-            );
-        }
-    });
+fn positive_label(t: &TaskSpec) -> TaskFault {
+    let p = t.positive_label.as_ref()?;
+    let ok = t.task_type == TaskType::Classification
+        && t.num_outputs() == 2
+        && match &t.label_names {
+            Some(names) => names.contains(p),
+            None => p == "0" || p == "1",
+        };
+    (!ok).then(|| {
+        (
+            "positiveLabel",
+            format!("{p:?} is not one of the labels of a two-class classification task"),
+        )
+    })
 }
 
-fn text_fields_named(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.format != DataFormat::CommonsenseQaJsonl && t.text_fields.is_empty() {
-            error(
-                out,
-                task_field(i, t, "textFields"),
-                "name one or two text fields".into(),
-            );
-        }
-    });
+fn text_fields_named(t: &TaskSpec) -> TaskFault {
+    (t.format != DataFormat::CommonsenseQaJsonl && t.text_fields.is_empty())
+        .then(|| ("textFields", "name one or two text fields".into()))
 }
 
-fn jsonl_choices_field(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {
-    each_task(spec, out, |i, t, out| {
-        if t.format == DataFormat::Jsonl
-            && t.task_type == TaskType::MultipleChoice
-            && t.choices_field.is_none()
-        {
-            error(
-                out,
-                task_field(i, t, "choicesField"),
-                "required for jsonl multipleChoice".into(),
-            );
-        }
-    });
+fn jsonl_choices_field(t: &TaskSpec) -> TaskFault {
+    (t.format == DataFormat::Jsonl
+        && t.task_type == TaskType::MultipleChoice
+        && t.choices_field.is_none())
+    .then(|| ("choicesField", "required for jsonl multipleChoice".into()))
 }
 
 fn temperature_set(spec: &MultiTaskTrainingJobSpec, out: &mut Vec<FieldError>) {

@@ -817,7 +817,7 @@ fn each_rule_refuses_its_example_at_admission_and_in_validate() {
         let spec: MultiTaskTrainingJobSpec = serde_json::from_value(broken.clone()).unwrap();
         let errors = spec.field_errors();
         match rule.twin {
-            Twin::Validate(_) => assert!(
+            Twin::Validate(_) | Twin::ValidateTask(_) => assert!(
                 errors.iter().any(|e| e.field == field),
                 "{:?}: validate() does not name {field} for {broken:#}: {errors:?}",
                 rule.name
