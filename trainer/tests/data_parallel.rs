@@ -42,6 +42,29 @@ fn weights(t: &Trainer) -> BTreeMap<String, Tensor> {
         .collect()
 }
 
+/// Rank `rank` of a `world` of threads in this process, rendezvous on `port`.
+fn worker(rank: usize, world: usize, port: u16) -> WorkerEnv {
+    WorkerEnv {
+        rank,
+        world_size: world,
+        local_rank: rank,
+        local_world_size: world,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        agent_store: false,
+        restart: 0,
+        launcher: Launcher::Flags,
+    }
+}
+
+/// Gloo with a `seconds` collective timeout.
+fn gloo(seconds: u64) -> GroupOptions {
+    GroupOptions {
+        backend: Backend::Gloo,
+        timeout: Duration::from_secs(seconds),
+    }
+}
+
 /// Trains `spec` on `world` ranks in this process (one thread each), each with the batch
 /// size of `spec`; returns every rank's outcome, final weights and state.
 fn run_world(
@@ -55,22 +78,8 @@ fn run_world(
             .map(|rank| {
                 let spec = spec.clone();
                 s.spawn(move || {
-                    let w = WorkerEnv {
-                        rank,
-                        world_size: world,
-                        local_rank: rank,
-                        local_world_size: world,
-                        master_addr: "127.0.0.1".into(),
-                        master_port: port,
-                        agent_store: false,
-                        restart: 0,
-                        launcher: Launcher::Flags,
-                    };
-                    let options = GroupOptions {
-                        backend: Backend::Gloo,
-                        timeout: Duration::from_secs(120),
-                    };
-                    let pg = ProcessGroup::init(&w, &options).unwrap();
+                    let w = worker(rank, world, port);
+                    let pg = ProcessGroup::init(&w, &gloo(120)).unwrap();
                     let opts = RunOptions::cpu(cache.to_path_buf());
                     let mut t = Trainer::with_world(spec, opts, Some(pg)).unwrap();
                     let out = t.run().unwrap();
@@ -92,22 +101,8 @@ fn run_world_each(specs: Vec<MultiTaskTrainingJobSpec>, cache: &Path) -> Vec<Res
             .enumerate()
             .map(|(rank, spec)| {
                 s.spawn(move || {
-                    let w = WorkerEnv {
-                        rank,
-                        world_size: world,
-                        local_rank: rank,
-                        local_world_size: world,
-                        master_addr: "127.0.0.1".into(),
-                        master_port: port,
-                        agent_store: false,
-                        restart: 0,
-                        launcher: Launcher::Flags,
-                    };
-                    let options = GroupOptions {
-                        backend: Backend::Gloo,
-                        timeout: Duration::from_secs(20),
-                    };
-                    let pg = ProcessGroup::init(&w, &options).map_err(|e| e.to_string())?;
+                    let w = worker(rank, world, port);
+                    let pg = ProcessGroup::init(&w, &gloo(20)).map_err(|e| e.to_string())?;
                     let opts = RunOptions::cpu(cache.to_path_buf());
                     let mut t =
                         Trainer::with_world(spec, opts, Some(pg)).map_err(|e| e.to_string())?;
