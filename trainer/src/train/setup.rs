@@ -61,7 +61,7 @@ pub(super) fn setup(
     let config = assets.config()?;
     check_lengths(&spec, &config)?;
     let encoder = assets.encoder(&config, spec.model.max_length as usize)?;
-    let tasks = load_data(&spec, opts, &store, &assets, &encoder, pg)?;
+    let (tasks, tokenizer_sha256) = load_data(&spec, opts, &store, &assets, &encoder, pg)?;
     let (model, optim) = build(config, &spec, &assets, opts.device)?;
     // The sampler plans the global batch; each rank takes its shard of it.
     let sampler = Sampler::new(
@@ -74,7 +74,6 @@ pub(super) fn setup(
     // The annealed strategy's exponent moves over the run's micro-batches.
     let sampler = sampler.with_horizon(total * u64::from(tr.gradient_accumulation_steps.max(1)));
     let schedule = LinearSchedule::for_run(tr, total);
-    let tokenizer_sha256 = crate::data::sha256_file(&assets.tokenizer_path())?;
     let state = fresh_state(&spec, &tasks, &tokenizer_sha256, &schedule, ranks);
     Ok(Setup {
         spec,
@@ -130,8 +129,9 @@ fn check_lengths(spec: &MultiTaskTrainingJobSpec, config: &ModelConfig) -> Resul
     Ok(())
 }
 
-/// Every task's data, read and tokenized (or mapped from the token cache). The first rank of
-/// each node tokenizes into the cache; its other ranks then map it.
+/// Every task's data, read and tokenized (or mapped from the token cache), and the SHA-256 of
+/// the tokenizer file it was tokenized with. The first rank of each node tokenizes into the
+/// cache; its other ranks then map it.
 fn load_data(
     spec: &MultiTaskTrainingJobSpec,
     opts: &RunOptions,
@@ -139,7 +139,7 @@ fn load_data(
     assets: &ModelAssets,
     encoder: &TextEncoder,
     pg: Option<&ProcessGroup>,
-) -> Result<Vec<TaskData>> {
+) -> Result<(Vec<TaskData>, String)> {
     let started = Instant::now();
     let mut loader = Loader::new(store, &opts.cache_dir, encoder, &assets.tokenizer_path())?;
     loader.stop = Some(opts.stop.as_ref());
@@ -157,7 +157,7 @@ fn load_data(
         seconds = started.elapsed().as_secs_f64(),
         "data loaded and tokenized"
     );
-    Ok(tasks)
+    Ok((tasks, loader.tokenizer_sha256))
 }
 
 /// The model, from the pretrained weights (heads from `training.seed`), and its optimizer.
